@@ -1,0 +1,1 @@
+//! The MineBox Stratum V1 server (work in progress, see issue 2).
