@@ -1,0 +1,381 @@
+//! The stratum server's tables in the box's SQLite state database.
+//!
+//! Two kinds of write with opposite needs:
+//! - a found block is written at once, synchronously, before it is even submitted: a
+//!   crash or power cut right after must not lose it (it is resubmitted at start-up);
+//! - statistics are batched (one transaction every flush interval, default a minute),
+//!   because an SD card or small SSD wears with every write.
+//!
+//! The database is in WAL mode with `synchronous=FULL`: with writes this rare, the
+//! extra fsync costs nothing and a committed block record survives a power cut.
+
+use crate::stats::{Rates, WorkerStats};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state database {path}: {source} (check that the directory exists, is writable and the disk is not full)")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("state database: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// Where a found block stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockStatus {
+    /// Recorded, not yet answered by the node (resubmitted after a crash).
+    Submitting,
+    /// The node took it; confirmations are tracked.
+    Accepted,
+    /// The node refused it (the reason is kept).
+    Rejected,
+    /// It was accepted but another block won at its height.
+    Orphaned,
+}
+
+impl BlockStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            BlockStatus::Submitting => "submitting",
+            BlockStatus::Accepted => "accepted",
+            BlockStatus::Rejected => "rejected",
+            BlockStatus::Orphaned => "orphaned",
+        }
+    }
+    fn parse(s: &str) -> BlockStatus {
+        match s {
+            "accepted" => BlockStatus::Accepted,
+            "rejected" => BlockStatus::Rejected,
+            "orphaned" => BlockStatus::Orphaned,
+            _ => BlockStatus::Submitting,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockRecord {
+    pub coin: String,
+    pub network: String,
+    pub height: u64,
+    pub hash: String,
+    pub worker: String,
+    pub reward_sats: u64,
+    pub share_difficulty: f64,
+    pub network_difficulty: f64,
+    pub found_at: i64,
+    pub status: BlockStatus,
+    pub detail: String,
+    pub confirmations: i64,
+    #[serde(skip)]
+    pub block_hex: String,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS stratum_workers (
+    coin TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    accepted INTEGER NOT NULL,
+    accepted_difficulty REAL NOT NULL,
+    rejected TEXT NOT NULL,
+    best_share REAL NOT NULL,
+    best_share_at INTEGER NOT NULL,
+    last_share_at INTEGER NOT NULL,
+    rates TEXT NOT NULL,
+    user_agent TEXT NOT NULL,
+    difficulty REAL NOT NULL,
+    blocks INTEGER NOT NULL,
+    PRIMARY KEY (coin, worker)
+);
+CREATE TABLE IF NOT EXISTS stratum_blocks (
+    hash TEXT PRIMARY KEY,
+    coin TEXT NOT NULL,
+    network TEXT NOT NULL,
+    height INTEGER NOT NULL,
+    worker TEXT NOT NULL,
+    reward_sats INTEGER NOT NULL,
+    share_difficulty REAL NOT NULL,
+    network_difficulty REAL NOT NULL,
+    found_at INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    confirmations INTEGER NOT NULL,
+    block_hex TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stratum_blocks_found ON stratum_blocks (found_at);
+-- One hashrate sample per worker per flush, for the status page's charts.
+CREATE TABLE IF NOT EXISTS stratum_hashrate (
+    coin TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    hashrate REAL NOT NULL,
+    PRIMARY KEY (coin, worker, at)
+);
+"#;
+
+/// Hashrate samples older than this are deleted at each flush.
+const SAMPLE_RETENTION_SECS: i64 = 7 * 86_400;
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open = |path: &Path| -> rusqlite::Result<Connection> {
+            let conn = Connection::open(path)?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.execute_batch(SCHEMA)?;
+            Ok(conn)
+        };
+        let conn = open(path).map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+        Ok(Store { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// Records a found block durably; returns once it is on disk.
+    pub fn record_block(&self, b: &BlockRecord) -> Result<(), StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        conn.execute(
+            "INSERT INTO stratum_blocks (hash, coin, network, height, worker, reward_sats, share_difficulty,
+                network_difficulty, found_at, status, detail, confirmations, block_hex)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             ON CONFLICT(hash) DO NOTHING",
+            params![
+                b.hash,
+                b.coin,
+                b.network,
+                b.height as i64,
+                b.worker,
+                b.reward_sats as i64,
+                b.share_difficulty,
+                b.network_difficulty,
+                b.found_at,
+                b.status.as_str(),
+                b.detail,
+                b.confirmations,
+                b.block_hex
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn update_block(&self, hash: &str, status: BlockStatus, detail: &str, confirmations: i64) -> Result<(), StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        conn.execute(
+            "UPDATE stratum_blocks SET status = ?2, detail = ?3, confirmations = ?4 WHERE hash = ?1",
+            params![hash, status.as_str(), detail, confirmations],
+        )?;
+        Ok(())
+    }
+
+    /// Found blocks of one coin, newest first.
+    pub fn blocks(&self, coin: Option<&str>, limit: usize) -> Result<Vec<BlockRecord>, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        let mut stmt = conn.prepare(
+            "SELECT hash, coin, network, height, worker, reward_sats, share_difficulty, network_difficulty,
+                    found_at, status, detail, confirmations, block_hex
+             FROM stratum_blocks WHERE (?1 IS NULL OR coin = ?1) ORDER BY found_at DESC, height DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![coin, limit as i64], |r| {
+            Ok(BlockRecord {
+                hash: r.get(0)?,
+                coin: r.get(1)?,
+                network: r.get(2)?,
+                height: r.get::<_, i64>(3)? as u64,
+                worker: r.get(4)?,
+                reward_sats: r.get::<_, i64>(5)? as u64,
+                share_difficulty: r.get(6)?,
+                network_difficulty: r.get(7)?,
+                found_at: r.get(8)?,
+                status: BlockStatus::parse(&r.get::<_, String>(9)?),
+                detail: r.get(10)?,
+                confirmations: r.get(11)?,
+                block_hex: r.get(12)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Blocks whose fate is not final: still submitting, or accepted and young enough to
+    /// be orphaned.
+    pub fn unsettled_blocks(&self, coin: &str) -> Result<Vec<BlockRecord>, StoreError> {
+        Ok(self
+            .blocks(Some(coin), 1000)?
+            .into_iter()
+            .filter(|b| b.status == BlockStatus::Submitting || (b.status == BlockStatus::Accepted && b.confirmations < 100))
+            .collect())
+    }
+
+    /// Writes changed workers and one hashrate sample each, in one transaction.
+    pub fn save_workers(&self, workers: &[WorkerStats], now: i64) -> Result<(), StoreError> {
+        if workers.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.lock().expect("store lock");
+        let tx = conn.transaction()?;
+        {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO stratum_workers (coin, worker, accepted, accepted_difficulty, rejected, best_share,
+                    best_share_at, last_share_at, rates, user_agent, difficulty, blocks)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT(coin, worker) DO UPDATE SET accepted = ?3, accepted_difficulty = ?4, rejected = ?5,
+                    best_share = ?6, best_share_at = ?7, last_share_at = ?8, rates = ?9, user_agent = ?10,
+                    difficulty = ?11, blocks = ?12",
+            )?;
+            let mut sample =
+                tx.prepare_cached("INSERT OR REPLACE INTO stratum_hashrate (coin, worker, at, hashrate) VALUES (?1, ?2, ?3, ?4)")?;
+            for w in workers {
+                upsert.execute(params![
+                    w.coin,
+                    w.worker,
+                    w.accepted as i64,
+                    w.accepted_difficulty,
+                    serde_json::to_string(&w.rejected).expect("map serializes"),
+                    w.best_share,
+                    w.best_share_at,
+                    w.last_share_at,
+                    serde_json::to_string(&w.rates).expect("rates serialize"),
+                    w.user_agent,
+                    w.difficulty,
+                    w.blocks as i64
+                ])?;
+                sample.execute(params![w.coin, w.worker, now, w.rates.hashrates(now as f64)[0]])?;
+            }
+            tx.execute("DELETE FROM stratum_hashrate WHERE at < ?1", params![now - SAMPLE_RETENTION_SECS])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every worker saved before, to continue counting after a restart.
+    pub fn load_workers(&self) -> Result<Vec<WorkerStats>, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        let mut stmt = conn.prepare(
+            "SELECT coin, worker, accepted, accepted_difficulty, rejected, best_share, best_share_at, last_share_at,
+                    rates, user_agent, difficulty, blocks FROM stratum_workers",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let rejected: HashMap<String, u64> = serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default();
+            let rates: Rates = serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default();
+            Ok(WorkerStats {
+                coin: r.get(0)?,
+                worker: r.get(1)?,
+                accepted: r.get::<_, i64>(2)? as u64,
+                accepted_difficulty: r.get(3)?,
+                rejected: rejected
+                    .into_iter()
+                    .filter_map(|(k, v)| {
+                        crate::protocol::ErrorCode::ALL.iter().find(|c| c.as_str() == k).map(|c| (c.as_str(), v))
+                    })
+                    .collect(),
+                best_share: r.get(5)?,
+                best_share_at: r.get(6)?,
+                last_share_at: r.get(7)?,
+                rates,
+                user_agent: r.get(9)?,
+                difficulty: r.get(10)?,
+                blocks: r.get::<_, i64>(11)? as u64,
+                connections: 0,
+                dirty: false,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Hashrate samples of one coin (all workers summed per sample time), oldest first.
+    pub fn hashrate_history(&self, coin: &str, worker: Option<&str>, since: i64) -> Result<Vec<(i64, f64)>, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        let mut stmt = conn.prepare(
+            "SELECT at, SUM(hashrate) FROM stratum_hashrate WHERE coin = ?1 AND (?2 IS NULL OR worker = ?2) AND at >= ?3
+             GROUP BY at ORDER BY at",
+        )?;
+        let rows = stmt.query_map(params![coin, worker, since], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The hash of a block already recorded, if any (to tell a resubmission from a new find).
+    pub fn has_block(&self, hash: &str) -> Result<bool, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        Ok(conn
+            .query_row("SELECT 1 FROM stratum_blocks WHERE hash = ?1", params![hash], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(hash: &str) -> BlockRecord {
+        BlockRecord {
+            coin: "btc".into(),
+            network: "regtest".into(),
+            height: 101,
+            hash: hash.into(),
+            worker: "bcrt1q.w".into(),
+            reward_sats: 5_000_000_000,
+            share_difficulty: 3.0,
+            network_difficulty: 4.6e-10,
+            found_at: 1_700_000_000,
+            status: BlockStatus::Submitting,
+            detail: String::new(),
+            confirmations: 0,
+            block_hex: "00".into(),
+        }
+    }
+
+    #[test]
+    fn a_recorded_block_survives_reopening_and_is_unsettled_until_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let s = Store::open(&path).unwrap();
+            s.record_block(&block("aa")).unwrap();
+            // Recording the same block twice (a resubmission) keeps one row.
+            s.record_block(&block("aa")).unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let unsettled = s.unsettled_blocks("btc").unwrap();
+        assert_eq!(unsettled.len(), 1);
+        assert_eq!(unsettled[0].status, BlockStatus::Submitting);
+        s.update_block("aa", BlockStatus::Accepted, "", 1).unwrap();
+        assert_eq!(s.blocks(Some("btc"), 10).unwrap()[0].status, BlockStatus::Accepted);
+        s.update_block("aa", BlockStatus::Accepted, "", 100).unwrap();
+        assert!(s.unsettled_blocks("btc").unwrap().is_empty());
+    }
+
+    #[test]
+    fn workers_round_trip_with_their_counters() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("state.db")).unwrap();
+        let mut w = WorkerStats { coin: "btc".into(), worker: "addr.rig".into(), ..Default::default() };
+        w.record_accepted(900.0, 100.0, 1000.0);
+        w.record_rejected(crate::protocol::ErrorCode::Stale, 1001.0);
+        s.save_workers(&[w.clone()], 1001).unwrap();
+        w.record_accepted(50.0, 100.0, 1002.0);
+        s.save_workers(&[w], 1002).unwrap();
+        let loaded = s.load_workers().unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].accepted, 2);
+        assert_eq!(loaded[0].best_share, 900.0);
+        assert_eq!(loaded[0].rejected["stale"], 1);
+        assert_eq!(s.hashrate_history("btc", None, 0).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn an_unwritable_path_says_what_to_check() {
+        let err = match Store::open(Path::new("/nonexistent-dir/state.db")) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("opened a database in a missing directory"),
+        };
+        assert!(err.contains("/nonexistent-dir/state.db") && err.contains("writable"), "{err}");
+    }
+}
