@@ -9,13 +9,27 @@
 //! - [`share`]: checking a submission; [`vardiff`]: the difficulty each miner gets.
 //! - [`session`]: one miner's protocol state machine (pure, no I/O).
 //! - [`stats`], [`store`]: per-worker statistics and their SQLite tables.
+//! - [`payout`]: payout addresses checked by the coin registry.
+//! - [`work`]: block templates from the node (ZMQ or polling) pushed to every miner.
+//! - [`connection`], [`server`], [`pool`]: sockets, limits, and who is connected.
+//! - [`block`]: found blocks recorded, submitted, confirmed; [`event`]: what happened.
+//! - [`api`]: the local HTTP API for the status page; [`service`]: all of it, running.
 
+pub mod api;
+pub mod block;
 pub mod coinbase;
+pub mod connection;
+pub mod event;
 pub mod job;
 pub mod merkle;
+pub mod payout;
+pub mod pool;
 pub mod protocol;
+pub mod server;
+pub mod service;
 pub mod session;
 pub mod share;
 pub mod stats;
 pub mod store;
 pub mod vardiff;
+pub mod work;

@@ -171,6 +171,16 @@ impl Registry {
         handles.iter().map(|w| w.lock().expect("worker lock").clone()).collect()
     }
 
+    /// Marks workers changed again, after their write failed, so the next flush retries them.
+    pub fn mark_dirty(&self, workers: &[WorkerStats]) {
+        let map = self.workers.lock().expect("registry lock");
+        for w in workers {
+            if let Some(h) = map.get(&(w.coin.clone(), w.worker.clone())) {
+                h.lock().expect("worker lock").dirty = true;
+            }
+        }
+    }
+
     /// Copies of the workers changed since the last call, clearing their dirty flag.
     pub fn take_dirty(&self) -> Vec<WorkerStats> {
         let handles: Vec<SharedWorker> = self.workers.lock().expect("registry lock").values().cloned().collect();

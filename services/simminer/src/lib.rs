@@ -1,0 +1,11 @@
+//! MineBox's own Stratum V1 client, for tests, the local demo and benchmarks.
+//!
+//! - [`work`]: a mining.notify job as headers to hash; targets and difficulties.
+//! - [`miner`]: a simulated Bitaxe (ESP-Miner's exact message sequence) hashing on a CPU.
+//! - [`load`]: many light connections submitting pre-hashed shares, for load tests.
+
+pub mod load;
+pub mod miner;
+pub mod work;
+
+pub use miner::{mine_shares, run, MinerConfig, MinerError, Report};

@@ -1,0 +1,228 @@
+//! The local API the status page reads: live miners, workers, blocks, node status, events.
+//!
+//! Listens on localhost only; the status service is what faces the LAN (with a login).
+
+use crate::event::Event;
+use crate::pool::{LiveMiner, Pool};
+use crate::stats::{Registry, WorkerStats};
+use crate::store::{BlockRecord, Store};
+use crate::work::{NodeStatus, SharedNodeStatus};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// One coin's server as the API sees it.
+pub struct CoinView {
+    pub pool: Arc<Pool>,
+    pub listen: String,
+    pub node: SharedNodeStatus,
+}
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub coins: Arc<Vec<CoinView>>,
+    pub stats: Arc<Registry>,
+    pub store: Store,
+    pub events: broadcast::Sender<Event>,
+}
+
+#[derive(Serialize)]
+struct CoinStatus {
+    coin: String,
+    network: String,
+    listen: String,
+    miners: usize,
+    workers: usize,
+    hashrate: Hashrates,
+    best_share: f64,
+    blocks_found: u64,
+    node: NodeStatus,
+    job: Option<JobView>,
+    rejected_before_authorize: std::collections::HashMap<&'static str, u64>,
+}
+
+#[derive(Serialize, Default)]
+struct Hashrates {
+    #[serde(rename = "1m")]
+    m1: f64,
+    #[serde(rename = "1h")]
+    h1: f64,
+    #[serde(rename = "24h")]
+    d1: f64,
+}
+
+#[derive(Serialize)]
+struct JobView {
+    height: u64,
+    prev_hash: String,
+    transactions: usize,
+    coinbase_value_sats: u64,
+    network_difficulty: f64,
+    age_secs: f64,
+}
+
+#[derive(Serialize)]
+struct WorkerView {
+    #[serde(flatten)]
+    stats: WorkerStats,
+    hashrate: Hashrates,
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+fn hashrates(w: &WorkerStats, t: f64) -> Hashrates {
+    let [m1, h1, d1] = w.rates.hashrates(t);
+    Hashrates { m1, h1, d1 }
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v1/stratum", get(status))
+        .route("/api/v1/stratum/workers", get(workers))
+        .route("/api/v1/stratum/miners", get(miners))
+        .route("/api/v1/stratum/blocks", get(blocks))
+        .route("/api/v1/stratum/hashrate", get(hashrate))
+        .route("/api/v1/stratum/events", get(events))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+async fn status(State(s): State<ApiState>) -> Json<Vec<CoinStatus>> {
+    let t = now();
+    let workers = s.stats.snapshot();
+    let out = s
+        .coins
+        .iter()
+        .map(|c| {
+            let coin = &c.pool.ctx.coin;
+            let mine: Vec<&WorkerStats> = workers.iter().filter(|w| &w.coin == coin).collect();
+            let mut total = Hashrates::default();
+            for w in &mine {
+                let h = hashrates(w, t);
+                total.m1 += h.m1;
+                total.h1 += h.h1;
+                total.d1 += h.d1;
+            }
+            let job = c.pool.work.borrow().as_ref().map(|tpl| JobView {
+                height: tpl.height,
+                prev_hash: tpl.prev_hash.to_string(),
+                transactions: tpl.transactions.len(),
+                coinbase_value_sats: tpl.coinbase_value.to_sat(),
+                network_difficulty: tpl.network_difficulty(),
+                age_secs: tpl.received.elapsed().as_secs_f64(),
+            });
+            CoinStatus {
+                coin: coin.clone(),
+                network: c.pool.network.clone(),
+                listen: c.listen.clone(),
+                miners: c.pool.live.len(),
+                workers: mine.iter().filter(|w| w.connections > 0).count(),
+                hashrate: total,
+                best_share: mine.iter().map(|w| w.best_share).fold(0.0, f64::max),
+                blocks_found: mine.iter().map(|w| w.blocks).sum(),
+                node: c.node.lock().expect("status lock").clone(),
+                job,
+                rejected_before_authorize: s.stats.anonymous_rejects(coin),
+            }
+        })
+        .collect();
+    Json(out)
+}
+
+#[derive(Deserialize)]
+struct CoinFilter {
+    coin: Option<String>,
+}
+
+async fn workers(State(s): State<ApiState>, Query(q): Query<CoinFilter>) -> Json<Vec<WorkerView>> {
+    let t = now();
+    let mut out: Vec<WorkerView> = s
+        .stats
+        .snapshot()
+        .into_iter()
+        .filter(|w| q.coin.as_ref().map_or(true, |c| *c == w.coin))
+        .map(|w| WorkerView { hashrate: hashrates(&w, t), stats: w })
+        .collect();
+    out.sort_by(|a, b| b.hashrate.h1.total_cmp(&a.hashrate.h1));
+    Json(out)
+}
+
+#[derive(Serialize)]
+struct MinerView {
+    coin: String,
+    #[serde(flatten)]
+    miner: LiveMiner,
+}
+
+async fn miners(State(s): State<ApiState>, Query(q): Query<CoinFilter>) -> Json<Vec<MinerView>> {
+    let out = s
+        .coins
+        .iter()
+        .filter(|c| q.coin.as_ref().map_or(true, |x| *x == c.pool.ctx.coin))
+        .flat_map(|c| c.pool.live.list().into_iter().map(|m| MinerView { coin: c.pool.ctx.coin.clone(), miner: m }))
+        .collect();
+    Json(out)
+}
+
+#[derive(Deserialize)]
+struct BlocksQuery {
+    coin: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn blocks(State(s): State<ApiState>, Query(q): Query<BlocksQuery>) -> Result<Json<Vec<BlockRecord>>, (StatusCode, String)> {
+    let store = s.store.clone();
+    let limit = q.limit.unwrap_or(100).min(1000);
+    tokio::task::spawn_blocking(move || store.blocks(q.coin.as_deref(), limit))
+        .await
+        .expect("store task")
+        .map(Json)
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+}
+
+#[derive(Deserialize)]
+struct HashrateQuery {
+    coin: String,
+    worker: Option<String>,
+    since: Option<i64>,
+}
+
+async fn hashrate(State(s): State<ApiState>, Query(q): Query<HashrateQuery>) -> impl IntoResponse {
+    let store = s.store.clone();
+    let since = q.since.unwrap_or(now() as i64 - 86_400);
+    match tokio::task::spawn_blocking(move || store.hashrate_history(&q.coin, q.worker.as_deref(), since))
+        .await
+        .expect("store task")
+    {
+        Ok(points) => Json(points).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+async fn events(State(s): State<ApiState>) -> Sse<impl Stream<Item = Result<axum::response::sse::Event, Infallible>>> {
+    let rx = s.events.subscribe();
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => {
+                    let data = serde_json::to_string(&ev).expect("events serialize");
+                    return Some((Ok(axum::response::sse::Event::default().data(data)), rx));
+                }
+                // A slow reader misses events rather than holding memory for them.
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

@@ -1,0 +1,213 @@
+//! One miner's TCP connection: read lines, feed the session, write what it answers.
+//!
+//! Everything a hostile or broken client can do is bounded here: line length, message
+//! rate, malformed messages, time to authorize, and time the server waits for it to read
+//! (a client that never reads is dropped instead of stalling the job broadcast). One bad
+//! client costs at most its own socket buffers and one small task.
+
+use crate::pool::{LiveMiner, Pool};
+use crate::protocol::{self, ErrorCode, Rejection, MAX_LINE_BYTES};
+use crate::session::Session;
+use futures::StreamExt;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::sync::CancellationToken;
+
+/// Per-connection limits. The defaults suit a home network; tests tighten them.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Limits {
+    /// Sustained messages per second a miner may send (a Bitaxe sends a few).
+    pub messages_per_sec: f64,
+    /// Messages a miner may send in a burst before the rate applies.
+    pub message_burst: f64,
+    /// Malformed lines tolerated before the connection is closed.
+    pub max_malformed: u32,
+    /// Time from connect to authorize.
+    pub handshake_timeout: Duration,
+    /// Time without any message from an authorized miner before it is dropped.
+    pub idle_timeout: Duration,
+    /// Time the server waits for a miner to take what it is sent.
+    pub write_timeout: Duration,
+    /// Kernel send buffer per connection: bounds the memory a non-reading client holds.
+    pub send_buffer_bytes: u32,
+    /// Connections from one IP address.
+    pub connections_per_ip: usize,
+    /// Connections in all, per coin.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            messages_per_sec: 20.0,
+            message_burst: 100.0,
+            max_malformed: 10,
+            handshake_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30 * 60),
+            write_timeout: Duration::from_secs(10),
+            send_buffer_bytes: 64 * 1024,
+            connections_per_ip: 256,
+            max_connections: 10_000,
+        }
+    }
+}
+
+struct TokenBucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: f64, burst: f64) -> Self {
+        TokenBucket { tokens: burst, rate, burst, at: Instant::now() }
+    }
+    fn take(&mut self, now: Instant) -> bool {
+        self.tokens = (self.tokens + now.saturating_duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// Why a connection ended, for the log line.
+#[derive(Debug)]
+enum Close {
+    Eof,
+    Shutdown,
+    Io(std::io::Error),
+    Garbage,
+    LineTooLong,
+    Flood,
+    Malformed,
+    HandshakeTimeout,
+    Idle,
+    SlowReader,
+    Session,
+}
+
+pub async fn serve(stream: TcpStream, peer: SocketAddr, pool: Arc<Pool>, extranonce1: [u8; 4], shutdown: CancellationToken) {
+    let conn_id = u32::from_be_bytes(extranonce1);
+    let _ = stream.set_nodelay(true);
+    let sock = socket2::SockRef::from(&stream);
+    let _ = sock.set_send_buffer_size(pool.limits.send_buffer_bytes as usize);
+    let (rd, wr) = stream.into_split();
+    let mut lines = FramedRead::with_capacity(rd, LinesCodec::new_with_max_length(MAX_LINE_BYTES), 1024);
+    let mut wr = BufWriter::with_capacity(4096, wr);
+    let mut work = pool.work.clone();
+    work.borrow_and_update();
+    let mut session = Session::new(extranonce1, &pool.ctx, Instant::now());
+    let mut bucket = TokenBucket::new(pool.limits.messages_per_sec, pool.limits.message_burst);
+    let mut malformed = 0u32;
+    let connected = Instant::now();
+    let mut last_message = Instant::now();
+    pool.live.insert(conn_id, LiveMiner::new(peer, unix_now()));
+
+    let reason = loop {
+        let deadline = if session.is_authorized() {
+            last_message + pool.limits.idle_timeout
+        } else {
+            connected + pool.limits.handshake_timeout
+        };
+        let mut out = Vec::new();
+        let mut end = None;
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break Close::Shutdown,
+            changed = work.changed() => {
+                if changed.is_err() {
+                    break Close::Shutdown;
+                }
+                let template = work.borrow_and_update().clone();
+                if let Some(t) = template {
+                    out = session.on_template(&pool.ctx, &t, Instant::now()).lines;
+                }
+            }
+            line = lines.next() => match line {
+                None => break Close::Eof,
+                Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+                    out.push(protocol::reply_error(&Value::Null, &Rejection::new(ErrorCode::Other, format!("line longer than {MAX_LINE_BYTES} bytes"))));
+                    end = Some(Close::LineTooLong);
+                }
+                Some(Err(LinesCodecError::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    out.push(protocol::reply_error(&Value::Null, &Rejection::new(ErrorCode::Other, "not UTF-8 text")));
+                    end = Some(Close::Garbage);
+                }
+                Some(Err(LinesCodecError::Io(e))) => break Close::Io(e),
+                Some(Ok(line)) => {
+                    let now = Instant::now();
+                    last_message = now;
+                    if !bucket.take(now) {
+                        out.push(protocol::reply_error(&Value::Null, &Rejection::new(ErrorCode::Other, "too many messages; slow down")));
+                        end = Some(Close::Flood);
+                    } else if !line.trim().is_empty() {
+                        match protocol::parse_line(line.trim()) {
+                            Ok((id, request)) => {
+                                let template = work.borrow().clone();
+                                let output = session.handle(&pool.ctx, &id, request, template.as_ref(), now, unix_now());
+                                out = output.lines;
+                                if let Some(found) = output.found {
+                                    // Blocks are rare and precious: wait for room rather than drop.
+                                    if pool.found.send(found).await.is_err() {
+                                        tracing::error!("block submitter is gone; the server is shutting down");
+                                    }
+                                }
+                                if output.close {
+                                    end = Some(Close::Session);
+                                }
+                            }
+                            Err((id, e)) => {
+                                malformed += 1;
+                                out.push(protocol::reply_error(&id, &Rejection::new(ErrorCode::Other, e.to_string())));
+                                if malformed > pool.limits.max_malformed {
+                                    end = Some(Close::Malformed);
+                                }
+                            }
+                        }
+                    }
+                    pool.live.update(conn_id, &session);
+                }
+            },
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                break if session.is_authorized() { Close::Idle } else { Close::HandshakeTimeout };
+            }
+        }
+        if !out.is_empty() {
+            let write = async {
+                for l in &out {
+                    wr.write_all(l.as_bytes()).await?;
+                    wr.write_all(b"\n").await?;
+                }
+                wr.flush().await
+            };
+            match tokio::time::timeout(pool.limits.write_timeout, write).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => break Close::Io(e),
+                Err(_) => break Close::SlowReader,
+            }
+        }
+        if let Some(reason) = end {
+            break reason;
+        }
+    };
+    session.close();
+    pool.live.remove(conn_id);
+    match reason {
+        Close::Eof | Close::Shutdown => tracing::debug!(%peer, ?reason, "miner disconnected"),
+        _ => tracing::info!(%peer, ?reason, accepted = session.accepted, "miner disconnected"),
+    }
+}

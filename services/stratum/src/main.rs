@@ -1,0 +1,166 @@
+//! `minebox-stratum`: the Stratum V1 server binary.
+//!
+//! On the box it reads the MineBox settings file; for development one coin can be given
+//! on the command line instead.
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use minebox_stratum::connection::Limits;
+use minebox_stratum::service::{self, CoinConfig, ServiceConfig};
+use minebox_stratum::vardiff::VardiffConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "MineBox Stratum V1 solo-mining server")]
+struct Cli {
+    /// Coin id from the coin descriptors (btc, bch, xec, bsv).
+    #[arg(long, default_value = "btc")]
+    coin: String,
+    /// Network of the coin (main, test, signet, regtest).
+    #[arg(long, default_value = "regtest")]
+    network: String,
+    /// Stratum listen address (the LAN needs 0.0.0.0; development keeps localhost).
+    #[arg(long, default_value = "127.0.0.1:3333")]
+    listen: SocketAddr,
+    /// Node JSON-RPC URL.
+    #[arg(long, env = "MINEBOX_NODE_URL")]
+    node_url: String,
+    #[arg(long, env = "MINEBOX_NODE_USER", default_value = "minebox")]
+    node_user: String,
+    /// Node RPC password (prefer --node-cookie or the environment: it shows in `ps`).
+    #[arg(long, env = "MINEBOX_NODE_PASSWORD", hide_env_values = true)]
+    node_password: Option<String>,
+    /// Node RPC cookie file (user:password), re-read when the node restarts.
+    #[arg(long)]
+    node_cookie: Option<PathBuf>,
+    /// The node's ZMQ hashblock endpoint, e.g. tcp://127.0.0.1:28332.
+    #[arg(long)]
+    zmq_hashblock: Option<String>,
+    /// SQLite state database.
+    #[arg(long, default_value = "state.db")]
+    database: PathBuf,
+    /// Local API for the status page.
+    #[arg(long, default_value = "127.0.0.1:3390")]
+    api: SocketAddr,
+    #[arg(long, default_value_t = VardiffConfig::default().start)]
+    start_difficulty: f64,
+    #[arg(long, default_value_t = VardiffConfig::default().min)]
+    min_difficulty: f64,
+    #[arg(long, default_value_t = VardiffConfig::default().max)]
+    max_difficulty: f64,
+    #[arg(long, default_value_t = VardiffConfig::default().shares_per_minute)]
+    shares_per_minute: f64,
+    #[arg(long, default_value = "/MineBox/")]
+    coinbase_tag: String,
+    #[arg(long, default_value_t = 8)]
+    extranonce2_size: usize,
+    /// Seconds between fee refreshes of the template.
+    #[arg(long, default_value_t = 30)]
+    template_refresh_secs: u64,
+    /// Milliseconds between best-block checks when the node has no ZMQ.
+    #[arg(long, default_value_t = 500)]
+    block_poll_ms: u64,
+    /// Seconds between statistics writes (SD cards wear with every write).
+    #[arg(long, default_value_t = 60)]
+    stats_flush_secs: u64,
+    #[arg(long, default_value_t = Limits::default().connections_per_ip)]
+    connections_per_ip: usize,
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    #[arg(long, default_value_t = Limits::default().messages_per_sec)]
+    messages_per_sec: f64,
+}
+
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Under systemd, journald gets structured fields; elsewhere, plain stderr.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        if let Ok(journald) = tracing_journald::layer() {
+            tracing_subscriber::registry().with(filter).with(journald).init();
+            return;
+        }
+    }
+    tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_logging();
+    let cli = Cli::parse();
+    let auth = match (&cli.node_cookie, &cli.node_password) {
+        (Some(path), _) => minebox_node_rpc::Auth::CookieFile(path.clone()),
+        (None, Some(pass)) => minebox_node_rpc::Auth::UserPass { user: cli.node_user.clone(), pass: pass.clone() },
+        (None, None) => bail!("give the node's RPC credentials: --node-cookie FILE or --node-password (or MINEBOX_NODE_PASSWORD)"),
+    };
+    let node = minebox_node_rpc::NodeClient::new(&cli.node_url, auth).context("node RPC URL")?;
+    let registry = minebox_coin::Registry::embedded();
+    let coin = registry
+        .get(&cli.coin)
+        .with_context(|| format!("unknown coin {:?}; known: {}", cli.coin, registry.ids().join(", ")))?;
+    let network = coin.network(&cli.network)?.clone();
+    let config = ServiceConfig {
+        coins: vec![CoinConfig {
+            coin: coin.id.clone(),
+            network: cli.network.clone(),
+            listen: cli.listen,
+            node,
+            zmq_hashblock: cli.zmq_hashblock.clone(),
+            segwit: coin.segwit,
+            min_tx_size: coin.min_tx_size(),
+            payouts: Box::new(minebox_stratum::payout::CoinPayouts(network)),
+            vardiff: VardiffConfig {
+                shares_per_minute: cli.shares_per_minute,
+                min: cli.min_difficulty,
+                max: cli.max_difficulty,
+                start: cli.start_difficulty,
+                ..VardiffConfig::default()
+            },
+            coinbase_tag: cli.coinbase_tag.clone(),
+            extranonce2_len: cli.extranonce2_size,
+            version_mask: 0x1fff_e000,
+            template_refresh: Duration::from_secs(cli.template_refresh_secs),
+            block_poll: Duration::from_millis(cli.block_poll_ms),
+        }],
+        database: cli.database.clone(),
+        api_listen: cli.api,
+        stats_flush: Duration::from_secs(cli.stats_flush_secs),
+        limits: Limits {
+            connections_per_ip: cli.connections_per_ip,
+            max_connections: cli.max_connections,
+            messages_per_sec: cli.messages_per_sec,
+            ..Limits::default()
+        },
+    };
+    let running = service::start(config).await?;
+    tracing::info!(api = %running.api, "ready");
+    systemd_ready();
+    running.run_until(terminated()).await;
+    Ok(())
+}
+
+/// Tells systemd the service is up and keeps its watchdog fed while the runtime is alive.
+fn systemd_ready() {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let mut usec = 0u64;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        let every = Duration::from_micros(usec / 2);
+        tokio::spawn(async move {
+            loop {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
+}
+
+async fn terminated() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+}

@@ -1,0 +1,91 @@
+//! One coin's server at run time: its shared context, its work feed, and who is connected.
+
+use crate::connection::Limits;
+use crate::job::Template;
+use crate::session::{FoundBlock, PoolContext, Session};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
+
+pub struct Pool {
+    pub ctx: PoolContext,
+    pub network: String,
+    /// The current template; `None` until the node has answered once.
+    pub work: watch::Receiver<Option<Arc<Template>>>,
+    pub found: mpsc::Sender<FoundBlock>,
+    pub limits: Limits,
+    pub live: LiveMiners,
+}
+
+/// A connected miner as the status page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveMiner {
+    pub peer: String,
+    pub connected_at: i64,
+    pub user_agent: String,
+    pub workers: Vec<String>,
+    pub difficulty: f64,
+    pub accepted: u64,
+    pub rejected: u64,
+    /// Best share of this connection (the "session best" on the status page).
+    pub best_share: f64,
+}
+
+impl LiveMiner {
+    pub fn new(peer: SocketAddr, now: f64) -> LiveMiner {
+        LiveMiner {
+            peer: peer.to_string(),
+            connected_at: now as i64,
+            user_agent: String::new(),
+            workers: Vec::new(),
+            difficulty: 0.0,
+            accepted: 0,
+            rejected: 0,
+            best_share: 0.0,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct LiveMiners {
+    miners: Mutex<HashMap<u32, LiveMiner>>,
+}
+
+impl LiveMiners {
+    pub fn insert(&self, id: u32, m: LiveMiner) {
+        self.miners.lock().expect("live lock").insert(id, m);
+    }
+
+    pub fn update(&self, id: u32, s: &Session) {
+        if let Some(m) = self.miners.lock().expect("live lock").get_mut(&id) {
+            if m.workers.len() != s.worker_names().count() {
+                m.workers = s.worker_names().map(str::to_string).collect();
+            }
+            if m.user_agent.is_empty() && !s.user_agent().is_empty() {
+                m.user_agent = s.user_agent().to_string();
+            }
+            m.difficulty = s.difficulty();
+            m.accepted = s.accepted;
+            m.rejected = s.rejected;
+            m.best_share = s.best_share;
+        }
+    }
+
+    pub fn remove(&self, id: u32) {
+        self.miners.lock().expect("live lock").remove(&id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.miners.lock().expect("live lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn list(&self) -> Vec<LiveMiner> {
+        self.miners.lock().expect("live lock").values().cloned().collect()
+    }
+}

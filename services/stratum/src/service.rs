@@ -1,0 +1,210 @@
+//! The running service: for every enabled coin a listener, a work feed and a block desk;
+//! one statistics writer and one local API for all of them.
+
+use crate::api::{self, ApiState, CoinView};
+use crate::block::BlockDesk;
+use crate::connection::Limits;
+use crate::event::Event;
+use crate::job::{CoinbaseRules, JobBook};
+use crate::pool::{LiveMiners, Pool};
+use crate::session::{PayoutPolicy, PoolContext};
+use crate::stats::Registry;
+use crate::store::Store;
+use crate::vardiff::VardiffConfig;
+use crate::work::{NodeStatus, WorkConfig, WorkFeed};
+use anyhow::Context;
+use minebox_node_rpc::NodeClient;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// One coin's server.
+pub struct CoinConfig {
+    /// Coin id from its descriptor, e.g. `btc`.
+    pub coin: String,
+    pub network: String,
+    pub listen: SocketAddr,
+    pub node: NodeClient,
+    pub zmq_hashblock: Option<String>,
+    pub segwit: bool,
+    /// Smallest transaction the coin's consensus allows (100 on Bitcoin Cash and forks).
+    pub min_tx_size: usize,
+    pub payouts: Box<dyn PayoutPolicy>,
+    pub vardiff: VardiffConfig,
+    pub coinbase_tag: String,
+    pub extranonce2_len: usize,
+    pub version_mask: u32,
+    pub template_refresh: Duration,
+    pub block_poll: Duration,
+}
+
+pub struct ServiceConfig {
+    pub coins: Vec<CoinConfig>,
+    pub database: PathBuf,
+    pub api_listen: SocketAddr,
+    /// How often statistics are written to the database.
+    pub stats_flush: Duration,
+    pub limits: Limits,
+}
+
+/// A started service: where it listens, and how to stop it.
+pub struct Running {
+    pub api: SocketAddr,
+    pub stratum: Vec<(String, SocketAddr)>,
+    pub events: broadcast::Sender<Event>,
+    pub store: Store,
+    pub stats: Arc<Registry>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    pub fn stratum_addr(&self, coin: &str) -> Option<SocketAddr> {
+        self.stratum.iter().find(|(c, _)| c == coin).map(|(_, a)| *a)
+    }
+
+    /// Stops accepting, closes every connection, writes the last statistics, and returns.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Waits until the service stops by itself (it does not, short of a panic) or `signal` fires.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
+        tracing::info!("stopping: closing miner connections and writing statistics");
+        self.stop().await;
+    }
+}
+
+pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
+    let store = Store::open(&config.database)?;
+    let stats = Arc::new(Registry::new());
+    let restored = store.load_workers().context("reading saved worker statistics")?;
+    let count = restored.len();
+    for w in restored {
+        stats.restore(w);
+    }
+    tracing::info!(workers = count, db = %config.database.display(), "statistics restored");
+
+    let (events, _) = broadcast::channel(256);
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let mut views = Vec::new();
+    let mut addrs = Vec::new();
+
+    for c in config.coins {
+        let listener = TcpListener::bind(c.listen)
+            .await
+            .with_context(|| format!("{} stratum port {}: already in use or not allowed", c.coin, c.listen))?;
+        let local = listener.local_addr()?;
+        let (publish, work) = watch::channel(None);
+        let (found_tx, found_rx) = mpsc::channel(64);
+        let node_status = Arc::new(Mutex::new(NodeStatus::default()));
+        let rules = CoinbaseRules {
+            tag: c.coinbase_tag.into_bytes(),
+            extranonce2_len: c.extranonce2_len,
+            min_tx_size: c.min_tx_size,
+            segwit: c.segwit,
+        };
+        let pool = Arc::new(Pool {
+            ctx: PoolContext {
+                coin: c.coin.clone(),
+                payouts: c.payouts,
+                jobs: JobBook::new(rules),
+                stats: stats.clone(),
+                vardiff: c.vardiff,
+                version_mask: c.version_mask,
+            },
+            network: c.network.clone(),
+            work,
+            found: found_tx,
+            limits: config.limits.clone(),
+            live: LiveMiners::default(),
+        });
+        let feed = WorkFeed {
+            config: WorkConfig {
+                coin: c.coin.clone(),
+                segwit: c.segwit,
+                refresh: c.template_refresh,
+                poll: c.block_poll,
+                zmq_hashblock: c.zmq_hashblock,
+            },
+            node: c.node.clone(),
+            publish,
+            status: node_status.clone(),
+            events: events.clone(),
+        };
+        let desk = BlockDesk {
+            coin: c.coin.clone(),
+            network: c.network.clone(),
+            node: c.node,
+            store: store.clone(),
+            events: events.clone(),
+        };
+        tasks.spawn(feed.run(shutdown.clone()));
+        // On shutdown a block still being retried stays 'submitting' and is resubmitted at start.
+        tasks.spawn(desk.run(found_rx, shutdown.clone()));
+        tasks.spawn(crate::server::run(listener, pool.clone(), shutdown.clone()));
+        tracing::info!(coin = %c.coin, network = %c.network, listen = %local, "stratum listening");
+        addrs.push((c.coin, local));
+        views.push(CoinView { pool, listen: local.to_string(), node: node_status });
+    }
+
+    let api_listener = TcpListener::bind(config.api_listen)
+        .await
+        .with_context(|| format!("stratum API address {}: already in use or not allowed", config.api_listen))?;
+    let api_addr = api_listener.local_addr()?;
+    let router = api::router(ApiState {
+        coins: Arc::new(views),
+        stats: stats.clone(),
+        store: store.clone(),
+        events: events.clone(),
+    });
+    let api_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let serve = axum::serve(api_listener, router).with_graceful_shutdown(async move { api_shutdown.cancelled().await });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "stratum API stopped");
+        }
+    });
+
+    tasks.spawn(flush_stats(stats.clone(), store.clone(), config.stats_flush, shutdown.clone()));
+
+    Ok(Running { api: api_addr, stratum: addrs, events, store, stats, shutdown, tasks })
+}
+
+/// Writes changed statistics in one transaction per interval, and once more on shutdown.
+async fn flush_stats(stats: Arc<Registry>, store: Store, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        let last = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        let dirty = stats.take_dirty();
+        if !dirty.is_empty() {
+            let store = store.clone();
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+            let n = dirty.len();
+            match tokio::task::spawn_blocking(move || store.save_workers(&dirty, now).map_err(|e| (e, dirty))).await {
+                Ok(Ok(())) => tracing::debug!(workers = n, "statistics written"),
+                Ok(Err((e, dirty))) => {
+                    tracing::error!(error = %e, "could not write statistics; they stay in memory and are retried");
+                    stats.mark_dirty(&dirty);
+                }
+                Err(e) => tracing::error!(error = %e, "statistics writer panicked"),
+            }
+        }
+        if last {
+            return;
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The work feed: block templates from the coin's node, pushed to every miner.
+//!
+//! A new block must reach miners at once (every second of delay is stale hashing), so the
+//! feed listens to the node's ZMQ `hashblock` publisher where the node has one, and asks
+//! `getbestblockhash` on a short interval otherwise (bcoin, or a node without ZMQ). Between
+//! blocks the template is refreshed every `refresh` so miners work on the latest fees;
+//! those refreshes are sent without clean_jobs, so miners finish what they were hashing.
+//!
+//! When the node goes away, miners keep their connections and their last job; the feed
+//! retries with backoff and publishes fresh work the moment the node answers again.
+
+use crate::job::{Template, TemplateParts};
+use bitcoin::hashes::Hash;
+use bitcoin::{Amount, BlockHash};
+use minebox_node_rpc::{BlockTemplate, NodeClient, RpcError};
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::event::Event;
+
+#[derive(Debug, Clone)]
+pub struct WorkConfig {
+    pub coin: String,
+    pub segwit: bool,
+    /// Fee refresh without a new block.
+    pub refresh: Duration,
+    /// How often to ask for the best block when no ZMQ notification can arrive.
+    pub poll: Duration,
+    /// The node's `zmqpubhashblock` endpoint, e.g. tcp://127.0.0.1:28332.
+    pub zmq_hashblock: Option<String>,
+}
+
+/// What the status page shows about the node behind this coin's work.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeStatus {
+    pub reachable: bool,
+    pub last_error: Option<String>,
+    pub height: Option<u64>,
+    pub best_hash: Option<String>,
+    pub template_at: Option<i64>,
+    pub template_transactions: usize,
+    pub template_fees_sats: u64,
+    pub coinbase_value_sats: u64,
+    pub network_difficulty: f64,
+    /// How new blocks are noticed: "zmq" or "poll".
+    pub block_notify: &'static str,
+}
+
+pub type SharedNodeStatus = Arc<Mutex<NodeStatus>>;
+
+pub struct WorkFeed {
+    pub config: WorkConfig,
+    pub node: NodeClient,
+    pub publish: watch::Sender<Option<Arc<Template>>>,
+    pub status: SharedNodeStatus,
+    pub events: broadcast::Sender<Event>,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Converts the node's template into the server's, keeping only what mining needs.
+pub fn template_parts(t: &BlockTemplate, segwit: bool) -> TemplateParts {
+    TemplateParts {
+        height: t.height,
+        prev_hash: t.previous_block_hash,
+        version: t.version as u32,
+        bits: t.bits,
+        min_time: t.min_time as u32,
+        cur_time: t.cur_time as u32,
+        coinbase_value: Amount::from_sat(t.coinbase_value),
+        witness_commitment: if segwit && t.segwit_active() { t.default_witness_commitment.clone() } else { None },
+        transactions: t.transactions.iter().map(|tx| (tx.txid.to_byte_array(), tx.data.clone())).collect(),
+    }
+}
+
+impl WorkFeed {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let (notify_tx, mut notify_rx) = mpsc::channel::<BlockHash>(16);
+        if let Some(endpoint) = &self.config.zmq_hashblock {
+            let endpoint = endpoint.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                minebox_node_rpc::hashblock::forward(&endpoint, notify_tx, shutdown).await;
+            });
+            self.status.lock().expect("status lock").block_notify = "zmq";
+        } else {
+            drop(notify_tx);
+            self.status.lock().expect("status lock").block_notify = "poll";
+        }
+        let poll = if self.config.zmq_hashblock.is_some() {
+            // ZMQ does the real work; the poll is a safety net for a dropped notification.
+            self.config.poll.max(Duration::from_secs(10))
+        } else {
+            self.config.poll
+        };
+        let mut next_id = 1u64;
+        let mut current_prev: Option<BlockHash> = None;
+        let mut backoff = Duration::from_millis(250);
+        let mut refresh_at = Instant::now();
+        loop {
+            // Fetch a template (a new block, a refresh, or a retry after an error).
+            match self.fetch().await {
+                Ok(t) => {
+                    backoff = Duration::from_millis(250);
+                    let clean = current_prev != Some(t.previous_block_hash);
+                    let parts = template_parts(&t, self.config.segwit);
+                    let template = Arc::new(Template::new(next_id, parts, clean));
+                    next_id += 1;
+                    self.on_template(&template, &t);
+                    if clean {
+                        tracing::info!(coin = %self.config.coin, height = template.height, prev = %template.prev_hash, txs = template.transactions.len(), "new block: fresh work for every miner");
+                        if current_prev.is_some() {
+                            let _ = self.events.send(Event::NewBlock { coin: self.config.coin.clone(), height: template.height });
+                        }
+                    }
+                    current_prev = Some(template.prev_hash);
+                    self.publish.send_replace(Some(template));
+                    refresh_at = Instant::now() + self.config.refresh;
+                }
+                Err(e) => {
+                    self.on_error(&e);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                        Some(_) = notify_rx.recv() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+            // Wait for a reason to fetch again.
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    Some(hash) = notify_rx.recv() => {
+                        if Some(hash) != current_prev {
+                            break;
+                        }
+                    }
+                    _ = tokio::time::sleep_until(refresh_at.into()) => break,
+                    _ = tokio::time::sleep(poll) => {
+                        match self.node.get_best_block_hash().await {
+                            Ok(best) if Some(best) != current_prev => break,
+                            Ok(_) => {}
+                            Err(e) => { self.on_error(&e); break; }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<BlockTemplate, RpcError> {
+        let rules: &[&str] = if self.config.segwit { &["segwit"] } else { &[] };
+        self.node.get_block_template(rules).await
+    }
+
+    fn on_template(&self, template: &Template, raw: &BlockTemplate) {
+        let mut s = self.status.lock().expect("status lock");
+        if !s.reachable && s.last_error.is_some() {
+            tracing::info!(coin = %self.config.coin, "node is back; miners get fresh work");
+            let _ = self.events.send(Event::NodeUp { coin: self.config.coin.clone() });
+        }
+        s.reachable = true;
+        s.last_error = None;
+        s.height = Some(template.height);
+        s.best_hash = Some(template.prev_hash.to_string());
+        s.template_at = Some(unix_now());
+        s.template_transactions = template.transactions.len();
+        s.template_fees_sats = raw.transactions.iter().map(|t| t.fee.unwrap_or(0)).sum();
+        s.coinbase_value_sats = template.coinbase_value.to_sat();
+        s.network_difficulty = template.network_difficulty();
+    }
+
+    fn on_error(&self, e: &RpcError) {
+        let mut s = self.status.lock().expect("status lock");
+        let message = e.to_string();
+        if s.last_error.as_deref() != Some(message.as_str()) {
+            tracing::warn!(coin = %self.config.coin, error = %message, "node unavailable; miners keep their last job");
+            if s.reachable || s.last_error.is_none() {
+                let _ = self.events.send(Event::NodeDown { coin: self.config.coin.clone(), error: message.clone() });
+            }
+        }
+        s.reachable = false;
+        s.last_error = Some(message);
+    }
+}
