@@ -157,3 +157,12 @@ impl Bcoin {
 pub mod bitcoin_hash {
     pub use minebox_node_rpc::BlockHash;
 }
+
+/// A P2PKH address as bcoin's regtest writes it: bcoin uses its own regtest prefixes
+/// (base58 version 0x3c, bech32 `rb`), not Bitcoin Core's, so `generatetoaddress` needs
+/// this form. Blocks mined through MineBox pay scripts, which both nodes agree on.
+pub fn bcoin_p2pkh_address(pubkey_hash: [u8; 20]) -> String {
+    let mut data = vec![0x3c];
+    data.extend_from_slice(&pubkey_hash);
+    bitcoin::base58::encode_check(&data)
+}

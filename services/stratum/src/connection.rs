@@ -206,8 +206,29 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, pool: Arc<Pool>, extrano
     };
     session.close();
     pool.live.remove(conn_id);
+    if matches!(reason, Close::Garbage | Close::LineTooLong | Close::Flood | Close::Malformed | Close::Session) {
+        linger(wr, lines.into_inner()).await;
+    }
     match reason {
-        Close::Eof | Close::Shutdown => tracing::debug!(%peer, ?reason, "miner disconnected"),
+        Close::Eof | Close::Shutdown => tracing::debug!(%peer, "miner disconnected"),
+        Close::Io(e) => tracing::info!(%peer, error = %e, accepted = session.accepted, "miner connection failed"),
         _ => tracing::info!(%peer, ?reason, accepted = session.accepted, "miner disconnected"),
+    }
+}
+
+/// Closes politely after a refusal: send FIN, then read and drop what the client is still
+/// sending for a moment. Closing with unread input would make the kernel send a reset,
+/// and the client would never read the error that explains why it was dropped.
+async fn linger(mut wr: BufWriter<tokio::net::tcp::OwnedWriteHalf>, mut rd: tokio::net::tcp::OwnedReadHalf) {
+    use tokio::io::AsyncReadExt;
+    let _ = wr.shutdown().await;
+    let mut buf = [0u8; 4096];
+    let mut budget = 256 * 1024;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    while budget > 0 {
+        match tokio::time::timeout_at(deadline, rd.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => budget -= n.min(budget),
+            _ => break,
+        }
     }
 }

@@ -101,7 +101,7 @@ impl WorkFeed {
         let mut next_id = 1u64;
         let mut current_prev: Option<BlockHash> = None;
         let mut backoff = Duration::from_millis(250);
-        let mut refresh_at = Instant::now();
+        let mut refresh_at;
         loop {
             // Fetch a template (a new block, a refresh, or a retry after an error).
             match self.fetch().await {
