@@ -23,9 +23,20 @@ pub fn decode(frames: &[&[u8]]) -> Option<(BlockHash, u32)> {
     Some((bitcoin::hashes::Hash::from_byte_array(bytes), seq))
 }
 
+/// How long a subscription may stay silent before it is renewed. The ZMQ library does not
+/// report a publisher that went away (a restarted node), so a quiet socket is reconnected
+/// now and then; a localhost reconnect costs next to nothing, and the work feed's poll
+/// covers the gap.
+pub const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(30);
+
 /// Subscribes to `endpoint` and forwards every new block hash until `shutdown`, reconnecting
 /// with backoff when the node restarts.
 pub async fn forward(endpoint: &str, out: mpsc::Sender<BlockHash>, shutdown: CancellationToken) {
+    forward_with(endpoint, out, shutdown, RESUBSCRIBE_AFTER).await
+}
+
+/// [`forward`] with another silence limit (tests use a short one).
+pub async fn forward_with(endpoint: &str, out: mpsc::Sender<BlockHash>, shutdown: CancellationToken, resubscribe_after: Duration) {
     let mut backoff = Duration::from_millis(500);
     loop {
         let mut socket = zeromq::SubSocket::new();
@@ -52,6 +63,10 @@ pub async fn forward(endpoint: &str, out: mpsc::Sender<BlockHash>, shutdown: Can
         loop {
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(resubscribe_after) => {
+                    tracing::debug!(endpoint, "ZMQ quiet for a while; renewing the subscription");
+                    break;
+                }
                 m = socket.recv() => m,
             };
             let msg = match msg {

@@ -166,3 +166,42 @@ pub fn bcoin_p2pkh_address(pubkey_hash: [u8; 20]) -> String {
     data.extend_from_slice(&pubkey_hash);
     bitcoin::base58::encode_check(&data)
 }
+
+/// A real libzmq PUB socket (pyzmq) publishing `hashblock` exactly as bitcoind frames it.
+/// bcoin has no ZMQ; this stands in for the node's publisher so the subscriber is tested
+/// against the same library bitcoind uses. Needs `python3` with pyzmq (scripts/setup).
+pub struct ZmqPublisher {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl ZmqPublisher {
+    pub async fn start() -> ZmqPublisher {
+        Self::start_at(&format!("tcp://127.0.0.1:{}", free_port())).await
+    }
+
+    pub async fn start_at(endpoint: &str) -> ZmqPublisher {
+        use tokio::io::AsyncBufReadExt;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/zmq_publisher.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(endpoint)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 with pyzmq (run scripts/setup)");
+        let mut out = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+        assert_eq!(out.next_line().await.ok().flatten().as_deref(), Some("ready"), "pyzmq publisher did not start: run scripts/setup");
+        tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
+        ZmqPublisher { child, endpoint: endpoint.to_string() }
+    }
+
+    /// Publishes one block hash (display hex).
+    pub async fn publish(&mut self, hash: &str) {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.child.stdin.as_mut().expect("piped");
+        let _ = stdin.write_all(format!("{hash}\n").as_bytes()).await;
+        let _ = stdin.flush().await;
+    }
+}

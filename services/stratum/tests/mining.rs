@@ -189,3 +189,41 @@ async fn miners_keep_their_connection_while_the_node_restarts_and_get_fresh_work
     let status: Value = reqwest_get(&format!("http://{}/api/v1/stratum", s.server.api)).await;
     assert_eq!(status[0]["node"]["reachable"], true);
 }
+
+#[tokio::test]
+async fn a_zmq_hashblock_notification_brings_fresh_work_without_polling() {
+    let node = minebox_regtest::Bcoin::start().await.unwrap();
+    let mut zmq = minebox_regtest::ZmqPublisher::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut coin = common::coin_config(&node);
+    coin.zmq_hashblock = Some(zmq.endpoint.clone());
+    // Neither the poll nor the fee refresh may find the new block: only ZMQ can.
+    coin.block_poll = Duration::from_secs(3600);
+    coin.template_refresh = Duration::from_secs(3600);
+    let server = minebox_stratum::service::start(minebox_stratum::service::ServiceConfig {
+        coins: vec![coin],
+        database: dir.path().join("state.db"),
+        api_listen: "127.0.0.1:0".parse().unwrap(),
+        stats_flush: Duration::from_secs(60),
+        limits: Limits::default(),
+    })
+    .await
+    .unwrap();
+    let mut c = common::Raw::connect(server.stratum_addr("btc").unwrap()).await;
+    let first = c.handshake(&format!("{}.zmq", regtest_addresses()[2].0)).await;
+    let mined = node.generate_to_address(1, &minebox_regtest::bcoin_p2pkh_address([2; 20])).await.unwrap();
+    let status: Value = reqwest_get(&format!("http://{}/api/v1/stratum", server.api)).await;
+    assert_eq!(status[0]["node"]["block_notify"], "zmq");
+    // Publish until the subscription has reached the publisher (PUB drops earlier ones).
+    let mut tries = 0;
+    let job = loop {
+        tries += 1;
+        assert!(tries < 200, "no fresh work after publishing the new block over ZMQ");
+        zmq.publish(&mined[0].to_string()).await;
+        match tokio::time::timeout(Duration::from_millis(300), c.notify()).await {
+            Ok(j) if j["params"][1] != first["params"][1] => break j,
+            _ => continue,
+        }
+    };
+    assert_eq!(job["params"][8], true);
+}
