@@ -71,6 +71,8 @@ struct Cli {
     max_connections: usize,
     #[arg(long, default_value_t = Limits::default().messages_per_sec)]
     messages_per_sec: f64,
+    #[arg(long, default_value_t = Limits::default().message_burst)]
+    message_burst: f64,
 }
 
 fn init_logging() {
@@ -131,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
             connections_per_ip: cli.connections_per_ip,
             max_connections: cli.max_connections,
             messages_per_sec: cli.messages_per_sec,
+            message_burst: cli.message_burst,
             ..Limits::default()
         },
     };
