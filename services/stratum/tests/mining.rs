@@ -6,6 +6,7 @@ mod common;
 use common::{regtest_addresses, stack, start_server};
 use minebox_stratum::connection::Limits;
 use minebox_stratum::store::BlockStatus;
+use bitcoin::hashes::Hash;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,9 @@ async fn bitaxes_mine_blocks_that_pay_their_own_addresses() {
     for t in tasks {
         let report = t.await.unwrap().expect("miner ran");
         assert!(report.accepted >= 2, "{report:?}");
-        assert!(report.rejected.is_empty(), "honest shares refused: {:?}", report.rejected);
+        // Five miners find regtest blocks every few hashes, so a share can race a new block
+        // and be stale (21); nothing else may be refused.
+        assert!(report.rejected.keys().all(|k| k.starts_with("[21]")), "honest shares refused: {:?}", report.rejected);
         assert_eq!(report.version_mask, 0x1fff_e000, "version rolling negotiated");
     }
 
@@ -226,4 +229,53 @@ async fn a_zmq_hashblock_notification_brings_fresh_work_without_polling() {
         }
     };
     assert_eq!(job["params"][8], true);
+}
+
+#[tokio::test]
+async fn a_block_found_while_the_node_is_down_is_submitted_when_it_returns() {
+    // A node that keeps its chain on disk, so the block's parent is still there after the restart.
+    let mut node = minebox_regtest::Bcoin::start_persistent().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(&node, dir.path(), Limits::default()).await;
+    let mut c = common::Raw::connect(server.stratum_addr("btc").unwrap()).await;
+    c.send(r#"{"id":1,"method":"mining.subscribe","params":["test"]}"#).await;
+    let sub = c.reply(1).await;
+    let en1 = hex::decode(sub["result"][1].as_str().unwrap()).unwrap();
+    let user = format!("{}.down", regtest_addresses()[2].0);
+    c.send(&format!(r#"{{"id":2,"method":"mining.authorize","params":["{user}","x"]}}"#)).await;
+    assert_eq!(c.reply(2).await["result"], true);
+    let notify = c.notify().await;
+    let job = minebox_simminer::work::Job::from_notify(&notify["params"]).unwrap();
+
+    node.stop().await;
+    // Grind a nonce that is a block on regtest (about every other one).
+    let en2 = [0u8; 8];
+    let root = job.merkle_root(&en1, &en2);
+    let target = bitcoin::Target::from_compact(bitcoin::CompactTarget::from_consensus(job.bits)).to_le_bytes();
+    let (nonce, hash) = (0u32..)
+        .map(|n| (n, minebox_simminer::work::hash_header(&job.header(&root, job.version, job.ntime, n))))
+        .find(|(_, h)| minebox_simminer::work::meets(h, &target))
+        .unwrap();
+    c.send(&format!(
+        r#"{{"id":3,"method":"mining.submit","params":["{user}","{}","{}","{:08x}","{nonce:08x}"]}}"#,
+        job.id,
+        hex::encode(en2),
+        job.ntime
+    ))
+    .await;
+    assert_eq!(c.reply(3).await["result"], true, "the share is accepted even with the node away");
+    let block_hash = bitcoin::BlockHash::from_byte_array(hash);
+    let store = server.store.clone();
+    wait_for("the block to be recorded", Duration::from_secs(10), || {
+        store.blocks(Some("btc"), 10).unwrap().iter().any(|b| b.hash == block_hash.to_string() && b.status == BlockStatus::Submitting)
+    })
+    .await;
+
+    node.restart().await.unwrap();
+    let client = node.client();
+    wait_for_async(|| async { client.get_best_block_hash().await.ok() == Some(block_hash) }).await;
+    wait_for("the record to say accepted", Duration::from_secs(10), || {
+        store.blocks(Some("btc"), 10).unwrap().iter().any(|b| b.hash == block_hash.to_string() && b.status == BlockStatus::Accepted)
+    })
+    .await;
 }
