@@ -1,0 +1,520 @@
+//! The MineBox settings: one file the user edits (on the box `/data/minebox/minebox.toml`,
+//! written by the status page), over a read-only file of image defaults
+//! (`/etc/minebox/defaults.toml`). Every service reads them through this crate.
+//!
+//! Both files are parsed on their own first, so a mistake is reported with the file it is
+//! in and the key it is under; then the user's values are laid over the defaults and the
+//! result is checked against the coin registry (addresses for the right network, ports
+//! that do not collide, prune sizes the node accepts). A service refuses to start on a
+//! wrong value rather than guess.
+//!
+//! - [`Settings`]: the merged, checked settings; [`CoinSettings`]: one coin's choices.
+//! - [`SettingsError`]: file, key, and what would be valid.
+
+use minebox_coin::{Coin, Network, Registry};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The image defaults compiled in, used when no defaults file is given (development).
+pub const EMBEDDED_DEFAULTS: &str = include_str!("defaults.toml");
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{file}: {key}: {message}")]
+    Value { file: String, key: String, message: String },
+    #[error("{file}: {message}")]
+    Syntax { file: String, message: String },
+    #[error("{file}: cannot read it: {message}")]
+    Io { file: String, message: String },
+}
+
+// The files as written: every key optional, unknown keys refused.
+
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(default, deny_unknown_fields)]
+struct FileSettings {
+    paths: Option<FilePaths>,
+    stratum: Option<FileStratum>,
+    supervisor: Option<FileSupervisor>,
+    snapshots: Option<FileSnapshots>,
+    updates: Option<FileUpdates>,
+    notify: Option<FileNotify>,
+    coins: BTreeMap<String, FileCoin>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(default, deny_unknown_fields)]
+struct FilePaths {
+    nodes: Option<PathBuf>,
+    secrets: Option<PathBuf>,
+    state: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(default, deny_unknown_fields)]
+struct FileStratum {
+    api: Option<String>,
+    coinbase_tag: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(default, deny_unknown_fields)]
+struct FileSupervisor {
+    api: Option<String>,
+    backend: Option<String>,
+    disk_reserve_mib: Option<u64>,
+    stall_after_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(default, deny_unknown_fields)]
+struct FileSnapshots {
+    enabled: Option<bool>,
+    url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(default, deny_unknown_fields)]
+struct FileUpdates {
+    channel: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(default, deny_unknown_fields)]
+struct FileNotify {
+    webhook: Option<String>,
+    ntfy: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(default, deny_unknown_fields)]
+struct FileCoin {
+    enabled: Option<bool>,
+    network: Option<String>,
+    payout_address: Option<String>,
+    stratum_port: Option<u16>,
+    start_difficulty: Option<f64>,
+    min_difficulty: Option<f64>,
+    max_difficulty: Option<f64>,
+    shares_per_minute: Option<f64>,
+    prune_mib: Option<u64>,
+    disk_budget_gib: Option<u64>,
+    memory_budget_mib: Option<u64>,
+    max_connections: Option<u32>,
+    node_flavour: Option<String>,
+    node_command: Option<Vec<String>>,
+}
+
+// The merged, checked settings.
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Settings {
+    pub paths: Paths,
+    pub stratum: StratumSettings,
+    pub supervisor: SupervisorSettings,
+    pub snapshots: SnapshotSettings,
+    pub updates: UpdateSettings,
+    pub notify: NotifySettings,
+    pub coins: BTreeMap<String, CoinSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Paths {
+    pub nodes: PathBuf,
+    pub secrets: PathBuf,
+    pub state: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StratumSettings {
+    pub api: String,
+    pub coinbase_tag: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Systemd,
+    Process,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SupervisorSettings {
+    pub api: String,
+    pub backend: Backend,
+    pub disk_reserve_mib: u64,
+    pub stall_after_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SnapshotSettings {
+    pub enabled: bool,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpdateSettings {
+    pub channel: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NotifySettings {
+    pub webhook: String,
+    pub ntfy: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CoinSettings {
+    pub id: String,
+    pub enabled: bool,
+    pub network: String,
+    pub payout_address: String,
+    pub stratum_port: u16,
+    pub start_difficulty: f64,
+    pub min_difficulty: f64,
+    pub max_difficulty: f64,
+    pub shares_per_minute: f64,
+    /// Block files kept, MiB; 0 keeps every block (no pruning).
+    pub prune_mib: u64,
+    pub disk_budget_gib: u64,
+    pub memory_budget_mib: u64,
+    pub max_connections: u32,
+    /// Node software; the descriptor's unless overridden (e.g. `bcoin` in development).
+    pub node_flavour: String,
+    /// Program and leading arguments that start the node.
+    pub node_command: Vec<String>,
+}
+
+/// Where each value came from, for error messages.
+struct Source<'a> {
+    user: (&'a str, &'a FileSettings),
+    defaults: (&'a str, &'a FileSettings),
+}
+
+impl Source<'_> {
+    /// The file a coin key is set in (the user's if there, else the defaults').
+    fn coin_file(&self, coin: &str, set_in_user: bool) -> String {
+        if set_in_user || self.user.1.coins.contains_key(coin) { self.user.0 } else { self.defaults.0 }.to_string()
+    }
+}
+
+fn parse_file(file: &str, text: &str) -> Result<FileSettings, SettingsError> {
+    toml::from_str(text).map_err(|e| {
+        let message = e.message().to_string();
+        let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        SettingsError::Syntax {
+            file: file.to_string(),
+            message: match line {
+                Some(l) => format!("line {l}: {message}"),
+                None => message,
+            },
+        }
+    })
+}
+
+fn read(path: &Path) -> Result<String, SettingsError> {
+    std::fs::read_to_string(path).map_err(|e| SettingsError::Io { file: path.display().to_string(), message: e.to_string() })
+}
+
+impl Settings {
+    /// Loads the user's file (a missing one means "all defaults") over the defaults file
+    /// (or the embedded defaults), and checks the result.
+    pub fn load(user: Option<&Path>, defaults: Option<&Path>, registry: &Registry) -> Result<Settings, SettingsError> {
+        let (defaults_name, defaults_text) = match defaults {
+            Some(p) => (p.display().to_string(), read(p)?),
+            None => ("(built-in defaults)".to_string(), EMBEDDED_DEFAULTS.to_string()),
+        };
+        let (user_name, user_text) = match user {
+            Some(p) if p.exists() => (p.display().to_string(), read(p)?),
+            Some(p) => (p.display().to_string(), String::new()),
+            None => ("(no settings file)".to_string(), String::new()),
+        };
+        Self::from_texts(&user_name, &user_text, &defaults_name, &defaults_text, registry)
+    }
+
+    /// The same from file contents (tests, and the status page checking an edit).
+    pub fn from_texts(user_name: &str, user: &str, defaults_name: &str, defaults: &str, registry: &Registry) -> Result<Settings, SettingsError> {
+        let d = parse_file(defaults_name, defaults)?;
+        let u = parse_file(user_name, user)?;
+        let src = Source { user: (user_name, &u), defaults: (defaults_name, &d) };
+        resolve(&src, registry)
+    }
+
+    /// Enabled coins with their descriptor and network.
+    pub fn enabled_coins<'a>(&'a self, registry: &'a Registry) -> impl Iterator<Item = (&'a CoinSettings, &'a Coin, &'a Network)> + 'a {
+        self.coins.values().filter(|c| c.enabled).filter_map(move |c| {
+            let coin = registry.get(&c.id)?;
+            let net = coin.network(&c.network).ok()?;
+            Some((c, coin, net))
+        })
+    }
+}
+
+/// Replaces the user's settings file atomically: a power cut leaves the old file or the
+/// new one, never half of each (write a temporary file, fsync, rename, fsync the directory).
+pub fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("settings")));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn pick<T: Clone>(user: Option<&T>, defaults: Option<&T>) -> Option<T> {
+    user.or(defaults).cloned()
+}
+
+fn resolve(src: &Source, registry: &Registry) -> Result<Settings, SettingsError> {
+    let (u, d) = (src.user.1, src.defaults.1);
+    let missing = |key: &str| SettingsError::Value {
+        file: src.defaults.0.to_string(),
+        key: key.to_string(),
+        message: "missing (the image defaults must set it)".into(),
+    };
+    macro_rules! get {
+        ($section:ident . $field:ident) => {
+            pick(u.$section.as_ref().and_then(|s| s.$field.as_ref()), d.$section.as_ref().and_then(|s| s.$field.as_ref()))
+                .ok_or_else(|| missing(concat!(stringify!($section), ".", stringify!($field))))?
+        };
+    }
+    let backend_name: String = get!(supervisor.backend);
+    let backend = match backend_name.as_str() {
+        "systemd" => Backend::Systemd,
+        "process" => Backend::Process,
+        other => {
+            let file = if u.supervisor.as_ref().and_then(|s| s.backend.as_ref()).is_some() { src.user.0 } else { src.defaults.0 };
+            return Err(SettingsError::Value {
+                file: file.to_string(),
+                key: "supervisor.backend".into(),
+                message: format!("{other:?} is not a backend; use \"systemd\" (the box) or \"process\" (development)"),
+            });
+        }
+    };
+    let mut settings = Settings {
+        paths: Paths { nodes: get!(paths.nodes), secrets: get!(paths.secrets), state: get!(paths.state) },
+        stratum: StratumSettings { api: get!(stratum.api), coinbase_tag: get!(stratum.coinbase_tag) },
+        supervisor: SupervisorSettings {
+            api: get!(supervisor.api),
+            backend,
+            disk_reserve_mib: get!(supervisor.disk_reserve_mib),
+            stall_after_secs: get!(supervisor.stall_after_secs),
+        },
+        snapshots: SnapshotSettings { enabled: get!(snapshots.enabled), url: get!(snapshots.url) },
+        updates: UpdateSettings { channel: get!(updates.channel) },
+        notify: NotifySettings { webhook: get!(notify.webhook), ntfy: get!(notify.ntfy) },
+        coins: BTreeMap::new(),
+    };
+    if settings.stratum.coinbase_tag.len() > 40 {
+        return Err(SettingsError::Value {
+            file: src.user.0.to_string(),
+            key: "stratum.coinbase_tag".into(),
+            message: "at most 40 bytes (the coinbase input script is limited to 100)".into(),
+        });
+    }
+
+    let ids: std::collections::BTreeSet<&String> = d.coins.keys().chain(u.coins.keys()).collect();
+    let mut ports: BTreeMap<u16, String> = BTreeMap::new();
+    for id in ids {
+        let (cu, cd) = (u.coins.get(id), d.coins.get(id));
+        let file = src.coin_file(id, cu.is_some());
+        let err = |key: &str, message: String| SettingsError::Value { file: file.clone(), key: format!("coins.{id}.{key}"), message };
+        let Some(coin) = registry.get(id) else {
+            return Err(SettingsError::Value {
+                file,
+                key: format!("coins.{id}"),
+                message: format!("unknown coin; known coins: {}", registry.ids().join(", ")),
+            });
+        };
+        macro_rules! c {
+            ($field:ident) => {
+                pick(cu.and_then(|c| c.$field.as_ref()), cd.and_then(|c| c.$field.as_ref()))
+            };
+        }
+        let enabled = c!(enabled).unwrap_or(false);
+        let network_name = c!(network).unwrap_or_else(|| "main".into());
+        let network = coin.network(&network_name).map_err(|e| err("network", e.to_string()))?;
+        let payout_address = c!(payout_address).unwrap_or_default();
+        if enabled {
+            if payout_address.is_empty() {
+                return Err(err("payout_address", format!("required for an enabled coin: the {} address blocks pay", coin.name)));
+            }
+            network.parse_address(&payout_address).map_err(|e| err("payout_address", e.to_string()))?;
+        }
+        let stratum_port = c!(stratum_port).unwrap_or(network.ports.stratum_port);
+        if stratum_port < 1024 {
+            return Err(err("stratum_port", format!("{stratum_port} is a privileged port; use 1024-65535 (the default for {} {network_name} is {})", coin.name, network.ports.stratum_port)));
+        }
+        if enabled {
+            for reserved in [80u16, 443, 22] {
+                if stratum_port == reserved {
+                    return Err(err("stratum_port", format!("{reserved} is used by the box itself")));
+                }
+            }
+            if let Some(other) = ports.insert(stratum_port, id.clone()) {
+                return Err(err("stratum_port", format!("{stratum_port} is already the stratum port of {other}; give each coin its own port")));
+            }
+        }
+        let min_difficulty = c!(min_difficulty).unwrap_or(1.0);
+        let max_difficulty = c!(max_difficulty).unwrap_or(1e15);
+        let start_difficulty = c!(start_difficulty).unwrap_or(1024.0);
+        if !(min_difficulty > 0.0 && min_difficulty <= max_difficulty) {
+            return Err(err("min_difficulty", format!("must be above 0 and at most max_difficulty ({max_difficulty})")));
+        }
+        if !(min_difficulty..=max_difficulty).contains(&start_difficulty) {
+            return Err(err("start_difficulty", format!("must lie between min_difficulty ({min_difficulty}) and max_difficulty ({max_difficulty})")));
+        }
+        let shares_per_minute = c!(shares_per_minute).unwrap_or(10.0);
+        if !(0.1..=600.0).contains(&shares_per_minute) {
+            return Err(err("shares_per_minute", "must be between 0.1 and 600".into()));
+        }
+        let disk_budget_gib = c!(disk_budget_gib).unwrap_or(40);
+        // Solo mining needs the UTXO set and the mempool, not old blocks: pruned by default,
+        // keeping a quarter of the disk budget for block files (the rest is chainstate).
+        let prune_mib = c!(prune_mib).unwrap_or_else(|| (disk_budget_gib * 1024 / 4).max(coin.node.min_prune_mib));
+        if prune_mib != 0 && prune_mib < coin.node.min_prune_mib {
+            return Err(err("prune_mib", format!("{prune_mib} is below the node's minimum of {} MiB; use at least {} or 0 to keep every block", coin.node.min_prune_mib, coin.node.min_prune_mib)));
+        }
+        let memory_budget_mib = c!(memory_budget_mib).unwrap_or(2048);
+        if memory_budget_mib < 512 {
+            return Err(err("memory_budget_mib", "at least 512: a node needs that much to run".into()));
+        }
+        let node_flavour = c!(node_flavour).unwrap_or_else(|| coin.node.flavour.clone());
+        let node_command = c!(node_command).unwrap_or_else(|| vec![coin.node.binary.clone()]);
+        if node_command.is_empty() {
+            return Err(err("node_command", "must name the node program".into()));
+        }
+        settings.coins.insert(
+            id.clone(),
+            CoinSettings {
+                id: id.clone(),
+                enabled,
+                network: network_name,
+                payout_address,
+                stratum_port,
+                start_difficulty,
+                min_difficulty,
+                max_difficulty,
+                shares_per_minute,
+                prune_mib,
+                disk_budget_gib,
+                memory_budget_mib,
+                max_connections: c!(max_connections).unwrap_or(16),
+                node_flavour,
+                node_command,
+            },
+        );
+    }
+    Ok(settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(user: &str) -> Result<Settings, SettingsError> {
+        Settings::from_texts("minebox.toml", user, "defaults.toml", EMBEDDED_DEFAULTS, &Registry::embedded())
+    }
+
+    #[test]
+    fn no_user_file_means_the_image_defaults_and_no_coin() {
+        let s = load("").unwrap();
+        assert_eq!(s.supervisor.backend, Backend::Systemd);
+        assert_eq!(s.paths.nodes, PathBuf::from("/data/nodes"));
+        assert!(s.coins.is_empty());
+    }
+
+    #[test]
+    fn user_values_override_defaults_and_coin_defaults_come_from_the_descriptor() {
+        let s = load(
+            r#"
+[supervisor]
+backend = "process"
+[coins.btc]
+enabled = true
+network = "regtest"
+payout_address = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+"#,
+        )
+        .unwrap();
+        assert_eq!(s.supervisor.backend, Backend::Process);
+        assert_eq!(s.supervisor.disk_reserve_mib, 2048, "untouched default kept");
+        let btc = &s.coins["btc"];
+        assert_eq!(btc.stratum_port, 3363);
+        assert_eq!(btc.prune_mib, 10240, "pruned by default: a quarter of 40 GiB");
+        assert_eq!(btc.node_flavour, "bitcoin-core");
+        assert_eq!(s.enabled_coins(&Registry::embedded()).count(), 1);
+    }
+
+    #[test]
+    fn an_address_for_the_wrong_network_names_file_key_and_fix() {
+        let e = load("[coins.btc]\nenabled = true\nnetwork = \"regtest\"\npayout_address = \"bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4\"\n").unwrap_err();
+        let SettingsError::Value { file, key, message } = &e else { panic!("{e}") };
+        assert_eq!(file, "minebox.toml");
+        assert_eq!(key, "coins.btc.payout_address");
+        assert!(message.contains("Bitcoin mainnet address") && message.contains("bcrt1"), "{message}");
+    }
+
+    #[test]
+    fn a_port_used_by_another_coin_is_refused() {
+        let e = load(
+            r#"
+[coins.btc]
+enabled = true
+payout_address = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"
+stratum_port = 4000
+[coins.bch]
+enabled = true
+payout_address = "bitcoincash:qpm2qsznhks23z7629mms6s4cwef74vcwvy22gdx6a"
+stratum_port = 4000
+"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "minebox.toml: coins.btc.stratum_port: 4000 is already the stratum port of bch; give each coin its own port");
+    }
+
+    #[test]
+    fn a_prune_size_below_the_node_minimum_is_refused() {
+        let e = load("[coins.btc]\nprune_mib = 100\n").unwrap_err();
+        assert!(e.to_string().contains("coins.btc.prune_mib: 100 is below the node's minimum of 550 MiB"), "{e}");
+        assert!(load("[coins.btc]\nprune_mib = 0\n").is_ok(), "0 keeps every block");
+    }
+
+    #[test]
+    fn unknown_keys_coins_and_networks_are_errors_not_ignored() {
+        let e = load("[supervisor]\nbackendd = \"process\"\n").unwrap_err();
+        assert!(matches!(&e, SettingsError::Syntax { file, message } if file == "minebox.toml" && message.contains("backendd") && message.contains("expected one of")), "{e}");
+        let e = load("[coins.doge]\nenabled = true\n").unwrap_err();
+        assert!(e.to_string().contains("coins.doge: unknown coin; known coins: bch, bsv, btc, xec"), "{e}");
+        let e = load("[coins.bch]\nnetwork = \"signet\"\n").unwrap_err();
+        assert!(e.to_string().contains("coins.bch.network: Bitcoin Cash has no network \"signet\""), "{e}");
+        let e = load("[supervisor]\nbackend = \"docker\"\n").unwrap_err();
+        assert!(e.to_string().contains("supervisor.backend"), "{e}");
+    }
+
+    #[test]
+    fn an_enabled_coin_needs_an_address() {
+        let e = load("[coins.bch]\nenabled = true\n").unwrap_err();
+        assert!(e.to_string().contains("coins.bch.payout_address: required"), "{e}");
+    }
+
+    #[test]
+    fn files_on_disk_and_atomic_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("minebox.toml");
+        write_atomically(&user, "[updates]\nchannel = \"beta\"\n").unwrap();
+        let s = Settings::load(Some(&user), None, &Registry::embedded()).unwrap();
+        assert_eq!(s.updates.channel, "beta");
+        // A missing user file is not an error: the box starts with the defaults.
+        let s = Settings::load(Some(&dir.path().join("absent.toml")), None, &Registry::embedded()).unwrap();
+        assert_eq!(s.updates.channel, "stable");
+        let e = Settings::load(Some(&user), Some(&dir.path().join("nope.toml")), &Registry::embedded()).unwrap_err();
+        assert!(matches!(e, SettingsError::Io { .. }));
+        assert!(!dir.path().join(".minebox.toml.tmp").exists());
+    }
+}
