@@ -104,6 +104,9 @@ struct FileCoin {
     max_connections: Option<u32>,
     node_flavour: Option<String>,
     node_command: Option<Vec<String>>,
+    rpc_port: Option<u16>,
+    p2p_port: Option<u16>,
+    zmq_port: Option<u16>,
 }
 
 // The merged, checked settings.
@@ -184,6 +187,11 @@ pub struct CoinSettings {
     pub node_flavour: String,
     /// Program and leading arguments that start the node.
     pub node_command: Vec<String>,
+    /// Node ports: the descriptor's defaults unless overridden (two boxes' worth of nodes
+    /// on one machine, tests).
+    pub rpc_port: u16,
+    pub p2p_port: u16,
+    pub zmq_port: u16,
 }
 
 /// Where each value came from, for error messages.
@@ -407,6 +415,9 @@ fn resolve(src: &Source, registry: &Registry) -> Result<Settings, SettingsError>
                 max_connections: c!(max_connections).unwrap_or(16),
                 node_flavour,
                 node_command,
+                rpc_port: c!(rpc_port).unwrap_or(network.ports.rpc_port),
+                p2p_port: c!(p2p_port).unwrap_or(network.ports.p2p_port),
+                zmq_port: c!(zmq_port).unwrap_or(network.ports.zmq_port),
             },
         );
     }

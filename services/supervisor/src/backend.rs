@@ -1,0 +1,324 @@
+//! Two ways to run a node behind one interface:
+//! - `process`: a child process of the supervisor (development, the demo, tests);
+//! - `systemd`: the templated unit `minebox-node@<coin>.service` on the image, with the
+//!   node's resource limits set as unit properties in a drop-in the supervisor writes.
+//!
+//! The supervisor, not the init system, decides about restarts (backoff, crash loops), so
+//! both backends only start, stop, and report that a node exited.
+
+use crate::launch::Launch;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::process::Command;
+use tokio::sync::{oneshot, watch};
+
+/// How a node ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code, self.signal) {
+            (Some(c), _) => write!(f, "exit code {c}"),
+            (_, Some(s)) => write!(f, "killed by signal {s}"),
+            _ => write!(f, "ended"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("cannot start {program}: {message}")]
+    Spawn { program: String, message: String },
+    #[error("cannot write {path}: {message}")]
+    Write { path: String, message: String },
+    #[error("systemctl {args}: {message}")]
+    Systemctl { args: String, message: String },
+}
+
+/// Resource limits a node runs under (systemd unit properties on the image).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resources {
+    pub memory_max_mib: u64,
+    pub cpu_weight: u32,
+    pub io_weight: u32,
+}
+
+/// A running node: its exit arrives on `exited`; `stop` asks it to end.
+pub struct Running {
+    pub pid: Option<u32>,
+    pub exited: watch::Receiver<Option<Exit>>,
+    stop: Option<oneshot::Sender<Duration>>,
+}
+
+impl Running {
+    /// Asks the node to end (SIGTERM, then SIGKILL after `grace`) and waits for it.
+    pub async fn stop(mut self, grace: Duration) -> Option<Exit> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(grace);
+        }
+        let _ = self.exited.wait_for(|e| e.is_some()).await;
+        let exit = self.exited.borrow().clone();
+        exit
+    }
+}
+
+fn write_config(launch: &Launch) -> Result<(), BackendError> {
+    std::fs::create_dir_all(&launch.data_dir)
+        .map_err(|e| BackendError::Write { path: launch.data_dir.display().to_string(), message: e.to_string() })?;
+    if let Some((path, text)) = &launch.config {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .map_err(|e| BackendError::Write { path: path.display().to_string(), message: e.to_string() })?;
+    }
+    Ok(())
+}
+
+/// Child processes.
+#[derive(Default)]
+pub struct ProcessBackend;
+
+impl ProcessBackend {
+    pub async fn start(&self, launch: &Launch) -> Result<Running, BackendError> {
+        write_config(launch)?;
+        let mut child = Command::new(&launch.program)
+            .args(&launch.args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| BackendError::Spawn { program: launch.program.clone(), message: e.to_string() })?;
+        let pid = child.id();
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let (stop_tx, stop_rx) = oneshot::channel::<Duration>();
+        tokio::spawn(async move {
+            use std::os::unix::process::ExitStatusExt;
+            let status = tokio::select! {
+                s = child.wait() => s,
+                grace = stop_rx => {
+                    let grace = grace.unwrap_or(Duration::from_secs(30));
+                    if let Some(pid) = child.id() {
+                        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+                        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                    }
+                    match tokio::time::timeout(grace, child.wait()).await {
+                        Ok(s) => s,
+                        Err(_) => {
+                            tracing::warn!(pid, "node did not stop in time; killing it");
+                            let _ = child.kill().await;
+                            child.wait().await
+                        }
+                    }
+                }
+            };
+            let exit = match status {
+                Ok(s) => Exit { code: s.code(), signal: s.signal() },
+                Err(_) => Exit { code: None, signal: None },
+            };
+            let _ = exit_tx.send(Some(exit));
+        });
+        Ok(Running { pid, exited: exit_rx, stop: Some(stop_tx) })
+    }
+}
+
+/// The templated unit on the image. The unit template itself (`minebox-node@.service`)
+/// ships in the overlay; the supervisor writes the per-coin drop-in with the launch
+/// command and the resource properties, reloads systemd, and starts the instance.
+pub struct SystemdBackend {
+    /// `/run/systemd/system` on the box: drop-ins there vanish at reboot, as they should.
+    pub drop_in_root: PathBuf,
+    pub systemctl: Systemctl,
+}
+
+/// Runs `systemctl`; tests swap in a recorder (a stand-in: there is no systemd in this
+/// sandbox, so the real calls are exercised in the image's system tests).
+#[derive(Clone)]
+pub enum Systemctl {
+    Real,
+    Recorder(Arc<Mutex<Vec<Vec<String>>>>),
+}
+
+impl Systemctl {
+    async fn run(&self, args: &[&str]) -> Result<String, BackendError> {
+        match self {
+            Systemctl::Real => {
+                let out = Command::new("systemctl")
+                    .args(args)
+                    .output()
+                    .await
+                    .map_err(|e| BackendError::Systemctl { args: args.join(" "), message: e.to_string() })?;
+                if !out.status.success() {
+                    return Err(BackendError::Systemctl { args: args.join(" "), message: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+                }
+                Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            }
+            Systemctl::Recorder(log) => {
+                log.lock().expect("recorder").push(args.iter().map(|s| s.to_string()).collect());
+                Ok(if args.first() == Some(&"show") { "ActiveState=active\nMainPID=4242\n".into() } else { String::new() })
+            }
+        }
+    }
+}
+
+pub fn unit_name(coin: &str) -> String {
+    format!("minebox-node@{coin}.service")
+}
+
+/// The drop-in for one coin's unit: the exact command line and the resource limits.
+pub fn drop_in(launch: &Launch, resources: &Resources) -> String {
+    let quote = |s: &str| if s.contains(char::is_whitespace) { format!("\"{s}\"") } else { s.to_string() };
+    let cmd: Vec<String> = std::iter::once(launch.program.as_str()).chain(launch.args.iter().map(String::as_str)).map(quote).collect();
+    format!(
+        "# Written by minebox-supervisor for {coin}; regenerated at every start.\n\
+         [Service]\n\
+         ExecStart=\n\
+         ExecStart={cmd}\n\
+         MemoryMax={mem}M\n\
+         CPUWeight={cpu}\n\
+         IOWeight={io}\n\
+         ReadWritePaths={data}\n",
+        coin = launch.coin,
+        cmd = cmd.join(" "),
+        mem = resources.memory_max_mib,
+        cpu = resources.cpu_weight,
+        io = resources.io_weight,
+        data = launch.data_dir.display(),
+    )
+}
+
+impl SystemdBackend {
+    pub async fn start(&self, launch: &Launch, resources: &Resources) -> Result<Running, BackendError> {
+        write_config(launch)?;
+        let unit = unit_name(&launch.coin);
+        let dir = self.drop_in_root.join(format!("{unit}.d"));
+        let path = dir.join("minebox.conf");
+        std::fs::create_dir_all(&dir)
+            .and_then(|_| std::fs::write(&path, drop_in(launch, resources)))
+            .map_err(|e| BackendError::Write { path: path.display().to_string(), message: e.to_string() })?;
+        self.systemctl.run(&["daemon-reload"]).await?;
+        self.systemctl.run(&["start", &unit]).await?;
+        let pid = self.main_pid(&unit).await;
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let (stop_tx, mut stop_rx) = oneshot::channel::<Duration>();
+        let systemctl = self.systemctl.clone();
+        tokio::spawn(async move {
+            // systemd knows when the unit ends; ask it every few seconds (cheap: one D-Bus
+            // round trip through systemctl), and stop it on request.
+            loop {
+                tokio::select! {
+                    _ = &mut stop_rx => {
+                        let _ = systemctl.run(&["stop", &unit]).await;
+                        let _ = exit_tx.send(Some(Exit { code: Some(0), signal: None }));
+                        return;
+                    }
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                        let state = systemctl.run(&["show", "-p", "ActiveState,ExecMainStatus", &unit]).await.unwrap_or_default();
+                        let prop = |k: &str| state.lines().find_map(|l| l.strip_prefix(&format!("{k}=")).map(str::to_string));
+                        match prop("ActiveState").as_deref() {
+                            Some("failed") | Some("inactive") => {
+                                let code = prop("ExecMainStatus").and_then(|c| c.parse().ok());
+                                let _ = exit_tx.send(Some(Exit { code, signal: None }));
+                                return;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Running { pid, exited: exit_rx, stop: Some(stop_tx) })
+    }
+
+    async fn main_pid(&self, unit: &str) -> Option<u32> {
+        let out = self.systemctl.run(&["show", "-p", "MainPID", unit]).await.ok()?;
+        out.lines().find_map(|l| l.strip_prefix("MainPID=")).and_then(|p| p.trim().parse().ok()).filter(|p| *p != 0)
+    }
+}
+
+/// Either backend.
+pub enum Backend {
+    Process(ProcessBackend),
+    Systemd(SystemdBackend),
+}
+
+impl Backend {
+    pub async fn start(&self, launch: &Launch, resources: &Resources) -> Result<Running, BackendError> {
+        match self {
+            Backend::Process(b) => b.start(launch).await,
+            Backend::Systemd(b) => b.start(launch, resources).await,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Process(_) => "process",
+            Backend::Systemd(_) => "systemd",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::Credentials;
+
+    fn launch(dir: &std::path::Path) -> Launch {
+        Launch {
+            coin: "btc".into(),
+            program: "/usr/bin/bitcoind".into(),
+            args: vec!["-datadir=/data/nodes/btc".into(), "-conf=/data/nodes/btc/minebox-node.conf".into()],
+            config: Some((dir.join("btc/minebox-node.conf"), "server=1\n".into())),
+            data_dir: dir.join("btc"),
+            rpc_url: "http://127.0.0.1:8332/".into(),
+            credentials: Credentials { user: "minebox".into(), password: "p".into(), path: dir.join("s") },
+            zmq_hashblock: None,
+            dbcache_mib: Some(450),
+        }
+    }
+
+    #[test]
+    fn the_drop_in_carries_the_command_and_the_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = drop_in(&launch(dir.path()), &Resources { memory_max_mib: 2560, cpu_weight: 50, io_weight: 50 });
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.contains(&"[Service]"));
+        assert!(lines.contains(&"ExecStart="), "resets the template's ExecStart first");
+        assert!(lines.contains(&"ExecStart=/usr/bin/bitcoind -datadir=/data/nodes/btc -conf=/data/nodes/btc/minebox-node.conf"));
+        assert!(lines.contains(&"MemoryMax=2560M"));
+        assert!(lines.contains(&"CPUWeight=50"));
+        assert!(lines.contains(&"IOWeight=50"));
+    }
+
+    #[tokio::test]
+    async fn systemd_start_and_stop_go_through_systemctl() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let b = SystemdBackend { drop_in_root: dir.path().join("run"), systemctl: Systemctl::Recorder(log.clone()) };
+        let r = b.start(&launch(dir.path()), &Resources { memory_max_mib: 1024, cpu_weight: 100, io_weight: 100 }).await.unwrap();
+        assert_eq!(r.pid, Some(4242));
+        assert!(dir.path().join("run/minebox-node@btc.service.d/minebox.conf").exists());
+        assert!(dir.path().join("btc/minebox-node.conf").exists(), "node config written before start");
+        r.stop(Duration::from_secs(1)).await;
+        let calls: Vec<String> = log.lock().unwrap().iter().map(|c| c.join(" ")).collect();
+        assert_eq!(calls[0], "daemon-reload");
+        assert_eq!(calls[1], "start minebox-node@btc.service");
+        assert!(calls.contains(&"stop minebox-node@btc.service".to_string()), "{calls:?}");
+    }
+
+    #[tokio::test]
+    async fn a_process_that_ignores_sigterm_is_killed_after_the_grace_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = launch(dir.path());
+        l.program = "sh".into();
+        l.args = vec!["-c".into(), "trap '' TERM; sleep 30".into()];
+        l.config = None;
+        let r = ProcessBackend.start(&l).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let exit = r.stop(Duration::from_millis(300)).await.unwrap();
+        assert_eq!(exit.signal, Some(libc::SIGKILL));
+    }
+}

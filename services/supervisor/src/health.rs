@@ -1,0 +1,119 @@
+//! A node's health, from the node itself: not "the process exists" but height, headers,
+//! verification progress, initial download, peers, mempool and disk use.
+
+use minebox_node_rpc::{NodeClient, RpcError};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Started; its RPC does not answer yet (or it is warming up).
+    Starting,
+    Syncing,
+    Synced,
+    /// Syncing, but the height has not moved for a long time.
+    Stalled,
+    /// Died; a restart is pending.
+    Crashed,
+    /// Died too often in a short time; not restarted until a user starts it.
+    CrashLoop,
+    /// Stopped cleanly because the disk was nearly full.
+    StoppedForDisk,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Health {
+    pub chain: String,
+    pub blocks: u64,
+    pub headers: u64,
+    pub verification_progress: f64,
+    pub initial_block_download: bool,
+    pub peers: u64,
+    pub mempool_transactions: u64,
+    pub mempool_bytes: u64,
+    pub pruned: bool,
+    /// Bytes the node's data directory uses on disk.
+    pub disk_bytes: u64,
+    pub version: String,
+}
+
+#[derive(Deserialize)]
+struct Mempool {
+    #[serde(default)]
+    size: u64,
+    #[serde(default)]
+    bytes: u64,
+}
+
+/// Asks the node how it is.
+pub async fn probe(node: &NodeClient, data_dir: &Path) -> Result<Health, RpcError> {
+    let info = node.get_blockchain_info().await?;
+    let peers = node.get_connection_count().await.unwrap_or(0);
+    let mempool: Option<Mempool> = node.call("getmempoolinfo", serde_json::json!([])).await.ok();
+    let network: Option<serde_json::Value> = node.call("getnetworkinfo", serde_json::json!([])).await.ok();
+    let disk_bytes = if info.size_on_disk > 0 { info.size_on_disk } else { dir_size(data_dir) };
+    Ok(Health {
+        chain: info.chain,
+        blocks: info.blocks,
+        headers: info.headers,
+        verification_progress: info.verification_progress,
+        initial_block_download: info.initial_block_download,
+        peers,
+        mempool_transactions: mempool.as_ref().map(|m| m.size).unwrap_or(0),
+        mempool_bytes: mempool.as_ref().map(|m| m.bytes).unwrap_or(0),
+        pruned: info.pruned,
+        disk_bytes,
+        version: network.and_then(|n| n["subversion"].as_str().map(str::to_string)).unwrap_or_default(),
+    })
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// Synced when the node says it is out of initial download and has every block it has a
+/// header for; stalled when syncing and the height has not moved for `stall_after`.
+pub fn classify(h: &Health, height_unchanged_for: Duration, stall_after: Duration) -> NodeState {
+    let caught_up = h.blocks >= h.headers;
+    if !h.initial_block_download && caught_up {
+        NodeState::Synced
+    } else if height_unchanged_for >= stall_after {
+        NodeState::Stalled
+    } else {
+        NodeState::Syncing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(blocks: u64, headers: u64, ibd: bool) -> Health {
+        Health { blocks, headers, initial_block_download: ibd, ..Default::default() }
+    }
+
+    #[test]
+    fn states_from_what_the_node_reports() {
+        let stall = Duration::from_secs(1200);
+        assert_eq!(classify(&h(100, 100, false), Duration::ZERO, stall), NodeState::Synced);
+        assert_eq!(classify(&h(50, 100, true), Duration::ZERO, stall), NodeState::Syncing);
+        assert_eq!(classify(&h(50, 100, true), Duration::from_secs(1300), stall), NodeState::Stalled);
+        // Core keeps IBD set until its tip is recent, even with every header's block.
+        assert_eq!(classify(&h(100, 100, true), Duration::ZERO, stall), NodeState::Syncing);
+    }
+}

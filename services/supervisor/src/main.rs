@@ -1,0 +1,90 @@
+//! `minebox-supervisor`: runs the coin nodes the settings file enables.
+
+use anyhow::Context;
+use clap::Parser;
+use minebox_supervisor::backend::{Backend, ProcessBackend, Systemctl, SystemdBackend};
+use minebox_supervisor::keeper::Policy;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(version, about = "MineBox supervisor: runs and watches the coin nodes")]
+struct Cli {
+    /// The user's settings file.
+    #[arg(long, default_value = "/data/minebox/minebox.toml")]
+    config: PathBuf,
+    /// The image defaults (built-in defaults when absent).
+    #[arg(long)]
+    defaults: Option<PathBuf>,
+    /// Override the settings' backend: systemd (the box) or process (development).
+    #[arg(long)]
+    backend: Option<String>,
+    /// Override where node data directories go.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Coin descriptors directory (built-in descriptors when absent).
+    #[arg(long)]
+    coins: Option<PathBuf>,
+}
+
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        if let Ok(j) = tracing_journald::layer() {
+            tracing_subscriber::registry().with(filter).with(j).init();
+            return;
+        }
+    }
+    tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_logging();
+    let cli = Cli::parse();
+    let registry = match &cli.coins {
+        Some(dir) => minebox_coin::Registry::load_dir(dir)?,
+        None => minebox_coin::Registry::embedded(),
+    };
+    // A wrong value stops the service here, with the file and key in the message.
+    let mut settings = minebox_settings::Settings::load(Some(&cli.config), cli.defaults.as_deref(), &registry)?;
+    if let Some(d) = cli.data_dir {
+        settings.paths.nodes = d.join("nodes");
+        settings.paths.secrets = d.join("secrets");
+    }
+    let backend_name = cli.backend.unwrap_or_else(|| format!("{:?}", settings.supervisor.backend).to_lowercase());
+    let backend = match backend_name.as_str() {
+        "systemd" => Backend::Systemd(SystemdBackend { drop_in_root: "/run/systemd/system".into(), systemctl: Systemctl::Real }),
+        "process" => Backend::Process(ProcessBackend),
+        other => anyhow::bail!("--backend {other}: use systemd or process"),
+    };
+    let policy = Policy {
+        disk_reserve_mib: settings.supervisor.disk_reserve_mib,
+        stall_after: Duration::from_secs(settings.supervisor.stall_after_secs),
+        ..Policy::default()
+    };
+    let api = settings.supervisor.api.parse().context("supervisor.api must be host:port")?;
+    let sup = minebox_supervisor::start(&settings, backend, policy, api).await?;
+    tracing::info!(api = %sup.api, "supervisor ready");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let mut usec = 0u64;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        let every = Duration::from_micros(usec / 2);
+        tokio::spawn(async move {
+            loop {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    tracing::info!("stopping every node cleanly");
+    sup.stop().await;
+    Ok(())
+}

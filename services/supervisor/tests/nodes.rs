@@ -1,0 +1,245 @@
+//! The supervisor running real bcoin regtest nodes under the process backend.
+
+use minebox_coin::Registry;
+use minebox_settings::Settings;
+use minebox_supervisor::backend::{Backend, ProcessBackend};
+use minebox_supervisor::event::Event;
+use minebox_supervisor::health::NodeState;
+use minebox_supervisor::keeper::Policy;
+use minebox_supervisor::Supervisor;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Settings for one bcoin regtest node in `dir`, with extra lines for the coin.
+fn settings(dir: &Path, extra: &str) -> Settings {
+    let bcoin = minebox_regtest::bcoin_path();
+    let user = format!(
+        r#"
+[paths]
+nodes = "{nodes}"
+secrets = "{secrets}"
+state = "{state}"
+[supervisor]
+backend = "process"
+[coins.btc]
+enabled = true
+network = "regtest"
+payout_address = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+node_flavour = "bcoin"
+node_command = ["node", "{bcoin}"]
+rpc_port = {rpc}
+p2p_port = {p2p}
+{extra}
+"#,
+        nodes = dir.join("nodes").display(),
+        secrets = dir.join("secrets").display(),
+        state = dir.join("state.db").display(),
+        bcoin = bcoin.display(),
+        rpc = free_port(),
+        p2p = free_port(),
+    );
+    Settings::from_texts("minebox.toml", &user, "defaults.toml", minebox_settings::EMBEDDED_DEFAULTS, &Registry::embedded()).unwrap()
+}
+
+fn quick_policy() -> Policy {
+    Policy {
+        health_every: Duration::from_millis(200),
+        first_backoff: Duration::from_millis(200),
+        max_backoff: Duration::from_secs(2),
+        crash_loop_after: 3,
+        crash_window: Duration::from_secs(60),
+        stall_after: Duration::from_secs(600),
+        disk_reserve_mib: 1,
+        stop_grace: Duration::from_secs(20),
+    }
+}
+
+async fn start(s: &Settings, policy: Policy) -> Supervisor {
+    minebox_supervisor::start(s, Backend::Process(ProcessBackend), policy, "127.0.0.1:0".parse().unwrap()).await.unwrap()
+}
+
+async fn wait_state(sup: &Supervisor, want: NodeState, timeout: Duration) -> minebox_supervisor::keeper::NodeView {
+    let started = Instant::now();
+    loop {
+        let v = sup.view("btc").unwrap();
+        if v.state == want {
+            return v;
+        }
+        assert!(started.elapsed() < timeout, "node never became {want:?}; it is {:?}: {}", v.state, v.detail);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+#[tokio::test]
+async fn starts_a_node_reaches_synced_and_restarts_it_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), "");
+    let sup = start(&s, quick_policy()).await;
+    let mut events = sup.events.subscribe();
+    let v = wait_state(&sup, NodeState::Synced, Duration::from_secs(60)).await;
+    let first_pid = v.pid.unwrap();
+    let health = v.health.unwrap();
+    assert_eq!(health.chain, "regtest");
+    assert!(health.version.contains("bcoin"), "{}", health.version);
+
+    // The secret file is private and is what the node accepts.
+    let secret = dir.path().join("secrets/btc-rpc.cookie");
+    assert_eq!(std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600);
+    let client = minebox_node_rpc::NodeClient::new(&v.rpc_url, minebox_node_rpc::Auth::CookieFile(secret)).unwrap();
+    assert_eq!(client.get_blockchain_info().await.unwrap().chain, "regtest");
+
+    // kill -9: the supervisor notices, says so, and starts it again.
+    unsafe { libc::kill(first_pid as i32, libc::SIGKILL) };
+    let v = wait_state(&sup, NodeState::Crashed, Duration::from_secs(10)).await;
+    assert!(v.detail.contains("signal 9"), "{}", v.detail);
+    let v = wait_state(&sup, NodeState::Synced, Duration::from_secs(60)).await;
+    assert_ne!(v.pid.unwrap(), first_pid);
+    assert_eq!(v.restarts, 1);
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        seen.push(e);
+    }
+    assert!(seen.iter().any(|e| matches!(e, Event::NodeCrashed { .. })), "{seen:?}");
+    assert!(seen.iter().filter(|e| matches!(e, Event::NodeStarted { .. })).count() >= 1);
+
+    // Shutdown stops the node cleanly (its stop RPC).
+    let pid = v.pid.unwrap();
+    sup.stop().await;
+    assert!(!alive(pid), "node still running after the supervisor stopped");
+}
+
+#[tokio::test]
+async fn a_broken_node_binary_is_surfaced_as_a_crash_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path(), "");
+    s.coins.get_mut("btc").unwrap().node_command = vec!["sh".into(), "-c".into(), "echo 'bcoin: corrupt database' >&2; exit 3".into()];
+    let sup = start(&s, quick_policy()).await;
+    let v = wait_state(&sup, NodeState::CrashLoop, Duration::from_secs(30)).await;
+    assert!(v.detail.contains("crashed 3 times"), "{}", v.detail);
+    assert!(v.detail.contains("exit code 3"), "{}", v.detail);
+    // It stays down: no restarts behind the user's back.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sup.view("btc").unwrap().state, NodeState::CrashLoop);
+    // A missing program is a crash loop too, with the reason.
+    sup.stop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path(), "");
+    s.coins.get_mut("btc").unwrap().node_command = vec!["/nonexistent/bitcoind".into()];
+    let sup = start(&s, quick_policy()).await;
+    let v = wait_state(&sup, NodeState::CrashLoop, Duration::from_secs(30)).await;
+    assert!(v.detail.contains("cannot start /nonexistent/bitcoind"), "{}", v.detail);
+    sup.stop().await;
+}
+
+#[tokio::test]
+async fn the_api_lists_nodes_and_stops_and_starts_a_coin() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), "");
+    let sup = start(&s, quick_policy()).await;
+    wait_state(&sup, NodeState::Synced, Duration::from_secs(60)).await;
+    let http = |method: &str, path: &str| {
+        let addr = sup.api;
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            c.write_all(req.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            c.read_to_string(&mut out).await.unwrap();
+            out
+        }
+    };
+    let list = http("GET", "/api/v1/nodes").await;
+    assert!(list.starts_with("HTTP/1.1 200"));
+    assert!(list.contains("\"state\":\"synced\""), "{list}");
+    assert!(!list.contains(&std::fs::read_to_string(dir.path().join("secrets/btc-rpc.cookie")).unwrap().split(':').nth(1).unwrap().to_string()), "secret leaked");
+    assert!(http("POST", "/api/v1/nodes/doge/stop").await.starts_with("HTTP/1.1 404"));
+    let pid = sup.view("btc").unwrap().pid.unwrap();
+    assert!(http("POST", "/api/v1/nodes/btc/stop").await.starts_with("HTTP/1.1 202"));
+    wait_state(&sup, NodeState::Stopped, Duration::from_secs(30)).await;
+    assert!(!alive(pid));
+    assert!(http("POST", "/api/v1/nodes/btc/start").await.starts_with("HTTP/1.1 202"));
+    wait_state(&sup, NodeState::Synced, Duration::from_secs(60)).await;
+    sup.stop().await;
+}
+
+/// A small real filesystem the test can fill (needs root, as CI has).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, mib: u64) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(path)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "this test mounts a small tmpfs to fill it; it needs root");
+        Tmpfs(path.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_filling_disk_stops_the_node_cleanly_and_it_comes_back_with_its_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = dir.path().join("nodes");
+    let _fs = Tmpfs::mount(&nodes, 200);
+    let s = settings(dir.path(), "");
+    let policy = Policy { disk_reserve_mib: 64, ..quick_policy() };
+    let sup = start(&s, policy).await;
+    let v = wait_state(&sup, NodeState::Synced, Duration::from_secs(60)).await;
+    let client = minebox_node_rpc::NodeClient::new(&v.rpc_url, minebox_node_rpc::Auth::CookieFile(dir.path().join("secrets/btc-rpc.cookie"))).unwrap();
+    client.generate_to_address(3, &minebox_regtest::bcoin_p2pkh_address([9; 20])).await.unwrap();
+    let pid = v.pid.unwrap();
+
+    // Something else fills the disk until less than the reserve is free.
+    let filler = nodes.join("filler");
+    std::fs::write(&filler, vec![0u8; 150 << 20]).unwrap();
+    let v = wait_state(&sup, NodeState::StoppedForDisk, Duration::from_secs(30)).await;
+    assert!(v.detail.contains("below the 64 MiB reserve"), "{}", v.detail);
+    assert!(!alive(pid), "node must be stopped");
+
+    // Space freed, coin started again: the node comes back with its blocks.
+    std::fs::remove_file(&filler).unwrap();
+    let http = "POST /api/v1/nodes/btc/start HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = tokio::net::TcpStream::connect(sup.api).await.unwrap();
+        c.write_all(http.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 202"), "{out}");
+    }
+    let v = wait_state(&sup, NodeState::Synced, Duration::from_secs(60)).await;
+    assert_eq!(v.health.unwrap().blocks, 3, "chain kept across the disk stop");
+    sup.stop().await;
+}
+
+#[test]
+fn the_binary_refuses_to_start_on_a_wrong_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("minebox.toml");
+    std::fs::write(&cfg, "[coins.btc]\nenabled = true\nnetwork = \"regtest\"\npayout_address = \"bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_minebox-supervisor")).arg("--config").arg(&cfg).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}: coins.btc.payout_address", cfg.display())), "{err}");
+    assert!(err.contains("Bitcoin mainnet address"), "{err}");
+}
