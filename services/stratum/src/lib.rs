@@ -13,7 +13,8 @@
 //! - [`work`]: block templates from the node (ZMQ or polling) pushed to every miner.
 //! - [`connection`], [`server`], [`pool`]: sockets, limits, and who is connected.
 //! - [`block`]: found blocks recorded, submitted, confirmed; [`event`]: what happened.
-//! - [`api`]: the local HTTP API for the status page; [`service`]: all of it, running.
+//! - [`api`]: the local HTTP API for the status page; [`supervisor`]: following node events;
+//!   [`service`]: all of it, running.
 
 pub mod api;
 pub mod block;
@@ -30,6 +31,7 @@ pub mod service;
 pub mod session;
 pub mod share;
 pub mod stats;
+pub mod supervisor;
 pub mod store;
 pub mod vardiff;
 pub mod work;

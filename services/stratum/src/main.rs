@@ -15,6 +15,19 @@ use std::time::Duration;
 #[derive(Parser, Debug)]
 #[command(version, about = "MineBox Stratum V1 solo-mining server")]
 struct Cli {
+    /// The MineBox settings file: every enabled coin gets a listener, its node and
+    /// credentials come from the supervisor's layout. Without it, one coin from the flags.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Image defaults under the settings file (built-in defaults when absent).
+    #[arg(long)]
+    defaults: Option<PathBuf>,
+    /// Address the stratum ports listen on in settings mode (the LAN needs 0.0.0.0).
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: std::net::IpAddr,
+    /// The supervisor's event stream, to refresh work when a node (re)starts.
+    #[arg(long)]
+    supervisor_events: Option<String>,
     /// Coin id from the coin descriptors (btc, bch, xec, bsv).
     #[arg(long, default_value = "btc")]
     coin: String,
@@ -24,9 +37,9 @@ struct Cli {
     /// Stratum listen address (the LAN needs 0.0.0.0; development keeps localhost).
     #[arg(long, default_value = "127.0.0.1:3333")]
     listen: SocketAddr,
-    /// Node JSON-RPC URL.
+    /// Node JSON-RPC URL (flags mode).
     #[arg(long, env = "MINEBOX_NODE_URL")]
-    node_url: String,
+    node_url: Option<String>,
     #[arg(long, env = "MINEBOX_NODE_USER", default_value = "minebox")]
     node_user: String,
     /// Node RPC password (prefer --node-cookie or the environment: it shows in `ps`).
@@ -85,25 +98,98 @@ fn init_logging() {
             return;
         }
     }
-    tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).init();
+    tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer().with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_writer(std::io::stderr)).init();
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_logging();
     let cli = Cli::parse();
+    let config = match &cli.config {
+        Some(path) => from_settings(&cli, path)?,
+        None => from_flags(&cli)?,
+    };
+    let running = service::start(config).await?;
+    tracing::info!(api = %running.api, "ready");
+    systemd_ready();
+    running.run_until(terminated()).await;
+    Ok(())
+}
+
+fn limits(cli: &Cli) -> Limits {
+    Limits {
+        connections_per_ip: cli.connections_per_ip,
+        max_connections: cli.max_connections,
+        messages_per_sec: cli.messages_per_sec,
+        message_burst: cli.message_burst,
+        ..Limits::default()
+    }
+}
+
+/// Settings mode (the box): every enabled coin of the settings file.
+fn from_settings(cli: &Cli, path: &std::path::Path) -> anyhow::Result<ServiceConfig> {
+    let registry = minebox_coin::Registry::embedded();
+    let settings = minebox_settings::Settings::load(Some(path), cli.defaults.as_deref(), &registry)?;
+    let mut coins = Vec::new();
+    for (c, coin, network) in settings.enabled_coins(&registry) {
+        // The supervisor writes these credentials for the node; the stratum only reads them.
+        let cookie = settings.paths.secrets.join(format!("{}-rpc.cookie", c.id));
+        let node = minebox_node_rpc::NodeClient::new(&format!("http://127.0.0.1:{}/", c.rpc_port), minebox_node_rpc::Auth::CookieFile(cookie))?;
+        coins.push(CoinConfig {
+            coin: c.id.clone(),
+            network: c.network.clone(),
+            listen: SocketAddr::new(cli.bind, c.stratum_port),
+            node,
+            // bcoin (development) has no ZMQ; every real node MineBox runs publishes it.
+            zmq_hashblock: (c.node_flavour != "bcoin").then(|| format!("tcp://127.0.0.1:{}", c.zmq_port)),
+            segwit: coin.segwit,
+            min_tx_size: coin.min_tx_size(),
+            payouts: Box::new(minebox_stratum::payout::CoinPayouts(network.clone())),
+            vardiff: VardiffConfig {
+                shares_per_minute: c.shares_per_minute,
+                min: c.min_difficulty,
+                max: c.max_difficulty,
+                start: c.start_difficulty,
+                ..VardiffConfig::default()
+            },
+            coinbase_tag: settings.stratum.coinbase_tag.clone(),
+            extranonce2_len: cli.extranonce2_size,
+            version_mask: 0x1fff_e000,
+            template_refresh: Duration::from_secs(cli.template_refresh_secs),
+            block_poll: Duration::from_millis(cli.block_poll_ms),
+        });
+    }
+    if coins.is_empty() {
+        bail!("{}: no coin is enabled; enable one under [coins.<id>] with a payout_address", path.display());
+    }
+    let supervisor_events = cli.supervisor_events.clone().or_else(|| Some(format!("http://{}/api/v1/events", settings.supervisor.api)));
+    Ok(ServiceConfig {
+        coins,
+        database: settings.paths.state.clone(),
+        api_listen: settings.stratum.api.parse().context("stratum.api must be host:port")?,
+        stats_flush: Duration::from_secs(cli.stats_flush_secs),
+        limits: limits(cli),
+        supervisor_events,
+    })
+}
+
+/// Flags mode (development): one coin, its node given on the command line.
+fn from_flags(cli: &Cli) -> anyhow::Result<ServiceConfig> {
+    let Some(node_url) = &cli.node_url else {
+        bail!("give --config SETTINGS.toml, or --node-url for a single coin");
+    };
     let auth = match (&cli.node_cookie, &cli.node_password) {
         (Some(path), _) => minebox_node_rpc::Auth::CookieFile(path.clone()),
         (None, Some(pass)) => minebox_node_rpc::Auth::UserPass { user: cli.node_user.clone(), pass: pass.clone() },
         (None, None) => bail!("give the node's RPC credentials: --node-cookie FILE or --node-password (or MINEBOX_NODE_PASSWORD)"),
     };
-    let node = minebox_node_rpc::NodeClient::new(&cli.node_url, auth).context("node RPC URL")?;
+    let node = minebox_node_rpc::NodeClient::new(node_url, auth).context("node RPC URL")?;
     let registry = minebox_coin::Registry::embedded();
     let coin = registry
         .get(&cli.coin)
         .with_context(|| format!("unknown coin {:?}; known: {}", cli.coin, registry.ids().join(", ")))?;
     let network = coin.network(&cli.network)?.clone();
-    let config = ServiceConfig {
+    Ok(ServiceConfig {
         coins: vec![CoinConfig {
             coin: coin.id.clone(),
             network: cli.network.clone(),
@@ -129,19 +215,9 @@ async fn main() -> anyhow::Result<()> {
         database: cli.database.clone(),
         api_listen: cli.api,
         stats_flush: Duration::from_secs(cli.stats_flush_secs),
-        limits: Limits {
-            connections_per_ip: cli.connections_per_ip,
-            max_connections: cli.max_connections,
-            messages_per_sec: cli.messages_per_sec,
-            message_burst: cli.message_burst,
-            ..Limits::default()
-        },
-    };
-    let running = service::start(config).await?;
-    tracing::info!(api = %running.api, "ready");
-    systemd_ready();
-    running.run_until(terminated()).await;
-    Ok(())
+        limits: limits(cli),
+        supervisor_events: cli.supervisor_events.clone(),
+    })
 }
 
 /// Tells systemd the service is up and keeps its watchdog fed while the runtime is alive.

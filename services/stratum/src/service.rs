@@ -50,6 +50,9 @@ pub struct ServiceConfig {
     /// How often statistics are written to the database.
     pub stats_flush: Duration,
     pub limits: Limits,
+    /// The supervisor's event stream (`http://127.0.0.1:3391/api/v1/events`), if it runs:
+    /// a node that (re)started or finished syncing gets its miners fresh work at once.
+    pub supervisor_events: Option<String>,
 }
 
 /// A started service: where it listens, and how to stop it.
@@ -97,6 +100,7 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
     let mut tasks = JoinSet::new();
     let mut views = Vec::new();
     let mut addrs = Vec::new();
+    let mut kicks = std::collections::HashMap::new();
 
     for c in config.coins {
         let listener = TcpListener::bind(c.listen)
@@ -106,6 +110,8 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
         let (publish, work) = watch::channel(None);
         let (found_tx, found_rx) = mpsc::channel(64);
         let node_status = Arc::new(Mutex::new(NodeStatus::default()));
+        let (kick_tx, kick) = mpsc::channel(4);
+        kicks.insert(c.coin.clone(), kick_tx);
         let rules = CoinbaseRules {
             tag: c.coinbase_tag.into_bytes(),
             extranonce2_len: c.extranonce2_len,
@@ -139,6 +145,7 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
             publish,
             status: node_status.clone(),
             events: events.clone(),
+            kick,
         };
         let desk = BlockDesk {
             coin: c.coin.clone(),
@@ -175,6 +182,9 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
     });
 
     tasks.spawn(flush_stats(stats.clone(), store.clone(), config.stats_flush, shutdown.clone()));
+    if let Some(url) = config.supervisor_events {
+        tasks.spawn(crate::supervisor::follow(url, kicks, shutdown.clone()));
+    }
 
     Ok(Running { api: api_addr, stratum: addrs, events, store, stats, shutdown, tasks })
 }

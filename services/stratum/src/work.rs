@@ -57,6 +57,8 @@ pub struct WorkFeed {
     pub publish: watch::Sender<Option<Arc<Template>>>,
     pub status: SharedNodeStatus,
     pub events: broadcast::Sender<Event>,
+    /// Nudges from the supervisor ("node started", "node synced"): fetch work now.
+    pub kick: mpsc::Receiver<()>,
 }
 
 fn unix_now() -> i64 {
@@ -79,7 +81,7 @@ pub fn template_parts(t: &BlockTemplate, segwit: bool) -> TemplateParts {
 }
 
 impl WorkFeed {
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let (notify_tx, mut notify_rx) = mpsc::channel::<BlockHash>(16);
         if let Some(endpoint) = &self.config.zmq_hashblock {
             let endpoint = endpoint.clone();
@@ -128,6 +130,7 @@ impl WorkFeed {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
                         Some(_) = notify_rx.recv() => {}
+                        Some(_) = self.kick.recv() => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
@@ -143,6 +146,7 @@ impl WorkFeed {
                         }
                     }
                     _ = tokio::time::sleep_until(refresh_at.into()) => break,
+                    Some(_) = self.kick.recv() => break,
                     _ = tokio::time::sleep(poll) => {
                         match self.node.get_best_block_hash().await {
                             Ok(best) if Some(best) != current_prev => break,

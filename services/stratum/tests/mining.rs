@@ -209,6 +209,7 @@ async fn a_zmq_hashblock_notification_brings_fresh_work_without_polling() {
         api_listen: "127.0.0.1:0".parse().unwrap(),
         stats_flush: Duration::from_secs(60),
         limits: Limits::default(),
+        supervisor_events: None,
     })
     .await
     .unwrap();

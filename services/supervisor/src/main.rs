@@ -36,7 +36,7 @@ fn init_logging() {
             return;
         }
     }
-    tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).init();
+    tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer().with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_writer(std::io::stderr)).init();
 }
 
 #[tokio::main]

@@ -50,6 +50,7 @@ pub async fn start_server(node: &Bcoin, dir: &std::path::Path, limits: Limits) -
         api_listen: "127.0.0.1:0".parse().unwrap(),
         stats_flush: Duration::from_secs(1),
         limits,
+        supervisor_events: None,
     })
     .await
     .expect("server starts")
