@@ -9,13 +9,10 @@ use crate::store::{BlockRecord, Store};
 use crate::work::{NodeStatus, SharedNodeStatus};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::sse::{KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use futures::Stream;
 use serde::{Deserialize, Serialize};
-use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
@@ -209,20 +206,6 @@ async fn hashrate(State(s): State<ApiState>, Query(q): Query<HashrateQuery>) -> 
     }
 }
 
-async fn events(State(s): State<ApiState>) -> Sse<impl Stream<Item = Result<axum::response::sse::Event, Infallible>>> {
-    let rx = s.events.subscribe();
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(ev) => {
-                    let data = serde_json::to_string(&ev).expect("events serialize");
-                    return Some((Ok(axum::response::sse::Event::default().data(data)), rx));
-                }
-                // A slow reader misses events rather than holding memory for them.
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+async fn events(State(s): State<ApiState>) -> axum::response::Response {
+    minebox_events::sse(&s.events).into_response()
 }

@@ -88,22 +88,9 @@ struct Cli {
     message_burst: f64,
 }
 
-fn init_logging() {
-    use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    // Under systemd, journald gets structured fields; elsewhere, plain stderr.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        if let Ok(journald) = tracing_journald::layer() {
-            tracing_subscriber::registry().with(filter).with(journald).init();
-            return;
-        }
-    }
-    tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer().with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_writer(std::io::stderr)).init();
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_logging();
+    minebox_systemd::init_logging();
     let cli = Cli::parse();
     let config = match &cli.config {
         Some(path) => from_settings(&cli, path)?,
@@ -111,8 +98,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let running = service::start(config).await?;
     tracing::info!(api = %running.api, "ready");
-    systemd_ready();
-    running.run_until(terminated()).await;
+    minebox_systemd::ready();
+    running.run_until(minebox_systemd::terminated()).await;
     Ok(())
 }
 
@@ -220,26 +207,3 @@ fn from_flags(cli: &Cli) -> anyhow::Result<ServiceConfig> {
     })
 }
 
-/// Tells systemd the service is up and keeps its watchdog fed while the runtime is alive.
-fn systemd_ready() {
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    let mut usec = 0u64;
-    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
-        let every = Duration::from_micros(usec / 2);
-        tokio::spawn(async move {
-            loop {
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-                tokio::time::sleep(every).await;
-            }
-        });
-    }
-}
-
-async fn terminated() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-}

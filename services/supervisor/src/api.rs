@@ -5,7 +5,6 @@ use crate::event::Event;
 use crate::keeper::{Command, NodeView, SharedView};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::sse::{KeepAlive, Sse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::collections::BTreeMap;
@@ -54,19 +53,7 @@ async fn stop(State(s): State<ApiState>, Path(coin): Path<String>) -> Result<Sta
     Ok(StatusCode::ACCEPTED)
 }
 
-async fn events(State(s): State<ApiState>) -> Sse<impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>> {
-    let rx = s.events.subscribe();
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(ev) => {
-                    let data = serde_json::to_string(&ev).expect("events serialize");
-                    return Some((Ok(axum::response::sse::Event::default().data(data)), rx));
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+async fn events(State(s): State<ApiState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    minebox_events::sse(&s.events).into_response()
 }

@@ -27,21 +27,9 @@ struct Cli {
     coins: Option<PathBuf>,
 }
 
-fn init_logging() {
-    use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        if let Ok(j) = tracing_journald::layer() {
-            tracing_subscriber::registry().with(filter).with(j).init();
-            return;
-        }
-    }
-    tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer().with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_writer(std::io::stderr)).init();
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_logging();
+    minebox_systemd::init_logging();
     let cli = Cli::parse();
     let registry = match &cli.coins {
         Some(dir) => minebox_coin::Registry::load_dir(dir)?,
@@ -67,23 +55,8 @@ async fn main() -> anyhow::Result<()> {
     let api = settings.supervisor.api.parse().context("supervisor.api must be host:port")?;
     let sup = minebox_supervisor::start(&settings, backend, policy, api).await?;
     tracing::info!(api = %sup.api, "supervisor ready");
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    let mut usec = 0u64;
-    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
-        let every = Duration::from_micros(usec / 2);
-        tokio::spawn(async move {
-            loop {
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-                tokio::time::sleep(every).await;
-            }
-        });
-    }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    minebox_systemd::ready();
+    minebox_systemd::terminated().await;
     tracing::info!("stopping every node cleanly");
     sup.stop().await;
     Ok(())
