@@ -90,7 +90,9 @@ impl fmt::Display for Payout {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AddressError {
-    #[error("{address} is a {found} address but this box mines {coin} {network}; use an address starting with {expected}")]
+    #[error(
+        "{address} is a {found} address but this box mines {coin} {network}; use an address starting with {expected}"
+    )]
     WrongNetwork { address: String, found: String, coin: String, network: String, expected: String },
     #[error("{address} is not a {coin} address ({why})")]
     Invalid { address: String, coin: String, why: String },
@@ -122,13 +124,14 @@ pub(crate) fn parse(net: &Network, address: &str) -> Result<Payout, AddressError
         AddressFormat::Bitcoin { network } => {
             let unchecked = Address::<NetworkUnchecked>::from_str(address).map_err(|e| invalid(&e.to_string()))?;
             let found = which_bitcoin_network(&unchecked);
-            let checked = unchecked.require_network(network.to_rust_bitcoin()).map_err(|_| AddressError::WrongNetwork {
-                address: address.to_string(),
-                found: found.to_string(),
-                coin: net.coin_name.clone(),
-                network: net.name.clone(),
-                expected: network.starts().to_string(),
-            })?;
+            let checked =
+                unchecked.require_network(network.to_rust_bitcoin()).map_err(|_| AddressError::WrongNetwork {
+                    address: address.to_string(),
+                    found: found.to_string(),
+                    coin: net.coin_name.clone(),
+                    network: net.name.clone(),
+                    expected: network.starts().to_string(),
+                })?;
             let kind = match checked.address_type() {
                 Some(AddressType::P2pkh) => PayoutKind::P2pkh,
                 Some(AddressType::P2sh) => PayoutKind::P2sh,
@@ -144,7 +147,9 @@ pub(crate) fn parse(net: &Network, address: &str) -> Result<Payout, AddressError
             if address.contains(':') || address.len() >= 40 {
                 let (kind, hash) = cashaddr::decode(address, prefix).map_err(|e| invalid(&format!("it {e}")))?;
                 let (payout_kind, script) = match kind {
-                    CashAddrType::P2pkh => (PayoutKind::P2pkh, ScriptBuf::new_p2pkh(&PubkeyHash::from_byte_array(hash))),
+                    CashAddrType::P2pkh => {
+                        (PayoutKind::P2pkh, ScriptBuf::new_p2pkh(&PubkeyHash::from_byte_array(hash)))
+                    }
                     CashAddrType::P2sh => (PayoutKind::P2sh, ScriptBuf::new_p2sh(&ScriptHash::from_byte_array(hash))),
                 };
                 return Ok(Payout { address: cashaddr::encode(prefix, kind, &hash), kind: payout_kind, script });
@@ -172,7 +177,8 @@ fn reject_segwit(net: &Network, address: &str, format: &str) -> Result<(), Addre
 }
 
 fn legacy(net: &Network, address: &str, p2pkh: u8, p2sh: u8) -> Result<Payout, AddressError> {
-    let invalid = |why: String| AddressError::Invalid { address: address.to_string(), coin: net.coin_name.clone(), why };
+    let invalid =
+        |why: String| AddressError::Invalid { address: address.to_string(), coin: net.coin_name.clone(), why };
     let data = base58::decode_check(address).map_err(|e| invalid(e.to_string()))?;
     if data.len() != 21 {
         return Err(invalid(format!("{} bytes instead of 21", data.len())));
@@ -210,9 +216,21 @@ mod tests {
         let cases = [
             ("1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN2", PayoutKind::P2pkh, "76a914"),
             ("3J98t1WpEZ73CNmQviecrnyiWrnqRhWNLy", PayoutKind::P2sh, "a914"),
-            ("bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4", PayoutKind::P2wpkh, "0014751e76e8199196d454941c45d1b3a323f1433bd6"),
-            ("bc1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3qccfmv3", PayoutKind::P2wsh, "00201863143c14c5166804bd19203356da136c985678cd4d27a1b8c6329604903262"),
-            ("bc1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqzk5jj0", PayoutKind::P2tr, "512079be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"),
+            (
+                "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4",
+                PayoutKind::P2wpkh,
+                "0014751e76e8199196d454941c45d1b3a323f1433bd6",
+            ),
+            (
+                "bc1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3qccfmv3",
+                PayoutKind::P2wsh,
+                "00201863143c14c5166804bd19203356da136c985678cd4d27a1b8c6329604903262",
+            ),
+            (
+                "bc1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqzk5jj0",
+                PayoutKind::P2tr,
+                "512079be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798",
+            ),
         ];
         for (a, kind, script_prefix) in cases {
             let p = main.parse_address(a).unwrap();

@@ -142,9 +142,21 @@ mod tests {
     // 1BpEi6DfDAUFd7GtittLSdBeYJvcoaVggu, 3CWFddi6m4ndiGyKqzYvsFYagqDLPVMTzC and
     // 1KXrWXciRDZUpQwQmuM1DbwsKDLYAYsVLR).
     const VECTORS: [(&str, CashAddrType, &str); 3] = [
-        ("bitcoincash:qpm2qsznhks23z7629mms6s4cwef74vcwvy22gdx6a", CashAddrType::P2pkh, "76a04053bda0a88bda5177b86a15c3b29f559873"),
-        ("bitcoincash:ppm2qsznhks23z7629mms6s4cwef74vcwvn0h829pq", CashAddrType::P2sh, "76a04053bda0a88bda5177b86a15c3b29f559873"),
-        ("bitcoincash:qr95sy3j9xwd2ap32xkykttr4cvcu7as4y0qverfuy", CashAddrType::P2pkh, "cb481232299cd5743151ac4b2d63ae198e7bb0a9"),
+        (
+            "bitcoincash:qpm2qsznhks23z7629mms6s4cwef74vcwvy22gdx6a",
+            CashAddrType::P2pkh,
+            "76a04053bda0a88bda5177b86a15c3b29f559873",
+        ),
+        (
+            "bitcoincash:ppm2qsznhks23z7629mms6s4cwef74vcwvn0h829pq",
+            CashAddrType::P2sh,
+            "76a04053bda0a88bda5177b86a15c3b29f559873",
+        ),
+        (
+            "bitcoincash:qr95sy3j9xwd2ap32xkykttr4cvcu7as4y0qverfuy",
+            CashAddrType::P2pkh,
+            "cb481232299cd5743151ac4b2d63ae198e7bb0a9",
+        ),
     ];
 
     #[test]
@@ -167,8 +179,14 @@ mod tests {
         assert!(matches!(decode(addr, "ecash"), Err(CashAddrError::WrongPrefix { .. })));
         let typo = addr.replace("qpm2", "qpm3");
         assert_eq!(decode(&typo, "bitcoincash"), Err(CashAddrError::Checksum));
-        assert_eq!(decode("bitcoincash:qPm2qsznhks23z7629mms6s4cwef74vcwvy22gdx6a", "bitcoincash"), Err(CashAddrError::MixedCase));
-        assert_eq!(decode("bitcoincash:qpm2qsznhks23z7629mms6s4cwef74vcwvy22gdx6b", "bitcoincash"), Err(CashAddrError::BadCharacter));
+        assert_eq!(
+            decode("bitcoincash:qPm2qsznhks23z7629mms6s4cwef74vcwvy22gdx6a", "bitcoincash"),
+            Err(CashAddrError::MixedCase)
+        );
+        assert_eq!(
+            decode("bitcoincash:qpm2qsznhks23z7629mms6s4cwef74vcwvy22gdx6b", "bitcoincash"),
+            Err(CashAddrError::BadCharacter)
+        );
     }
 
     #[test]

@@ -11,7 +11,9 @@ use std::convert::Infallible;
 use tokio::sync::broadcast;
 
 /// The events of `tx` from now on, as a server-sent-events response.
-pub fn sse<T: Serialize + Clone + Send + 'static>(tx: &broadcast::Sender<T>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+pub fn sse<T: Serialize + Clone + Send + 'static>(
+    tx: &broadcast::Sender<T>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = tx.subscribe();
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         loop {

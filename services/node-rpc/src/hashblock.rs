@@ -36,7 +36,12 @@ pub async fn forward(endpoint: &str, out: mpsc::Sender<BlockHash>, shutdown: Can
 }
 
 /// [`forward`] with another silence limit (tests use a short one).
-pub async fn forward_with(endpoint: &str, out: mpsc::Sender<BlockHash>, shutdown: CancellationToken, resubscribe_after: Duration) {
+pub async fn forward_with(
+    endpoint: &str,
+    out: mpsc::Sender<BlockHash>,
+    shutdown: CancellationToken,
+    resubscribe_after: Duration,
+) {
     let mut backoff = Duration::from_millis(500);
     loop {
         let mut socket = zeromq::SubSocket::new();

@@ -25,7 +25,10 @@ use std::time::Duration;
 /// How the node wants to be authenticated.
 #[derive(Clone)]
 pub enum Auth {
-    UserPass { user: String, pass: String },
+    UserPass {
+        user: String,
+        pass: String,
+    },
     /// Bitcoin Core's `.cookie` (`__cookie__:random`), rewritten at every node start, so it
     /// is read again whenever the node says 401.
     CookieFile(PathBuf),
@@ -174,7 +177,8 @@ impl NodeClient {
             }
             other => other?,
         };
-        serde_json::from_value(value).map_err(|e| RpcError::Decode { method: method.to_string(), message: e.to_string() })
+        serde_json::from_value(value)
+            .map_err(|e| RpcError::Decode { method: method.to_string(), message: e.to_string() })
     }
 
     async fn call_once(&self, method: &str, params: &Value, reload_cookie: bool) -> Result<Value, RpcError> {
@@ -265,9 +269,10 @@ impl NodeClient {
     /// Confirmations of a block: -1 when it is not in the best chain (orphaned).
     pub async fn get_block_confirmations(&self, hash: &BlockHash) -> Result<i64, RpcError> {
         let v: Value = self.call("getblockheader", json!([hash, true])).await?;
-        v["confirmations"]
-            .as_i64()
-            .ok_or_else(|| RpcError::Decode { method: "getblockheader".into(), message: "no confirmations field".into() })
+        v["confirmations"].as_i64().ok_or_else(|| RpcError::Decode {
+            method: "getblockheader".into(),
+            message: "no confirmations field".into(),
+        })
     }
 
     pub async fn get_connection_count(&self) -> Result<u64, RpcError> {

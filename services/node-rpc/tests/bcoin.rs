@@ -11,7 +11,8 @@ use minebox_regtest::Bcoin;
 /// The simplest valid block on a template: coinbase only, nonce ground to the regtest target.
 fn mine(t: &minebox_node_rpc::BlockTemplate) -> Block {
     let commitment = if t.segwit_active() { t.default_witness_commitment.as_ref() } else { None };
-    let mut outputs = vec![TxOut { value: Amount::from_sat(t.coinbase_value), script_pubkey: ScriptBuf::new_op_return([0u8; 4]) }];
+    let mut outputs =
+        vec![TxOut { value: Amount::from_sat(t.coinbase_value), script_pubkey: ScriptBuf::new_op_return([0u8; 4]) }];
     if let Some(c) = commitment {
         outputs.push(TxOut { value: Amount::ZERO, script_pubkey: c.clone() });
     }

@@ -107,7 +107,10 @@ impl Bcoin {
             let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()).is_some();
             if exited || started.elapsed() > limit {
                 let log = std::fs::read_to_string(self.prefix.path().join("stdout.log")).unwrap_or_default();
-                return Err(RegtestError::NotReady(limit, log.chars().rev().take(2000).collect::<String>().chars().rev().collect()));
+                return Err(RegtestError::NotReady(
+                    limit,
+                    log.chars().rev().take(2000).collect::<String>().chars().rev().collect(),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -130,7 +133,11 @@ impl Bcoin {
             .expect("valid local URL")
     }
 
-    pub async fn generate_to_address(&self, n: u32, address: &str) -> Result<Vec<bitcoin_hash::BlockHash>, RegtestError> {
+    pub async fn generate_to_address(
+        &self,
+        n: u32,
+        address: &str,
+    ) -> Result<Vec<bitcoin_hash::BlockHash>, RegtestError> {
         Ok(self.client().generate_to_address(n, address).await?)
     }
 
@@ -192,7 +199,11 @@ impl ZmqPublisher {
             .spawn()
             .expect("python3 with pyzmq (run scripts/setup)");
         let mut out = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
-        assert_eq!(out.next_line().await.ok().flatten().as_deref(), Some("ready"), "pyzmq publisher did not start: run scripts/setup");
+        assert_eq!(
+            out.next_line().await.ok().flatten().as_deref(),
+            Some("ready"),
+            "pyzmq publisher did not start: run scripts/setup"
+        );
         tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
         ZmqPublisher { child, endpoint: endpoint.to_string() }
     }

@@ -222,7 +222,8 @@ fn parse_file(file: &str, text: &str) -> Result<FileSettings, SettingsError> {
 }
 
 fn read(path: &Path) -> Result<String, SettingsError> {
-    std::fs::read_to_string(path).map_err(|e| SettingsError::Io { file: path.display().to_string(), message: e.to_string() })
+    std::fs::read_to_string(path)
+        .map_err(|e| SettingsError::Io { file: path.display().to_string(), message: e.to_string() })
 }
 
 impl Settings {
@@ -242,7 +243,13 @@ impl Settings {
     }
 
     /// The same from file contents (tests, and the status page checking an edit).
-    pub fn from_texts(user_name: &str, user: &str, defaults_name: &str, defaults: &str, registry: &Registry) -> Result<Settings, SettingsError> {
+    pub fn from_texts(
+        user_name: &str,
+        user: &str,
+        defaults_name: &str,
+        defaults: &str,
+        registry: &Registry,
+    ) -> Result<Settings, SettingsError> {
         let d = parse_file(defaults_name, defaults)?;
         let u = parse_file(user_name, user)?;
         let src = Source { user: (user_name, &u), defaults: (defaults_name, &d) };
@@ -250,7 +257,10 @@ impl Settings {
     }
 
     /// Enabled coins with their descriptor and network.
-    pub fn enabled_coins<'a>(&'a self, registry: &'a Registry) -> impl Iterator<Item = (&'a CoinSettings, &'a Coin, &'a Network)> + 'a {
+    pub fn enabled_coins<'a>(
+        &'a self,
+        registry: &'a Registry,
+    ) -> impl Iterator<Item = (&'a CoinSettings, &'a Coin, &'a Network)> + 'a {
         self.coins.values().filter(|c| c.enabled).filter_map(move |c| {
             let coin = registry.get(&c.id)?;
             let net = coin.network(&c.network).ok()?;
@@ -287,8 +297,11 @@ fn resolve(src: &Source, registry: &Registry) -> Result<Settings, SettingsError>
     };
     macro_rules! get {
         ($section:ident . $field:ident) => {
-            pick(u.$section.as_ref().and_then(|s| s.$field.as_ref()), d.$section.as_ref().and_then(|s| s.$field.as_ref()))
-                .ok_or_else(|| missing(concat!(stringify!($section), ".", stringify!($field))))?
+            pick(
+                u.$section.as_ref().and_then(|s| s.$field.as_ref()),
+                d.$section.as_ref().and_then(|s| s.$field.as_ref()),
+            )
+            .ok_or_else(|| missing(concat!(stringify!($section), ".", stringify!($field))))?
         };
     }
     let backend_name: String = get!(supervisor.backend);
@@ -296,7 +309,11 @@ fn resolve(src: &Source, registry: &Registry) -> Result<Settings, SettingsError>
         "systemd" => Backend::Systemd,
         "process" => Backend::Process,
         other => {
-            let file = if u.supervisor.as_ref().and_then(|s| s.backend.as_ref()).is_some() { src.user.0 } else { src.defaults.0 };
+            let file = if u.supervisor.as_ref().and_then(|s| s.backend.as_ref()).is_some() {
+                src.user.0
+            } else {
+                src.defaults.0
+            };
             return Err(SettingsError::Value {
                 file: file.to_string(),
                 key: "supervisor.backend".into(),
@@ -331,7 +348,11 @@ fn resolve(src: &Source, registry: &Registry) -> Result<Settings, SettingsError>
     for id in ids {
         let (cu, cd) = (u.coins.get(id), d.coins.get(id));
         let file = src.coin_file(id, cu.is_some());
-        let err = |key: &str, message: String| SettingsError::Value { file: file.clone(), key: format!("coins.{id}.{key}"), message };
+        let err = |key: &str, message: String| SettingsError::Value {
+            file: file.clone(),
+            key: format!("coins.{id}.{key}"),
+            message,
+        };
         let Some(coin) = registry.get(id) else {
             return Err(SettingsError::Value {
                 file,
@@ -350,13 +371,22 @@ fn resolve(src: &Source, registry: &Registry) -> Result<Settings, SettingsError>
         let payout_address = c!(payout_address).unwrap_or_default();
         if enabled {
             if payout_address.is_empty() {
-                return Err(err("payout_address", format!("required for an enabled coin: the {} address blocks pay", coin.name)));
+                return Err(err(
+                    "payout_address",
+                    format!("required for an enabled coin: the {} address blocks pay", coin.name),
+                ));
             }
             network.parse_address(&payout_address).map_err(|e| err("payout_address", e.to_string()))?;
         }
         let stratum_port = c!(stratum_port).unwrap_or(network.ports.stratum_port);
         if stratum_port < 1024 {
-            return Err(err("stratum_port", format!("{stratum_port} is a privileged port; use 1024-65535 (the default for {} {network_name} is {})", coin.name, network.ports.stratum_port)));
+            return Err(err(
+                "stratum_port",
+                format!(
+                    "{stratum_port} is a privileged port; use 1024-65535 (the default for {} {network_name} is {})",
+                    coin.name, network.ports.stratum_port
+                ),
+            ));
         }
         if enabled {
             for reserved in [80u16, 443, 22] {
@@ -365,17 +395,26 @@ fn resolve(src: &Source, registry: &Registry) -> Result<Settings, SettingsError>
                 }
             }
             if let Some(other) = ports.insert(stratum_port, id.clone()) {
-                return Err(err("stratum_port", format!("{stratum_port} is already the stratum port of {other}; give each coin its own port")));
+                return Err(err(
+                    "stratum_port",
+                    format!("{stratum_port} is already the stratum port of {other}; give each coin its own port"),
+                ));
             }
         }
         let min_difficulty = c!(min_difficulty).unwrap_or(1.0);
         let max_difficulty = c!(max_difficulty).unwrap_or(1e15);
         let start_difficulty = c!(start_difficulty).unwrap_or(1024.0);
         if !(min_difficulty > 0.0 && min_difficulty <= max_difficulty) {
-            return Err(err("min_difficulty", format!("must be above 0 and at most max_difficulty ({max_difficulty})")));
+            return Err(err(
+                "min_difficulty",
+                format!("must be above 0 and at most max_difficulty ({max_difficulty})"),
+            ));
         }
         if !(min_difficulty..=max_difficulty).contains(&start_difficulty) {
-            return Err(err("start_difficulty", format!("must lie between min_difficulty ({min_difficulty}) and max_difficulty ({max_difficulty})")));
+            return Err(err(
+                "start_difficulty",
+                format!("must lie between min_difficulty ({min_difficulty}) and max_difficulty ({max_difficulty})"),
+            ));
         }
         let shares_per_minute = c!(shares_per_minute).unwrap_or(10.0);
         if !(0.1..=600.0).contains(&shares_per_minute) {
@@ -386,7 +425,13 @@ fn resolve(src: &Source, registry: &Registry) -> Result<Settings, SettingsError>
         // keeping a quarter of the disk budget for block files (the rest is chainstate).
         let prune_mib = c!(prune_mib).unwrap_or_else(|| (disk_budget_gib * 1024 / 4).max(coin.node.min_prune_mib));
         if prune_mib != 0 && prune_mib < coin.node.min_prune_mib {
-            return Err(err("prune_mib", format!("{prune_mib} is below the node's minimum of {} MiB; use at least {} or 0 to keep every block", coin.node.min_prune_mib, coin.node.min_prune_mib)));
+            return Err(err(
+                "prune_mib",
+                format!(
+                    "{prune_mib} is below the node's minimum of {} MiB; use at least {} or 0 to keep every block",
+                    coin.node.min_prune_mib, coin.node.min_prune_mib
+                ),
+            ));
         }
         let memory_budget_mib = c!(memory_budget_mib).unwrap_or(2048);
         if memory_budget_mib < 512 {
@@ -499,7 +544,10 @@ stratum_port = 4000
     #[test]
     fn unknown_keys_coins_and_networks_are_errors_not_ignored() {
         let e = load("[supervisor]\nbackendd = \"process\"\n").unwrap_err();
-        assert!(matches!(&e, SettingsError::Syntax { file, message } if file == "minebox.toml" && message.contains("backendd") && message.contains("expected one of")), "{e}");
+        assert!(
+            matches!(&e, SettingsError::Syntax { file, message } if file == "minebox.toml" && message.contains("backendd") && message.contains("expected one of")),
+            "{e}"
+        );
         let e = load("[coins.doge]\nenabled = true\n").unwrap_err();
         assert!(e.to_string().contains("coins.doge: unknown coin; known coins: bch, bsv, btc, xec"), "{e}");
         let e = load("[coins.bch]\nnetwork = \"signet\"\n").unwrap_err();

@@ -122,14 +122,21 @@ fn grind(shared: Arc<Shared>, found: mpsc::Sender<Found>, hashrate: Option<f64>)
         let en2 = en2_counter.to_be_bytes()[8 - work.extranonce2_len.min(8)..].to_vec();
         let root = work.job.merkle_root(&work.extranonce1, &en2);
         // Roll one version bit pattern per extranonce, as ASICs do, inside the mask.
-        let version_bits = if work.version_mask != 0 { (en2_counter as u32).wrapping_mul(0x2000) & work.version_mask } else { 0 };
+        let version_bits =
+            if work.version_mask != 0 { (en2_counter as u32).wrapping_mul(0x2000) & work.version_mask } else { 0 };
         let version = (work.job.version & !work.version_mask) | version_bits;
         let mut header = work.job.header(&root, version, work.job.ntime, 0);
         for nonce in 0..=u32::MAX {
             header[76..80].copy_from_slice(&nonce.to_le_bytes());
             let hash = hash_header(&header);
             if meets(&hash, &work.target) {
-                let share = Found { job_id: work.job.id.clone(), extranonce2: en2.clone(), ntime: work.job.ntime, nonce, version_bits };
+                let share = Found {
+                    job_id: work.job.id.clone(),
+                    extranonce2: en2.clone(),
+                    ntime: work.job.ntime,
+                    nonce,
+                    version_bits,
+                };
                 if found.blocking_send(share).is_err() {
                     return;
                 }
@@ -153,7 +160,8 @@ fn grind(shared: Arc<Shared>, found: mpsc::Sender<Found>, hashrate: Option<f64>)
 /// Runs one simulated Bitaxe until `stop` is set or the connection ends.
 pub async fn run(config: MinerConfig, report: Arc<Mutex<Report>>, stop: Arc<AtomicBool>) -> Result<(), MinerError> {
     let addr = host_port(&config.url).to_string();
-    let stream = TcpStream::connect(&addr).await.map_err(|source| MinerError::Connect { url: config.url.clone(), source })?;
+    let stream =
+        TcpStream::connect(&addr).await.map_err(|source| MinerError::Connect { url: config.url.clone(), source })?;
     stream.set_nodelay(true)?;
     let (rd, mut wr) = stream.into_split();
     let mut lines = BufReader::new(rd).lines();
@@ -169,7 +177,12 @@ pub async fn run(config: MinerConfig, report: Arc<Mutex<Report>>, stop: Arc<Atom
     let (authorize_id, authorize) = send("mining.authorize", json!([config.user, config.password]));
     wr.write_all(format!("{configure}{subscribe}{authorize}").as_bytes()).await?;
 
-    let shared = Arc::new(Shared { work: Mutex::new(None), generation: AtomicU64::new(0), stop: AtomicBool::new(false), hashes: AtomicU64::new(0) });
+    let shared = Arc::new(Shared {
+        work: Mutex::new(None),
+        generation: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        hashes: AtomicU64::new(0),
+    });
     let (found_tx, mut found_rx) = mpsc::channel::<Found>(256);
     let grinder = {
         let shared = shared.clone();

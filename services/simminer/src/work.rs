@@ -35,21 +35,29 @@ fn hexu32(v: &Value) -> Result<u32, NotifyError> {
 
 impl Job {
     pub fn from_notify(params: &Value) -> Result<Job, NotifyError> {
-        let p = params.as_array().filter(|p| p.len() >= 9).ok_or_else(|| NotifyError("expected 9 parameters".into()))?;
+        let p =
+            params.as_array().filter(|p| p.len() >= 9).ok_or_else(|| NotifyError("expected 9 parameters".into()))?;
         let mut prev_hash = hex32(&p[1])?;
         // SV1 sends each 32-bit word byte-swapped; undo it to get header order.
         for w in prev_hash.chunks_mut(4) {
             w.reverse();
         }
         let bytes = |v: &Value| {
-            v.as_str().ok_or_else(|| NotifyError("expected hex".into())).and_then(|s| hex::decode(s).map_err(|e| NotifyError(e.to_string())))
+            v.as_str()
+                .ok_or_else(|| NotifyError("expected hex".into()))
+                .and_then(|s| hex::decode(s).map_err(|e| NotifyError(e.to_string())))
         };
         Ok(Job {
             id: p[0].as_str().ok_or_else(|| NotifyError("job id".into()))?.to_string(),
             prev_hash,
             coinb1: bytes(&p[2])?,
             coinb2: bytes(&p[3])?,
-            branch: p[4].as_array().ok_or_else(|| NotifyError("branch".into()))?.iter().map(hex32).collect::<Result<_, _>>()?,
+            branch: p[4]
+                .as_array()
+                .ok_or_else(|| NotifyError("branch".into()))?
+                .iter()
+                .map(hex32)
+                .collect::<Result<_, _>>()?,
             version: hexu32(&p[5])?,
             bits: hexu32(&p[6])?,
             ntime: hexu32(&p[7])?,
@@ -171,9 +179,29 @@ mod tests {
 
     #[test]
     fn decodes_a_notify_and_undoes_the_word_swap() {
-        let p = serde_json::json!(["1f", "3f40e1a70000000000000000000000000000000000000000000000000000000000", "01", "02", [], "20000000", "207fffff", "6553f100", true]);
+        let p = serde_json::json!([
+            "1f",
+            "3f40e1a70000000000000000000000000000000000000000000000000000000000",
+            "01",
+            "02",
+            [],
+            "20000000",
+            "207fffff",
+            "6553f100",
+            true
+        ]);
         assert!(Job::from_notify(&p).is_err(), "prev hash of 33 bytes");
-        let p = serde_json::json!(["1f", "3f40e1a7000000000000000000000000000000000000000000000000000000ff", "01", "02", [], "20000000", "207fffff", "6553f100", true]);
+        let p = serde_json::json!([
+            "1f",
+            "3f40e1a7000000000000000000000000000000000000000000000000000000ff",
+            "01",
+            "02",
+            [],
+            "20000000",
+            "207fffff",
+            "6553f100",
+            true
+        ]);
         let j = Job::from_notify(&p).unwrap();
         assert_eq!(&j.prev_hash[..4], &[0xa7, 0xe1, 0x40, 0x3f]);
         assert_eq!(j.bits, 0x207fffff);

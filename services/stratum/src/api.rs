@@ -177,7 +177,10 @@ struct BlocksQuery {
     limit: Option<usize>,
 }
 
-async fn blocks(State(s): State<ApiState>, Query(q): Query<BlocksQuery>) -> Result<Json<Vec<BlockRecord>>, (StatusCode, String)> {
+async fn blocks(
+    State(s): State<ApiState>,
+    Query(q): Query<BlocksQuery>,
+) -> Result<Json<Vec<BlockRecord>>, (StatusCode, String)> {
     let store = s.store.clone();
     let limit = q.limit.unwrap_or(100).min(1000);
     tokio::task::spawn_blocking(move || store.blocks(q.coin.as_deref(), limit))

@@ -146,7 +146,12 @@ impl BlockDesk {
             }
             _ => {
                 tracing::error!(hash = %record.hash, reason = %detail, "block REJECTED by the node");
-                Event::BlockRejected { coin: self.coin.clone(), height: record.height, hash: record.hash, reason: detail }
+                Event::BlockRejected {
+                    coin: self.coin.clone(),
+                    height: record.height,
+                    hash: record.hash,
+                    reason: detail,
+                }
             }
         };
         let _ = self.events.send(event);
@@ -160,9 +165,15 @@ impl BlockDesk {
             match self.node.get_block_confirmations(&hash).await {
                 Ok(c) if c < 0 => {
                     let h = b.hash.clone();
-                    let _ = self.store_call(move |s, _| s.update_block(&h, BlockStatus::Orphaned, "not in the best chain", c)).await;
+                    let _ = self
+                        .store_call(move |s, _| s.update_block(&h, BlockStatus::Orphaned, "not in the best chain", c))
+                        .await;
                     tracing::warn!(hash = %b.hash, height = b.height, "block orphaned");
-                    let _ = self.events.send(Event::BlockOrphaned { coin: self.coin.clone(), height: b.height, hash: b.hash });
+                    let _ = self.events.send(Event::BlockOrphaned {
+                        coin: self.coin.clone(),
+                        height: b.height,
+                        hash: b.hash,
+                    });
                 }
                 Ok(c) if c != b.confirmations => {
                     let h = b.hash.clone();

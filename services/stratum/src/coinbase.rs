@@ -196,7 +196,9 @@ mod tests {
     #[test]
     fn witness_commitment_and_reserved_value_go_together() {
         let p = payout();
-        let commitment = ScriptBuf::from_hex("6a24aa21a9ede2f61c3f71d1defd3fa999dfa36953755c690689799962b48bebd836974e8cf9").unwrap();
+        let commitment =
+            ScriptBuf::from_hex("6a24aa21a9ede2f61c3f71d1defd3fa999dfa36953755c690689799962b48bebd836974e8cf9")
+                .unwrap();
         assert!(is_witness_commitment(&commitment));
         let cb = Coinbase::build(&spec(&p, Some(&commitment), 200)).unwrap();
         let tx = cb.transaction(&[0; 4], &[0; 8]);

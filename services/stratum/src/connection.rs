@@ -100,7 +100,13 @@ enum Close {
     Session,
 }
 
-pub async fn serve(stream: TcpStream, peer: SocketAddr, pool: Arc<Pool>, extranonce1: [u8; 4], shutdown: CancellationToken) {
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    pool: Arc<Pool>,
+    extranonce1: [u8; 4],
+    shutdown: CancellationToken,
+) {
     let conn_id = u32::from_be_bytes(extranonce1);
     let _ = stream.set_nodelay(true);
     let sock = socket2::SockRef::from(&stream);

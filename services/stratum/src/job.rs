@@ -128,10 +128,7 @@ impl Job {
 
     /// The mining.notify line for this job under a connection's own job id.
     pub fn notify_line(&self, wire_id: &str, clean: bool) -> String {
-        format!(
-            r#"{{"id":null,"method":"mining.notify","params":["{wire_id}",{},{clean}]}}"#,
-            self.notify_middle
-        )
+        format!(r#"{{"id":null,"method":"mining.notify","params":["{wire_id}",{},{clean}]}}"#, self.notify_middle)
     }
 
     /// The block header a miner's submission describes.

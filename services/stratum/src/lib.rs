@@ -31,7 +31,7 @@ pub mod service;
 pub mod session;
 pub mod share;
 pub mod stats;
-pub mod supervisor;
 pub mod store;
+pub mod supervisor;
 pub mod vardiff;
 pub mod work;

@@ -121,7 +121,10 @@ fn from_settings(cli: &Cli, path: &std::path::Path) -> anyhow::Result<ServiceCon
     for (c, coin, network) in settings.enabled_coins(&registry) {
         // The supervisor writes these credentials for the node; the stratum only reads them.
         let cookie = settings.paths.secrets.join(format!("{}-rpc.cookie", c.id));
-        let node = minebox_node_rpc::NodeClient::new(&format!("http://127.0.0.1:{}/", c.rpc_port), minebox_node_rpc::Auth::CookieFile(cookie))?;
+        let node = minebox_node_rpc::NodeClient::new(
+            &format!("http://127.0.0.1:{}/", c.rpc_port),
+            minebox_node_rpc::Auth::CookieFile(cookie),
+        )?;
         coins.push(CoinConfig {
             coin: c.id.clone(),
             network: c.network.clone(),
@@ -149,7 +152,8 @@ fn from_settings(cli: &Cli, path: &std::path::Path) -> anyhow::Result<ServiceCon
     if coins.is_empty() {
         bail!("{}: no coin is enabled; enable one under [coins.<id>] with a payout_address", path.display());
     }
-    let supervisor_events = cli.supervisor_events.clone().or_else(|| Some(format!("http://{}/api/v1/events", settings.supervisor.api)));
+    let supervisor_events =
+        cli.supervisor_events.clone().or_else(|| Some(format!("http://{}/api/v1/events", settings.supervisor.api)));
     Ok(ServiceConfig {
         coins,
         database: settings.paths.state.clone(),
@@ -168,7 +172,9 @@ fn from_flags(cli: &Cli) -> anyhow::Result<ServiceConfig> {
     let auth = match (&cli.node_cookie, &cli.node_password) {
         (Some(path), _) => minebox_node_rpc::Auth::CookieFile(path.clone()),
         (None, Some(pass)) => minebox_node_rpc::Auth::UserPass { user: cli.node_user.clone(), pass: pass.clone() },
-        (None, None) => bail!("give the node's RPC credentials: --node-cookie FILE or --node-password (or MINEBOX_NODE_PASSWORD)"),
+        (None, None) => {
+            bail!("give the node's RPC credentials: --node-cookie FILE or --node-password (or MINEBOX_NODE_PASSWORD)")
+        }
     };
     let node = minebox_node_rpc::NodeClient::new(node_url, auth).context("node RPC URL")?;
     let registry = minebox_coin::Registry::embedded();
@@ -206,4 +212,3 @@ fn from_flags(cli: &Cli) -> anyhow::Result<ServiceConfig> {
         supervisor_events: cli.supervisor_events.clone(),
     })
 }
-

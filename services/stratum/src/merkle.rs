@@ -46,11 +46,10 @@ mod tests {
     fn matches_rust_bitcoin_on_every_tree_shape() {
         for n in 1..=17usize {
             let leaves: Vec<[u8; 32]> = (0..n).map(|i| sha256d::Hash::hash(&[i as u8]).to_byte_array()).collect();
-            let expected = bitcoin::merkle_tree::calculate_root(
-                leaves.iter().map(|l| bitcoin::Txid::from_byte_array(*l)),
-            )
-            .unwrap()
-            .to_byte_array();
+            let expected =
+                bitcoin::merkle_tree::calculate_root(leaves.iter().map(|l| bitcoin::Txid::from_byte_array(*l)))
+                    .unwrap()
+                    .to_byte_array();
             let b = branch(&leaves[1..]);
             assert_eq!(root(leaves[0], &b), expected, "{n} transactions");
         }

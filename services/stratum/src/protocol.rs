@@ -81,8 +81,13 @@ pub struct RawRequest {
 /// What a miner can ask of the server.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
-    Subscribe { user_agent: Option<String>, session_id: Option<String> },
-    Authorize { user: String },
+    Subscribe {
+        user_agent: Option<String>,
+        session_id: Option<String>,
+    },
+    Authorize {
+        user: String,
+    },
     Configure(Configure),
     SuggestDifficulty(f64),
     ExtranonceSubscribe,
@@ -124,8 +129,7 @@ pub enum ParseError {
 /// Parses one line (without its newline) into the request id and the request.
 /// The id is returned even when the parameters are bad, so the error can be answered.
 pub fn parse_line(line: &str) -> Result<(Value, Request), (Value, ParseError)> {
-    let raw: RawRequest =
-        serde_json::from_str(line).map_err(|e| (Value::Null, ParseError::Json(e.to_string())))?;
+    let raw: RawRequest = serde_json::from_str(line).map_err(|e| (Value::Null, ParseError::Json(e.to_string())))?;
     let id = raw.id.clone();
     parse_request(raw).map(|r| (id.clone(), r)).map_err(|e| (id, e))
 }
@@ -143,7 +147,10 @@ fn parse_request(raw: RawRequest) -> Result<Request, ParseError> {
             session_id: params.get(1).and_then(Value::as_str).map(|s| truncate(s, 16)),
         },
         "mining.authorize" => {
-            let user = params.first().and_then(Value::as_str).ok_or_else(|| bad("expected [\"address.worker\", \"password\"]"))?;
+            let user = params
+                .first()
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("expected [\"address.worker\", \"password\"]"))?;
             Request::Authorize { user: user.trim().to_string() }
         }
         "mining.configure" => Request::Configure(parse_configure(&params).map_err(|p| bad(&p))?),
@@ -174,9 +181,10 @@ fn parse_configure(params: &[Value]) -> Result<Configure, String> {
     let p = params.get(1).and_then(Value::as_object).unwrap_or(&empty);
     let version_rolling_mask = match p.get("version-rolling.mask") {
         None => None,
-        Some(v) => Some(v.as_str().and_then(|s| hex_u32(s).ok()).ok_or("version-rolling.mask must be 8 hex digits")?),
+        Some(v) => Some(v.as_str().and_then(hex_u32).ok_or("version-rolling.mask must be 8 hex digits")?),
     };
-    let version_rolling_min_bits = p.get("version-rolling.min-bit-count").and_then(Value::as_u64).map(|n| n.min(32) as u32);
+    let version_rolling_min_bits =
+        p.get("version-rolling.min-bit-count").and_then(Value::as_u64).map(|n| n.min(32) as u32);
     let minimum_difficulty = p.get("minimum-difficulty.value").and_then(number).filter(|d| d.is_finite() && *d > 0.0);
     Ok(Configure { extensions, version_rolling_mask, version_rolling_min_bits, minimum_difficulty })
 }
@@ -196,21 +204,21 @@ fn parse_submit(params: &[Value]) -> Result<Submit, String> {
         return Err("extranonce2 too long".into());
     }
     let extranonce2 = hex::decode(extranonce2).map_err(|_| "extranonce2 is not hex".to_string())?;
-    let ntime = hex_u32(s(3, "ntime")?).map_err(|_| "ntime must be 8 hex digits")?;
-    let nonce = hex_u32(s(4, "nonce")?).map_err(|_| "nonce must be 8 hex digits")?;
+    let ntime = hex_u32(s(3, "ntime")?).ok_or("ntime must be 8 hex digits")?;
+    let nonce = hex_u32(s(4, "nonce")?).ok_or("nonce must be 8 hex digits")?;
     let version_bits = match params.get(5) {
         None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_str().and_then(|s| hex_u32(s).ok()).ok_or("version_bits must be 8 hex digits")?),
+        Some(v) => Some(v.as_str().and_then(hex_u32).ok_or("version_bits must be 8 hex digits")?),
     };
     Ok(Submit { worker, job_id: job_id.to_string(), extranonce2, ntime, nonce, version_bits })
 }
 
 /// A big-endian u32 written as up to 8 hex digits, the way SV1 writes ntime, nonce and version.
-pub fn hex_u32(s: &str) -> Result<u32, ()> {
+pub fn hex_u32(s: &str) -> Option<u32> {
     if s.is_empty() || s.len() > 8 {
-        return Err(());
+        return None;
     }
-    u32::from_str_radix(s, 16).map_err(|_| ())
+    u32::from_str_radix(s, 16).ok()
 }
 
 fn number(v: &Value) -> Option<f64> {

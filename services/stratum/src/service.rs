@@ -175,7 +175,8 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
     });
     let api_shutdown = shutdown.clone();
     tasks.spawn(async move {
-        let serve = axum::serve(api_listener, router).with_graceful_shutdown(async move { api_shutdown.cancelled().await });
+        let serve =
+            axum::serve(api_listener, router).with_graceful_shutdown(async move { api_shutdown.cancelled().await });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "stratum API stopped");
         }
@@ -202,7 +203,10 @@ async fn flush_stats(stats: Arc<Registry>, store: Store, every: Duration, shutdo
         let dirty = stats.take_dirty();
         if !dirty.is_empty() {
             let store = store.clone();
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
             let n = dirty.len();
             match tokio::task::spawn_blocking(move || store.save_workers(&dirty, now).map_err(|e| (e, dirty))).await {
                 Ok(Ok(())) => tracing::debug!(workers = n, "statistics written"),

@@ -178,10 +178,8 @@ impl Session {
                 Output::default().line(protocol::reply(id, Value::Bool(true)))
             }
             Request::Submit(s) => self.submit(ctx, id, s, template, now, unix_now),
-            Request::Unknown(method) => Output::default().line(protocol::reply_error(
-                id,
-                &Rejection::new(ErrorCode::Other, format!("unknown method {method}")),
-            )),
+            Request::Unknown(method) => Output::default()
+                .line(protocol::reply_error(id, &Rejection::new(ErrorCode::Other, format!("unknown method {method}")))),
         }
     }
 
@@ -232,7 +230,9 @@ impl Session {
     }
 
     fn authorize(&mut self, ctx: &PoolContext, id: &Value, user: &str, template: Option<&Arc<Template>>) -> Output {
-        let refuse = |message: String| Output::default().line(protocol::reply_false(id, &Rejection::new(ErrorCode::Unauthorized, message)));
+        let refuse = |message: String| {
+            Output::default().line(protocol::reply_false(id, &Rejection::new(ErrorCode::Unauthorized, message)))
+        };
         let (address, rig) = match user.split_once('.') {
             Some((a, r)) => (a, r),
             None => (user, ""),
@@ -336,7 +336,14 @@ impl Session {
         out
     }
 
-    fn reject(&mut self, ctx: &PoolContext, id: &Value, worker: Option<&SharedWorker>, r: Rejection, unix_now: f64) -> Output {
+    fn reject(
+        &mut self,
+        ctx: &PoolContext,
+        id: &Value,
+        worker: Option<&SharedWorker>,
+        r: Rejection,
+        unix_now: f64,
+    ) -> Output {
         self.rejected += 1;
         match worker {
             Some(w) => w.lock().expect("worker lock").record_rejected(r.code, unix_now),
@@ -355,24 +362,45 @@ impl Session {
         unix_now: f64,
     ) -> Output {
         if !self.subscribed {
-            return self.reject(ctx, id, None, Rejection::new(ErrorCode::NotSubscribed, "not subscribed: send mining.subscribe first"), unix_now);
+            return self.reject(
+                ctx,
+                id,
+                None,
+                Rejection::new(ErrorCode::NotSubscribed, "not subscribed: send mining.subscribe first"),
+                unix_now,
+            );
         }
         let Some(worker) = self.workers.iter().find(|(n, _)| *n == s.worker).map(|(_, w)| w.clone()) else {
             return self.reject(
                 ctx,
                 id,
                 None,
-                Rejection::new(ErrorCode::Unauthorized, format!("worker {} is not authorized on this connection", s.worker)),
+                Rejection::new(
+                    ErrorCode::Unauthorized,
+                    format!("worker {} is not authorized on this connection", s.worker),
+                ),
                 unix_now,
             );
         };
         let Some(sent) = self.jobs.iter().find(|j| j.wire_id == s.job_id) else {
-            return self.reject(ctx, id, Some(&worker), Rejection::new(ErrorCode::Stale, "job not found (stale)"), unix_now);
+            return self.reject(
+                ctx,
+                id,
+                Some(&worker),
+                Rejection::new(ErrorCode::Stale, "job not found (stale)"),
+                unix_now,
+            );
         };
         // A job from before the current block is stale even if still remembered.
         if let Some(t) = template {
             if sent.job.template.prev_hash != t.prev_hash {
-                return self.reject(ctx, id, Some(&worker), Rejection::new(ErrorCode::Stale, "stale: a new block arrived"), unix_now);
+                return self.reject(
+                    ctx,
+                    id,
+                    Some(&worker),
+                    Rejection::new(ErrorCode::Stale, "stale: a new block arrived"),
+                    unix_now,
+                );
             }
         }
         let job = sent.job.clone();
@@ -383,7 +411,13 @@ impl Session {
         };
         let fingerprint = u64::from_le_bytes(hashed.hash.to_byte_array()[..8].try_into().expect("8 bytes"));
         if self.seen.contains(&fingerprint) {
-            return self.reject(ctx, id, Some(&worker), Rejection::new(ErrorCode::Duplicate, "duplicate share"), unix_now);
+            return self.reject(
+                ctx,
+                id,
+                Some(&worker),
+                Rejection::new(ErrorCode::Duplicate, "duplicate share"),
+                unix_now,
+            );
         }
         // A block is worth submitting even if, by chance, it is below the share target
         // (it cannot be: the network target is always harder, but never lose a block to a
@@ -393,7 +427,10 @@ impl Session {
                 ctx,
                 id,
                 Some(&worker),
-                Rejection::new(ErrorCode::LowDifficulty, format!("low difficulty share ({:.6} < {assigned})", hashed.difficulty)),
+                Rejection::new(
+                    ErrorCode::LowDifficulty,
+                    format!("low difficulty share ({:.6} < {assigned})", hashed.difficulty),
+                ),
                 unix_now,
             );
         }
@@ -463,7 +500,12 @@ mod tests {
         PoolContext {
             coin: "btc".into(),
             payouts: Box::new(AnyP2wpkh),
-            jobs: JobBook::new(CoinbaseRules { tag: b"/t/".to_vec(), extranonce2_len: 8, min_tx_size: 0, segwit: true }),
+            jobs: JobBook::new(CoinbaseRules {
+                tag: b"/t/".to_vec(),
+                extranonce2_len: 8,
+                min_tx_size: 0,
+                segwit: true,
+            }),
             stats: Arc::new(Registry::new()),
             vardiff: VardiffConfig { start: 0.001, min: 0.0001, ..Default::default() },
             version_mask: 0x1fffe000,
@@ -488,9 +530,18 @@ mod tests {
         let c = ctx();
         let t = template();
         let mut s = Session::new([0, 0, 0, 1], &c, Instant::now());
-        let out = send(&mut s, &c, Some(&t), r#"{"id":1,"method":"mining.configure","params":[["version-rolling"],{"version-rolling.mask":"ffffffff","version-rolling.min-bit-count":16}]}"#);
-        assert_eq!(value(&out.lines[0])["result"], json!({"version-rolling": true, "version-rolling.mask": "1fffe000"}));
-        let out = send(&mut s, &c, Some(&t), r#"{"id":2,"method":"mining.subscribe","params":["bitaxe/BM1366/v2.4.0"]}"#);
+        let out = send(
+            &mut s,
+            &c,
+            Some(&t),
+            r#"{"id":1,"method":"mining.configure","params":[["version-rolling"],{"version-rolling.mask":"ffffffff","version-rolling.min-bit-count":16}]}"#,
+        );
+        assert_eq!(
+            value(&out.lines[0])["result"],
+            json!({"version-rolling": true, "version-rolling.mask": "1fffe000"})
+        );
+        let out =
+            send(&mut s, &c, Some(&t), r#"{"id":2,"method":"mining.subscribe","params":["bitaxe/BM1366/v2.4.0"]}"#);
         let v = value(&out.lines[0]);
         assert_eq!(v["result"][1], "00000001");
         assert_eq!(v["result"][2], 8);
@@ -507,7 +558,8 @@ mod tests {
         let c = ctx();
         let mut s = Session::new([0; 4], &c, Instant::now());
         send(&mut s, &c, None, r#"{"id":2,"method":"mining.subscribe","params":[]}"#);
-        let out = send(&mut s, &c, None, r#"{"id":3,"method":"mining.authorize","params":["bc1qwrongnetwork.rig","x"]}"#);
+        let out =
+            send(&mut s, &c, None, r#"{"id":3,"method":"mining.authorize","params":["bc1qwrongnetwork.rig","x"]}"#);
         let v = value(&out.lines[0]);
         assert_eq!(v["result"], false);
         assert_eq!(v["error"][0], 24);
@@ -519,7 +571,8 @@ mod tests {
     fn submit_before_subscribe_or_authorize_is_refused_with_the_right_code() {
         let c = ctx();
         let mut s = Session::new([0; 4], &c, Instant::now());
-        let submit = r#"{"id":4,"method":"mining.submit","params":["good.w","1","0000000000000000","6553f100","00000000"]}"#;
+        let submit =
+            r#"{"id":4,"method":"mining.submit","params":["good.w","1","0000000000000000","6553f100","00000000"]}"#;
         assert_eq!(value(&send(&mut s, &c, None, submit).lines[0])["error"][0], 25);
         send(&mut s, &c, None, r#"{"id":2,"method":"mining.subscribe","params":[]}"#);
         assert_eq!(value(&send(&mut s, &c, None, submit).lines[0])["error"][0], 24);
@@ -538,12 +591,15 @@ mod tests {
     #[test]
     fn shares_are_accepted_duplicates_and_stale_jobs_refused() {
         let (c, t, mut s, job) = mined_session();
-        let submit = format!(r#"{{"id":4,"method":"mining.submit","params":["good.w","{job}","0000000000000000","6553f100","00000001"]}}"#);
+        let submit = format!(
+            r#"{{"id":4,"method":"mining.submit","params":["good.w","{job}","0000000000000000","6553f100","00000001"]}}"#
+        );
         let first = send(&mut s, &c, Some(&t), &submit);
         assert_eq!(value(&first.lines[0])["result"], true, "{:?}", first.lines);
         let again = send(&mut s, &c, Some(&t), &submit);
         assert_eq!(value(&again.lines[0])["error"][0], 22);
-        let unknown = r#"{"id":5,"method":"mining.submit","params":["good.w","ffff","0000000000000000","6553f100","00000001"]}"#;
+        let unknown =
+            r#"{"id":5,"method":"mining.submit","params":["good.w","ffff","0000000000000000","6553f100","00000001"]}"#;
         assert_eq!(value(&send(&mut s, &c, Some(&t), unknown).lines[0])["error"][0], 21);
         // A new block: the old job's shares are stale.
         let mut parts = regtest_parts(102);
@@ -572,7 +628,9 @@ mod tests {
         let job = value(&out.lines[2])["params"][0].as_str().unwrap().to_string();
         // Find a nonce that is not a regtest block (about half are).
         for nonce in 0..64u32 {
-            let line = format!(r#"{{"id":4,"method":"mining.submit","params":["good.w","{job}","0000000000000000","6553f100","{nonce:08x}"]}}"#);
+            let line = format!(
+                r#"{{"id":4,"method":"mining.submit","params":["good.w","{job}","0000000000000000","6553f100","{nonce:08x}"]}}"#
+            );
             let out = send(&mut s, &c, Some(&t), &line);
             let v = value(&out.lines[0]);
             if out.found.is_none() {
@@ -620,7 +678,12 @@ mod tests {
     fn configure_answers_every_extension_asked() {
         let c = ctx();
         let mut s = Session::new([0; 4], &c, Instant::now());
-        let out = send(&mut s, &c, None, r#"{"id":1,"method":"mining.configure","params":[["version-rolling","minimum-difficulty","subscribe-extranonce","x-unknown"],{"version-rolling.mask":"00000001","minimum-difficulty.value":0.01}]}"#);
+        let out = send(
+            &mut s,
+            &c,
+            None,
+            r#"{"id":1,"method":"mining.configure","params":[["version-rolling","minimum-difficulty","subscribe-extranonce","x-unknown"],{"version-rolling.mask":"00000001","minimum-difficulty.value":0.01}]}"#,
+        );
         let r = &value(&out.lines[0])["result"];
         assert_eq!(r["version-rolling"], false, "no common bits");
         assert_eq!(r["minimum-difficulty"], true);

@@ -44,11 +44,7 @@ pub fn hash_submission(
     if submit.extranonce2.len() != job.coinbase.extranonce2_len {
         return Err(Rejection::new(
             ErrorCode::Other,
-            format!(
-                "extranonce2 must be {} bytes, got {}",
-                job.coinbase.extranonce2_len,
-                submit.extranonce2.len()
-            ),
+            format!("extranonce2 must be {} bytes, got {}", job.coinbase.extranonce2_len, submit.extranonce2.len()),
         ));
     }
     let template = &job.template;

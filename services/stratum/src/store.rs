@@ -166,7 +166,13 @@ impl Store {
         Ok(())
     }
 
-    pub fn update_block(&self, hash: &str, status: BlockStatus, detail: &str, confirmations: i64) -> Result<(), StoreError> {
+    pub fn update_block(
+        &self,
+        hash: &str,
+        status: BlockStatus,
+        detail: &str,
+        confirmations: i64,
+    ) -> Result<(), StoreError> {
         let conn = self.conn.lock().expect("store lock");
         conn.execute(
             "UPDATE stratum_blocks SET status = ?2, detail = ?3, confirmations = ?4 WHERE hash = ?1",
@@ -209,7 +215,9 @@ impl Store {
         Ok(self
             .blocks(Some(coin), 1000)?
             .into_iter()
-            .filter(|b| b.status == BlockStatus::Submitting || (b.status == BlockStatus::Accepted && b.confirmations < 100))
+            .filter(|b| {
+                b.status == BlockStatus::Submitting || (b.status == BlockStatus::Accepted && b.confirmations < 100)
+            })
             .collect())
     }
 
@@ -229,8 +237,9 @@ impl Store {
                     best_share = ?6, best_share_at = ?7, last_share_at = ?8, rates = ?9, user_agent = ?10,
                     difficulty = ?11, blocks = ?12",
             )?;
-            let mut sample =
-                tx.prepare_cached("INSERT OR REPLACE INTO stratum_hashrate (coin, worker, at, hashrate) VALUES (?1, ?2, ?3, ?4)")?;
+            let mut sample = tx.prepare_cached(
+                "INSERT OR REPLACE INTO stratum_hashrate (coin, worker, at, hashrate) VALUES (?1, ?2, ?3, ?4)",
+            )?;
             for w in workers {
                 upsert.execute(params![
                     w.coin,
@@ -290,7 +299,12 @@ impl Store {
     }
 
     /// Hashrate samples of one coin (all workers summed per sample time), oldest first.
-    pub fn hashrate_history(&self, coin: &str, worker: Option<&str>, since: i64) -> Result<Vec<(i64, f64)>, StoreError> {
+    pub fn hashrate_history(
+        &self,
+        coin: &str,
+        worker: Option<&str>,
+        since: i64,
+    ) -> Result<Vec<(i64, f64)>, StoreError> {
         let conn = self.conn.lock().expect("store lock");
         let mut stmt = conn.prepare(
             "SELECT at, SUM(hashrate) FROM stratum_hashrate WHERE coin = ?1 AND (?2 IS NULL OR worker = ?2) AND at >= ?3

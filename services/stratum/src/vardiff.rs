@@ -176,7 +176,7 @@ mod tests {
         assert_eq!(v.difficulty(), 50.0);
         let mut v = Vardiff::new(cfg(), t0);
         let d = v.on_tick(t0 + Duration::from_secs(120)).unwrap();
-        assert!(d < 100.0 && d >= 25.0, "{d}");
+        assert!((25.0..100.0).contains(&d), "{d}");
     }
 
     #[test]

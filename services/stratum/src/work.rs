@@ -117,7 +117,9 @@ impl WorkFeed {
                     if clean {
                         tracing::info!(coin = %self.config.coin, height = template.height, prev = %template.prev_hash, txs = template.transactions.len(), "new block: fresh work for every miner");
                         if current_prev.is_some() {
-                            let _ = self.events.send(Event::NewBlock { coin: self.config.coin.clone(), height: template.height });
+                            let _ = self
+                                .events
+                                .send(Event::NewBlock { coin: self.config.coin.clone(), height: template.height });
                         }
                     }
                     current_prev = Some(template.prev_hash);

@@ -33,7 +33,10 @@ fn a_cashaddr_payout_gets_a_plain_p2pkh_coinbase_of_at_least_100_bytes() {
             cur_time: 1_700_000_100,
             coinbase_value: Amount::from_sat(312_512_345),
             // Even if a node offered one, a non-segwit coin must not carry it.
-            witness_commitment: Some(ScriptBuf::from_hex("6a24aa21a9ede2f61c3f71d1defd3fa999dfa36953755c690689799962b48bebd836974e8cf9").unwrap()),
+            witness_commitment: Some(
+                ScriptBuf::from_hex("6a24aa21a9ede2f61c3f71d1defd3fa999dfa36953755c690689799962b48bebd836974e8cf9")
+                    .unwrap(),
+            ),
             transactions: vec![],
         },
         true,

@@ -93,14 +93,23 @@ async fn bad_hex_and_wrong_extranonce2_length() {
     let job = c.handshake(&user).await;
     let id = job["params"][0].as_str().unwrap();
     let ntime = job["params"][7].as_str().unwrap();
-    c.send(&format!(r#"{{"id":4,"method":"mining.submit","params":["{user}","{id}","zz00000000000000","{ntime}","00000000"]}}"#)).await;
+    c.send(&format!(
+        r#"{{"id":4,"method":"mining.submit","params":["{user}","{id}","zz00000000000000","{ntime}","00000000"]}}"#
+    ))
+    .await;
     let v = c.reply(4).await;
     assert_eq!(v["error"][0], 20);
     assert!(v["error"][1].as_str().unwrap().contains("extranonce2 is not hex"));
-    c.send(&format!(r#"{{"id":5,"method":"mining.submit","params":["{user}","{id}","00000000","{ntime}","00000000"]}}"#)).await;
+    c.send(&format!(
+        r#"{{"id":5,"method":"mining.submit","params":["{user}","{id}","00000000","{ntime}","00000000"]}}"#
+    ))
+    .await;
     let v = c.reply(5).await;
     assert!(v["error"][1].as_str().unwrap().contains("extranonce2 must be 8 bytes, got 4"), "{v}");
-    c.send(&format!(r#"{{"id":6,"method":"mining.submit","params":["{user}","{id}","0000000000000000","{ntime}","0x00"]}}"#)).await;
+    c.send(&format!(
+        r#"{{"id":6,"method":"mining.submit","params":["{user}","{id}","0000000000000000","{ntime}","0x00"]}}"#
+    ))
+    .await;
     assert_eq!(c.reply(6).await["error"][0], 20);
 }
 
@@ -111,7 +120,8 @@ async fn a_wrong_network_address_is_refused_with_a_reason() {
     c.send(r#"{"id":1,"method":"mining.subscribe","params":[]}"#).await;
     c.reply(1).await;
     // A mainnet address on a regtest box.
-    c.send(r#"{"id":2,"method":"mining.authorize","params":["bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq.rig","x"]}"#).await;
+    c.send(r#"{"id":2,"method":"mining.authorize","params":["bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq.rig","x"]}"#)
+        .await;
     let v = c.reply(2).await;
     assert_eq!(v["result"], false);
     assert_eq!(v["error"][0], 24);
@@ -145,7 +155,11 @@ async fn a_message_flood_is_cut_off() {
     let s = stack(limits).await;
     let mut c = Raw::connect(s.server.stratum_addr("btc").unwrap()).await;
     for i in 0..200 {
-        if c.writer.write_all(format!("{{\"id\":{i},\"method\":\"mining.extranonce.subscribe\",\"params\":[]}}\n").as_bytes()).await.is_err() {
+        if c.writer
+            .write_all(format!("{{\"id\":{i},\"method\":\"mining.extranonce.subscribe\",\"params\":[]}}\n").as_bytes())
+            .await
+            .is_err()
+        {
             break;
         }
     }

@@ -3,10 +3,10 @@
 
 mod common;
 
+use bitcoin::hashes::Hash;
 use common::{regtest_addresses, stack, start_server};
 use minebox_stratum::connection::Limits;
 use minebox_stratum::store::BlockStatus;
-use bitcoin::hashes::Hash;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,9 @@ async fn bitaxes_mine_blocks_that_pay_their_own_addresses() {
     for (i, (address, _)) in addresses.iter().enumerate() {
         let url = url.clone();
         let user = format!("{address}.bitaxe{i}");
-        tasks.push(tokio::spawn(async move { minebox_simminer::mine_shares(&url, &user, 2, Duration::from_secs(120)).await }));
+        tasks.push(tokio::spawn(async move {
+            minebox_simminer::mine_shares(&url, &user, 2, Duration::from_secs(120)).await
+        }));
     }
     for t in tasks {
         let report = t.await.unwrap().expect("miner ran");
@@ -51,7 +53,15 @@ async fn bitaxes_mine_blocks_that_pay_their_own_addresses() {
     for b in &settled {
         // A block can lose a race against another miner's block at the same height.
         if b.status != BlockStatus::Accepted {
-            assert!(b.detail.contains("prevblk") || b.detail.contains("inconclusive") || b.detail.contains("duplicate") || b.detail.contains("stale"), "{} refused: {}", b.hash, b.detail);
+            assert!(
+                b.detail.contains("prevblk")
+                    || b.detail.contains("inconclusive")
+                    || b.detail.contains("duplicate")
+                    || b.detail.contains("stale"),
+                "{} refused: {}",
+                b.hash,
+                b.detail
+            );
             continue;
         }
         let hash = b.hash.parse().unwrap();
@@ -114,44 +124,64 @@ async fn a_block_recorded_before_a_crash_is_submitted_at_the_next_start() {
     let t = node.get_block_template(&["segwit"]).await.unwrap();
     let parts = minebox_stratum::work::template_parts(&t, true);
     let template = std::sync::Arc::new(minebox_stratum::job::Template::new(1, parts, true));
-    let rules = minebox_stratum::job::CoinbaseRules { tag: b"/crash/".to_vec(), extranonce2_len: 8, min_tx_size: 0, segwit: true };
+    let rules = minebox_stratum::job::CoinbaseRules {
+        tag: b"/crash/".to_vec(),
+        extranonce2_len: 8,
+        min_tx_size: 0,
+        segwit: true,
+    };
     let (_, script) = regtest_addresses()[0].clone();
     let job = std::sync::Arc::new(minebox_stratum::job::Job::new(template.clone(), script.clone(), &rules).unwrap());
-    let found = (0u32..).find_map(|nonce| {
-        let submit = minebox_stratum::protocol::Submit {
-            worker: "w".into(),
-            job_id: "1".into(),
-            extranonce2: vec![0; 8],
-            ntime: template.cur_time,
-            nonce,
-            version_bits: None,
-        };
-        let h = minebox_stratum::share::hash_submission(&job, &[0; 4], &submit, 0, template.cur_time).unwrap();
-        h.is_block.then_some(minebox_stratum::session::FoundBlock { job: job.clone(), extranonce1: [0; 4], extranonce2: vec![0; 8], hashed: h, worker: "crash.w".into() })
-    }).unwrap();
+    let found = (0u32..)
+        .find_map(|nonce| {
+            let submit = minebox_stratum::protocol::Submit {
+                worker: "w".into(),
+                job_id: "1".into(),
+                extranonce2: vec![0; 8],
+                ntime: template.cur_time,
+                nonce,
+                version_bits: None,
+            };
+            let h = minebox_stratum::share::hash_submission(&job, &[0; 4], &submit, 0, template.cur_time).unwrap();
+            h.is_block.then_some(minebox_stratum::session::FoundBlock {
+                job: job.clone(),
+                extranonce1: [0; 4],
+                extranonce2: vec![0; 8],
+                hashed: h,
+                worker: "crash.w".into(),
+            })
+        })
+        .unwrap();
     let hash = found.hashed.hash;
-    s.server.store.record_block(&minebox_stratum::store::BlockRecord {
-        coin: "btc".into(),
-        network: "regtest".into(),
-        height: template.height,
-        hash: hash.to_string(),
-        worker: "crash.w".into(),
-        reward_sats: template.coinbase_value.to_sat(),
-        share_difficulty: found.hashed.difficulty,
-        network_difficulty: template.network_difficulty(),
-        found_at: 0,
-        status: BlockStatus::Submitting,
-        detail: String::new(),
-        confirmations: 0,
-        block_hex: hex::encode(minebox_stratum::block::assemble(&found)),
-    }).unwrap();
+    s.server
+        .store
+        .record_block(&minebox_stratum::store::BlockRecord {
+            coin: "btc".into(),
+            network: "regtest".into(),
+            height: template.height,
+            hash: hash.to_string(),
+            worker: "crash.w".into(),
+            reward_sats: template.coinbase_value.to_sat(),
+            share_difficulty: found.hashed.difficulty,
+            network_difficulty: template.network_difficulty(),
+            found_at: 0,
+            status: BlockStatus::Submitting,
+            detail: String::new(),
+            confirmations: 0,
+            block_hex: hex::encode(minebox_stratum::block::assemble(&found)),
+        })
+        .unwrap();
     assert_ne!(node.get_best_block_hash().await.unwrap(), hash);
     s.server.stop().await;
     let server = start_server(&s.node, s.dir.path(), Limits::default()).await;
     wait_for_async(|| async { node.get_best_block_hash().await.ok() == Some(hash) }).await;
     let store = server.store.clone();
     wait_for("the record to say accepted", Duration::from_secs(10), || {
-        store.blocks(Some("btc"), 10).unwrap().iter().any(|b| b.hash == hash.to_string() && b.status == BlockStatus::Accepted)
+        store
+            .blocks(Some("btc"), 10)
+            .unwrap()
+            .iter()
+            .any(|b| b.hash == hash.to_string() && b.status == BlockStatus::Accepted)
     })
     .await;
 }
@@ -268,7 +298,11 @@ async fn a_block_found_while_the_node_is_down_is_submitted_when_it_returns() {
     let block_hash = bitcoin::BlockHash::from_byte_array(hash);
     let store = server.store.clone();
     wait_for("the block to be recorded", Duration::from_secs(10), || {
-        store.blocks(Some("btc"), 10).unwrap().iter().any(|b| b.hash == block_hash.to_string() && b.status == BlockStatus::Submitting)
+        store
+            .blocks(Some("btc"), 10)
+            .unwrap()
+            .iter()
+            .any(|b| b.hash == block_hash.to_string() && b.status == BlockStatus::Submitting)
     })
     .await;
 
@@ -276,7 +310,11 @@ async fn a_block_found_while_the_node_is_down_is_submitted_when_it_returns() {
     let client = node.client();
     wait_for_async(|| async { client.get_best_block_hash().await.ok() == Some(block_hash) }).await;
     wait_for("the record to say accepted", Duration::from_secs(10), || {
-        store.blocks(Some("btc"), 10).unwrap().iter().any(|b| b.hash == block_hash.to_string() && b.status == BlockStatus::Accepted)
+        store
+            .blocks(Some("btc"), 10)
+            .unwrap()
+            .iter()
+            .any(|b| b.hash == block_hash.to_string() && b.status == BlockStatus::Accepted)
     })
     .await;
 }

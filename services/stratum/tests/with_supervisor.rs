@@ -49,9 +49,14 @@ p2p_port = {p2p}
     let registry = minebox_coin::Registry::embedded();
     let settings = minebox_settings::Settings::load(Some(&path), None, &registry).unwrap();
     let policy = minebox_supervisor::keeper::Policy { health_every: Duration::from_millis(200), ..Default::default() };
-    let sup = minebox_supervisor::start(&settings, minebox_supervisor::backend::Backend::Process(minebox_supervisor::backend::ProcessBackend), policy, settings.supervisor.api.parse().unwrap())
-        .await
-        .unwrap();
+    let sup = minebox_supervisor::start(
+        &settings,
+        minebox_supervisor::backend::Backend::Process(minebox_supervisor::backend::ProcessBackend),
+        policy,
+        settings.supervisor.api.parse().unwrap(),
+    )
+    .await
+    .unwrap();
     let started = Instant::now();
     while sup.view("btc").unwrap().state != minebox_supervisor::health::NodeState::Synced {
         assert!(started.elapsed() < Duration::from_secs(60), "node not synced: {:?}", sup.view("btc"));
@@ -74,21 +79,28 @@ p2p_port = {p2p}
         assert!(started.elapsed() < Duration::from_secs(90), "stratum did not listen");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let report = minebox_simminer::mine_shares(&format!("stratum+tcp://{addr}"), &format!("{address}.rig"), 2, Duration::from_secs(60))
-        .await
-        .unwrap();
+    let report = minebox_simminer::mine_shares(
+        &format!("stratum+tcp://{addr}"),
+        &format!("{address}.rig"),
+        2,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
     assert!(report.accepted >= 2, "{report:?}");
 
     let mut c = common::Raw::connect(addr).await;
     c.handshake(&format!("{address}.watch")).await;
     let pid = sup.view("btc").unwrap().pid.unwrap();
     kill9(pid);
-    let job = tokio::time::timeout(Duration::from_secs(60), c.notify()).await.expect("fresh work after the node came back");
+    let job =
+        tokio::time::timeout(Duration::from_secs(60), c.notify()).await.expect("fresh work after the node came back");
     assert_eq!(job["method"], "mining.notify");
     assert!(sup.view("btc").unwrap().restarts >= 1);
 
     let _ = tokio::process::Command::new("kill").arg("-TERM").arg(stratum.id().unwrap().to_string()).status().await;
-    let status = tokio::time::timeout(Duration::from_secs(20), stratum.wait()).await.expect("stratum stops on SIGTERM").unwrap();
+    let status =
+        tokio::time::timeout(Duration::from_secs(20), stratum.wait()).await.expect("stratum stops on SIGTERM").unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
     sup.stop().await;
     // The statistics were written on the way out.

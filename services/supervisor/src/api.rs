@@ -43,13 +43,17 @@ async fn one(State(s): State<ApiState>, Path(coin): Path<String>) -> Result<Json
 
 async fn start(State(s): State<ApiState>, Path(coin): Path<String>) -> Result<StatusCode, (StatusCode, String)> {
     let (_, tx) = s.nodes.get(&coin).ok_or_else(|| unknown(&coin))?;
-    tx.send(Command::Start).await.map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "supervisor is stopping".to_string()))?;
+    tx.send(Command::Start)
+        .await
+        .map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "supervisor is stopping".to_string()))?;
     Ok(StatusCode::ACCEPTED)
 }
 
 async fn stop(State(s): State<ApiState>, Path(coin): Path<String>) -> Result<StatusCode, (StatusCode, String)> {
     let (_, tx) = s.nodes.get(&coin).ok_or_else(|| unknown(&coin))?;
-    tx.send(Command::Stop).await.map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "supervisor is stopping".to_string()))?;
+    tx.send(Command::Stop)
+        .await
+        .map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "supervisor is stopping".to_string()))?;
     Ok(StatusCode::ACCEPTED)
 }
 

@@ -152,13 +152,20 @@ impl Systemctl {
                     .await
                     .map_err(|e| BackendError::Systemctl { args: args.join(" "), message: e.to_string() })?;
                 if !out.status.success() {
-                    return Err(BackendError::Systemctl { args: args.join(" "), message: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+                    return Err(BackendError::Systemctl {
+                        args: args.join(" "),
+                        message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                    });
                 }
                 Ok(String::from_utf8_lossy(&out.stdout).into_owned())
             }
             Systemctl::Recorder(log) => {
                 log.lock().expect("recorder").push(args.iter().map(|s| s.to_string()).collect());
-                Ok(if args.first() == Some(&"show") { "ActiveState=active\nMainPID=4242\n".into() } else { String::new() })
+                Ok(if args.first() == Some(&"show") {
+                    "ActiveState=active\nMainPID=4242\n".into()
+                } else {
+                    String::new()
+                })
             }
         }
     }
@@ -171,7 +178,8 @@ pub fn unit_name(coin: &str) -> String {
 /// The drop-in for one coin's unit: the exact command line and the resource limits.
 pub fn drop_in(launch: &Launch, resources: &Resources) -> String {
     let quote = |s: &str| if s.contains(char::is_whitespace) { format!("\"{s}\"") } else { s.to_string() };
-    let cmd: Vec<String> = std::iter::once(launch.program.as_str()).chain(launch.args.iter().map(String::as_str)).map(quote).collect();
+    let cmd: Vec<String> =
+        std::iter::once(launch.program.as_str()).chain(launch.args.iter().map(String::as_str)).map(quote).collect();
     format!(
         "# Written by minebox-supervisor for {coin}; regenerated at every start.\n\
          [Service]\n\
@@ -287,7 +295,8 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines.contains(&"[Service]"));
         assert!(lines.contains(&"ExecStart="), "resets the template's ExecStart first");
-        assert!(lines.contains(&"ExecStart=/usr/bin/bitcoind -datadir=/data/nodes/btc -conf=/data/nodes/btc/minebox-node.conf"));
+        assert!(lines
+            .contains(&"ExecStart=/usr/bin/bitcoind -datadir=/data/nodes/btc -conf=/data/nodes/btc/minebox-node.conf"));
         assert!(lines.contains(&"MemoryMax=2560M"));
         assert!(lines.contains(&"CPUWeight=50"));
         assert!(lines.contains(&"IOWeight=50"));
@@ -298,7 +307,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let b = SystemdBackend { drop_in_root: dir.path().join("run"), systemctl: Systemctl::Recorder(log.clone()) };
-        let r = b.start(&launch(dir.path()), &Resources { memory_max_mib: 1024, cpu_weight: 100, io_weight: 100 }).await.unwrap();
+        let r = b
+            .start(&launch(dir.path()), &Resources { memory_max_mib: 1024, cpu_weight: 100, io_weight: 100 })
+            .await
+            .unwrap();
         assert_eq!(r.pid, Some(4242));
         assert!(dir.path().join("run/minebox-node@btc.service.d/minebox.conf").exists());
         assert!(dir.path().join("btc/minebox-node.conf").exists(), "node config written before start");

@@ -48,13 +48,15 @@ pub fn load_or_create(secrets: &Path, coin: &str) -> Result<Credentials, Credent
             return Err(CredentialsError::TooOpen { path: path.display().to_string(), mode });
         }
         let text = std::fs::read_to_string(&path).map_err(io)?;
-        let (user, password) = text.trim().split_once(':').ok_or(CredentialsError::Malformed { path: path.display().to_string() })?;
+        let (user, password) =
+            text.trim().split_once(':').ok_or(CredentialsError::Malformed { path: path.display().to_string() })?;
         return Ok(Credentials { user: user.to_string(), password: password.to_string(), path });
     }
     let password = hex::encode(rand::random::<[u8; 32]>());
     let tmp = path.with_extension("tmp");
     {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
         f.write_all(format!("{RPC_USER}:{password}").as_bytes()).map_err(io)?;
         f.sync_all().map_err(io)?;
     }

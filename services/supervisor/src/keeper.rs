@@ -113,7 +113,11 @@ impl Keeper {
     }
 
     fn resources(&self) -> Resources {
-        Resources { memory_max_mib: self.coin.memory_budget_mib + self.coin.memory_budget_mib / 4, cpu_weight: 50, io_weight: 50 }
+        Resources {
+            memory_max_mib: self.coin.memory_budget_mib + self.coin.memory_budget_mib / 4,
+            cpu_weight: 50,
+            io_weight: 50,
+        }
     }
 
     /// Runs until `shutdown`, then stops the node cleanly.
@@ -140,7 +144,10 @@ impl Keeper {
             // Disk first: never start a node onto a disk that is about to fill.
             if let Some(free) = free_mib(&self.nodes_dir) {
                 if free < self.policy.disk_reserve_mib {
-                    let why = format!("only {free} MiB free, below the {} MiB reserve: free disk space, then start the coin again", self.policy.disk_reserve_mib);
+                    let why = format!(
+                        "only {free} MiB free, below the {} MiB reserve: free disk space, then start the coin again",
+                        self.policy.disk_reserve_mib
+                    );
                     self.set(NodeState::StoppedForDisk, why.clone());
                     self.emit(Event::StoppedForDisk { coin: self.coin.id.clone(), detail: why });
                     wanted = false;
@@ -234,7 +241,13 @@ impl Keeper {
     }
 
     /// Sleeps for a backoff, unless told otherwise; true means shut down.
-    async fn sleep_or_command(&self, d: Duration, commands: &mut mpsc::Receiver<Command>, shutdown: &CancellationToken, wanted: &mut bool) -> bool {
+    async fn sleep_or_command(
+        &self,
+        d: Duration,
+        commands: &mut mpsc::Receiver<Command>,
+        shutdown: &CancellationToken,
+        wanted: &mut bool,
+    ) -> bool {
         tokio::select! {
             _ = shutdown.cancelled() => true,
             _ = tokio::time::sleep(d) => false,
@@ -257,8 +270,11 @@ impl Keeper {
         phase: &mut Phase,
     ) -> Ended {
         let started = Instant::now();
-        let client = NodeClient::new(&plan.rpc_url, Auth::UserPass { user: plan.credentials.user.clone(), pass: plan.credentials.password.clone() })
-            .expect("local URL");
+        let client = NodeClient::new(
+            &plan.rpc_url,
+            Auth::UserPass { user: plan.credentials.user.clone(), pass: plan.credentials.password.clone() },
+        )
+        .expect("local URL");
         let mut tick = tokio::time::interval(self.policy.health_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_height: Option<(u64, Instant)> = None;
@@ -301,15 +317,29 @@ impl Keeper {
                             let still_for = last_height.map(|(_, t)| t.elapsed()).unwrap_or_default();
                             let state = health::classify(&h, still_for, self.policy.stall_after);
                             let detail = match state {
-                                NodeState::Syncing => format!("{:.1}% ({} of {} blocks)", h.verification_progress * 100.0, h.blocks, h.headers),
-                                NodeState::Stalled => format!("no new block for {} s while {} behind", still_for.as_secs(), h.headers.saturating_sub(h.blocks)),
+                                NodeState::Syncing => format!(
+                                    "{:.1}% ({} of {} blocks)",
+                                    h.verification_progress * 100.0,
+                                    h.blocks,
+                                    h.headers
+                                ),
+                                NodeState::Stalled => format!(
+                                    "no new block for {} s while {} behind",
+                                    still_for.as_secs(),
+                                    h.headers.saturating_sub(h.blocks)
+                                ),
                                 _ => format!("height {}", h.blocks),
                             };
                             let previous = self.view.lock().expect("view lock").state;
                             if state != previous {
                                 match state {
-                                    NodeState::Synced => self.emit(Event::NodeSynced { coin: self.coin.id.clone(), height: h.blocks }),
-                                    NodeState::Stalled => self.emit(Event::NodeStalled { coin: self.coin.id.clone(), detail: detail.clone() }),
+                                    NodeState::Synced => {
+                                        self.emit(Event::NodeSynced { coin: self.coin.id.clone(), height: h.blocks })
+                                    }
+                                    NodeState::Stalled => self.emit(Event::NodeStalled {
+                                        coin: self.coin.id.clone(),
+                                        detail: detail.clone(),
+                                    }),
                                     _ => {}
                                 }
                             }

@@ -145,7 +145,17 @@ pub fn plan(coin: &CoinSettings, nodes_dir: &Path, secrets_dir: &Path, phase: Ph
                 "--workers=false".into(),
                 "--log-level=warning".into(),
             ]);
-            Ok(Launch { coin: coin.id.clone(), program, args, config: None, data_dir, rpc_url, credentials: creds, zmq_hashblock: None, dbcache_mib: None })
+            Ok(Launch {
+                coin: coin.id.clone(),
+                program,
+                args,
+                config: None,
+                data_dir,
+                rpc_url,
+                credentials: creds,
+                zmq_hashblock: None,
+                dbcache_mib: None,
+            })
         }
         other => Err(LaunchError::UnknownFlavour(other.to_string())),
     }
@@ -158,7 +168,8 @@ mod tests {
     use minebox_settings::Settings;
 
     fn coin(toml: &str, id: &str) -> CoinSettings {
-        let s = Settings::from_texts("u", toml, "d", minebox_settings::EMBEDDED_DEFAULTS, &Registry::embedded()).unwrap();
+        let s =
+            Settings::from_texts("u", toml, "d", minebox_settings::EMBEDDED_DEFAULTS, &Registry::embedded()).unwrap();
         s.coins[id].clone()
     }
 
@@ -172,7 +183,16 @@ mod tests {
         let lines: Vec<&str> = conf.lines().collect();
         assert!(lines.contains(&"chain=main"));
         assert!(lines.contains(&"[main]"));
-        for want in ["rpcbind=127.0.0.1", "rpcallowip=127.0.0.1", "rpcport=8332", "zmqpubhashblock=tcp://127.0.0.1:28332", "prune=10240", "dbcache=3000", "disablewallet=1", "maxconnections=16"] {
+        for want in [
+            "rpcbind=127.0.0.1",
+            "rpcallowip=127.0.0.1",
+            "rpcport=8332",
+            "zmqpubhashblock=tcp://127.0.0.1:28332",
+            "prune=10240",
+            "dbcache=3000",
+            "disablewallet=1",
+            "maxconnections=16",
+        ] {
             assert!(lines.contains(&want), "missing {want} in\n{conf}");
         }
         let auth = lines.iter().find(|l| l.starts_with("rpcauth=minebox:")).expect("rpcauth line");

@@ -48,7 +48,12 @@ impl Supervisor {
     }
 }
 
-pub async fn start(settings: &Settings, backend: Backend, policy: Policy, api: SocketAddr) -> anyhow::Result<Supervisor> {
+pub async fn start(
+    settings: &Settings,
+    backend: Backend,
+    policy: Policy,
+    api: SocketAddr,
+) -> anyhow::Result<Supervisor> {
     let backend = Arc::new(backend);
     let (events, _) = broadcast::channel(256);
     let shutdown = CancellationToken::new();
@@ -85,12 +90,14 @@ pub async fn start(settings: &Settings, backend: Backend, policy: Policy, api: S
         nodes.insert(coin.id.clone(), (view.clone(), tx));
         views.insert(coin.id.clone(), view);
     }
-    let listener = tokio::net::TcpListener::bind(api).await.map_err(|e| anyhow::anyhow!("supervisor API {api}: {e}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(api).await.map_err(|e| anyhow::anyhow!("supervisor API {api}: {e}"))?;
     let addr = listener.local_addr()?;
     let router = api::router(api::ApiState { nodes: Arc::new(nodes), events: events.clone() });
     let api_shutdown = shutdown.clone();
     tasks.spawn(async move {
-        let _ = axum::serve(listener, router).with_graceful_shutdown(async move { api_shutdown.cancelled().await }).await;
+        let _ =
+            axum::serve(listener, router).with_graceful_shutdown(async move { api_shutdown.cancelled().await }).await;
     });
     Ok(Supervisor { api: addr, events, views, shutdown, tasks })
 }

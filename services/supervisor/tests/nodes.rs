@@ -43,7 +43,14 @@ p2p_port = {p2p}
         rpc = free_port(),
         p2p = free_port(),
     );
-    Settings::from_texts("minebox.toml", &user, "defaults.toml", minebox_settings::EMBEDDED_DEFAULTS, &Registry::embedded()).unwrap()
+    Settings::from_texts(
+        "minebox.toml",
+        &user,
+        "defaults.toml",
+        minebox_settings::EMBEDDED_DEFAULTS,
+        &Registry::embedded(),
+    )
+    .unwrap()
 }
 
 fn quick_policy() -> Policy {
@@ -60,7 +67,9 @@ fn quick_policy() -> Policy {
 }
 
 async fn start(s: &Settings, policy: Policy) -> Supervisor {
-    minebox_supervisor::start(s, Backend::Process(ProcessBackend), policy, "127.0.0.1:0".parse().unwrap()).await.unwrap()
+    minebox_supervisor::start(s, Backend::Process(ProcessBackend), policy, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
 }
 
 async fn wait_state(sup: &Supervisor, want: NodeState, timeout: Duration) -> minebox_supervisor::keeper::NodeView {
@@ -122,7 +131,8 @@ async fn starts_a_node_reaches_synced_and_restarts_it_after_kill_9() {
 async fn a_broken_node_binary_is_surfaced_as_a_crash_loop() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings(dir.path(), "");
-    s.coins.get_mut("btc").unwrap().node_command = vec!["sh".into(), "-c".into(), "echo 'bcoin: corrupt database' >&2; exit 3".into()];
+    s.coins.get_mut("btc").unwrap().node_command =
+        vec!["sh".into(), "-c".into(), "echo 'bcoin: corrupt database' >&2; exit 3".into()];
     let sup = start(&s, quick_policy()).await;
     let v = wait_state(&sup, NodeState::CrashLoop, Duration::from_secs(30)).await;
     assert!(v.detail.contains("crashed 3 times"), "{}", v.detail);
@@ -162,7 +172,17 @@ async fn the_api_lists_nodes_and_stops_and_starts_a_coin() {
     let list = http("GET", "/api/v1/nodes").await;
     assert!(list.starts_with("HTTP/1.1 200"));
     assert!(list.contains("\"state\":\"synced\""), "{list}");
-    assert!(!list.contains(&std::fs::read_to_string(dir.path().join("secrets/btc-rpc.cookie")).unwrap().split(':').nth(1).unwrap().to_string()), "secret leaked");
+    assert!(
+        !list.contains(
+            &std::fs::read_to_string(dir.path().join("secrets/btc-rpc.cookie"))
+                .unwrap()
+                .split(':')
+                .nth(1)
+                .unwrap()
+                .to_string()
+        ),
+        "secret leaked"
+    );
     assert!(http("POST", "/api/v1/nodes/doge/stop").await.starts_with("HTTP/1.1 404"));
     let pid = sup.view("btc").unwrap().pid.unwrap();
     assert!(http("POST", "/api/v1/nodes/btc/stop").await.starts_with("HTTP/1.1 202"));
@@ -205,7 +225,11 @@ async fn a_filling_disk_stops_the_node_cleanly_and_it_comes_back_with_its_chain(
     let policy = Policy { disk_reserve_mib: 64, ..quick_policy() };
     let sup = start(&s, policy).await;
     let v = wait_state(&sup, NodeState::Synced, Duration::from_secs(60)).await;
-    let client = minebox_node_rpc::NodeClient::new(&v.rpc_url, minebox_node_rpc::Auth::CookieFile(dir.path().join("secrets/btc-rpc.cookie"))).unwrap();
+    let client = minebox_node_rpc::NodeClient::new(
+        &v.rpc_url,
+        minebox_node_rpc::Auth::CookieFile(dir.path().join("secrets/btc-rpc.cookie")),
+    )
+    .unwrap();
     client.generate_to_address(3, &minebox_regtest::bcoin_p2pkh_address([9; 20])).await.unwrap();
     let pid = v.pid.unwrap();
 
@@ -237,7 +261,11 @@ fn the_binary_refuses_to_start_on_a_wrong_setting() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("minebox.toml");
     std::fs::write(&cfg, "[coins.btc]\nenabled = true\nnetwork = \"regtest\"\npayout_address = \"bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4\"\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_minebox-supervisor")).arg("--config").arg(&cfg).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_minebox-supervisor"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}: coins.btc.payout_address", cfg.display())), "{err}");

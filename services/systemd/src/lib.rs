@@ -17,7 +17,8 @@ pub fn init_logging() {
             return;
         }
     }
-    let stderr = tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr);
+    let stderr =
+        tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr);
     tracing_subscriber::registry().with(filter).with(stderr).init();
 }
 

@@ -115,14 +115,25 @@ async fn start_server(cli: &Cli, node: &Bcoin, zmq: &str, dir: &std::path::Path)
         .args(["--database", &dir.join("state.db").display().to_string()])
         // Share difficulty below the regtest network's, fixed: every non-block hash is a share.
         .args(["--start-difficulty", "1e-10", "--min-difficulty", "1e-10", "--max-difficulty", "1e-10"])
-        .args(["--connections-per-ip", "20000", "--max-connections", "20000", "--messages-per-sec", "10000", "--message-burst", "100000"])
+        .args([
+            "--connections-per-ip",
+            "20000",
+            "--max-connections",
+            "20000",
+            "--messages-per-sec",
+            "10000",
+            "--message-burst",
+            "100000",
+        ])
         .args(["--block-poll-ms", "3600000", "--template-refresh-secs", "3600"])
         .env("MINEBOX_NODE_PASSWORD", node.api_key())
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .with_context(|| format!("starting {} (build it with cargo build --release -p minebox-stratum)", cli.server.display()))?;
+        .with_context(|| {
+            format!("starting {} (build it with cargo build --release -p minebox-stratum)", cli.server.display())
+        })?;
     let started = Instant::now();
     while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
         if started.elapsed() > Duration::from_secs(20) {
@@ -152,15 +163,25 @@ async fn run(cli: &Cli, miners: usize) -> anyhow::Result<RunResult> {
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..miners {
-        let c = LoadConnection { url: url.clone(), user: format!("{user}.load{i}"), shares_per_sec: rate.clone(), stats: stats.clone(), stop: stop.clone() };
+        let c = LoadConnection {
+            url: url.clone(),
+            user: format!("{user}.load{i}"),
+            shares_per_sec: rate.clone(),
+            stats: stats.clone(),
+            stop: stop.clone(),
+        };
         tasks.push(tokio::spawn(c.run()));
         // Stay under the listen backlog.
         if i % 200 == 199 {
             let target = (i + 1) as u64;
-            wait_until("connections", Duration::from_secs(60), || stats.with_job.load(Ordering::Relaxed) >= target).await?;
+            wait_until("connections", Duration::from_secs(60), || stats.with_job.load(Ordering::Relaxed) >= target)
+                .await?;
         }
     }
-    wait_until("every miner to get a job", Duration::from_secs(120), || stats.with_job.load(Ordering::Relaxed) >= miners as u64).await?;
+    wait_until("every miner to get a job", Duration::from_secs(120), || {
+        stats.with_job.load(Ordering::Relaxed) >= miners as u64
+    })
+    .await?;
     r.connect_secs = t0.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (_, rss1) = proc_stat(pid)?;

@@ -34,7 +34,13 @@ pub fn coin_config(node: &Bcoin) -> CoinConfig {
         segwit: true,
         min_tx_size: 0,
         payouts: Box::new(CoinPayouts(regtest_network())),
-        vardiff: VardiffConfig { start: 0.0001, min: 0.00001, max: 1e12, shares_per_minute: 600.0, ..Default::default() },
+        vardiff: VardiffConfig {
+            start: 0.0001,
+            min: 0.00001,
+            max: 1e12,
+            shares_per_minute: 600.0,
+            ..Default::default()
+        },
         coinbase_tag: "/MineBox-test/".into(),
         extranonce2_len: 8,
         version_mask: 0x1fff_e000,
@@ -105,7 +111,9 @@ impl Raw {
         let mut line = String::new();
         match tokio::time::timeout(Duration::from_secs(20), self.reader.read_line(&mut line)).await {
             Ok(Ok(0)) | Ok(Err(_)) => None,
-            Ok(Ok(_)) => Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("server sent non-JSON {line:?}: {e}"))),
+            Ok(Ok(_)) => {
+                Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("server sent non-JSON {line:?}: {e}")))
+            }
             Err(_) => panic!("server said nothing for 20 s"),
         }
     }
