@@ -20,7 +20,10 @@ pub struct Piece {
 
 /// Cuts a stream into chunks, handing each one's bytes to `each` (to compress or compare)
 /// while reading with bounded memory (at most one maximum-size chunk in flight).
-pub fn chunk<R: Read>(reader: R, mut each: impl FnMut(&Piece, &[u8]) -> std::io::Result<()>) -> std::io::Result<Vec<Piece>> {
+pub fn chunk<R: Read>(
+    reader: R,
+    mut each: impl FnMut(&Piece, &[u8]) -> std::io::Result<()>,
+) -> std::io::Result<Vec<Piece>> {
     let mut out = Vec::new();
     for c in fastcdc::v2020::StreamCDC::new(reader, MIN_SIZE, AVG_SIZE, MAX_SIZE) {
         let c = c.map_err(|e| match e {

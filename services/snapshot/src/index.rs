@@ -91,7 +91,8 @@ impl Index {
         let mut seen = std::collections::HashSet::new();
         for f in &self.files {
             let p = Path::new(&f.path);
-            if f.path.is_empty() || f.path.contains('\\') || !p.components().all(|c| matches!(c, Component::Normal(_))) {
+            if f.path.is_empty() || f.path.contains('\\') || !p.components().all(|c| matches!(c, Component::Normal(_)))
+            {
                 return Err(IndexError::UnsafePath(f.path.clone()));
             }
             if !seen.insert(&f.path) {
@@ -121,7 +122,9 @@ mod tests {
 
     #[test]
     fn the_root_changes_with_any_chunk_its_size_or_order() {
-        let a = Index { files: vec![FileEntry { path: "x".into(), size: 30, mode: 0o644, chunks: vec![c(1, 10), c(2, 20)] }] };
+        let a = Index {
+            files: vec![FileEntry { path: "x".into(), size: 30, mode: 0o644, chunks: vec![c(1, 10), c(2, 20)] }],
+        };
         let mut b = a.clone();
         b.files[0].chunks.swap(0, 1);
         let mut d = a.clone();

@@ -81,8 +81,14 @@ impl SecretKey {
         if parts.len() != 3 || parts[0] != "minebox-snapshot-key" {
             return Err(malformed("secret key file", "expected `minebox-snapshot-key <id> <seed>`"));
         }
-        let id: [u8; 8] = hex::decode(parts[1]).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| malformed("secret key file", "bad key id"))?;
-        let seed: [u8; 32] = hex::decode(parts[2]).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| malformed("secret key file", "bad seed"))?;
+        let id: [u8; 8] = hex::decode(parts[1])
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| malformed("secret key file", "bad key id"))?;
+        let seed: [u8; 32] = hex::decode(parts[2])
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| malformed("secret key file", "bad seed"))?;
         Ok(SecretKey { id: KeyId(id), key: SigningKey::from_bytes(&seed) })
     }
 
@@ -126,7 +132,8 @@ impl PublicKey {
             return Err(malformed("public key", "not an Ed25519 minisign key"));
         }
         let id = KeyId(blob[2..10].try_into().expect("8 bytes"));
-        let key = VerifyingKey::from_bytes(blob[10..42].try_into().expect("32 bytes")).map_err(|e| malformed("public key", e))?;
+        let key = VerifyingKey::from_bytes(blob[10..42].try_into().expect("32 bytes"))
+            .map_err(|e| malformed("public key", e))?;
         Ok(PublicKey { id, key })
     }
 }
@@ -156,15 +163,19 @@ impl SignatureFile {
             b"Ed" => false,
             _ => return Err(malformed("signature", "not Ed25519")),
         };
-        let trusted_comment =
-            lines[2].strip_prefix("trusted comment: ").ok_or_else(|| malformed("signature", "no trusted comment"))?.to_string();
+        let trusted_comment = lines[2]
+            .strip_prefix("trusted comment: ")
+            .ok_or_else(|| malformed("signature", "no trusted comment"))?
+            .to_string();
         let global = B64.decode(lines[3].trim()).map_err(|e| malformed("signature", e))?;
         Ok(SignatureFile {
             key_id: KeyId(blob[2..10].try_into().expect("8 bytes")),
             prehashed,
             signature: Signature::from_bytes(blob[10..74].try_into().expect("64 bytes")),
             trusted_comment,
-            global: Signature::from_bytes(&global.try_into().map_err(|_| malformed("signature", "bad global signature"))?),
+            global: Signature::from_bytes(
+                &global.try_into().map_err(|_| malformed("signature", "bad global signature"))?,
+            ),
         })
     }
 

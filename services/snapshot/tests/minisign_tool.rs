@@ -10,7 +10,11 @@ fn the_stock_minisign_tool_verifies_our_signatures() {
     let key = SecretKey::generate();
     let msg = dir.path().join("manifest.json");
     std::fs::write(&msg, b"{\"coin\":\"btc\"}\n").unwrap();
-    std::fs::write(dir.path().join("manifest.json.minisig"), key.sign(&std::fs::read(&msg).unwrap(), "minebox btc main")).unwrap();
+    std::fs::write(
+        dir.path().join("manifest.json.minisig"),
+        key.sign(&std::fs::read(&msg).unwrap(), "minebox btc main"),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("minebox.pub"), key.public().to_file()).unwrap();
     let verify = || {
         Command::new("minisign")

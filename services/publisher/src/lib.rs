@@ -1,0 +1,10 @@
+//! The publisher: turns a stopped node's data directory (or a `dumptxoutset` file) into a
+//! published snapshot tree, reusing every chunk the tree already has.
+//!
+//! - [`publish`]: chunk, compress what is new, write the index, the manifest and its signature.
+//! - [`verify`]: check a published tree end to end, as a device would.
+//! - [`keys`]: key files an operator can live with (0600, key id, never logged).
+
+pub mod keys;
+pub mod publish;
+pub mod verify;

@@ -1,0 +1,132 @@
+//! `minebox-publisher`: make, sign and check MineBox snapshots.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use minebox_publisher::{keys, publish, verify};
+use minebox_snapshot::manifest::Kind;
+use minebox_snapshot::minisign::PublicKey;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(version, about = "Make, sign and check MineBox snapshots")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a signing key pair (the secret file is 0600 and never overwritten).
+    Keygen {
+        #[arg(long)]
+        secret: PathBuf,
+        #[arg(long)]
+        public: PathBuf,
+    },
+    /// Publish a stopped node's data directory (--kind datadir) or a dumptxoutset file (--kind utxo).
+    Publish {
+        #[arg(long)]
+        source: PathBuf,
+        #[arg(long, value_parser = ["datadir", "utxo"])]
+        kind: String,
+        #[arg(long)]
+        coin: String,
+        #[arg(long)]
+        network: String,
+        #[arg(long)]
+        height: u64,
+        #[arg(long)]
+        block_hash: String,
+        /// Must be higher than every version published before.
+        #[arg(long)]
+        version: u64,
+        #[arg(long, default_value_t = 30)]
+        expires_days: i64,
+        #[arg(long)]
+        key: PathBuf,
+        /// The published tree (a directory a web server or CDN serves).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 9)]
+        zstd_level: i32,
+    },
+    /// Check a published tree end to end against public keys.
+    Verify {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long = "pubkey", required = true)]
+        pubkeys: Vec<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Keygen { secret, public } => {
+            let k = keys::generate(&secret, &public)?;
+            println!(
+                "key {} written: secret {} (keep it offline), public {}",
+                k.id,
+                secret.display(),
+                public.display()
+            );
+        }
+        Cmd::Publish {
+            source,
+            kind,
+            coin,
+            network,
+            height,
+            block_hash,
+            version,
+            expires_days,
+            key,
+            out,
+            zstd_level,
+        } => {
+            let key = keys::load(&key)?;
+            let kind = if kind == "utxo" { Kind::Utxo } else { Kind::Datadir };
+            if let Ok(bytes) = std::fs::read(out.join(minebox_snapshot::layout::MANIFEST)) {
+                if let Ok(prev) = serde_json::from_slice::<minebox_snapshot::Manifest>(&bytes) {
+                    anyhow::ensure!(
+                        version > prev.version,
+                        "version {version} is not above the published {}; devices would refuse it",
+                        prev.version
+                    );
+                }
+            }
+            let req = publish::Request {
+                source,
+                kind,
+                coin,
+                network,
+                height,
+                block_hash,
+                version,
+                expires_in_secs: expires_days * 86_400,
+                out,
+                level: zstd_level,
+            };
+            let (m, r) = publish::publish(&req, &key)?;
+            println!(
+                "published {} {} height {} version {} signed by {}: {} files, {} bytes, {} chunks ({} added, {} compressed bytes; {} reused, {} bytes)",
+                m.coin, m.network, m.height, m.version, m.key_id, r.files, r.total_bytes, r.chunks, r.chunks_added, r.bytes_added_compressed, r.chunks_reused, r.bytes_reused
+            );
+        }
+        Cmd::Verify { dir, pubkeys } => {
+            let keys: Vec<PublicKey> = pubkeys
+                .iter()
+                .map(|p| {
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("{}", p.display()))
+                        .and_then(|t| Ok(PublicKey::from_file(&t)?))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let m = verify::verify(&dir, &keys)?;
+            println!(
+                "ok: {} {} height {} version {}, {} chunks verified",
+                m.coin, m.network, m.height, m.version, m.chunk_count
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! Publishing: chunk every file, store the chunks the tree lacks, write the index, then
+//! the manifest and its signature last, so a reader never sees a manifest whose parts are
+//! missing.
+
+use anyhow::{bail, Context};
+use minebox_snapshot::chunk;
+use minebox_snapshot::index::{ChunkRef, FileEntry, Index};
+use minebox_snapshot::layout;
+use minebox_snapshot::manifest::{Kind, Manifest, FORMAT};
+use minebox_snapshot::minisign::SecretKey;
+use sha2::{Digest, Sha256};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+pub struct Request {
+    /// A node's data directory (kind datadir) or a `dumptxoutset` file (kind utxo).
+    pub source: PathBuf,
+    pub kind: Kind,
+    pub coin: String,
+    pub network: String,
+    pub height: u64,
+    pub block_hash: String,
+    pub version: u64,
+    pub expires_in_secs: i64,
+    pub out: PathBuf,
+    /// zstd level for new chunks.
+    pub level: i32,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub files: usize,
+    pub chunks: usize,
+    pub chunks_added: usize,
+    pub chunks_reused: usize,
+    pub bytes_added_compressed: u64,
+    pub bytes_reused: u64,
+    pub total_bytes: u64,
+}
+
+/// Files a running or stopped node keeps that must not travel: locks, credentials, logs,
+/// peer lists and per-machine settings.
+fn excluded(rel: &str) -> bool {
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    matches!(
+        name,
+        ".lock"
+            | ".cookie"
+            | "debug.log"
+            | "peers.dat"
+            | "anchors.dat"
+            | "banlist.json"
+            | "settings.json"
+            | "bitcoind.pid"
+            | "onion_v3_private_key"
+    ) || name.ends_with(".pid")
+        || rel.starts_with("wallets/")
+}
+
+fn walk(root: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).with_context(|| format!("{}", dir.display()))? {
+            let e = e?;
+            let ty = e.file_type()?;
+            let path = e.path();
+            let rel = path.strip_prefix(root)?.to_string_lossy().replace('\\', "/");
+            if ty.is_symlink() {
+                bail!("{}: symbolic links are not published; copy the target in instead", path.display());
+            } else if ty.is_dir() {
+                stack.push(path);
+            } else if !excluded(&rel) {
+                out.push((rel, path));
+            }
+        }
+    }
+    // A stable order: the same data gives the same index.
+    out.sort();
+    Ok(out)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so readers never see half.
+fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("part");
+    std::fs::write(&tmp, bytes).with_context(|| format!("{}", tmp.display()))?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+pub fn publish(req: &Request, key: &SecretKey) -> anyhow::Result<(Manifest, Report)> {
+    let sources: Vec<(String, PathBuf)> = match req.kind {
+        Kind::Datadir => {
+            if !req.source.is_dir() {
+                bail!("{}: a datadir snapshot needs the node's data directory", req.source.display());
+            }
+            if req.source.join(".lock").exists() && req.source.join("bitcoind.pid").exists() {
+                bail!("{}: the node looks like it is running (bitcoind.pid); stop it first", req.source.display());
+            }
+            let files = walk(&req.source)?;
+            // Bitcoin Core 28+ obfuscates block files with blocks/xor.dat; block files
+            // without their key would be unreadable on the device.
+            let has_blocks = files.iter().any(|(r, _)| r.starts_with("blocks/blk"));
+            let has_xor = files.iter().any(|(r, _)| r == "blocks/xor.dat");
+            if has_blocks && !has_xor && req.coin == "btc" {
+                eprintln!(
+                    "note: no blocks/xor.dat: block files are stored plain (a node before 28.0, or -blocksxor=0)"
+                );
+            }
+            files
+        }
+        Kind::Utxo => {
+            if !req.source.is_file() {
+                bail!("{}: a utxo snapshot needs the file written by dumptxoutset", req.source.display());
+            }
+            vec![("utxo.dat".to_string(), req.source.clone())]
+        }
+    };
+    std::fs::create_dir_all(req.out.join("chunks"))?;
+    let mut report = Report::default();
+    let mut index = Index::default();
+    for (rel, path) in &sources {
+        let meta = std::fs::metadata(path)?;
+        let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+        let reader = std::io::BufReader::with_capacity(1 << 20, file);
+        let mut refs = Vec::new();
+        chunk::chunk(reader, |piece, data| {
+            let hex = hex::encode(piece.hash);
+            let dest = req.out.join(layout::chunk_path(&hex));
+            if dest.exists() {
+                report.chunks_reused += 1;
+                report.bytes_reused += piece.size as u64;
+            } else {
+                std::fs::create_dir_all(dest.parent().expect("chunk dir"))?;
+                let compressed = zstd::bulk::compress(data, req.level)?;
+                report.bytes_added_compressed += compressed.len() as u64;
+                let tmp = dest.with_extension("part");
+                std::fs::write(&tmp, &compressed)?;
+                std::fs::rename(&tmp, &dest)?;
+                report.chunks_added += 1;
+            }
+            refs.push(ChunkRef { hash: hex, size: piece.size });
+            Ok(())
+        })
+        .with_context(|| format!("chunking {}", path.display()))?;
+        report.chunks += refs.len();
+        report.files += 1;
+        report.total_bytes += meta.len();
+        index.files.push(FileEntry {
+            path: rel.clone(),
+            size: meta.len(),
+            mode: meta.permissions().mode() & 0o777,
+            chunks: refs,
+        });
+    }
+    index.check().context("the index built from the source is not valid")?;
+    let index_bytes = serde_json::to_vec(&index)?;
+    let created = now();
+    let manifest = Manifest {
+        format: FORMAT,
+        coin: req.coin.clone(),
+        network: req.network.clone(),
+        kind: req.kind,
+        height: req.height,
+        block_hash: req.block_hash.clone(),
+        version: req.version,
+        created,
+        expires: created + req.expires_in_secs,
+        key_id: key.id.to_string(),
+        index_sha256: hex::encode(Sha256::digest(&index_bytes)),
+        index_size: index_bytes.len() as u64,
+        merkle_root: hex::encode(index.merkle_root()),
+        chunk_count: report.chunks as u64,
+        total_bytes: report.total_bytes,
+    };
+    let manifest_bytes = manifest.to_bytes();
+    let comment = format!(
+        "minebox {} {} {:?} height {} version {}",
+        manifest.coin, manifest.network, manifest.kind, manifest.height, manifest.version
+    )
+    .to_lowercase();
+    // Index first, then signature, then the manifest: a reader that sees a new manifest
+    // finds everything it points to already there.
+    write_whole(&req.out.join(layout::INDEX), &index_bytes)?;
+    write_whole(&req.out.join(layout::SIGNATURE), key.sign(&manifest_bytes, &comment).as_bytes())?;
+    write_whole(&req.out.join(layout::MANIFEST), &manifest_bytes)?;
+    Ok((manifest, report))
+}

@@ -1,0 +1,112 @@
+//! The publisher CLI on a node-like data directory: publish, verify, republish with reuse,
+//! and refusals (key permissions, version going back, tampering).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn run(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_minebox-publisher")).args(args).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+fn datadir(root: &Path) {
+    std::fs::create_dir_all(root.join("blocks/index")).unwrap();
+    std::fs::create_dir_all(root.join("chainstate")).unwrap();
+    std::fs::write(root.join("blocks/blk00000.dat"), noise(12 << 20, 1)).unwrap();
+    std::fs::write(root.join("blocks/xor.dat"), [7u8; 8]).unwrap();
+    std::fs::write(root.join("blocks/index/000001.ldb"), noise(300_000, 2)).unwrap();
+    std::fs::write(root.join("chainstate/000002.ldb"), noise(3 << 20, 3)).unwrap();
+    // Things that must not travel.
+    std::fs::write(root.join(".cookie"), "__cookie__:secret").unwrap();
+    std::fs::write(root.join("debug.log"), "log").unwrap();
+    std::fs::write(root.join("peers.dat"), "peers").unwrap();
+}
+
+#[test]
+fn publish_verify_republish_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).display().to_string();
+    let (ok, out) = run(&["keygen", "--secret", &d("key.sec"), "--public", &d("key.pub")]);
+    assert!(ok, "{out}");
+    assert_eq!(std::fs::metadata(d("key.sec")).unwrap().permissions().mode() & 0o777, 0o600);
+    let secret = std::fs::read_to_string(d("key.sec")).unwrap();
+    assert!(!out.contains(secret.split_whitespace().last().unwrap()), "secret printed");
+    assert!(
+        !run(&["keygen", "--secret", &d("key.sec"), "--public", &d("key2.pub")]).0,
+        "an existing key is never overwritten"
+    );
+
+    datadir(&dir.path().join("node"));
+    let publish = |version: &str| {
+        run(&[
+            "publish",
+            "--source",
+            &d("node"),
+            "--kind",
+            "datadir",
+            "--coin",
+            "bch",
+            "--network",
+            "main",
+            "--height",
+            "880000",
+            "--block-hash",
+            "000000000000000001f0a1",
+            "--version",
+            version,
+            "--key",
+            &d("key.sec"),
+            "--out",
+            &d("tree"),
+        ])
+    };
+    let (ok, out) = publish("1");
+    assert!(ok, "{out}");
+    assert!(out.contains("4 files"), "{out}");
+    assert!(out.contains("reused, 0 bytes") || out.contains("0 reused"), "{out}");
+    let index = std::fs::read_to_string(d("tree/index.json")).unwrap();
+    assert!(index.contains("blocks/xor.dat"), "the block obfuscation key travels with the blocks");
+    for excluded in [".cookie", "debug.log", "peers.dat"] {
+        assert!(!index.contains(excluded), "{excluded} must not be published");
+    }
+    let (ok, out) = run(&["verify", "--dir", &d("tree"), "--pubkey", &d("key.pub")]);
+    assert!(ok, "{out}");
+
+    // The same version again is refused; a new one reuses almost everything.
+    assert!(!publish("1").0);
+    let mut blk = std::fs::read(d("node/blocks/blk00000.dat")).unwrap();
+    blk.extend_from_slice(&noise(1 << 20, 9));
+    std::fs::write(d("node/blocks/blk00000.dat"), blk).unwrap();
+    let (ok, out) = publish("2");
+    assert!(ok, "{out}");
+    let reused: usize = out.split(" reused").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(reused >= 4, "most chunks reused: {out}");
+
+    // Tampering is caught.
+    let chunk = std::fs::read_dir(d("tree/chunks")).unwrap().next().unwrap().unwrap().path();
+    let file = std::fs::read_dir(&chunk).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&file, bytes).unwrap();
+    let (ok, out) = run(&["verify", "--dir", &d("tree"), "--pubkey", &d("key.pub")]);
+    assert!(!ok && (out.contains("corrupt") || out.contains("decompress")), "{out}");
+
+    // A world-readable key is refused.
+    std::fs::set_permissions(d("key.sec"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (ok, out) = publish("3");
+    assert!(!ok && out.contains("chmod 600"), "{out}");
+}
