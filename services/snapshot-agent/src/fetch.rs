@@ -1,0 +1,198 @@
+//! Getting bytes from the snapshot server: whole small documents, and chunks resumed with
+//! HTTP Range (If-Range guards against a file that changed between two attempts), retried
+//! with backoff on server errors and timeouts, under an optional bandwidth limit.
+
+use crate::AgentError;
+use futures::StreamExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+
+/// A shared byte budget per second (a token bucket over every download at once).
+pub struct Bandwidth {
+    per_sec: u64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Bandwidth {
+    pub fn new(per_sec: u64) -> Bandwidth {
+        Bandwidth { per_sec, state: Mutex::new((per_sec as f64, Instant::now())) }
+    }
+
+    async fn take(&self, n: usize) {
+        let mut s = self.state.lock().await;
+        let now = Instant::now();
+        s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.per_sec as f64).min(self.per_sec as f64);
+        s.1 = now;
+        s.0 -= n as f64;
+        if s.0 < 0.0 {
+            let wait = Duration::from_secs_f64(-s.0 / self.per_sec as f64);
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+pub struct Fetcher {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub retries: u32,
+    pub bandwidth: Option<Arc<Bandwidth>>,
+    /// Bytes received from the network (for progress and the differential test).
+    pub received: Arc<std::sync::atomic::AtomicU64>,
+}
+
+fn transient(status: reqwest::StatusCode) -> bool {
+    status.is_server_error()
+        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || status == reqwest::StatusCode::REQUEST_TIMEOUT
+}
+
+impl Fetcher {
+    pub fn url(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.base.trim_end_matches('/'))
+    }
+
+    async fn backoff(attempt: u32) {
+        tokio::time::sleep(Duration::from_millis(200u64 << attempt.min(6))).await;
+    }
+
+    /// A whole small document (manifest, signature, index), at most `limit` bytes.
+    pub async fn document(&self, rel: &str, limit: u64) -> Result<Vec<u8>, AgentError> {
+        let url = self.url(rel);
+        let mut last = String::new();
+        for attempt in 0..=self.retries {
+            if attempt > 0 {
+                Self::backoff(attempt).await;
+            }
+            let resp = match self.http.get(&url).send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    last = e.to_string();
+                    continue;
+                }
+            };
+            let status = resp.status();
+            if status == reqwest::StatusCode::NOT_FOUND {
+                return Err(AgentError::NotFound { url });
+            }
+            if transient(status) {
+                last = format!("HTTP {status}");
+                continue;
+            }
+            if !status.is_success() {
+                return Err(AgentError::Http { url, status: status.as_u16() });
+            }
+            let mut body = Vec::new();
+            let mut stream = resp.bytes_stream();
+            let mut failed = None;
+            while let Some(b) = stream.next().await {
+                match b {
+                    Ok(b) => {
+                        self.received.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        body.extend_from_slice(&b);
+                        if body.len() as u64 > limit {
+                            return Err(AgentError::TooLarge { url, limit });
+                        }
+                    }
+                    Err(e) => {
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            match failed {
+                Some(e) => last = format!("body cut short: {e}"),
+                None => return Ok(body),
+            }
+        }
+        Err(AgentError::Unreachable { url, tries: self.retries + 1, last })
+    }
+
+    /// Downloads a compressed chunk into `part`, resuming what is there; returns when the
+    /// server says the body is complete. The caller verifies the content.
+    pub async fn chunk_to_file(&self, rel: &str, part: &Path) -> Result<(), AgentError> {
+        let url = self.url(rel);
+        let etag_path = part.with_extension("etag");
+        let mut last = String::new();
+        for attempt in 0..=self.retries {
+            if attempt > 0 {
+                Self::backoff(attempt).await;
+            }
+            let have = tokio::fs::metadata(part).await.map(|m| m.len()).unwrap_or(0);
+            let etag = tokio::fs::read_to_string(&etag_path).await.ok();
+            let mut req = self.http.get(&url);
+            if have > 0 {
+                req = req.header("Range", format!("bytes={have}-"));
+                if let Some(e) = &etag {
+                    // If the file changed since the first part, send it whole instead.
+                    req = req.header("If-Range", e.trim());
+                }
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    last = e.to_string();
+                    continue;
+                }
+            };
+            let status = resp.status();
+            if status == reqwest::StatusCode::NOT_FOUND {
+                return Err(AgentError::NotFound { url });
+            }
+            if transient(status) {
+                last = format!("HTTP {status}");
+                continue;
+            }
+            if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
+                // What we have is already complete (or garbage): let the caller verify it.
+                return Ok(());
+            }
+            if !status.is_success() {
+                return Err(AgentError::Http { url, status: status.as_u16() });
+            }
+            let append = status == reqwest::StatusCode::PARTIAL_CONTENT;
+            if let Some(e) = resp.headers().get("etag").and_then(|v| v.to_str().ok()) {
+                let _ = tokio::fs::write(&etag_path, e).await;
+            }
+            let expected = resp.content_length();
+            let mut file = if append {
+                tokio::fs::OpenOptions::new().append(true).open(part).await
+            } else {
+                tokio::fs::File::create(part).await
+            }
+            .map_err(|e| AgentError::Io { path: part.display().to_string(), message: e.to_string() })?;
+            let mut got = 0u64;
+            let mut stream = resp.bytes_stream();
+            let mut failed = None;
+            while let Some(b) = stream.next().await {
+                match b {
+                    Ok(b) => {
+                        if let Some(bw) = &self.bandwidth {
+                            bw.take(b.len()).await;
+                        }
+                        self.received.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        got += b.len() as u64;
+                        file.write_all(&b)
+                            .await
+                            .map_err(|e| AgentError::Io { path: part.display().to_string(), message: e.to_string() })?;
+                    }
+                    Err(e) => {
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            file.flush()
+                .await
+                .map_err(|e| AgentError::Io { path: part.display().to_string(), message: e.to_string() })?;
+            match (failed, expected) {
+                (Some(e), _) => last = format!("body cut short after {got} bytes: {e}"),
+                (None, Some(n)) if n != got => last = format!("body cut short: {got} of {n} bytes"),
+                _ => return Ok(()),
+            }
+        }
+        Err(AgentError::Unreachable { url, tries: self.retries + 1, last })
+    }
+}

@@ -1,0 +1,431 @@
+//! Installing a snapshot: verify the signed manifest, the index, then every chunk; build
+//! the new data directory in a staging area next to the old one; swap it in atomically.
+//!
+//! Crash and power-cut behaviour: until the staging area is marked complete, the old data
+//! directory is untouched and the next run resumes (chunks already staged are re-checked
+//! by hash, partial downloads continue with HTTP Range). Once marked complete, the swap is
+//! two renames on one filesystem; a run that finds a complete staging area finishes it.
+
+use crate::fetch::{Bandwidth, Fetcher};
+use crate::progress::{Phase, SharedProgress};
+use crate::AgentError;
+use minebox_snapshot::chunk;
+use minebox_snapshot::index::Index;
+use minebox_snapshot::layout;
+use minebox_snapshot::manifest::Manifest;
+use minebox_snapshot::minisign::{PublicKey, SignatureFile};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The published tree's root URL.
+    pub base_url: String,
+    /// Pinned public keys (more than one while keys rotate).
+    pub keys: Vec<PublicKey>,
+    /// The directory to fill (a node's data directory).
+    pub dest: PathBuf,
+    pub parallel: usize,
+    /// Bytes per second over all downloads.
+    pub bandwidth: Option<u64>,
+    /// Whether the clock can be believed (the Pi has no RTC battery: before NTP sync it
+    /// may think it is 1970, and every manifest would look valid or expired by accident).
+    pub clock_trusted: bool,
+    pub retries: u32,
+    pub request_timeout: Duration,
+    /// An extra CA certificate (PEM) to trust, for a private mirror or the tests.
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl Options {
+    pub fn new(base_url: &str, keys: Vec<PublicKey>, dest: &Path) -> Options {
+        Options {
+            base_url: base_url.to_string(),
+            keys,
+            dest: dest.to_path_buf(),
+            parallel: 4,
+            bandwidth: None,
+            clock_trusted: true,
+            retries: 5,
+            request_timeout: Duration::from_secs(30),
+            ca_cert: None,
+        }
+    }
+}
+
+/// What is installed, kept beside the data directory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Installed {
+    pub coin: String,
+    pub network: String,
+    pub kind: minebox_snapshot::Kind,
+    pub height: u64,
+    pub version: u64,
+    pub key_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub version: u64,
+    pub bytes_total: u64,
+    /// Bytes taken from files already on disk.
+    pub bytes_reused: u64,
+    /// Bytes received from the server (compressed chunks and documents).
+    pub bytes_downloaded: u64,
+    pub chunks_downloaded: u64,
+    pub already_installed: bool,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> AgentError + '_ {
+    move |e| AgentError::Io { path: path.display().to_string(), message: e.to_string() }
+}
+
+/// The directory beside `dest` where MineBox keeps snapshot state (same filesystem, so
+/// the final swap is a rename).
+pub fn state_dir(dest: &Path) -> PathBuf {
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
+    dest.with_file_name(format!(".{name}.snapshot"))
+}
+
+pub fn installed(dest: &Path) -> Option<Installed> {
+    std::fs::read(state_dir(dest).join("installed.json")).ok().and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn free_bytes(path: &Path) -> Option<u64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct we own from a NUL-terminated path.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
+}
+
+fn sync_dir(path: &Path) {
+    if let Ok(d) = std::fs::File::open(path) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Fetches and checks the manifest, its signature, and the index.
+pub async fn fetch_verified(
+    f: &Fetcher,
+    keys: &[PublicKey],
+    clock_trusted: bool,
+) -> Result<(Manifest, Index), AgentError> {
+    // The publisher replaces the signature and the manifest one after the other; a reader
+    // caught between the two sees a mismatch, so a bad signature is fetched once more.
+    let mut tries = 0;
+    let (manifest_bytes, key_id) = loop {
+        let manifest_bytes = f.document(layout::MANIFEST, 64 * 1024).await?;
+        let sig_text = f.document(layout::SIGNATURE, 4096).await?;
+        let sig = SignatureFile::parse(&String::from_utf8_lossy(&sig_text))?;
+        match sig.verify(&manifest_bytes, keys) {
+            Ok(k) => break (manifest_bytes, k.id.to_string()),
+            Err(minebox_snapshot::minisign::SignError::BadSignature) if tries == 0 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
+        .map_err(|e| AgentError::Malformed { what: "manifest", why: e.to_string() })?;
+    if manifest.key_id != key_id {
+        return Err(AgentError::Malformed {
+            what: "manifest",
+            why: format!("names key {} but was signed by {key_id}", manifest.key_id),
+        });
+    }
+    if clock_trusted && now() > manifest.expires {
+        return Err(AgentError::Expired { expires: manifest.expires });
+    }
+    let index_bytes = f.document(layout::INDEX, manifest.index_size.max(1) + 1).await?;
+    if index_bytes.len() as u64 != manifest.index_size
+        || hex::encode(Sha256::digest(&index_bytes)) != manifest.index_sha256
+    {
+        return Err(AgentError::Tampered { what: "index.json".into() });
+    }
+    let index: Index = serde_json::from_slice(&index_bytes)
+        .map_err(|e| AgentError::Malformed { what: "index", why: e.to_string() })?;
+    index.check().map_err(|e| AgentError::Malformed { what: "index", why: e.to_string() })?;
+    if hex::encode(index.merkle_root()) != manifest.merkle_root || index.total_bytes() != manifest.total_bytes {
+        return Err(AgentError::Tampered { what: "index.json (Merkle root)".into() });
+    }
+    Ok((manifest, index))
+}
+
+/// Where a chunk's bytes can be found on disk already.
+type LocalChunks = HashMap<String, (PathBuf, u64, u32)>;
+
+/// Chunks the files already in `dir` the same way the publisher did.
+fn local_chunks(dir: &Path) -> LocalChunks {
+    let mut out = HashMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(p),
+                Ok(t) if t.is_file() => {
+                    if let Ok(file) = std::fs::File::open(&p) {
+                        let _ = chunk::chunk(std::io::BufReader::with_capacity(1 << 20, file), |piece, _| {
+                            out.entry(hex::encode(piece.hash)).or_insert((p.clone(), piece.offset, piece.size));
+                            Ok(())
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+fn hash_region(file: &std::fs::File, offset: u64, size: u32) -> Option<String> {
+    let mut buf = vec![0u8; size as usize];
+    file.read_exact_at(&mut buf, offset).ok()?;
+    Some(hex::encode(Sha256::digest(&buf)))
+}
+
+pub async fn install(opts: Options, progress: SharedProgress) -> Result<Report, AgentError> {
+    let mut http =
+        reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).read_timeout(opts.request_timeout);
+    if let Some(ca) = &opts.ca_cert {
+        let pem = std::fs::read(ca).map_err(io(ca))?;
+        let cert = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| AgentError::Malformed { what: "CA certificate", why: e.to_string() })?;
+        http = http.add_root_certificate(cert);
+    }
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let fetcher = Arc::new(Fetcher {
+        http: http.build().map_err(|e| AgentError::Malformed { what: "HTTP client", why: e.to_string() })?,
+        base: opts.base_url.clone(),
+        retries: opts.retries,
+        bandwidth: opts.bandwidth.map(|b| Arc::new(Bandwidth::new(b))),
+        received: received.clone(),
+    });
+    progress.set_phase(Phase::Verifying);
+    let (manifest, index) = fetch_verified(&fetcher, &opts.keys, opts.clock_trusted).await?;
+    if let Some(have) = installed(&opts.dest) {
+        if manifest.version < have.version {
+            return Err(AgentError::Rollback { offered: manifest.version, installed: have.version });
+        }
+        if manifest.version == have.version && opts.dest.exists() {
+            progress.set_phase(Phase::Done);
+            return Ok(Report { version: have.version, already_installed: true, ..Default::default() });
+        }
+    }
+    let state = state_dir(&opts.dest);
+    std::fs::create_dir_all(&state).map_err(io(&state))?;
+    let staging = state.join(format!("staging-v{}", manifest.version));
+    let complete = staging.join(".complete");
+    if !complete.exists() {
+        stage(&opts, &manifest, &index, &fetcher, &staging, &progress).await?;
+    }
+    progress.set_phase(Phase::Swapping);
+    swap(&opts.dest, &state, &staging, &manifest)?;
+    progress.set_phase(Phase::Done);
+    Ok(Report {
+        version: manifest.version,
+        bytes_total: manifest.total_bytes,
+        bytes_reused: progress.get().bytes_reused,
+        bytes_downloaded: received.load(Ordering::Relaxed),
+        chunks_downloaded: progress.get().chunks_downloaded,
+        already_installed: false,
+    })
+}
+
+async fn stage(
+    opts: &Options,
+    manifest: &Manifest,
+    index: &Index,
+    fetcher: &Arc<Fetcher>,
+    staging: &Path,
+    progress: &SharedProgress,
+) -> Result<(), AgentError> {
+    // Disk first: refuse before writing anything rather than fill the disk halfway.
+    let resumed = staging.exists();
+    let parent = staging.parent().expect("staging has a parent");
+    if !resumed {
+        if let Some(free) = free_bytes(parent) {
+            let need = manifest.total_bytes + 64 * 1024 * 1024;
+            if free < need {
+                return Err(AgentError::DiskFull { need, free });
+            }
+        }
+    }
+    let chunk_dir = staging.join(".chunks");
+    std::fs::create_dir_all(&chunk_dir).map_err(io(&chunk_dir))?;
+    progress.start(manifest.total_bytes, manifest.chunk_count);
+
+    // Open every staged file at its final size; note where each chunk goes.
+    let mut wants: HashMap<String, Vec<(Arc<std::fs::File>, u64)>> = HashMap::new();
+    let mut sizes: HashMap<String, u32> = HashMap::new();
+    let mut files = Vec::new();
+    progress.set_phase(Phase::Reusing);
+    let local = if opts.dest.exists() { local_chunks(&opts.dest) } else { HashMap::new() };
+    for entry in &index.files {
+        let path = staging.join(&entry.path);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io(&path))?;
+        file.set_len(entry.size).map_err(io(&path))?;
+        let file = Arc::new(file);
+        let mut offset = 0u64;
+        for c in &entry.chunks {
+            // Resumed: a region already holding the right bytes is done.
+            if resumed && hash_region(&file, offset, c.size).as_deref() == Some(c.hash.as_str()) {
+                progress.add_done(c.size as u64, 0);
+            } else if let Some((src, src_off, size)) = local.get(&c.hash) {
+                let mut buf = vec![0u8; *size as usize];
+                let src_file = std::fs::File::open(src).map_err(io(src))?;
+                src_file.read_exact_at(&mut buf, *src_off).map_err(io(src))?;
+                if hex::encode(Sha256::digest(&buf)) == c.hash {
+                    file.write_all_at(&buf, offset).map_err(io(&path))?;
+                    progress.add_done(c.size as u64, c.size as u64);
+                } else {
+                    wants.entry(c.hash.clone()).or_default().push((file.clone(), offset));
+                }
+            } else {
+                wants.entry(c.hash.clone()).or_default().push((file.clone(), offset));
+            }
+            sizes.insert(c.hash.clone(), c.size);
+            offset += c.size as u64;
+        }
+        files.push((path, entry.mode, file));
+    }
+
+    // Download what is missing, a few chunks at a time.
+    progress.set_phase(Phase::Downloading);
+    let queue: Vec<(String, Vec<(Arc<std::fs::File>, u64)>)> = wants.into_iter().collect();
+    let queue = Arc::new(std::sync::Mutex::new(queue));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..opts.parallel.max(1) {
+        let queue = queue.clone();
+        let fetcher = fetcher.clone();
+        let chunk_dir = chunk_dir.clone();
+        let sizes = sizes.clone();
+        let progress = progress.clone();
+        let retries = opts.retries;
+        workers.spawn(async move {
+            loop {
+                let Some((hash, targets)) = queue.lock().expect("queue").pop() else { return Ok::<(), AgentError>(()) };
+                let size = sizes[&hash];
+                let plain = download_verified(&fetcher, &chunk_dir, &hash, size, retries).await?;
+                for (file, offset) in &targets {
+                    file.write_all_at(&plain, *offset)
+                        .map_err(|e| AgentError::Io { path: hash.clone(), message: e.to_string() })?;
+                    progress.add_done(size as u64, 0);
+                }
+                progress.add_downloaded_chunk();
+                let _ = std::fs::remove_file(chunk_dir.join(format!("{hash}.zst.part")));
+                let _ = std::fs::remove_file(chunk_dir.join(format!("{hash}.zst.etag")));
+            }
+        });
+    }
+    let mut first_error = None;
+    while let Some(r) = workers.join_next().await {
+        if let Ok(Err(e)) = r {
+            if first_error.is_none() {
+                first_error = Some(e);
+                workers.abort_all();
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        progress.fail(&e);
+        return Err(e);
+    }
+
+    // Everything verified: make it durable, then mark the staging area complete.
+    progress.set_phase(Phase::Syncing);
+    for (path, mode, file) in &files {
+        file.sync_all().map_err(io(path))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode & 0o777)).map_err(io(path))?;
+    }
+    let _ = std::fs::remove_dir_all(&chunk_dir);
+    std::fs::write(staging.join(".complete"), manifest.version.to_string()).map_err(io(staging))?;
+    if let Ok(f) = std::fs::File::open(staging.join(".complete")) {
+        let _ = f.sync_all();
+    }
+    sync_dir(staging);
+    Ok(())
+}
+
+/// Downloads one chunk and returns its verified plain bytes, re-downloading from scratch
+/// when what arrived does not hash right (a corrupt byte, or a file changed mid-resume).
+async fn download_verified(
+    f: &Fetcher,
+    dir: &Path,
+    hash: &str,
+    size: u32,
+    retries: u32,
+) -> Result<Vec<u8>, AgentError> {
+    let part = dir.join(format!("{hash}.zst.part"));
+    let rel = layout::chunk_path(hash);
+    for attempt in 0..=retries {
+        f.chunk_to_file(&rel, &part).await?;
+        let compressed = std::fs::read(&part).map_err(io(&part))?;
+        let ok = zstd::bulk::decompress(&compressed, size as usize)
+            .ok()
+            .filter(|plain| plain.len() == size as usize && hex::encode(Sha256::digest(plain)) == hash);
+        match ok {
+            Some(plain) => return Ok(plain),
+            None => {
+                tracing::warn!(chunk = hash, attempt, "chunk failed verification; downloading it again");
+                let _ = std::fs::remove_file(&part);
+                let _ = std::fs::remove_file(part.with_extension("etag"));
+            }
+        }
+    }
+    Err(AgentError::Tampered { what: format!("chunk {hash}") })
+}
+
+/// Puts the complete staging area in place of `dest`, keeping the old data until the new is in.
+fn swap(dest: &Path, state: &Path, staging: &Path, manifest: &Manifest) -> Result<(), AgentError> {
+    let old = state.join("previous");
+    if dest.exists() {
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        }
+        std::fs::rename(dest, &old).map_err(io(dest))?;
+    }
+    std::fs::rename(staging, dest).map_err(io(staging))?;
+    let _ = std::fs::remove_file(dest.join(".complete"));
+    if let Some(p) = dest.parent() {
+        sync_dir(p);
+    }
+    sync_dir(state);
+    let record = Installed {
+        coin: manifest.coin.clone(),
+        network: manifest.network.clone(),
+        kind: manifest.kind,
+        height: manifest.height,
+        version: manifest.version,
+        key_id: manifest.key_id.clone(),
+    };
+    let tmp = state.join("installed.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&record).expect("serializes")).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, state.join("installed.json")).map_err(io(&tmp))?;
+    sync_dir(state);
+    if old.exists() {
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! The snapshot agent: brings a node to sync in hours by installing a signed,
+//! chunk-verified snapshot into its data directory.
+//!
+//! - [`install`]: verify, stage (reusing local chunks, resuming downloads), swap atomically.
+//! - [`fetch`]: HTTP(S) with Range resume, retries with backoff, bandwidth limit.
+//! - [`progress`]: what the status page shows while it runs.
+
+pub mod fetch;
+pub mod install;
+pub mod progress;
+
+/// Every way an install can fail, each saying what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Signature(#[from] minebox_snapshot::minisign::SignError),
+    #[error("the snapshot expired at {expires} (unix time); the publisher must publish a fresh one")]
+    Expired { expires: i64 },
+    #[error("refusing version {offered}: version {installed} is installed and versions never go back")]
+    Rollback { offered: u64, installed: u64 },
+    #[error("{what} does not match what the signed manifest says: tampered or corrupted in transit")]
+    Tampered { what: String },
+    #[error("malformed {what}: {why}")]
+    Malformed { what: &'static str, why: String },
+    #[error("{url} does not exist on the snapshot server (HTTP 404)")]
+    NotFound { url: String },
+    #[error("{url}: HTTP {status}")]
+    Http { url: String, status: u16 },
+    #[error("{url}: gave up after {tries} tries ({last}); check the network and try again, the download resumes")]
+    Unreachable { url: String, tries: u32, last: String },
+    #[error("{url}: larger than {limit} bytes")]
+    TooLarge { url: String, limit: u64 },
+    #[error("not enough disk space: the snapshot needs {need} bytes, {free} are free")]
+    DiskFull { need: u64, free: u64 },
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+}

@@ -1,0 +1,73 @@
+//! Install progress for the status page: phase, bytes, chunks, rate and ETA.
+
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    #[default]
+    Idle,
+    Verifying,
+    Reusing,
+    Downloading,
+    Syncing,
+    Swapping,
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Progress {
+    pub phase: Phase,
+    pub bytes_total: u64,
+    pub bytes_done: u64,
+    pub bytes_reused: u64,
+    pub chunks_total: u64,
+    pub chunks_downloaded: u64,
+    pub rate_bytes_per_sec: f64,
+    pub eta_secs: Option<f64>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Default)]
+pub struct SharedProgress {
+    inner: Arc<Mutex<(Progress, Option<Instant>)>>,
+}
+
+impl SharedProgress {
+    pub fn get(&self) -> Progress {
+        let (mut p, started) = self.inner.lock().expect("progress").clone();
+        if let Some(t) = started {
+            let secs = t.elapsed().as_secs_f64().max(0.001);
+            p.rate_bytes_per_sec = (p.bytes_done - p.bytes_reused) as f64 / secs;
+            if p.rate_bytes_per_sec > 0.0 && p.bytes_total > p.bytes_done {
+                p.eta_secs = Some((p.bytes_total - p.bytes_done) as f64 / p.rate_bytes_per_sec);
+            }
+        }
+        p
+    }
+    pub fn set_phase(&self, phase: Phase) {
+        self.inner.lock().expect("progress").0.phase = phase;
+    }
+    pub fn start(&self, bytes_total: u64, chunks_total: u64) {
+        let mut g = self.inner.lock().expect("progress");
+        g.0.bytes_total = bytes_total;
+        g.0.chunks_total = chunks_total;
+        g.1 = Some(Instant::now());
+    }
+    pub fn add_done(&self, bytes: u64, reused: u64) {
+        let mut g = self.inner.lock().expect("progress");
+        g.0.bytes_done += bytes;
+        g.0.bytes_reused += reused;
+    }
+    pub fn add_downloaded_chunk(&self) {
+        self.inner.lock().expect("progress").0.chunks_downloaded += 1;
+    }
+    pub fn fail(&self, e: &dyn std::fmt::Display) {
+        let mut g = self.inner.lock().expect("progress");
+        g.0.phase = Phase::Failed;
+        g.0.error = Some(e.to_string());
+    }
+}
