@@ -290,3 +290,63 @@ async fn over_https_with_a_pinned_certificate() {
     install::install(o, SharedProgress::default()).await.unwrap();
     same_tree(&dir.path().join("source"), &dir.path().join("node"));
 }
+
+#[tokio::test]
+async fn a_disk_too_small_is_refused_before_anything_is_written() {
+    let w = World::new(24).await;
+    // The node's disk: a real 16 MiB filesystem (needs root, as CI has).
+    let disk = w.dir.path().join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&disk)
+        .status()
+        .unwrap()
+        .success();
+    assert!(mounted, "this test mounts a small tmpfs; it needs root");
+    let mut o = w.options();
+    o.dest = disk.join("node");
+    let e = install::install(o, SharedProgress::default()).await.unwrap_err();
+    let listing: Vec<_> = std::fs::read_dir(&disk).unwrap().flatten().map(|e| e.file_name()).collect();
+    let _ = std::process::Command::new("umount").arg("-l").arg(&disk).status();
+    assert!(matches!(e, AgentError::DiskFull { .. }), "{e}");
+    assert!(e.to_string().contains("not enough disk space"));
+    assert!(listing.iter().all(|n| n.to_string_lossy().starts_with(".node.snapshot")), "{listing:?}");
+}
+
+#[tokio::test]
+async fn the_cli_reports_progress_on_its_api_and_keeps_to_the_bandwidth_limit() {
+    let w = World::new(4).await;
+    std::fs::write(w.dir.path().join("key.pub"), w.key.public().to_file()).unwrap();
+    let api = format!("127.0.0.1:{}", free_port());
+    let started = std::time::Instant::now();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_minebox-snapshot-agent"))
+        .args(["install", "--url", &w.url, "--dest"])
+        .arg(w.dest())
+        .arg("--pubkey")
+        .arg(w.dir.path().join("key.pub"))
+        .args(["--limit-bytes-per-sec", "1500000", "--api", &api])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(r) = reqwest::get(format!("http://{api}/api/v1/snapshot/progress")).await {
+            if let Ok(v) = r.json::<serde_json::Value>().await {
+                seen.push(v);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let elapsed = started.elapsed();
+    assert!(child.wait().await.unwrap().success());
+    same_tree(&w.dir.path().join("source"), &w.dest());
+    let downloading: Vec<_> = seen.iter().filter(|v| v["phase"] == "downloading").collect();
+    assert!(downloading.len() >= 2, "progress seen while downloading: {seen:?}");
+    let first = downloading.first().unwrap()["bytes_done"].as_u64().unwrap();
+    let last = downloading.last().unwrap()["bytes_done"].as_u64().unwrap();
+    assert!(last > first, "bytes_done grows: {first} -> {last}");
+    assert!(downloading.iter().any(|v| v["eta_secs"].is_number()), "an ETA is given");
+    // 4 MiB at 1.5 MB/s cannot take less than about two seconds.
+    assert!(elapsed >= Duration::from_secs(2), "the limit was not applied: {elapsed:?}");
+}
