@@ -31,5 +31,5 @@ pub fn load(secret: &Path) -> anyhow::Result<SecretKey> {
         bail!("{}: the signing key is readable by others (mode {mode:o}); chmod 600 it", secret.display());
     }
     let text = std::fs::read_to_string(secret)?;
-    Ok(SecretKey::from_file(&text).with_context(|| format!("{}", secret.display()))?)
+    SecretKey::from_file(&text).with_context(|| format!("{}", secret.display()))
 }

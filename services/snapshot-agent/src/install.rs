@@ -162,6 +162,9 @@ pub async fn fetch_verified(
     Ok((manifest, index))
 }
 
+/// Where a chunk's bytes go: every (staged file, offset) holding it.
+type Targets = Vec<(Arc<std::fs::File>, u64)>;
+
 /// Where a chunk's bytes can be found on disk already.
 type LocalChunks = HashMap<String, (PathBuf, u64, u32)>;
 
@@ -205,7 +208,7 @@ pub async fn install(opts: Options, progress: SharedProgress) -> Result<Report, 
             .map_err(|e| AgentError::Malformed { what: "CA certificate", why: e.to_string() })?;
         http = http.add_root_certificate(cert);
     }
-    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let received = progress.received();
     let fetcher = Arc::new(Fetcher {
         http: http.build().map_err(|e| AgentError::Malformed { what: "HTTP client", why: e.to_string() })?,
         base: opts.base_url.clone(),
@@ -268,7 +271,7 @@ async fn stage(
     progress.start(manifest.total_bytes, manifest.chunk_count);
 
     // Open every staged file at its final size; note where each chunk goes.
-    let mut wants: HashMap<String, Vec<(Arc<std::fs::File>, u64)>> = HashMap::new();
+    let mut wants: HashMap<String, Targets> = HashMap::new();
     let mut sizes: HashMap<String, u32> = HashMap::new();
     let mut files = Vec::new();
     progress.set_phase(Phase::Reusing);
@@ -313,7 +316,7 @@ async fn stage(
 
     // Download what is missing, a few chunks at a time.
     progress.set_phase(Phase::Downloading);
-    let queue: Vec<(String, Vec<(Arc<std::fs::File>, u64)>)> = wants.into_iter().collect();
+    let queue: Vec<(String, Targets)> = wants.into_iter().collect();
     let queue = Arc::new(std::sync::Mutex::new(queue));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..opts.parallel.max(1) {

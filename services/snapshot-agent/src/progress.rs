@@ -24,6 +24,8 @@ pub struct Progress {
     pub bytes_total: u64,
     pub bytes_done: u64,
     pub bytes_reused: u64,
+    /// Bytes received from the network so far (compressed), counted as they arrive.
+    pub bytes_received: u64,
     pub chunks_total: u64,
     pub chunks_downloaded: u64,
     pub rate_bytes_per_sec: f64,
@@ -34,16 +36,26 @@ pub struct Progress {
 #[derive(Clone, Default)]
 pub struct SharedProgress {
     inner: Arc<Mutex<(Progress, Option<Instant>)>>,
+    received: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SharedProgress {
+    /// The counter the downloader adds received bytes to.
+    pub fn received(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.received.clone()
+    }
+
     pub fn get(&self) -> Progress {
         let (mut p, started) = self.inner.lock().expect("progress").clone();
+        p.bytes_received = self.received.load(std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = started {
             let secs = t.elapsed().as_secs_f64().max(0.001);
-            p.rate_bytes_per_sec = (p.bytes_done - p.bytes_reused) as f64 / secs;
-            if p.rate_bytes_per_sec > 0.0 && p.bytes_total > p.bytes_done {
-                p.eta_secs = Some((p.bytes_total - p.bytes_done) as f64 / p.rate_bytes_per_sec);
+            // The network rate; chunks of node data barely compress, so it also measures
+            // how fast the remaining bytes arrive.
+            p.rate_bytes_per_sec = p.bytes_received as f64 / secs;
+            let left = p.bytes_total.saturating_sub(p.bytes_done.max(p.bytes_received + p.bytes_reused));
+            if p.rate_bytes_per_sec > 0.0 && left > 0 {
+                p.eta_secs = Some(left as f64 / p.rate_bytes_per_sec);
             }
         }
         p

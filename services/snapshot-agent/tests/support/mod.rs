@@ -32,9 +32,9 @@ pub fn noise(n: usize, seed: u64) -> Vec<u8> {
 pub fn make_datadir(root: &Path, mib: usize, seed: u64) {
     std::fs::create_dir_all(root.join("blocks")).unwrap();
     std::fs::create_dir_all(root.join("chainstate")).unwrap();
-    std::fs::write(root.join("blocks/blk00000.dat"), noise(mib * 3 / 4 << 20, seed)).unwrap();
+    std::fs::write(root.join("blocks/blk00000.dat"), noise((mib * 3 / 4) << 20, seed)).unwrap();
     std::fs::write(root.join("blocks/xor.dat"), [seed as u8; 8]).unwrap();
-    std::fs::write(root.join("chainstate/000001.ldb"), noise(mib / 4 << 20, seed + 1)).unwrap();
+    std::fs::write(root.join("chainstate/000001.ldb"), noise((mib / 4) << 20, seed + 1)).unwrap();
 }
 
 pub struct Published {
@@ -93,7 +93,7 @@ impl Nginx {
             root.display()
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-        let child = Command::new("nginx")
+        let mut child = Command::new("nginx")
             .arg("-c")
             .arg(dir.path().join("nginx.conf"))
             .arg("-p")
@@ -108,6 +108,8 @@ impl Nginx {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("nginx did not start: {}", std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default());
     }
 }
