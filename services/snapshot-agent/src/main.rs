@@ -40,14 +40,30 @@ enum Cmd {
         /// Serve progress at http://ADDR/api/v1/snapshot/progress.
         #[arg(long)]
         api: Option<SocketAddr>,
+        /// For a utxo snapshot: the Bitcoin Core RPC URL to hand the file to (loadtxoutset).
+        #[arg(long, requires = "node_cookie")]
+        node_url: Option<String>,
+        /// The node's RPC credentials file (user:password).
+        #[arg(long)]
+        node_cookie: Option<PathBuf>,
     },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     minebox_systemd::init_logging();
-    let Cmd::Install { url, pubkeys, dest, parallel, limit_bytes_per_sec, untrusted_clock, ca_cert, api } =
-        Cli::parse().command;
+    let Cmd::Install {
+        url,
+        pubkeys,
+        dest,
+        parallel,
+        limit_bytes_per_sec,
+        untrusted_clock,
+        ca_cert,
+        api,
+        node_url,
+        node_cookie,
+    } = Cli::parse().command;
     let keys: Vec<PublicKey> = pubkeys
         .iter()
         .map(|p| {
@@ -72,5 +88,12 @@ async fn main() -> anyhow::Result<()> {
     minebox_systemd::ready();
     let report = install::install(opts, progress).await?;
     println!("{}", serde_json::to_string(&report)?);
+    let kind = install::installed(&dest).map(|i| i.kind);
+    if let (Some(minebox_snapshot::Kind::Utxo), Some(url), Some(cookie)) = (kind, node_url, node_cookie) {
+        let node = minebox_node_rpc::NodeClient::new(&url, minebox_node_rpc::Auth::CookieFile(cookie))?;
+        let loaded = minebox_snapshot_agent::utxo::load(&node, &dest.join("utxo.dat")).await?;
+        println!("{}", serde_json::to_string(&loaded)?);
+        println!("{}", serde_json::to_string(&minebox_snapshot_agent::utxo::validation(&node).await?)?);
+    }
     Ok(())
 }
