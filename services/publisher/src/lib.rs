@@ -4,7 +4,9 @@
 //! - [`publish`]: chunk, compress what is new, write the index, the manifest and its signature.
 //! - [`verify`]: check a published tree end to end, as a device would.
 //! - [`keys`]: key files an operator can live with (0600, key id, never logged).
+//! - [`upload`]: the cloud target, any S3-compatible object store.
 
 pub mod keys;
 pub mod publish;
+pub mod upload;
 pub mod verify;

@@ -50,6 +50,15 @@ enum Cmd {
         #[arg(long, default_value_t = 9)]
         zstd_level: i32,
     },
+    /// Copy a published tree to an S3-compatible bucket (credentials and endpoint from the
+    /// AWS_* environment variables), uploading only the chunks the bucket lacks.
+    Upload {
+        #[arg(long)]
+        dir: PathBuf,
+        /// s3://bucket/prefix
+        #[arg(long)]
+        to: String,
+    },
     /// Check a published tree end to end against public keys.
     Verify {
         #[arg(long)]
@@ -110,6 +119,14 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "published {} {} height {} version {} signed by {}: {} files, {} bytes, {} chunks ({} added, {} compressed bytes; {} reused, {} bytes)",
                 m.coin, m.network, m.height, m.version, m.key_id, r.files, r.total_bytes, r.chunks, r.chunks_added, r.bytes_added_compressed, r.chunks_reused, r.bytes_reused
+            );
+        }
+        Cmd::Upload { dir, to } => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let r = rt.block_on(minebox_publisher::upload::upload(&dir, &to))?;
+            println!(
+                "uploaded {} objects ({} bytes); {} chunks were already in {to}",
+                r.uploaded, r.uploaded_bytes, r.already_there
             );
         }
         Cmd::Verify { dir, pubkeys } => {
