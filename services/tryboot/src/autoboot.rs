@@ -120,14 +120,10 @@ pub struct Autoboot {
 const STATE_PREFIX: &str = "# minebox-slot-state";
 
 impl Autoboot {
-    /// A fresh image: slot A, nothing pending, both slots bootable as far as RAUC knows.
+    /// A fresh image: slot A boots, nothing pending; slot B stays empty (bad) until the
+    /// first update writes it, so the recovery console will not switch to nothing.
     pub fn factory() -> Autoboot {
-        Autoboot {
-            primary: Slot::A,
-            trial: Slot::A,
-            state_a: SlotState::Good,
-            state_b: SlotState::Good,
-        }
+        Autoboot { primary: Slot::A, trial: Slot::A, state_a: SlotState::Good, state_b: SlotState::Bad }
     }
 
     pub fn state(&self, slot: Slot) -> SlotState {
@@ -275,6 +271,13 @@ mod tests {
         );
         assert!(Autoboot::parse("").is_err());
         assert!(Autoboot::parse("\u{0}\u{ff}garbage").is_err());
+    }
+
+    #[test]
+    fn the_image_ships_the_factory_file() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../board/rpi5/autoboot.txt");
+        let text = std::fs::read_to_string(path).expect("board/rpi5/autoboot.txt");
+        assert_eq!(text, Autoboot::factory().render());
     }
 
     #[test]

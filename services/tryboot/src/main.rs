@@ -55,7 +55,7 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
-    /// Write a fresh autoboot.txt (slot A, nothing pending).
+    /// Write a fresh autoboot.txt (slot A, nothing pending, B empty).
     Init,
 }
 
