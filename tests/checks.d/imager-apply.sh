@@ -52,6 +52,7 @@ bash -c "sh '$apply' '$work/user-data' '$work/network-config' '$data'" 2>/dev/nu
 [ "$(cat "$data/etc/hostname")" = satoshi-box ] || fail "hostname"
 [ "$(readlink "$data/etc/localtime")" = /usr/share/zoneinfo/Europe/Berlin ] || fail "time zone"
 grep -qx 'KEYMAP=de' "$data/etc/vconsole.conf" || fail "keyboard"
+# shellcheck disable=SC2016 # a literal crypt hash
 python3 -c 'import json,sys; u=json.load(open(sys.argv[1])); assert u["userName"]=="alice" and u["privileged"]["hashedPassword"]==["$5$abc$0123456789abcdefABCDEF./"], u' \
   "$data/etc/userdb/alice.user" || fail "user record"
 grep -q '^ssh-ed25519 AAAA' "$data/etc/ssh/authorized_keys/alice" || fail "ssh key"
@@ -64,6 +65,7 @@ grep -qx '	psk="correct horse battery"' "$wpa" || fail "wifi psk"
 # Hostile input: injection through the user name or the hash is refused, not written.
 sed 's/^- name: alice/- name: "root"/' "$work/user-data" >"$work/ud-root"
 if sh "$apply" "$work/ud-root" /nonexistent "$work/d2" 2>/dev/null; then fail "accepted user root"; fi
+# shellcheck disable=SC2016 # a literal hostile hash
 sed 's/^  passwd: .*/  passwd: "$5$x\\",\\"uid\\":0"/' "$work/user-data" >"$work/ud-inject"
 if sh "$apply" "$work/ud-inject" /nonexistent "$work/d3" 2>/dev/null; then fail "accepted a JSON-injecting hash"; fi
 [ ! -e "$work/d3/etc/userdb/alice.user" ] || fail "wrote a user record from a hostile hash"

@@ -49,8 +49,8 @@ export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$work/bus
 # boot SLOT TRIAL: what the firmware would tell this boot, and RAUC restarted to see it.
 boot() {
   local part=2; [ "$1" = B ] && part=3
-  printf "\0\0\0\\$part" >dt/partition
-  printf "\0\0\0\\$2" >dt/tryboot
+  printf '%b' "\\0\\0\\0\\0$part" >dt/partition
+  printf '%b' "\\0\\0\\0\\0$2" >dt/tryboot
   echo "console=ttyAMA10 root=PARTUUID=x rauc.slot=$1" >cmdline
   if [ -n "$svc_pid" ]; then kill "$svc_pid"; wait "$svc_pid" 2>/dev/null || true; fi
   unshare -m sh -c "mount --bind $work/cmdline /proc/cmdline && exec rauc --conf=$work/system.conf service" >service.log 2>&1 &
