@@ -45,3 +45,7 @@ rm -f "$out"
 "$HOST_DIR/bin/rauc" bundle --cert="$MINEBOX_RAUC_CERT" --key="$MINEBOX_RAUC_KEY" "$bundle" "$out"
 "$HOST_DIR/bin/rauc" info --keyring="$MINEBOX_RAUC_CERT" "$out" >/dev/null
 echo "MineBox: $binaries/minebox-rpi5.img.xz and $out"
+
+# Raspberry Pi Imager repository file, for where the image will be published.
+"$repo/scripts/imager-os-list" "$binaries/minebox-rpi5.img.xz" \
+  "${MINEBOX_DOWNLOAD_URL:-https://downloads.minebox.invalid/rpi5}" "$binaries/os_list_minebox.json"
