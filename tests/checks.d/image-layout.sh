@@ -115,6 +115,26 @@ for n in 2 3 4 5; do
   grep -q "by-partuuid/${uuid[$n]}" "$root/board/rpi5/rauc/system.conf" || fail "rauc system.conf does not name partition $n (${uuid[$n]})"
 done
 
+# First boot on a bigger disk: the data partition and its ext4 grow to the end.
+cp --sparse=always "$img" "$work/disk.img"
+truncate -s +512M "$work/disk.img"
+sh "$root/overlay/usr/libexec/minebox/grow-data" "$work/disk.img" 6 >/dev/null 2>&1 || fail "grow-data failed"
+grown=$(sfdisk --json "$work/disk.img")
+last=$(jq .partitiontable.lastlba <<<"$grown")
+p6=$(jq '.partitiontable.partitions[5]' <<<"$grown")
+[ $(( $(jq .start <<<"$p6") + $(jq .size <<<"$p6") - 1 )) -eq "$last" ] || fail "data partition does not reach the end of the disk"
+[ "$(jq .start <<<"$p6")" -eq "${start[6]}" ] || fail "growing moved the data partition"
+[ "$(jq -r .uuid <<<"$p6" | tr 'A-F' 'a-f')" = "${uuid[6]}" ] || fail "growing changed the data PARTUUID"
+sfdisk --verify "$work/disk.img" >/dev/null 2>&1 || fail "GPT invalid after growing"
+sh "$root/overlay/usr/libexec/minebox/grow-data" "$work/disk.img" 6 >/dev/null 2>&1 || fail "grow-data is not idempotent"
+dd if="$work/disk.img" of="$work/data-grown.ext4" bs=512 skip="${start[6]}" count="$(jq .size <<<"$p6")" status=none
+e2fsck -fy "$work/data-grown.ext4" >/dev/null 2>&1 || true
+resize2fs "$work/data-grown.ext4" >/dev/null 2>&1 || fail "resize2fs on the grown partition"
+blocks=$(dumpe2fs -h "$work/data-grown.ext4" 2>/dev/null | awk -F: '/^Block count/ {gsub(/ /,"",$2); print $2}')
+bsize=$(dumpe2fs -h "$work/data-grown.ext4" 2>/dev/null | awk -F: '/^Block size/ {gsub(/ /,"",$2); print $2}')
+[ $((blocks * bsize)) -gt $((700 << 20)) ] || fail "ext4 did not grow ($blocks blocks of $bsize)"
+e2fsck -fn "$work/data-grown.ext4" >/dev/null 2>&1 || fail "grown ext4 is damaged"
+
 # Zeros in the empty slot compress away: the .img.xz users download stays small.
 xz -T2 -3 -c "$img" >"$work/img.xz"
 echo "image-layout: ok ($(( $(stat -c %s "$img") >> 20 )) MiB image, $(du -k "$work/img.xz" | cut -f1) KiB as .xz with stand-in contents)"
