@@ -46,6 +46,9 @@ dbus-daemon --config-file=bus.conf --fork --print-pid >bus.pid
 bus_pid=$(cat bus.pid)
 export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$work/bus
 
+# A private mount namespace (as root, or as a mapped root in a user namespace).
+ns=(unshare -m); [ "$(id -u)" -eq 0 ] || ns=(unshare -rm)
+
 # boot SLOT TRIAL: what the firmware would tell this boot, and RAUC restarted to see it.
 boot() {
   local part=2; [ "$1" = B ] && part=3
@@ -53,7 +56,7 @@ boot() {
   printf '%b' "\\0\\0\\0\\0$2" >dt/tryboot
   echo "console=ttyAMA10 root=PARTUUID=x rauc.slot=$1" >cmdline
   if [ -n "$svc_pid" ]; then kill "$svc_pid"; wait "$svc_pid" 2>/dev/null || true; fi
-  unshare -m sh -c "mount --bind $work/cmdline /proc/cmdline && exec rauc --conf=$work/system.conf service" >service.log 2>&1 &
+  "${ns[@]}" sh -c "mount --bind $work/cmdline /proc/cmdline && exec rauc --conf=$work/system.conf service" >service.log 2>&1 &
   svc_pid=$!
   for _ in $(seq 100); do sh -c "rauc status" >/dev/null 2>&1 && return 0; sleep 0.1; done
   fail "rauc service did not come up"

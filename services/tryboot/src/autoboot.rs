@@ -123,7 +123,12 @@ impl Autoboot {
     /// A fresh image: slot A boots, nothing pending; slot B stays empty (bad) until the
     /// first update writes it, so the recovery console will not switch to nothing.
     pub fn factory() -> Autoboot {
-        Autoboot { primary: Slot::A, trial: Slot::A, state_a: SlotState::Good, state_b: SlotState::Bad }
+        Autoboot {
+            primary: Slot::A,
+            trial: Slot::A,
+            state_a: SlotState::Good,
+            state_b: SlotState::Bad,
+        }
     }
 
     pub fn state(&self, slot: Slot) -> SlotState {
