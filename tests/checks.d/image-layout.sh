@@ -63,7 +63,7 @@ for n in 2 3 4 5 6; do
   [ "${start[$n]}" -ge $((start[n - 1] + size[n - 1])) ] || fail "partition $n overlaps partition $((n - 1))"
 done
 
-part() { dd if="$img" of="$2" bs=512 skip="${start[$1]}" count="${size[$1]}" status=none; }
+part() { dd if="$img" of="$2" bs=4M iflag=skip_bytes,count_bytes skip=$((start[$1] * 512)) count=$((size[$1] * 512)) status=none; }
 for n in 1 2 3; do
   part "$n" "$work/p$n.vfat"
   fsck.fat -n "$work/p$n.vfat" >/dev/null || fail "FAT of partition $n is damaged"
@@ -115,8 +115,12 @@ for n in 2 3 4 5; do
   grep -q "by-partuuid/${uuid[$n]}" "$root/board/rpi5/rauc/system.conf" || fail "rauc system.conf does not name partition $n (${uuid[$n]})"
 done
 
+# Zeros in the empty slot compress away: the .img.xz users download stays small.
+xz -T2 -0 -c "$img" >"$work/img.xz"
+size_msg="($(( $(stat -c %s "$img") >> 20 )) MiB image, $(du -k "$work/img.xz" | cut -f1) KiB as .xz with stand-in contents)"
+
 # First boot on a bigger disk: the data partition and its ext4 grow to the end.
-cp --sparse=always "$img" "$work/disk.img"
+mv "$img" "$work/disk.img"
 truncate -s +512M "$work/disk.img"
 sh "$root/overlay/usr/libexec/minebox/grow-data" "$work/disk.img" 6 >/dev/null 2>&1 || fail "grow-data failed"
 grown=$(sfdisk --json "$work/disk.img")
@@ -127,7 +131,7 @@ p6=$(jq '.partitiontable.partitions[5]' <<<"$grown")
 [ "$(jq -r .uuid <<<"$p6" | tr 'A-F' 'a-f')" = "${uuid[6]}" ] || fail "growing changed the data PARTUUID"
 sfdisk --verify "$work/disk.img" >/dev/null 2>&1 || fail "GPT invalid after growing"
 sh "$root/overlay/usr/libexec/minebox/grow-data" "$work/disk.img" 6 >/dev/null 2>&1 || fail "grow-data is not idempotent"
-dd if="$work/disk.img" of="$work/data-grown.ext4" bs=512 skip="${start[6]}" count="$(jq .size <<<"$p6")" status=none
+dd if="$work/disk.img" of="$work/data-grown.ext4" bs=4M iflag=skip_bytes,count_bytes skip=$((start[6] * 512)) count=$(($(jq .size <<<"$p6") * 512)) status=none
 e2fsck -fy "$work/data-grown.ext4" >/dev/null 2>&1 || true
 resize2fs "$work/data-grown.ext4" >/dev/null 2>&1 || fail "resize2fs on the grown partition"
 blocks=$(dumpe2fs -h "$work/data-grown.ext4" 2>/dev/null | awk -F: '/^Block count/ {gsub(/ /,"",$2); print $2}')
@@ -135,6 +139,4 @@ bsize=$(dumpe2fs -h "$work/data-grown.ext4" 2>/dev/null | awk -F: '/^Block size/
 [ $((blocks * bsize)) -gt $((700 << 20)) ] || fail "ext4 did not grow ($blocks blocks of $bsize)"
 e2fsck -fn "$work/data-grown.ext4" >/dev/null 2>&1 || fail "grown ext4 is damaged"
 
-# Zeros in the empty slot compress away: the .img.xz users download stays small.
-xz -T2 -0 -c "$img" >"$work/img.xz"
-echo "image-layout: ok ($(( $(stat -c %s "$img") >> 20 )) MiB image, $(du -k "$work/img.xz" | cut -f1) KiB as .xz with stand-in contents)"
+echo "image-layout: ok $size_msg; the data partition grows to a bigger disk"
