@@ -36,8 +36,9 @@ for u in minebox-stratum minebox-supervisor minebox-snapshot-agent minebox-statu
 done
 wants sysinit.target.wants /etc/systemd/system/minebox-firstboot.service
 wants sysinit.target.wants /etc/systemd/system/minebox-identity.service
-ln -sfn /etc/systemd/system/minebox-console@.service "$target/etc/systemd/system/getty.target.wants/minebox-console@ttyAMA10.service" 2>/dev/null ||
-	{ mkdir -p "$target/etc/systemd/system/getty.target.wants"; ln -sfn /etc/systemd/system/minebox-console@.service "$target/etc/systemd/system/getty.target.wants/minebox-console@ttyAMA10.service"; }
+wants getty.target.wants /etc/systemd/system/minebox-console@.service
+mv "$target/etc/systemd/system/getty.target.wants/minebox-console@.service" \
+  "$target/etc/systemd/system/getty.target.wants/minebox-console@ttyAMA10.service"
 ln -sfn /etc/systemd/system/minebox-console@.service "$target/etc/systemd/system/getty.target.wants/minebox-console@tty1.service"
 for u in nftables sshd avahi-daemon systemd-networkd systemd-resolved systemd-timesyncd rauc; do
 	[ -f "$target/usr/lib/systemd/system/$u.service" ] && wants multi-user.target.wants "/usr/lib/systemd/system/$u.service"
