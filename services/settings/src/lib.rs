@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The image defaults compiled in, used when no defaults file is given (development).
-pub const EMBEDDED_DEFAULTS: &str = include_str!("defaults.toml");
+/// The image defaults compiled in (the very file the image installs as
+/// /etc/minebox/defaults.toml), used when no defaults file is given (development).
+pub const EMBEDDED_DEFAULTS: &str = include_str!("../../../overlay/etc/minebox/defaults.toml");
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SettingsError {

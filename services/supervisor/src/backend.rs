@@ -1,13 +1,13 @@
 //! Two ways to run a node behind one interface:
 //! - `process`: a child process of the supervisor (development, the demo, tests);
 //! - `systemd`: the templated unit `minebox-node@<coin>.service` on the image, with the
-//!   node's resource limits set as unit properties in a drop-in the supervisor writes.
+//!   node's command in the environment file the unit reads and its resource limits set as
+//!   unit properties.
 //!
 //! The supervisor, not the init system, decides about restarts (backoff, crash loops), so
 //! both backends only start, stop, and report that a node exited.
 
 use crate::launch::Launch;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::process::Command;
@@ -125,12 +125,12 @@ impl ProcessBackend {
     }
 }
 
-/// The templated unit on the image. The unit template itself (`minebox-node@.service`)
-/// ships in the overlay; the supervisor writes the per-coin drop-in with the launch
-/// command and the resource properties, reloads systemd, and starts the instance.
+/// The templated unit on the image. The template (`overlay/etc/systemd/system/
+/// minebox-node@.service`) runs `${NODE_BIN} $NODE_ARGS` from `/data/nodes/<coin>/
+/// minebox-node.env`, which the supervisor writes before each start; resource limits are
+/// set as unit properties (`systemctl set-property --runtime`), so nothing is written
+/// under /etc or /run and they vanish at reboot.
 pub struct SystemdBackend {
-    /// `/run/systemd/system` on the box: drop-ins there vanish at reboot, as they should.
-    pub drop_in_root: PathBuf,
     pub systemctl: Systemctl,
 }
 
@@ -175,39 +175,46 @@ pub fn unit_name(coin: &str) -> String {
     format!("minebox-node@{coin}.service")
 }
 
-/// The drop-in for one coin's unit: the exact command line and the resource limits.
-pub fn drop_in(launch: &Launch, resources: &Resources) -> String {
-    let quote = |s: &str| if s.contains(char::is_whitespace) { format!("\"{s}\"") } else { s.to_string() };
-    let cmd: Vec<String> =
-        std::iter::once(launch.program.as_str()).chain(launch.args.iter().map(String::as_str)).map(quote).collect();
-    format!(
-        "# Written by minebox-supervisor for {coin}; regenerated at every start.\n\
-         [Service]\n\
-         ExecStart=\n\
-         ExecStart={cmd}\n\
-         MemoryMax={mem}M\n\
-         CPUWeight={cpu}\n\
-         IOWeight={io}\n\
-         ReadWritePaths={data}\n",
-        coin = launch.coin,
-        cmd = cmd.join(" "),
-        mem = resources.memory_max_mib,
-        cpu = resources.cpu_weight,
-        io = resources.io_weight,
-        data = launch.data_dir.display(),
-    )
+/// The environment file the unit template reads: the node program and its arguments.
+pub fn env_file(launch: &Launch) -> Result<String, BackendError> {
+    if let Some(bad) = std::iter::once(&launch.program)
+        .chain(&launch.args)
+        .find(|a| a.contains(char::is_whitespace) || a.contains('"'))
+    {
+        return Err(BackendError::Write {
+            path: launch.data_dir.join("minebox-node.env").display().to_string(),
+            message: format!("argument {bad:?} has spaces or quotes, which the unit's $NODE_ARGS cannot carry"),
+        });
+    }
+    Ok(format!(
+        "# Written by minebox-supervisor before each start of {}.\nNODE_BIN={}\nNODE_ARGS={}\n",
+        unit_name(&launch.coin),
+        launch.program,
+        launch.args.join(" ")
+    ))
+}
+
+/// The unit properties that bound a node's resources.
+pub fn properties(r: &Resources) -> Vec<String> {
+    vec![
+        format!("MemoryMax={}M", r.memory_max_mib),
+        format!("CPUWeight={}", r.cpu_weight),
+        format!("IOWeight={}", r.io_weight),
+    ]
 }
 
 impl SystemdBackend {
     pub async fn start(&self, launch: &Launch, resources: &Resources) -> Result<Running, BackendError> {
         write_config(launch)?;
+        let env = launch.data_dir.join("minebox-node.env");
+        let tmp = env.with_extension("env.tmp");
+        std::fs::write(&tmp, env_file(launch)?)
+            .and_then(|_| std::fs::rename(&tmp, &env))
+            .map_err(|e| BackendError::Write { path: env.display().to_string(), message: e.to_string() })?;
         let unit = unit_name(&launch.coin);
-        let dir = self.drop_in_root.join(format!("{unit}.d"));
-        let path = dir.join("minebox.conf");
-        std::fs::create_dir_all(&dir)
-            .and_then(|_| std::fs::write(&path, drop_in(launch, resources)))
-            .map_err(|e| BackendError::Write { path: path.display().to_string(), message: e.to_string() })?;
-        self.systemctl.run(&["daemon-reload"]).await?;
+        let mut set = vec!["set-property".to_string(), "--runtime".to_string(), unit.clone()];
+        set.extend(properties(resources));
+        self.systemctl.run(&set.iter().map(String::as_str).collect::<Vec<_>>()).await?;
         self.systemctl.run(&["start", &unit]).await?;
         let pid = self.main_pid(&unit).await;
         let (exit_tx, exit_rx) = watch::channel(None);
@@ -289,34 +296,40 @@ mod tests {
     }
 
     #[test]
-    fn the_drop_in_carries_the_command_and_the_limits() {
+    fn the_unit_gets_the_command_and_the_limits() {
         let dir = tempfile::tempdir().unwrap();
-        let text = drop_in(&launch(dir.path()), &Resources { memory_max_mib: 2560, cpu_weight: 50, io_weight: 50 });
+        let text = env_file(&launch(dir.path())).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines.contains(&"[Service]"));
-        assert!(lines.contains(&"ExecStart="), "resets the template's ExecStart first");
-        assert!(lines
-            .contains(&"ExecStart=/usr/bin/bitcoind -datadir=/data/nodes/btc -conf=/data/nodes/btc/minebox-node.conf"));
-        assert!(lines.contains(&"MemoryMax=2560M"));
-        assert!(lines.contains(&"CPUWeight=50"));
-        assert!(lines.contains(&"IOWeight=50"));
+        assert!(lines.contains(&"NODE_BIN=/usr/bin/bitcoind"));
+        assert!(lines.contains(&"NODE_ARGS=-datadir=/data/nodes/btc -conf=/data/nodes/btc/minebox-node.conf"));
+        assert_eq!(
+            properties(&Resources { memory_max_mib: 2560, cpu_weight: 50, io_weight: 50 }),
+            vec!["MemoryMax=2560M", "CPUWeight=50", "IOWeight=50"]
+        );
+        let mut l = launch(dir.path());
+        l.args.push("-datadir=/path with space".into());
+        assert!(env_file(&l).unwrap_err().to_string().contains("spaces"));
     }
 
     #[tokio::test]
     async fn systemd_start_and_stop_go_through_systemctl() {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let b = SystemdBackend { drop_in_root: dir.path().join("run"), systemctl: Systemctl::Recorder(log.clone()) };
+        let b = SystemdBackend { systemctl: Systemctl::Recorder(log.clone()) };
         let r = b
             .start(&launch(dir.path()), &Resources { memory_max_mib: 1024, cpu_weight: 100, io_weight: 100 })
             .await
             .unwrap();
         assert_eq!(r.pid, Some(4242));
-        assert!(dir.path().join("run/minebox-node@btc.service.d/minebox.conf").exists());
+        let env = std::fs::read_to_string(dir.path().join("btc/minebox-node.env")).unwrap();
+        assert!(env.contains("NODE_BIN=/usr/bin/bitcoind"));
         assert!(dir.path().join("btc/minebox-node.conf").exists(), "node config written before start");
         r.stop(Duration::from_secs(1)).await;
         let calls: Vec<String> = log.lock().unwrap().iter().map(|c| c.join(" ")).collect();
-        assert_eq!(calls[0], "daemon-reload");
+        assert_eq!(
+            calls[0],
+            "set-property --runtime minebox-node@btc.service MemoryMax=1024M CPUWeight=100 IOWeight=100"
+        );
         assert_eq!(calls[1], "start minebox-node@btc.service");
         assert!(calls.contains(&"stop minebox-node@btc.service".to_string()), "{calls:?}");
     }

@@ -43,9 +43,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let backend_name = cli.backend.unwrap_or_else(|| format!("{:?}", settings.supervisor.backend).to_lowercase());
     let backend = match backend_name.as_str() {
-        "systemd" => {
-            Backend::Systemd(SystemdBackend { drop_in_root: "/run/systemd/system".into(), systemctl: Systemctl::Real })
-        }
+        "systemd" => Backend::Systemd(SystemdBackend { systemctl: Systemctl::Real }),
         "process" => Backend::Process(ProcessBackend),
         other => anyhow::bail!("--backend {other}: use systemd or process"),
     };

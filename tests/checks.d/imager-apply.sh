@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Raspberry Pi Imager's customisation, as Imager writes it (cloud-init user-data and
+# network-config on the first FAT partition), applied by the image's first-boot helper
+# into a scratch /data; then hostile values that must be refused.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+apply=$root/overlay/usr/libexec/minebox/imager-apply
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+fail() { echo "imager-apply: FAIL: $*" >&2; exit 1; }
+
+cat >"$work/user-data" <<'YAML'
+#cloud-config
+hostname: satoshi-box
+manage_etc_hosts: true
+packages:
+- avahi-daemon
+timezone: Europe/Berlin
+keyboard:
+  model: pc105
+  layout: "de"
+user:
+  name: alice
+  passwd: "$5$abc$0123456789abcdefABCDEF./"
+  lock_passwd: false
+ssh_pwauth: false
+users:
+- name: alice
+  groups: users,adm,dialout,audio,netdev,video,plugdev,cdrom,games,input,gpio,spi,i2c,render,sudo
+  shell: /bin/bash
+  lock_passwd: false
+  passwd: $5$abc$0123456789abcdefABCDEF./
+  ssh_authorized_keys:
+    - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBr0ken+key/only== alice@laptop
+  sudo: ALL=(ALL) NOPASSWD:ALL
+enable_ssh: true
+YAML
+cat >"$work/network-config" <<'YAML'
+network:
+  version: 2
+  wifis:
+    renderer: networkd
+    wlan0:
+      dhcp4: true
+      regulatory-domain: "DE"
+      access-points:
+        "Home Net 2.4":
+          password: "correct horse battery"
+      optional: true
+YAML
+data=$work/data
+bash -c "sh '$apply' '$work/user-data' '$work/network-config' '$data'" 2>/dev/null || fail "apply failed on Imager's own output"
+[ "$(cat "$data/etc/hostname")" = satoshi-box ] || fail "hostname"
+[ "$(readlink "$data/etc/localtime")" = /usr/share/zoneinfo/Europe/Berlin ] || fail "time zone"
+grep -qx 'KEYMAP=de' "$data/etc/vconsole.conf" || fail "keyboard"
+# shellcheck disable=SC2016 # a literal crypt hash
+python3 -c 'import json,sys; u=json.load(open(sys.argv[1])); assert u["userName"]=="alice" and u["privileged"]["hashedPassword"]==["$5$abc$0123456789abcdefABCDEF./"], u' \
+  "$data/etc/userdb/alice.user" || fail "user record"
+grep -q '^ssh-ed25519 AAAA' "$data/etc/ssh/authorized_keys/alice" || fail "ssh key"
+[ -e "$data/minebox/ssh-enabled" ] || fail "enable_ssh"
+wpa=$data/etc/wpa_supplicant/wpa_supplicant-wlan0.conf
+grep -qx 'country=DE' "$wpa" || fail "wifi country"
+grep -qx "	ssid=$(printf 'Home Net 2.4' | od -An -tx1 | tr -d ' \n')" "$wpa" || fail "wifi ssid: $(cat "$wpa")"
+grep -qx '	psk="correct horse battery"' "$wpa" || fail "wifi psk"
+
+# Hostile input: injection through the user name or the hash is refused, not written.
+sed 's/^- name: alice/- name: "root"/' "$work/user-data" >"$work/ud-root"
+if sh "$apply" "$work/ud-root" /nonexistent "$work/d2" 2>/dev/null; then fail "accepted user root"; fi
+# shellcheck disable=SC2016 # a literal hostile hash
+sed 's/^  passwd: .*/  passwd: "$5$x\\",\\"uid\\":0"/' "$work/user-data" >"$work/ud-inject"
+if sh "$apply" "$work/ud-inject" /nonexistent "$work/d3" 2>/dev/null; then fail "accepted a JSON-injecting hash"; fi
+[ ! -e "$work/d3/etc/userdb/alice.user" ] || fail "wrote a user record from a hostile hash"
+sed 's/^hostname: .*/hostname: "x; rm -rf \/"/' "$work/user-data" >"$work/ud-host"
+sh "$apply" "$work/ud-host" /nonexistent "$work/d4" 2>/dev/null
+[ ! -e "$work/d4/etc/hostname" ] || fail "wrote a hostile host name"
+echo "imager-apply: ok (hostname, user+hash+key, ssh, Wi-Fi, time zone, keyboard; hostile values refused)"
