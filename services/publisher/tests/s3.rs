@@ -32,12 +32,12 @@ fn noise(n: usize, seed: u64) -> Vec<u8> {
 #[tokio::test]
 async fn publish_upload_to_s3_and_install_from_the_bucket() {
     let port = free_port();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+    let child = Command::new("python3")
+        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("moto_server installed (scripts/setup)");
+        .expect("python3 with moto[server] (scripts/setup)");
     let _moto = Moto(child);
     let endpoint = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
