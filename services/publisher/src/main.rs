@@ -1,6 +1,5 @@
 //! `minebox-publisher`: make, sign and check MineBox snapshots.
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use minebox_publisher::{keys, publish, verify};
 use minebox_snapshot::manifest::Kind;
@@ -130,14 +129,7 @@ fn main() -> anyhow::Result<()> {
             );
         }
         Cmd::Verify { dir, pubkeys } => {
-            let keys: Vec<PublicKey> = pubkeys
-                .iter()
-                .map(|p| {
-                    std::fs::read_to_string(p)
-                        .with_context(|| format!("{}", p.display()))
-                        .and_then(|t| Ok(PublicKey::from_file(&t)?))
-                })
-                .collect::<anyhow::Result<_>>()?;
+            let keys = PublicKey::read_all(&pubkeys)?;
             let m = verify::verify(&dir, &keys)?;
             println!(
                 "ok: {} {} height {} version {}, {} chunks verified",

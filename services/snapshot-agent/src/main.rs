@@ -1,6 +1,5 @@
 //! `minebox-snapshot-agent install ...`: install a snapshot, serving progress on a local API.
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use minebox_snapshot::minisign::PublicKey;
 use minebox_snapshot_agent::install::{self, Options};
@@ -64,14 +63,7 @@ async fn main() -> anyhow::Result<()> {
         node_url,
         node_cookie,
     } = Cli::parse().command;
-    let keys: Vec<PublicKey> = pubkeys
-        .iter()
-        .map(|p| {
-            std::fs::read_to_string(p)
-                .with_context(|| format!("{}", p.display()))
-                .and_then(|t| Ok(PublicKey::from_file(&t)?))
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let keys = PublicKey::read_all(&pubkeys)?;
     let progress = SharedProgress::default();
     if let Some(addr) = api {
         let p = progress.clone();

@@ -121,6 +121,21 @@ impl PublicKey {
         format!("untrusted comment: minisign public key {}\n{}\n", self.id, B64.encode(blob))
     }
 
+    /// Reads pinned keys from their files (e.g. every `/etc/minebox/keys/*.pub`).
+    pub fn read_all(paths: &[std::path::PathBuf]) -> Result<Vec<PublicKey>, SignError> {
+        paths
+            .iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(p).map_err(|e| SignError::Malformed {
+                    what: "public key file",
+                    why: format!("{}: {e}", p.display()),
+                })?;
+                PublicKey::from_file(&text)
+                    .map_err(|e| SignError::Malformed { what: "public key file", why: format!("{}: {e}", p.display()) })
+            })
+            .collect()
+    }
+
     pub fn from_file(text: &str) -> Result<PublicKey, SignError> {
         let line = text
             .lines()
