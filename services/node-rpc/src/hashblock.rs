@@ -36,12 +36,38 @@ pub async fn forward(endpoint: &str, out: mpsc::Sender<BlockHash>, shutdown: Can
 }
 
 /// [`forward`] with another silence limit (tests use a short one).
+///
+/// The subscription runs in a task of its own that is restarted if it panics: the `zeromq`
+/// 0.4 SUB socket panics (`todo!`) on message kinds it does not implement, and a lost ZMQ
+/// feed must cost only latency (the work feed still polls), never the feed itself.
 pub async fn forward_with(
     endpoint: &str,
     out: mpsc::Sender<BlockHash>,
     shutdown: CancellationToken,
     resubscribe_after: Duration,
 ) {
+    loop {
+        let task = tokio::spawn(subscribe_loop(endpoint.to_string(), out.clone(), shutdown.clone(), resubscribe_after));
+        match task.await {
+            Err(e) if e.is_panic() => {
+                tracing::error!(endpoint, "ZMQ subscriber crashed; restarting it");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
+async fn subscribe_loop(
+    endpoint: String,
+    out: mpsc::Sender<BlockHash>,
+    shutdown: CancellationToken,
+    resubscribe_after: Duration,
+) {
+    let endpoint = endpoint.as_str();
     let mut backoff = Duration::from_millis(500);
     loop {
         let mut socket = zeromq::SubSocket::new();
