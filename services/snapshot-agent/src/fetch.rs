@@ -58,6 +58,35 @@ impl Fetcher {
         tokio::time::sleep(Duration::from_millis(200u64 << attempt.min(6))).await;
     }
 
+    /// Sends one request. `Ok(None)`: worth another try (why is left in `last`); a missing
+    /// file or a refusal is final. A 416 is passed through for the resuming caller.
+    async fn attempt(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+        last: &mut String,
+    ) -> Result<Option<reqwest::Response>, AgentError> {
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                *last = e.to_string();
+                return Ok(None);
+            }
+        };
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(AgentError::NotFound { url: url.to_string() });
+        }
+        if transient(status) {
+            *last = format!("HTTP {status}");
+            return Ok(None);
+        }
+        if !status.is_success() && status != reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
+            return Err(AgentError::Http { url: url.to_string(), status: status.as_u16() });
+        }
+        Ok(Some(resp))
+    }
+
     /// A whole small document (manifest, signature, index), at most `limit` bytes.
     pub async fn document(&self, rel: &str, limit: u64) -> Result<Vec<u8>, AgentError> {
         let url = self.url(rel);
@@ -66,23 +95,9 @@ impl Fetcher {
             if attempt > 0 {
                 Self::backoff(attempt).await;
             }
-            let resp = match self.http.get(&url).send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    last = e.to_string();
-                    continue;
-                }
-            };
-            let status = resp.status();
-            if status == reqwest::StatusCode::NOT_FOUND {
-                return Err(AgentError::NotFound { url });
-            }
-            if transient(status) {
-                last = format!("HTTP {status}");
-                continue;
-            }
-            if !status.is_success() {
-                return Err(AgentError::Http { url, status: status.as_u16() });
+            let Some(resp) = self.attempt(self.http.get(&url), &url, &mut last).await? else { continue };
+            if !resp.status().is_success() {
+                return Err(AgentError::Http { url, status: resp.status().as_u16() });
             }
             let mut body = Vec::new();
             let mut stream = resp.bytes_stream();
@@ -130,27 +145,11 @@ impl Fetcher {
                     req = req.header("If-Range", e.trim());
                 }
             }
-            let resp = match req.send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    last = e.to_string();
-                    continue;
-                }
-            };
+            let Some(resp) = self.attempt(req, &url, &mut last).await? else { continue };
             let status = resp.status();
-            if status == reqwest::StatusCode::NOT_FOUND {
-                return Err(AgentError::NotFound { url });
-            }
-            if transient(status) {
-                last = format!("HTTP {status}");
-                continue;
-            }
             if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
                 // What we have is already complete (or garbage): let the caller verify it.
                 return Ok(());
-            }
-            if !status.is_success() {
-                return Err(AgentError::Http { url, status: status.as_u16() });
             }
             let append = status == reqwest::StatusCode::PARTIAL_CONTENT;
             if let Some(e) = resp.headers().get("etag").and_then(|v| v.to_str().ok()) {

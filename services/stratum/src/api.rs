@@ -4,6 +4,7 @@
 
 use crate::event::Event;
 use crate::pool::{LiveMiner, Pool};
+use crate::stats::unix_now;
 use crate::stats::{Registry, WorkerStats};
 use crate::store::{BlockRecord, Store};
 use crate::work::{NodeStatus, SharedNodeStatus};
@@ -73,10 +74,6 @@ struct WorkerView {
     hashrate: Hashrates,
 }
 
-fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
 fn hashrates(w: &WorkerStats, t: f64) -> Hashrates {
     let [m1, h1, d1] = w.rates.hashrates(t);
     Hashrates { m1, h1, d1 }
@@ -95,7 +92,7 @@ pub fn router(state: ApiState) -> Router {
 }
 
 async fn status(State(s): State<ApiState>) -> Json<Vec<CoinStatus>> {
-    let t = now();
+    let t = unix_now();
     let workers = s.stats.snapshot();
     let out = s
         .coins
@@ -142,7 +139,7 @@ struct CoinFilter {
 }
 
 async fn workers(State(s): State<ApiState>, Query(q): Query<CoinFilter>) -> Json<Vec<WorkerView>> {
-    let t = now();
+    let t = unix_now();
     let mut out: Vec<WorkerView> = s
         .stats
         .snapshot()
@@ -199,7 +196,7 @@ struct HashrateQuery {
 
 async fn hashrate(State(s): State<ApiState>, Query(q): Query<HashrateQuery>) -> impl IntoResponse {
     let store = s.store.clone();
-    let since = q.since.unwrap_or(now() as i64 - 86_400);
+    let since = q.since.unwrap_or(unix_now() as i64 - 86_400);
     match tokio::task::spawn_blocking(move || store.hashrate_history(&q.coin, q.worker.as_deref(), since))
         .await
         .expect("store task")

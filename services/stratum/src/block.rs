@@ -9,6 +9,7 @@
 
 use crate::event::Event;
 use crate::session::FoundBlock;
+use crate::stats::unix_now;
 use crate::store::{BlockRecord, BlockStatus, Store};
 use bitcoin::consensus::encode::{serialize, VarInt};
 use minebox_node_rpc::{NodeClient, RpcError, SubmitResult};
@@ -38,10 +39,6 @@ pub struct BlockDesk {
     pub node: NodeClient,
     pub store: Store,
     pub events: broadcast::Sender<Event>,
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 impl BlockDesk {
@@ -90,7 +87,7 @@ impl BlockDesk {
             reward_sats: template.coinbase_value.to_sat(),
             share_difficulty: found.hashed.difficulty,
             network_difficulty: template.network_difficulty(),
-            found_at: unix_now(),
+            found_at: unix_now() as i64,
             status: BlockStatus::Submitting,
             detail: String::new(),
             confirmations: 0,

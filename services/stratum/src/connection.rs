@@ -8,11 +8,12 @@
 use crate::pool::{LiveMiner, Pool};
 use crate::protocol::{self, ErrorCode, Rejection, MAX_LINE_BYTES};
 use crate::session::Session;
+use crate::stats::unix_now;
 use futures::StreamExt;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
@@ -78,10 +79,6 @@ impl TokenBucket {
             false
         }
     }
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 /// Why a connection ended, for the log line.

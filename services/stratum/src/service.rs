@@ -203,10 +203,7 @@ async fn flush_stats(stats: Arc<Registry>, store: Store, every: Duration, shutdo
         let dirty = stats.take_dirty();
         if !dirty.is_empty() {
             let store = store.clone();
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0);
+            let now = crate::stats::unix_now() as i64;
             let n = dirty.len();
             match tokio::task::spawn_blocking(move || store.save_workers(&dirty, now).map_err(|e| (e, dirty))).await {
                 Ok(Ok(())) => tracing::debug!(workers = n, "statistics written"),

@@ -10,6 +10,7 @@
 //! retries with backoff and publishes fresh work the moment the node answers again.
 
 use crate::job::{Template, TemplateParts};
+use crate::stats::unix_now;
 use bitcoin::hashes::Hash;
 use bitcoin::{Amount, BlockHash};
 use minebox_node_rpc::{BlockTemplate, NodeClient, RpcError};
@@ -59,10 +60,6 @@ pub struct WorkFeed {
     pub events: broadcast::Sender<Event>,
     /// Nudges from the supervisor ("node started", "node synced"): fetch work now.
     pub kick: mpsc::Receiver<()>,
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// Converts the node's template into the server's, keeping only what mining needs.
@@ -176,7 +173,7 @@ impl WorkFeed {
         s.last_error = None;
         s.height = Some(template.height);
         s.best_hash = Some(template.prev_hash.to_string());
-        s.template_at = Some(unix_now());
+        s.template_at = Some(unix_now() as i64);
         s.template_transactions = template.transactions.len();
         s.template_fees_sats = raw.transactions.iter().map(|t| t.fee.unwrap_or(0)).sum();
         s.coinbase_value_sats = template.coinbase_value.to_sat();
