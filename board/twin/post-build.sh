@@ -21,8 +21,10 @@ ln -sfn /dev/null "$target/etc/systemd/system/serial-getty@ttyS0.service"
 wants sysinit.target.wants /etc/systemd/system/minebox-twin-bootinfo.service
 wants multi-user.target.wants /etc/systemd/system/minebox-twin-testshell.service
 
+# See board/rpi5/post-build.sh: the snapshot agent has no daemon mode yet.
+rm -f "$target/etc/systemd/system/multi-user.target.wants/minebox-snapshot-agent.service"
 # Units of services not built (yet) would only fail: enable only what is there.
-for u in minebox-stratum minebox-supervisor minebox-snapshot-agent minebox-status minebox-updater; do
+for u in minebox-stratum minebox-supervisor minebox-status minebox-updater; do
 	if [ ! -x "$target/usr/bin/$u" ]; then
 		echo "twin post-build: no /usr/bin/$u, $u.service not enabled" >&2
 		rm -f "$target/etc/systemd/system/multi-user.target.wants/$u.service"
@@ -30,3 +32,6 @@ for u in minebox-stratum minebox-supervisor minebox-snapshot-agent minebox-statu
 done
 
 echo minebox >"$target/etc/hostname"
+# The service users and groups (sysusers.d/minebox.conf), made now: on the read-only root
+# systemd-sysusers cannot add them at boot. (Buildroot does the same for the Pi.)
+chroot "$target" systemd-sysusers
