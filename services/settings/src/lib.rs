@@ -41,6 +41,7 @@ struct FileSettings {
     snapshots: Option<FileSnapshots>,
     updates: Option<FileUpdates>,
     notify: Option<FileNotify>,
+    status: Option<FileStatus>,
     coins: BTreeMap<String, FileCoin>,
 }
 
@@ -73,12 +74,14 @@ struct FileSupervisor {
 struct FileSnapshots {
     enabled: Option<bool>,
     url: Option<String>,
+    api: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize, Clone)]
 #[serde(default, deny_unknown_fields)]
 struct FileUpdates {
     channel: Option<String>,
+    api: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize, Clone)]
@@ -86,6 +89,14 @@ struct FileUpdates {
 struct FileNotify {
     webhook: Option<String>,
     ntfy: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(default, deny_unknown_fields)]
+struct FileStatus {
+    listen: Option<String>,
+    accounts: Option<PathBuf>,
+    apply: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize, Clone)]
@@ -120,6 +131,7 @@ pub struct Settings {
     pub snapshots: SnapshotSettings,
     pub updates: UpdateSettings,
     pub notify: NotifySettings,
+    pub status: StatusSettings,
     pub coins: BTreeMap<String, CoinSettings>,
 }
 
@@ -155,17 +167,33 @@ pub struct SupervisorSettings {
 pub struct SnapshotSettings {
     pub enabled: bool,
     pub url: String,
+    /// The snapshot agent's local API (available snapshots, install, progress).
+    pub api: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UpdateSettings {
     pub channel: String,
+    /// The updater's local API (state, progress, history).
+    pub api: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NotifySettings {
     pub webhook: String,
     pub ntfy: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusSettings {
+    /// Where the status page listens: the LAN on the box, localhost in development.
+    pub listen: String,
+    /// The admin and viewer password hashes; the recovery console deletes this file to
+    /// let the next visitor set a new admin password.
+    pub accounts: PathBuf,
+    /// What runs after the status page saved a settings change, so services read it
+    /// (empty: nothing; the page then says a restart is needed).
+    pub apply: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -331,9 +359,18 @@ fn resolve(src: &Source, registry: &Registry) -> Result<Settings, SettingsError>
             disk_reserve_mib: get!(supervisor.disk_reserve_mib),
             stall_after_secs: get!(supervisor.stall_after_secs),
         },
-        snapshots: SnapshotSettings { enabled: get!(snapshots.enabled), url: get!(snapshots.url) },
-        updates: UpdateSettings { channel: get!(updates.channel) },
+        snapshots: SnapshotSettings {
+            enabled: get!(snapshots.enabled),
+            url: get!(snapshots.url),
+            api: get!(snapshots.api),
+        },
+        updates: UpdateSettings { channel: get!(updates.channel), api: get!(updates.api) },
         notify: NotifySettings { webhook: get!(notify.webhook), ntfy: get!(notify.ntfy) },
+        status: StatusSettings {
+            listen: get!(status.listen),
+            accounts: get!(status.accounts),
+            apply: get!(status.apply),
+        },
         coins: BTreeMap::new(),
     };
     if settings.stratum.coinbase_tag.len() > 40 {
