@@ -135,13 +135,22 @@ impl Updater {
             .build()?;
         let (tx, rx) = mpsc::channel(8);
         let handle = Handle { commands: tx, status: status_rx, records: records.clone(), config: cfg.clone() };
-        let u = Updater { cfg, rauc, client, records, status, compatible, running, slot, trial, reboot_pending: false };
+        let mut u =
+            Updater { cfg, rauc, client, records, status, compatible, running, slot, trial, reboot_pending: false };
+        // Settled before the API answers, so nobody reads a status from before the boot
+        // was judged (a trial's health check, which takes long, runs in the worker).
+        if !u.trial {
+            u.after_normal_boot().await;
+        }
         Ok((u, handle, rx))
     }
 
     /// Runs until the command channel closes (the daemon stops).
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        self.after_boot().await;
+        if self.trial {
+            let attempt = self.records.attempt();
+            self.verify_trial(attempt).await;
+        }
         let mut next_check = tokio::time::Instant::now();
         if self.state() != State::Rebooting && self.records.attempt().is_none() {
             self.usb_at_startup().await;
@@ -236,14 +245,10 @@ impl Updater {
         }
     }
 
-    /// After a boot: judge a trial, or notice that the last one was rolled back.
-    async fn after_boot(&mut self) {
-        let attempt = self.records.attempt();
-        if self.trial {
-            self.verify_trial(attempt).await;
-            return;
-        }
-        let Some(a) = attempt else { return self.rest() };
+    /// After a normal boot: notice a trial that was rolled back, or an installed update
+    /// still waiting for its trial.
+    async fn after_normal_boot(&mut self) {
+        let Some(a) = self.records.attempt() else { return self.rest() };
         match a.phase {
             Phase::Installed if a.version != self.running => {
                 // Installed before a restart but not yet tried: still armed, wait again.
@@ -339,7 +344,14 @@ impl Updater {
             Err(e) => {
                 self.set(|s| s.available = None);
                 let message = e.to_string();
-                self.fail(&message);
+                if self.reboot_pending {
+                    // An installed update still waits: that stays the state.
+                    tracing::warn!("{message}");
+                    self.rest();
+                    self.set(|s| s.error = Some(message.clone()));
+                } else {
+                    self.fail(&message);
+                }
                 Err(message)
             }
         }

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(version, about = "Write and sign a MineBox update channel manifest")]
+#[command(name = "minebox-update-manifest", about = "Write and sign a MineBox update channel manifest")]
 struct Cli {
     /// The .raucb bundle (its size and SHA-256 go into the manifest).
     #[arg(long)]
