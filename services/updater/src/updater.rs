@@ -331,7 +331,9 @@ impl Updater {
             let url = self.cfg.manifest_url_for(&self.compatible);
             let m = Manifest::fetch(&self.client, &url, &keys).await?;
             let newer = m.applies(&self.compatible, &self.running, self.cfg.max_bundle_bytes)?;
-            Ok::<_, manifest::ManifestError>(newer.then_some(m))
+            // Already installed and waiting for its trial: nothing new on offer.
+            let pending = self.status.borrow().pending.clone();
+            Ok::<_, manifest::ManifestError>((newer && pending.as_deref() != Some(&m.version)).then_some(m))
         }
         .await;
         match r {
@@ -358,10 +360,10 @@ impl Updater {
     }
 
     async fn periodic(&mut self) {
-        let Ok(Some(m)) = self.check().await else { return };
-        let pending = self.status.borrow().pending.clone();
-        if self.cfg.auto_install && pending.as_deref() != Some(m.version.as_str()) {
-            let _ = self.install(Source::Available, Reboot::Window).await;
+        if let Ok(Some(_)) = self.check().await {
+            if self.cfg.auto_install {
+                let _ = self.install(Source::Available, Reboot::Window).await;
+            }
         }
     }
 
@@ -381,6 +383,15 @@ impl Updater {
     /// Gets the bundle, has RAUC check and install it, records the attempt, then
     /// reboots now or arms the window.
     async fn install(&mut self, source: Source, reboot: Reboot) -> Result<(), String> {
+        let nothing_new = self.status.borrow().available.is_none();
+        if matches!(source, Source::Available) && nothing_new && self.reboot_pending && reboot == Reboot::Now {
+            // "Install now" while an installed update waits for the window: reboot into it.
+            self.trial_reboot().await;
+            return match self.state() {
+                State::Failed => Err(self.status.borrow().error.clone().unwrap_or_default()),
+                _ => Ok(()),
+            };
+        }
         match self.install_inner(source).await {
             Ok(version) => {
                 tracing::info!(%version, "installed into the other slot; armed for a trial boot");

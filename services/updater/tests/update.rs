@@ -219,31 +219,48 @@ async fn a_killed_download_resumes_where_it_stopped() {
     // Served slowly (nginx limit_rate) so the updater can be killed in the middle.
     let b = rig.bundle("2.0", "release", 4);
     rig.publish(&b, "2.0", "slow");
-    rig.start();
-    assert_eq!(rig.post("/api/v1/update/check", None).await.0, 200);
-    let api = rig.url("/api/v1/update/install");
-    let install = tokio::spawn(async move { reqwest::Client::new().post(api).send().await });
-    let s = rig.wait_status("part of the download", |s| s["progress"]["done"].as_u64().unwrap_or(0) > 256 * 1024).await;
-    assert_eq!(s["state"], "downloading");
-    rig.stop("KILL");
-    let _ = install.await;
-    let partial = std::fs::read_dir(rig.path("state/downloads")).unwrap().next().unwrap().unwrap();
-    let kept = partial.metadata().unwrap().len();
-    assert!(partial.file_name().to_string_lossy().ends_with(".partial") && kept > 0);
+    let size = std::fs::metadata(&b).unwrap().len();
+    // Stopped twice in the middle: by systemd (SIGTERM, a clean exit) and by a crash (SIGKILL).
+    let mut kept = Vec::new();
+    for sig in ["TERM", "KILL"] {
+        rig.start();
+        assert_eq!(rig.post("/api/v1/update/check", None).await.0, 200);
+        let api = rig.url("/api/v1/update/install");
+        let install = tokio::spawn(async move { reqwest::Client::new().post(api).send().await });
+        let before = kept.last().copied().unwrap_or(0);
+        let s = rig
+            .wait_status("more of the download", |s| s["progress"]["done"].as_u64().unwrap_or(0) > before + 256 * 1024)
+            .await;
+        assert_eq!(s["state"], "downloading");
+        assert_eq!(s["progress"]["total"], size);
+        let exit = rig.stop(sig).unwrap();
+        if sig == "TERM" {
+            assert!(exit.success(), "a clean exit on SIGTERM: {exit}");
+        }
+        let _ = install.await;
+        let partial = std::fs::read_dir(rig.path("state/downloads")).unwrap().next().unwrap().unwrap();
+        assert!(partial.file_name().to_string_lossy().ends_with(".partial"));
+        kept.push(partial.metadata().unwrap().len());
+    }
+    assert!(kept[0] > 0 && kept[1] > kept[0], "{kept:?}");
 
     rig.start();
     assert_eq!(rig.post("/api/v1/update/check", None).await.0, 200);
     let (code, s) = rig.post("/api/v1/update/install", None).await;
     assert_eq!(code, 200, "{s}");
     assert_firmware(&rig, 2, 3);
-    // The second request asked only for the rest.
+    // Each later request asked only for the rest, from where the file on disk ended.
     let log = rig.access_log();
-    let resumed: Vec<&str> = log.lines().filter(|l| l.starts_with("/slow/") && l.contains(" 206 ")).collect();
-    assert_eq!(resumed.len(), 1, "{log}");
-    let from: u64 = resumed[0].split("range=bytes=").nth(1).unwrap().split('-').next().unwrap().parse().unwrap();
-    assert!(from >= kept, "resumed at {from}, {kept} bytes were on disk: {log}");
-    let sent: u64 = resumed[0].split("sent=").nth(1).unwrap().trim().parse().unwrap();
-    assert_eq!(sent, std::fs::metadata(&b).unwrap().len() - from, "{log}");
+    let requests: Vec<&str> = log.lines().filter(|l| l.starts_with("/slow/")).collect();
+    assert_eq!(requests.len(), 3, "{log}");
+    assert!(requests[0].contains(" 200 range=- "), "{log}");
+    for (line, kept) in requests[1..].iter().zip(&kept) {
+        assert!(line.contains(" 206 "), "{log}");
+        let from: u64 = line.split("range=bytes=").nth(1).unwrap().split('-').next().unwrap().parse().unwrap();
+        assert_eq!(from, *kept, "resumed where the file on disk ended: {log}");
+    }
+    let sent: u64 = requests[2].split("sent=").nth(1).unwrap().trim().parse().unwrap();
+    assert_eq!(sent, size - kept[1], "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -311,4 +328,89 @@ async fn the_running_version_and_another_board_are_not_installed() {
     let (code, s) = rig.post("/api/v1/update/check", None).await;
     assert_eq!(code, 422);
     assert!(s["error"].as_str().unwrap().contains("this box is \"minebox-rpi5\""), "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_auto_install_the_box_updates_itself_and_a_usb_stick_is_used_at_startup() {
+    let Some(mut rig) = Rig::new() else { return };
+    let b = rig.bundle("2.0", "release", 1);
+    rig.publish(&b, "2.0", "bundles");
+    rig.options.auto_install = true;
+    // The first check runs at startup; the window is "any", so it reboots at once.
+    rig.start();
+    let s = rig.wait_status("the trial reboot", |s| s["state"] == "rebooting").await;
+    assert_eq!(s["current"]["version"], "1.0");
+    assert_eq!(rig.reboots(), ["0 tryboot"]);
+    assert_firmware(&rig, 2, 3);
+
+    // A stick with a bundle, present when the box starts (a normal boot of A after the
+    // trial never happened, e.g. power lost before it): installed once, not at every boot.
+    rig.stop("TERM");
+    std::fs::remove_file(rig.path("state/attempt.json")).unwrap();
+    std::fs::remove_file(rig.manifest_path()).unwrap();
+    std::fs::copy(rig.bundle("3.0", "release", 1), rig.path("usb/minebox-3.0.raucb")).unwrap();
+    rig.start();
+    let s = rig.wait_status("the USB install", |s| s["state"] == "rebooting").await;
+    assert_eq!(rig.reboots(), ["0 tryboot", "0 tryboot"], "{s}");
+    assert!(std::fs::read_to_string(rig.path("state/attempt.json")).unwrap().contains("\"3.0\""));
+    rig.stop("TERM");
+    std::fs::remove_file(rig.path("state/attempt.json")).unwrap();
+    rig.start();
+    // The worker looks at the stick before its first check, which fails (no manifest now).
+    let s = rig.wait_status("the first check", |s| s["state"] == "failed").await;
+    assert!(s["error"].as_str().unwrap().contains("404"), "{s}");
+    assert_eq!(rig.reboots().len(), 2, "the same stick is not installed again: {s}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_larger_than_allowed_is_refused_and_deleted() {
+    let Some(mut rig) = Rig::new() else { return };
+    rig.options.max_bundle_mib = 1;
+    rig.start();
+    let b = rig.bundle("2.0", "release", 2);
+    let r = reqwest::Client::new()
+        .post(rig.url("/api/v1/update/upload"))
+        .header("content-type", "application/octet-stream")
+        .body(std::fs::read(&b).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let s: Value = r.json().await.unwrap();
+    assert!(s["error"].as_str().unwrap().contains("larger than 1048576 bytes"), "{s}");
+    assert!(!rig.path("state/uploads/upload.raucb").exists());
+    assert_firmware(&rig, 2, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_health_command_reports_each_check_and_exits_nonzero_when_unhealthy() {
+    let Some(mut rig) = Rig::new() else { return };
+    rig.start();
+    let health = |rig: &Rig| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_minebox-updater"))
+            .arg("health")
+            .arg("--config")
+            .arg(rig.path("minebox.toml"))
+            .output()
+            .unwrap();
+        (out.status.success(), serde_json::from_slice::<Value>(&out.stdout).unwrap())
+    };
+    rig.stratum_up(true);
+    let (ok, report) = health(&rig);
+    assert!(ok, "{report:#}");
+    assert_eq!(report["healthy"], true);
+    let names: Vec<&str> = report["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, [format!("stratum 127.0.0.1:{}", rig.stratum_port).as_str(), "status page", "supervisor nodes"]);
+    rig.stratum_up(false);
+    std::fs::remove_file(rig.path("www/api/v1/nodes")).unwrap();
+    let (ok, report) = health(&rig);
+    assert!(!ok);
+    let failed: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, [format!("stratum 127.0.0.1:{}", rig.stratum_port).as_str(), "supervisor nodes"]);
 }

@@ -46,11 +46,12 @@ pub struct Options {
     pub window: String,
     pub health_timeout_secs: u64,
     pub auto_install: bool,
+    pub max_bundle_mib: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { window: "any".into(), health_timeout_secs: 60, auto_install: false }
+        Options { window: "any".into(), health_timeout_secs: 60, auto_install: false, max_bundle_mib: 64 }
     }
 }
 
@@ -344,6 +345,7 @@ reboot_window = "{window}"
 api = "127.0.0.1:{api}"
 health_timeout_secs = {timeout}
 health_units = []
+max_bundle_mib = {max_mib}
 status_url = "http://127.0.0.1:{ng}/status"
 usb_dir = "{w}/usb"
 state_dir = "{w}/state"
@@ -360,6 +362,7 @@ rollback_command = ["{w}/reboot-double", "normal"]
             auto = o.auto_install,
             window = o.window,
             timeout = o.health_timeout_secs,
+            max_mib = o.max_bundle_mib,
         );
         std::fs::write(self.path("minebox.toml"), text).unwrap();
     }
@@ -386,11 +389,10 @@ rollback_command = ["{w}/reboot-double", "normal"]
     }
 
     /// Stops the updater: SIGTERM (clean) or SIGKILL (a crash or power cut).
-    pub fn stop(&mut self, sig: &str) {
-        if let Some(mut c) = self.daemon.take() {
-            signal(&c, sig);
-            let _ = c.wait();
-        }
+    pub fn stop(&mut self, sig: &str) -> Option<std::process::ExitStatus> {
+        let mut c = self.daemon.take()?;
+        signal(&c, sig);
+        c.wait().ok()
     }
 
     /// Simulates the reboot the double recorded: the updater and RAUC start again with
