@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::download::{self, Expected};
 use crate::health::HealthCheck;
 use crate::manifest::{self, Manifest};
-use crate::rauc::Rauc;
+use crate::rauc::{self, Rauc};
 use crate::record::{now, Attempt, HistoryEntry, Outcome, Phase, Records};
 use crate::status::{Current, Progress, State, Status};
 use std::path::{Path, PathBuf};
@@ -586,5 +586,3 @@ fn file_identity(p: &Path) -> String {
         .unwrap_or(0);
     format!("{} {size} {mtime}", p.display())
 }
-
-use crate::rauc;
