@@ -41,6 +41,7 @@ struct FileSettings {
     snapshots: Option<FileSnapshots>,
     updates: Option<FileUpdates>,
     notify: Option<FileNotify>,
+    status: Option<FileStatus>,
     coins: BTreeMap<String, FileCoin>,
 }
 
@@ -73,6 +74,7 @@ struct FileSupervisor {
 struct FileSnapshots {
     enabled: Option<bool>,
     url: Option<String>,
+    api: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize, Clone)]
@@ -108,6 +110,14 @@ struct FileNotify {
 
 #[derive(Debug, Default, Deserialize, Serialize, Clone)]
 #[serde(default, deny_unknown_fields)]
+struct FileStatus {
+    listen: Option<String>,
+    accounts: Option<PathBuf>,
+    apply: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(default, deny_unknown_fields)]
 struct FileCoin {
     enabled: Option<bool>,
     network: Option<String>,
@@ -138,6 +148,7 @@ pub struct Settings {
     pub snapshots: SnapshotSettings,
     pub updates: UpdateSettings,
     pub notify: NotifySettings,
+    pub status: StatusSettings,
     pub coins: BTreeMap<String, CoinSettings>,
 }
 
@@ -173,6 +184,8 @@ pub struct SupervisorSettings {
 pub struct SnapshotSettings {
     pub enabled: bool,
     pub url: String,
+    /// The snapshot agent's local API (available snapshots, install, progress).
+    pub api: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -213,6 +226,18 @@ pub struct UpdateSettings {
 pub struct NotifySettings {
     pub webhook: String,
     pub ntfy: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusSettings {
+    /// Where the status page listens: the LAN on the box, localhost in development.
+    pub listen: String,
+    /// The admin and viewer password hashes; the recovery console deletes this file to
+    /// let the next visitor set a new admin password.
+    pub accounts: PathBuf,
+    /// What runs after the status page saved a settings change, so services read it
+    /// (empty: nothing; the page then says a restart is needed).
+    pub apply: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -378,7 +403,11 @@ fn resolve(src: &Source, registry: &Registry) -> Result<Settings, SettingsError>
             disk_reserve_mib: get!(supervisor.disk_reserve_mib),
             stall_after_secs: get!(supervisor.stall_after_secs),
         },
-        snapshots: SnapshotSettings { enabled: get!(snapshots.enabled), url: get!(snapshots.url) },
+        snapshots: SnapshotSettings {
+            enabled: get!(snapshots.enabled),
+            url: get!(snapshots.url),
+            api: get!(snapshots.api),
+        },
         updates: UpdateSettings {
             channel: get!(updates.channel),
             manifest_url: get!(updates.manifest_url),
@@ -401,6 +430,11 @@ fn resolve(src: &Source, registry: &Registry) -> Result<Settings, SettingsError>
             rollback_command: get!(updates.rollback_command),
         },
         notify: NotifySettings { webhook: get!(notify.webhook), ntfy: get!(notify.ntfy) },
+        status: StatusSettings {
+            listen: get!(status.listen),
+            accounts: get!(status.accounts),
+            apply: get!(status.apply),
+        },
         coins: BTreeMap::new(),
     };
     if settings.stratum.coinbase_tag.len() > 40 {
