@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The status page against the real local stack (scripts/run-local --debug: bcoin regtest
 # under the supervisor, the stratum server with simulated Bitaxes, the snapshot agent, the
-# status service):
+# updater and the status service):
 #  1. end to end in real headless Chromium (tests/e2e/status.mjs): first-visit setup, live
 #     numbers, every page, a setting round trip, notifications, CSRF, viewer role, login
 #     throttle; screenshots land in $MINEBOX_SCREENSHOTS (default target/screenshots);
@@ -23,7 +23,7 @@ trap cleanup EXIT
 fail() { echo "status-web: FAIL: $*" >&2; tail -40 "$log" >&2 || true; exit 1; }
 
 # Built first so the wait below is for the stack, not the compiler (a no-op after scripts/test's build).
-(cd "$root" && cargo build --locked -q -p minebox-stratum -p minebox-supervisor -p minebox-simminer -p minebox-status -p minebox-snapshot-agent)
+(cd "$root" && cargo build --locked -q -p minebox-stratum -p minebox-supervisor -p minebox-simminer -p minebox-status -p minebox-snapshot-agent -p minebox-updater)
 MINEBOX_STATE=$state/box "$root/scripts/run-local" --debug --no-setup --web "$web" --miners 3 >"$log" 2>&1 &
 stack=$!
 for _ in $(seq 600); do
@@ -49,6 +49,6 @@ python3 -m schemathesis.cli run "http://$web/api/v1/openapi.json" --url "http://
   -H "Cookie: minebox_session=$cookie" -H "X-CSRF-Token: $csrf" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
   --exclude-path /api/v1/events --exclude-path /api/v1/auth/logout \
-  --max-examples "${FUZZ_EXAMPLES:-40}" --seed 1 --request-timeout 30 --suppress-health-check all \
+  --phases examples,coverage,fuzzing --max-examples "${FUZZ_EXAMPLES:-40}" --seed 1 --request-timeout 30 --suppress-health-check all \
   || fail "schemathesis found problems"
 echo "status-web: ok"
