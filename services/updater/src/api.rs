@@ -4,7 +4,9 @@
 //! `POST /api/v1/update/install` (the available update, or `{"url": ...}`; reboots now
 //! unless `{"reboot": "window"}`), `POST /api/v1/update/upload?reboot=now|window` (the
 //! bundle as `application/octet-stream`), `POST /api/v1/update/usb?reboot=now|window`,
-//! `GET /healthz`. Installs answer when RAUC is done: 200 with the status, or an error.
+//! `GET /healthz`. Installs answer 202 with the status as soon as they are queued (follow
+//! them with `GET /api/v1/update`); with `?wait=true` they answer when done: 200 with the
+//! status, or 422 with the error.
 
 use crate::updater::{Command, Handle, Reboot, Source};
 use axum::body::Body;
@@ -68,7 +70,26 @@ fn reboot_of(s: Option<&str>, default: Reboot) -> Result<Reboot, Box<Response>> 
     }
 }
 
-async fn install(State(h): State<Handle>, body: axum::body::Bytes) -> Response {
+#[derive(Deserialize)]
+struct WaitQuery {
+    #[serde(default)]
+    wait: bool,
+}
+
+/// Runs an install: waits for its outcome, or queues it and answers 202 at once (the status
+/// page's requests are short; the install goes on in the worker either way).
+async fn dispatch(h: &Handle, wait: bool, source: Source, reboot: Reboot) -> Response {
+    if wait {
+        return answer(h.ask(|reply| Command::Install { source, reboot, reply }).await);
+    }
+    let (reply, _outcome) = tokio::sync::oneshot::channel();
+    match h.commands.try_send(Command::Install { source, reboot, reply }) {
+        Ok(()) => (StatusCode::ACCEPTED, Json(h.status.borrow().clone())).into_response(),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the updater is busy with other requests; try again"),
+    }
+}
+
+async fn install(State(h): State<Handle>, Query(w): Query<WaitQuery>, body: axum::body::Bytes) -> Response {
     let req: InstallRequest = if body.is_empty() {
         InstallRequest::default()
     } else {
@@ -85,12 +106,14 @@ async fn install(State(h): State<Handle>, body: axum::body::Bytes) -> Response {
         Some(u) => Source::Url(u),
         None => Source::Available,
     };
-    answer(h.ask(|reply| Command::Install { source, reboot, reply }).await)
+    dispatch(&h, w.wait, source, reboot).await
 }
 
 #[derive(Deserialize)]
 struct RebootQuery {
     reboot: Option<String>,
+    #[serde(default)]
+    wait: bool,
 }
 
 async fn usb(State(h): State<Handle>, Query(q): Query<RebootQuery>) -> Response {
@@ -98,7 +121,7 @@ async fn usb(State(h): State<Handle>, Query(q): Query<RebootQuery>) -> Response 
         Ok(r) => r,
         Err(resp) => return *resp,
     };
-    answer(h.ask(|reply| Command::Install { source: Source::Usb, reboot, reply }).await)
+    dispatch(&h, q.wait, Source::Usb, reboot).await
 }
 
 /// Streams the body to the state directory (never more than `max_bundle_mib`), then
@@ -138,5 +161,5 @@ async fn upload(State(h): State<Handle>, Query(q): Query<RebootQuery>, body: Bod
         let _ = tokio::fs::remove_file(&path).await;
         return error(code, message);
     }
-    answer(h.ask(|reply| Command::Install { source: Source::Upload(path), reboot, reply }).await)
+    dispatch(&h, q.wait, Source::Upload(path), reboot).await
 }

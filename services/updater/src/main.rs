@@ -93,13 +93,13 @@ async fn command(cli: &Cli, cmd: &Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Check => client.post(format!("{base}/check")).send().await,
         Cmd::Install { bundle, reboot } if bundle.starts_with("http://") || bundle.starts_with("https://") => {
             let body = serde_json::json!({ "url": bundle, "reboot": reboot });
-            client.post(format!("{base}/install")).json(&body).send().await
+            client.post(format!("{base}/install?wait=true")).json(&body).send().await
         }
         Cmd::Install { bundle, reboot } => {
             let f = tokio::fs::File::open(bundle).await.with_context(|| bundle.clone())?;
             let body = reqwest::Body::wrap_stream(tokio_util_stream(f));
             client
-                .post(format!("{base}/upload?reboot={reboot}"))
+                .post(format!("{base}/upload?reboot={reboot}&wait=true"))
                 .header("content-type", "application/octet-stream")
                 .body(body)
                 .send()

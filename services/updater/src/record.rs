@@ -27,7 +27,8 @@ pub struct Attempt {
     /// Why it is rolling back.
     #[serde(default)]
     pub reason: Option<String>,
-    pub at: String,
+    /// Unix time, seconds.
+    pub at: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,7 +44,8 @@ pub enum Outcome {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
-    pub at: String,
+    /// Unix time, seconds.
+    pub at: u64,
     pub version: String,
     pub from_version: String,
     pub result: Outcome,
@@ -58,8 +60,9 @@ pub struct Records {
     dir: PathBuf,
 }
 
-pub fn now() -> String {
-    chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+/// Unix time in seconds (what the status page formats in the user's time zone).
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl Records {

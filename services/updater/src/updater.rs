@@ -7,12 +7,15 @@ use crate::config::Config;
 use crate::download::{self, Expected};
 use crate::health::HealthCheck;
 use crate::manifest::{self, Manifest};
-use crate::rauc::Rauc;
+use crate::rauc::{self, Rauc};
 use crate::record::{now, Attempt, HistoryEntry, Outcome, Phase, Records};
 use crate::status::{Current, Progress, State, Status};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
+
+/// After a failed scheduled check, the next one comes this soon (not `check_every_hours`).
+const RETRY_FAILED_CHECK: Duration = Duration::from_secs(15 * 60);
 
 /// When to reboot into an installed update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,10 +175,12 @@ impl Updater {
                     }
                 },
                 _ = tokio::time::sleep_until(next_check) => {
-                    next_check = tokio::time::Instant::now() + self.cfg.check_every;
-                    if matches!(self.state(), State::Idle | State::Failed) {
-                        self.periodic().await;
+                    let mut every = self.cfg.check_every;
+                    if matches!(self.state(), State::Idle | State::Failed) && !self.periodic().await {
+                        // Offline at boot, or the server down: try again sooner.
+                        every = every.min(RETRY_FAILED_CHECK);
                     }
+                    next_check = tokio::time::Instant::now() + every;
                 }
                 _ = tokio::time::sleep(window_wait), if self.reboot_pending => {
                     if self.cfg.window.wait_now().is_zero() {
@@ -359,11 +364,15 @@ impl Updater {
         }
     }
 
-    async fn periodic(&mut self) {
-        if let Ok(Some(_)) = self.check().await {
-            if self.cfg.auto_install {
+    /// A scheduled check (and install, with `auto_install`); false if the check failed.
+    async fn periodic(&mut self) -> bool {
+        match self.check().await {
+            Ok(Some(_)) if self.cfg.auto_install => {
                 let _ = self.install(Source::Available, Reboot::Window).await;
+                true
             }
+            Ok(_) => true,
+            Err(_) => false,
         }
     }
 
@@ -586,5 +595,3 @@ fn file_identity(p: &Path) -> String {
         .unwrap_or(0);
     format!("{} {size} {mtime}", p.display())
 }
-
-use crate::rauc;

@@ -39,10 +39,12 @@ async fn good_update_installs_arms_the_trial_and_a_healthy_trial_commits_it() {
     assert_eq!(s["available"]["version"], "2.0");
     assert_eq!(s["state"], "idle");
 
-    // Install now: RAUC writes slot B and arms it for one tryboot; the updater reboots.
+    // Install now (as the status page asks: answered at once, followed through the status):
+    // RAUC writes slot B and arms it for one tryboot; the updater reboots.
     let (code, s) = rig.post("/api/v1/update/install", None).await;
-    assert_eq!(code, 200, "{s}{}", rig.logs());
-    assert_eq!(s["state"], "rebooting");
+    assert_eq!(code, 202, "{s}{}", rig.logs());
+    let s = rig.wait_status("the trial reboot", |s| s["state"] == "rebooting").await;
+    assert_eq!(s["pending"], "2.0");
     assert_eq!(rig.reboots(), ["0 tryboot"]);
     assert_firmware(&rig, 2, 3);
     let attempt: Value =
@@ -90,7 +92,7 @@ async fn a_failed_trial_is_marked_bad_reboots_back_and_reports_the_rollback() {
     rig.options.health_timeout_secs = 1;
     rig.start();
     assert_eq!(rig.post("/api/v1/update/check", None).await.0, 200);
-    let (code, s) = rig.post("/api/v1/update/install", None).await;
+    let (code, s) = rig.post("/api/v1/update/install?wait=true", None).await;
     assert_eq!(code, 200, "{s}");
     assert_firmware(&rig, 2, 3);
 
@@ -131,7 +133,7 @@ async fn a_tampered_download_is_refused_and_deleted() {
     std::fs::write(&served, bytes).unwrap();
     rig.start();
     assert_eq!(rig.post("/api/v1/update/check", None).await.0, 200);
-    let (code, s) = rig.post("/api/v1/update/install", None).await;
+    let (code, s) = rig.post("/api/v1/update/install?wait=true", None).await;
     assert_eq!(code, 422);
     let e = s["error"].as_str().unwrap();
     assert!(e.contains("SHA-256") && e.contains("refused and deleted"), "{e}");
@@ -147,7 +149,7 @@ async fn a_tampered_download_is_refused_and_deleted() {
     bytes.extend_from_slice(&[0u8; 4096]);
     std::fs::write(&served, bytes).unwrap();
     assert_eq!(rig.post("/api/v1/update/check", None).await.0, 200);
-    let (code, s) = rig.post("/api/v1/update/install", None).await;
+    let (code, s) = rig.post("/api/v1/update/install?wait=true", None).await;
     assert_eq!(code, 422);
     assert!(s["error"].as_str().unwrap().contains("larger than"), "{s}");
     assert!(std::fs::read_dir(rig.path("state/downloads")).unwrap().next().is_none());
@@ -176,7 +178,7 @@ async fn manifests_with_a_bad_signature_or_an_unknown_key_are_refused() {
     let (code, s) = rig.post("/api/v1/update/check", None).await;
     assert_eq!(code, 422);
     assert!(s["error"].as_str().unwrap().contains("not one of the pinned keys"), "{s}");
-    assert_eq!(rig.post("/api/v1/update/install", None).await.0, 422, "nothing to install");
+    assert_eq!(rig.post("/api/v1/update/install?wait=true", None).await.0, 422, "nothing to install");
     assert_firmware(&rig, 2, 2);
 }
 
@@ -188,7 +190,7 @@ async fn bundles_rauc_does_not_trust_are_refused() {
     rig.publish(&evil, "2.0", "bundles");
     rig.start();
     assert_eq!(rig.post("/api/v1/update/check", None).await.0, 200);
-    let (code, s) = rig.post("/api/v1/update/install", None).await;
+    let (code, s) = rig.post("/api/v1/update/install?wait=true", None).await;
     assert_eq!(code, 422);
     assert!(s["error"].as_str().unwrap().starts_with("RAUC refused the bundle"), "{s}");
 
@@ -198,7 +200,7 @@ async fn bundles_rauc_does_not_trust_are_refused() {
     let mut unsigned = bytes[..bytes.len() - 8].to_vec();
     unsigned.extend_from_slice(&[0u8; 8]);
     let r = reqwest::Client::new()
-        .post(rig.url("/api/v1/update/upload?reboot=now"))
+        .post(rig.url("/api/v1/update/upload?reboot=now&wait=true"))
         .header("content-type", "application/octet-stream")
         .body(unsigned)
         .send()
@@ -246,7 +248,7 @@ async fn a_killed_download_resumes_where_it_stopped() {
 
     rig.start();
     assert_eq!(rig.post("/api/v1/update/check", None).await.0, 200);
-    let (code, s) = rig.post("/api/v1/update/install", None).await;
+    let (code, s) = rig.post("/api/v1/update/install?wait=true", None).await;
     assert_eq!(code, 200, "{s}");
     assert_firmware(&rig, 2, 3);
     // Each later request asked only for the rest, from where the file on disk ended.
@@ -295,12 +297,12 @@ async fn an_uploaded_bundle_installs_and_waits_for_the_reboot_window() {
     rig.start();
     let s = rig.wait_status("waiting", |s| s["state"] == "waiting-for-window").await;
     assert_eq!(s["pending"], "2.0");
-    let (code, s) = rig.post("/api/v1/update/usb?reboot=now", None).await;
+    let (code, s) = rig.post("/api/v1/update/usb?reboot=now&wait=true", None).await;
     assert_eq!(code, 422, "no stick: {s}");
     std::fs::create_dir_all(rig.path("usb/STICK")).unwrap();
     let b3 = rig.bundle("3.0", "release", 1);
     std::fs::copy(&b3, rig.path("usb/STICK/minebox-3.0.raucb")).unwrap();
-    let (code, s) = rig.post("/api/v1/update/usb?reboot=now", None).await;
+    let (code, s) = rig.post("/api/v1/update/usb?reboot=now&wait=true", None).await;
     assert_eq!(code, 200, "{s}");
     assert_eq!(s["state"], "rebooting");
     assert_eq!(rig.reboots(), ["0 tryboot"]);
