@@ -15,14 +15,12 @@ printf '%s\n' "${MINEBOX_VERSION:-dev}" >"$target/etc/minebox/version"
 mkdir -p "$target/data" "$target/autoboot"
 
 # Per-box files live on /data. machine-id stays empty here: systemd makes a transient one
-# until first boot stores it; hostname and machine-id are then bound from /data.
+# until first boot stores it; hostname and machine-id are then bound from /data by
+# minebox-identity.service (not fstab: systemd would create missing bind sources as
+# directories, and the first boot has no files there yet).
 : >"$target/etc/machine-id"
 ln -sfn /data/etc/localtime "$target/etc/localtime"
 ln -sfn /data/etc/vconsole.conf "$target/etc/vconsole.conf"
-grep -q '/data/etc/machine-id' "$target/etc/fstab" || cat >>"$target/etc/fstab" <<'FSTAB'
-/data/etc/machine-id                                /etc/machine-id none bind,nofail,x-systemd.requires-mounts-for=/data 0 0
-/data/etc/hostname                                  /etc/hostname   none bind,nofail,x-systemd.requires-mounts-for=/data 0 0
-FSTAB
 
 # nss-systemd serves the Imager-made admin user from /run/userdb.
 if [ -f "$target/etc/nsswitch.conf" ]; then
@@ -31,7 +29,9 @@ fi
 
 # Enable units (no host systemctl needed).
 wants() { mkdir -p "$target/etc/systemd/system/$1"; ln -sfn "$2" "$target/etc/systemd/system/$1/$(basename "$2")"; }
-for u in minebox-stratum minebox-supervisor minebox-snapshot-agent minebox-status minebox-updater; do
+# Not minebox-snapshot-agent: it is a one-shot `install` command so far (no daemon mode for
+# its unit's --config form); enabled, it would crash-loop.
+for u in minebox-stratum minebox-supervisor minebox-status minebox-updater; do
 	wants multi-user.target.wants "/etc/systemd/system/$u.service"
 done
 wants sysinit.target.wants /etc/systemd/system/minebox-firstboot.service

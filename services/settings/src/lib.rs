@@ -133,6 +133,9 @@ struct FileCoin {
     max_connections: Option<u32>,
     node_flavour: Option<String>,
     node_command: Option<Vec<String>>,
+    node: Option<String>,
+    rpc_host: Option<String>,
+    rpc_cookie: Option<PathBuf>,
     rpc_port: Option<u16>,
     p2p_port: Option<u16>,
     zmq_port: Option<u16>,
@@ -228,6 +231,17 @@ pub struct NotifySettings {
     pub ntfy: String,
 }
 
+/// Who runs a coin's node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    /// The supervisor starts, watches and stops it on this box (the default).
+    Managed,
+    /// Someone else runs it (the user's own node, a VPS's node host, a test's regtest node):
+    /// the supervisor only watches its health; the stratum server mines on it.
+    External,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StatusSettings {
     /// Where the status page listens: the LAN on the box, localhost in development.
@@ -260,6 +274,14 @@ pub struct CoinSettings {
     pub node_flavour: String,
     /// Program and leading arguments that start the node.
     pub node_command: Vec<String>,
+    /// `node = "managed"` (default) or `"external"`.
+    pub node: NodeKind,
+    /// Where the node's RPC listens: 127.0.0.1 for a managed node, any host for an external one.
+    pub rpc_host: String,
+    /// The RPC credentials file (`user:password`, as a cookie file): the supervisor writes it
+    /// for a managed node; for an external node the user puts it there. Default
+    /// `<paths.secrets>/<coin>-rpc.cookie`.
+    pub rpc_cookie: PathBuf,
     /// Node ports: the descriptor's defaults unless overridden (two boxes' worth of nodes
     /// on one machine, tests).
     pub rpc_port: u16,
@@ -544,6 +566,35 @@ fn resolve(src: &Source, registry: &Registry) -> Result<Settings, SettingsError>
         if node_command.is_empty() {
             return Err(err("node_command", "must name the node program".into()));
         }
+        let node = match c!(node).as_deref().unwrap_or("managed") {
+            "managed" => NodeKind::Managed,
+            "external" => NodeKind::External,
+            other => {
+                return Err(err(
+                    "node",
+                    format!("{other:?} is not a node kind; use \"managed\" (MineBox runs it) or \"external\" (yours)"),
+                ))
+            }
+        };
+        let rpc_host = c!(rpc_host).unwrap_or_else(|| "127.0.0.1".into());
+        let rpc_cookie = c!(rpc_cookie).unwrap_or_else(|| settings.paths.secrets.join(format!("{id}-rpc.cookie")));
+        if node == NodeKind::Managed {
+            if rpc_host != "127.0.0.1" {
+                return Err(err(
+                    "rpc_host",
+                    "a node MineBox runs listens on 127.0.0.1 only; for a node elsewhere set node = \"external\""
+                        .into(),
+                ));
+            }
+            if c!(rpc_cookie).is_some() {
+                return Err(err(
+                    "rpc_cookie",
+                    "MineBox makes the credentials of a node it runs; set it only with node = \"external\"".into(),
+                ));
+            }
+        } else if rpc_host.is_empty() || rpc_host.contains(['/', ' ', '@']) {
+            return Err(err("rpc_host", format!("{rpc_host:?} is not a host name or address")));
+        }
         settings.coins.insert(
             id.clone(),
             CoinSettings {
@@ -562,6 +613,9 @@ fn resolve(src: &Source, registry: &Registry) -> Result<Settings, SettingsError>
                 max_connections: c!(max_connections).unwrap_or(16),
                 node_flavour,
                 node_command,
+                node,
+                rpc_host,
+                rpc_cookie,
                 rpc_port: c!(rpc_port).unwrap_or(network.ports.rpc_port),
                 p2p_port: c!(p2p_port).unwrap_or(network.ports.p2p_port),
                 zmq_port: c!(zmq_port).unwrap_or(network.ports.zmq_port),
@@ -662,6 +716,42 @@ stratum_port = 4000
     fn an_enabled_coin_needs_an_address() {
         let e = load("[coins.bch]\nenabled = true\n").unwrap_err();
         assert!(e.to_string().contains("coins.bch.payout_address: required"), "{e}");
+    }
+
+    #[test]
+    fn an_external_node_has_its_host_and_credentials_file() {
+        let s = load(
+            r#"
+[coins.btc]
+enabled = true
+network = "regtest"
+payout_address = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+node = "external"
+rpc_host = "10.0.2.2"
+rpc_port = 18443
+"#,
+        )
+        .unwrap();
+        let btc = &s.coins["btc"];
+        assert_eq!(btc.node, NodeKind::External);
+        assert_eq!(btc.rpc_host, "10.0.2.2");
+        assert_eq!(btc.rpc_cookie, PathBuf::from("/data/secrets/rpc/btc-rpc.cookie"));
+        let s = load("[coins.btc]\nnode = \"external\"\nrpc_cookie = \"/data/minebox/node.cookie\"\n").unwrap();
+        assert_eq!(s.coins["btc"].rpc_cookie, PathBuf::from("/data/minebox/node.cookie"));
+        assert_eq!(load("").unwrap().coins.get("btc").map(|c| c.node), None);
+        assert_eq!(load("[coins.btc]\n").unwrap().coins["btc"].node, NodeKind::Managed);
+    }
+
+    #[test]
+    fn a_managed_node_stays_on_localhost_with_its_own_credentials() {
+        let e = load("[coins.btc]\nrpc_host = \"192.168.1.5\"\n").unwrap_err();
+        assert!(e.to_string().contains("coins.btc.rpc_host: a node MineBox runs listens on 127.0.0.1 only"), "{e}");
+        let e = load("[coins.btc]\nrpc_cookie = \"/tmp/x\"\n").unwrap_err();
+        assert!(e.to_string().contains("coins.btc.rpc_cookie"), "{e}");
+        let e = load("[coins.btc]\nnode = \"docker\"\n").unwrap_err();
+        assert!(e.to_string().contains("coins.btc.node: \"docker\" is not a node kind"), "{e}");
+        let e = load("[coins.btc]\nnode = \"external\"\nrpc_host = \"http://x/\"\n").unwrap_err();
+        assert!(e.to_string().contains("is not a host name"), "{e}");
     }
 
     #[test]

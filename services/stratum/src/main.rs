@@ -119,11 +119,11 @@ fn from_settings(cli: &Cli, path: &std::path::Path) -> anyhow::Result<ServiceCon
     let settings = minebox_settings::Settings::load(Some(path), cli.defaults.as_deref(), &registry)?;
     let mut coins = Vec::new();
     for (c, coin, network) in settings.enabled_coins(&registry) {
-        // The supervisor writes these credentials for the node; the stratum only reads them.
-        let cookie = settings.paths.secrets.join(format!("{}-rpc.cookie", c.id));
+        // The supervisor writes these credentials for a node it runs (the user, for an
+        // external node); the stratum only reads them.
         let node = minebox_node_rpc::NodeClient::new(
-            &format!("http://127.0.0.1:{}/", c.rpc_port),
-            minebox_node_rpc::Auth::CookieFile(cookie),
+            &format!("http://{}:{}/", c.rpc_host, c.rpc_port),
+            minebox_node_rpc::Auth::CookieFile(c.rpc_cookie.clone()),
         )?;
         coins.push(CoinConfig {
             coin: c.id.clone(),
@@ -131,7 +131,7 @@ fn from_settings(cli: &Cli, path: &std::path::Path) -> anyhow::Result<ServiceCon
             listen: SocketAddr::new(cli.bind, c.stratum_port),
             node,
             // bcoin (development) has no ZMQ; every real node MineBox runs publishes it.
-            zmq_hashblock: (c.node_flavour != "bcoin").then(|| format!("tcp://127.0.0.1:{}", c.zmq_port)),
+            zmq_hashblock: (c.node_flavour != "bcoin").then(|| format!("tcp://{}:{}", c.rpc_host, c.zmq_port)),
             segwit: coin.segwit,
             min_tx_size: coin.min_tx_size(),
             payouts: Box::new(minebox_stratum::payout::CoinPayouts(network.clone())),
@@ -150,7 +150,9 @@ fn from_settings(cli: &Cli, path: &std::path::Path) -> anyhow::Result<ServiceCon
         });
     }
     if coins.is_empty() {
-        bail!("{}: no coin is enabled; enable one under [coins.<id>] with a payout_address", path.display());
+        // A new box: nothing to mine until the user picks a coin and a payout address. Stay up
+        // (API answering, healthy) rather than crash-loop until restarted with a coin enabled.
+        tracing::warn!("{}: no coin is enabled; enable one under [coins.<id>] with a payout_address", path.display());
     }
     let supervisor_events =
         cli.supervisor_events.clone().or_else(|| Some(format!("http://{}/api/v1/events", settings.supervisor.api)));

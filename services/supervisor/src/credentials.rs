@@ -1,5 +1,6 @@
-//! RPC credentials for each node: generated once, kept in the secrets directory (0600),
-//! never logged. The node gets only an `rpcauth` line (salted HMAC), so its config file
+//! RPC credentials for each node: generated once, kept in the secrets directory (0640:
+//! the supervisor writes them, the services of its group - the stratum server, the status
+//! page - read them; nobody else), never logged. The node gets only an `rpcauth` line (salted HMAC), so its config file
 //! holds no password; MineBox's services read the secret file.
 
 use hmac::{Hmac, Mac};
@@ -28,23 +29,24 @@ impl std::fmt::Debug for Credentials {
 pub enum CredentialsError {
     #[error("secret file {path}: {source} (the secrets directory must be writable by the supervisor)")]
     Io { path: String, source: std::io::Error },
-    #[error("secret file {path} is readable by others (mode {mode:o}); it must be 0600 — fix with chmod 600 or delete it to regenerate")]
+    #[error("secret file {path} is readable by others (mode {mode:o}); it must be 0640 — fix with chmod 640 or delete it to regenerate")]
     TooOpen { path: String, mode: u32 },
     #[error("secret file {path} is not user:password; delete it to regenerate")]
     Malformed { path: String },
 }
 
-/// Loads the coin's credentials, creating them (0600, in a 0700 directory) the first time.
+/// Loads the coin's credentials, creating them (0640, in a 0750 directory unless it exists)
+/// the first time.
 pub fn load_or_create(secrets: &Path, coin: &str) -> Result<Credentials, CredentialsError> {
     let path = secrets.join(format!("{coin}-rpc.cookie"));
     let io = |source| CredentialsError::Io { path: path.display().to_string(), source };
     if !secrets.exists() {
         std::fs::create_dir_all(secrets).map_err(io)?;
-        std::fs::set_permissions(secrets, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        std::fs::set_permissions(secrets, std::fs::Permissions::from_mode(0o750)).map_err(io)?;
     }
     if path.exists() {
         let mode = std::fs::metadata(&path).map_err(io)?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        if mode & 0o007 != 0 {
             return Err(CredentialsError::TooOpen { path: path.display().to_string(), mode });
         }
         let text = std::fs::read_to_string(&path).map_err(io)?;
@@ -56,7 +58,9 @@ pub fn load_or_create(secrets: &Path, coin: &str) -> Result<Credentials, Credent
     let tmp = path.with_extension("tmp");
     {
         let mut f =
-            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o640).open(&tmp).map_err(io)?;
+        // Explicitly: the service's UMask=0077 would take the group's read bit away.
+        f.set_permissions(std::fs::Permissions::from_mode(0o640)).map_err(io)?;
         f.write_all(format!("{RPC_USER}:{password}").as_bytes()).map_err(io)?;
         f.sync_all().map_err(io)?;
     }
@@ -81,14 +85,14 @@ mod tests {
         let secrets = dir.path().join("secrets");
         let a = load_or_create(&secrets, "btc").unwrap();
         let mode = std::fs::metadata(&a.path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        assert_eq!(std::fs::metadata(&secrets).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(mode, 0o640, "group-readable: the stratum server reads it");
+        assert_eq!(std::fs::metadata(&secrets).unwrap().permissions().mode() & 0o777, 0o750);
         let b = load_or_create(&secrets, "btc").unwrap();
         assert_eq!(a.password, b.password, "the same password after a restart");
         assert!(!format!("{a:?}").contains(&a.password));
         std::fs::set_permissions(&a.path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = load_or_create(&secrets, "btc").unwrap_err().to_string();
-        assert!(e.contains("readable by others") && e.contains("chmod 600"), "{e}");
+        assert!(e.contains("readable by others") && e.contains("chmod 640"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::event::Event;
 use crate::health::{self, Health, NodeState};
 use crate::launch::{self, Launch, Phase};
 use minebox_node_rpc::{Auth, NodeClient};
-use minebox_settings::CoinSettings;
+use minebox_settings::{CoinSettings, NodeKind};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -122,6 +122,9 @@ impl Keeper {
 
     /// Runs until `shutdown`, then stops the node cleanly.
     pub async fn run(self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+        if self.coin.node == NodeKind::External {
+            return self.watch_external(commands, shutdown).await;
+        }
         let mut wanted = self.coin.enabled;
         let mut phase = Phase::InitialSync;
         let mut crashes: Vec<Instant> = Vec::new();
@@ -309,68 +312,115 @@ impl Keeper {
                             return Ended::DiskLow(why);
                         }
                     }
-                    match health::probe(&client, &plan.data_dir).await {
-                        Ok(h) => {
-                            if last_height.map(|(height, _)| height) != Some(h.blocks) {
-                                last_height = Some((h.blocks, Instant::now()));
-                            }
-                            let still_for = last_height.map(|(_, t)| t.elapsed()).unwrap_or_default();
-                            let state = health::classify(&h, still_for, self.policy.stall_after);
-                            let detail = match state {
-                                NodeState::Syncing => format!(
-                                    "{:.1}% ({} of {} blocks)",
-                                    h.verification_progress * 100.0,
-                                    h.blocks,
-                                    h.headers
-                                ),
-                                NodeState::Stalled => format!(
-                                    "no new block for {} s while {} behind",
-                                    still_for.as_secs(),
-                                    h.headers.saturating_sub(h.blocks)
-                                ),
-                                _ => format!("height {}", h.blocks),
-                            };
-                            let previous = self.view.lock().expect("view lock").state;
-                            if state != previous {
-                                match state {
-                                    NodeState::Synced => {
-                                        self.emit(Event::NodeSynced { coin: self.coin.id.clone(), height: h.blocks })
-                                    }
-                                    NodeState::Stalled => self.emit(Event::NodeStalled {
-                                        coin: self.coin.id.clone(),
-                                        detail: detail.clone(),
-                                    }),
-                                    _ => {}
-                                }
-                            }
-                            {
-                                let mut v = self.view.lock().expect("view lock");
-                                v.health = Some(h);
-                            }
-                            self.set(state, detail);
-                            // Synced for the first time with a cache sized for initial sync:
-                            // restart once with the smaller cache, leaving memory for the rest.
-                            if state == NodeState::Synced && !synced_once {
-                                synced_once = true;
-                                if *phase == Phase::InitialSync && plan.dbcache_mib.is_some() {
-                                    *phase = Phase::Synced;
-                                    tracing::info!(coin = %self.coin.id, "synced: restarting the node with a smaller dbcache");
-                                    self.stop_node(&client, running).await;
-                                    return Ended::Restart;
-                                }
+                    let state = self.observe(health::probe(&client, &plan.data_dir).await, &mut last_height);
+                    if let Some(state) = state {
+                        // Synced for the first time with a cache sized for initial sync:
+                        // restart once with the smaller cache, leaving memory for the rest.
+                        if state == NodeState::Synced && !synced_once {
+                            synced_once = true;
+                            if *phase == Phase::InitialSync && plan.dbcache_mib.is_some() {
                                 *phase = Phase::Synced;
+                                tracing::info!(coin = %self.coin.id, "synced: restarting the node with a smaller dbcache");
+                                self.stop_node(&client, running).await;
+                                return Ended::Restart;
                             }
-                        }
-                        Err(e) => {
-                            // Starting nodes answer "warming up" or refuse the connection.
-                            let previous = self.view.lock().expect("view lock").state;
-                            if previous == NodeState::Starting || e.is_transient() {
-                                self.set(NodeState::Starting, format!("waiting for RPC: {e}"));
-                            } else {
-                                self.set(NodeState::Starting, format!("RPC error: {e}"));
-                            }
+                            *phase = Phase::Synced;
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// One health probe's result into the view (and events); the state, if the node answered.
+    fn observe(
+        &self,
+        probed: Result<Health, minebox_node_rpc::RpcError>,
+        last_height: &mut Option<(u64, Instant)>,
+    ) -> Option<NodeState> {
+        let h = match probed {
+            Ok(h) => h,
+            Err(e) => {
+                // Starting nodes answer "warming up" or refuse the connection.
+                let previous = self.view.lock().expect("view lock").state;
+                if previous == NodeState::Starting || e.is_transient() {
+                    self.set(NodeState::Starting, format!("waiting for RPC: {e}"));
+                } else {
+                    self.set(NodeState::Starting, format!("RPC error: {e}"));
+                }
+                return None;
+            }
+        };
+        if last_height.map(|(height, _)| height) != Some(h.blocks) {
+            *last_height = Some((h.blocks, Instant::now()));
+        }
+        let still_for = last_height.map(|(_, t)| t.elapsed()).unwrap_or_default();
+        let state = health::classify(&h, still_for, self.policy.stall_after);
+        let detail = match state {
+            NodeState::Syncing => {
+                format!("{:.1}% ({} of {} blocks)", h.verification_progress * 100.0, h.blocks, h.headers)
+            }
+            NodeState::Stalled => format!(
+                "no new block for {} s while {} behind",
+                still_for.as_secs(),
+                h.headers.saturating_sub(h.blocks)
+            ),
+            _ => format!("height {}", h.blocks),
+        };
+        let previous = self.view.lock().expect("view lock").state;
+        if state != previous {
+            match state {
+                NodeState::Synced => self.emit(Event::NodeSynced { coin: self.coin.id.clone(), height: h.blocks }),
+                NodeState::Stalled => {
+                    self.emit(Event::NodeStalled { coin: self.coin.id.clone(), detail: detail.clone() })
+                }
+                _ => {}
+            }
+        }
+        self.view.lock().expect("view lock").health = Some(h);
+        self.set(state, detail);
+        Some(state)
+    }
+
+    /// An external node (`node = "external"`): someone else runs it, so it is only watched
+    /// (health, sync, stalls) through its RPC with the credentials file the user provided;
+    /// never started, stopped or restarted. Start/stop requests change nothing.
+    async fn watch_external(&self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+        let rpc_url = format!("http://{}:{}/", self.coin.rpc_host, self.coin.rpc_port);
+        {
+            let mut v = self.view.lock().expect("view lock");
+            v.rpc_url = rpc_url.clone();
+            v.credentials_file = self.coin.rpc_cookie.clone();
+            v.zmq_hashblock = (self.coin.node_flavour != "bcoin")
+                .then(|| format!("tcp://{}:{}", self.coin.rpc_host, self.coin.zmq_port));
+            v.backend = "external";
+        }
+        let client = if self.coin.enabled {
+            match NodeClient::new(&rpc_url, Auth::CookieFile(self.coin.rpc_cookie.clone())) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    self.set(NodeState::Stopped, format!("external node {rpc_url}: {e}"));
+                    None
+                }
+            }
+        } else {
+            self.set(NodeState::Stopped, "coin not enabled");
+            None
+        };
+        let mut tick = tokio::time::interval(self.policy.health_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_height: Option<(u64, Instant)> = None;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = commands.recv() => match c {
+                    None => return,
+                    Some(c) => tracing::info!(coin = %self.coin.id, command = ?c, "external node: MineBox does not start or stop it"),
+                },
+                _ = tick.tick(), if client.is_some() => {
+                    let client = client.as_ref().expect("checked");
+                    // No data directory here: disk use is whatever the node reports.
+                    self.observe(health::probe(client, std::path::Path::new("")).await, &mut last_height);
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! The MineBox supervisor: turns the coins ticked in the settings into running, healthy,
 //! correctly configured nodes.
 //!
-//! - [`credentials`]: generated RPC secrets (0600) and `rpcauth` lines.
+//! - [`credentials`]: generated RPC secrets (0640, group-readable) and `rpcauth` lines.
 //! - [`launch`]: a node's command line and config (RPC on localhost, ZMQ, pruning, dbcache).
 //! - [`backend`]: child processes (development) or systemd units (the box).
 //! - [`health`]: what the node says about itself; [`keeper`]: one coin's life cycle

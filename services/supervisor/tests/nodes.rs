@@ -103,7 +103,8 @@ async fn starts_a_node_reaches_synced_and_restarts_it_after_kill_9() {
 
     // The secret file is private and is what the node accepts.
     let secret = dir.path().join("secrets/btc-rpc.cookie");
-    assert_eq!(std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600);
+    // Private to the supervisor's group (the stratum server and status page read it).
+    assert_eq!(std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o640);
     let client = minebox_node_rpc::NodeClient::new(&v.rpc_url, minebox_node_rpc::Auth::CookieFile(secret)).unwrap();
     assert_eq!(client.get_blockchain_info().await.unwrap().chain, "regtest");
 
@@ -190,6 +191,77 @@ async fn the_api_lists_nodes_and_stops_and_starts_a_coin() {
     assert!(!alive(pid));
     assert!(http("POST", "/api/v1/nodes/btc/start").await.starts_with("HTTP/1.1 202"));
     wait_state(&sup, NodeState::Synced, Duration::from_secs(60)).await;
+    sup.stop().await;
+}
+
+#[tokio::test]
+async fn an_external_node_is_watched_but_never_started_or_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    // Someone else's node: a real bcoin this test runs, with a chain of 2 blocks.
+    let mut node = minebox_regtest::Bcoin::start().await.unwrap();
+    node.generate_to_address(2, &minebox_regtest::bcoin_p2pkh_address([3; 20])).await.unwrap();
+    let port: u16 = node.rpc_url().trim_end_matches('/').rsplit(':').next().unwrap().parse().unwrap();
+    let cookie = dir.path().join("their-node.cookie");
+    std::fs::write(&cookie, format!("whoever:{}", node.api_key())).unwrap();
+    let user = format!(
+        r#"
+[paths]
+nodes = "{nodes}"
+secrets = "{secrets}"
+state = "{state}"
+[supervisor]
+backend = "process"
+[coins.btc]
+enabled = true
+network = "regtest"
+payout_address = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+node = "external"
+node_flavour = "bcoin"
+rpc_host = "127.0.0.1"
+rpc_port = {port}
+rpc_cookie = "{cookie}"
+"#,
+        nodes = dir.path().join("nodes").display(),
+        secrets = dir.path().join("secrets").display(),
+        state = dir.path().join("state.db").display(),
+        cookie = cookie.display(),
+    );
+    let s = Settings::from_texts(
+        "minebox.toml",
+        &user,
+        "defaults.toml",
+        minebox_settings::EMBEDDED_DEFAULTS,
+        &Registry::embedded(),
+    )
+    .unwrap();
+    let sup = start(&s, quick_policy()).await;
+    let v = wait_state(&sup, NodeState::Synced, Duration::from_secs(60)).await;
+    assert_eq!(v.backend, "external");
+    assert_eq!(v.pid, None);
+    assert_eq!(v.health.as_ref().unwrap().blocks, 2);
+    assert_eq!(v.credentials_file, cookie);
+    assert!(!dir.path().join("nodes/btc").exists(), "no data directory for a node MineBox does not run");
+    assert!(!dir.path().join("secrets/btc-rpc.cookie").exists(), "no credentials made for someone else's node");
+
+    // Its height is followed; a stop request does not touch it.
+    node.generate_to_address(1, &minebox_regtest::bcoin_p2pkh_address([3; 20])).await.unwrap();
+    let started = Instant::now();
+    while sup.view("btc").unwrap().health.unwrap().blocks != 3 {
+        assert!(started.elapsed() < Duration::from_secs(30), "height not followed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let node_pid = node.pid().unwrap();
+    sup.stop().await;
+    assert!(alive(node_pid), "the supervisor stopped a node it does not own");
+    assert!(node.client().get_blockchain_info().await.is_ok());
+
+    // The node goes away: reported as waiting for its RPC, never restarted by the supervisor.
+    let sup = start(&s, quick_policy()).await;
+    wait_state(&sup, NodeState::Synced, Duration::from_secs(60)).await;
+    node.stop().await;
+    let v = wait_state(&sup, NodeState::Starting, Duration::from_secs(30)).await;
+    assert!(v.detail.contains("RPC"), "{}", v.detail);
+    assert_eq!(sup.view("btc").unwrap().pid, None);
     sup.stop().await;
 }
 

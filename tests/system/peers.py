@@ -1,0 +1,169 @@
+"""Real peers on the host for the twin's system tests: a bcoin regtest node (the guest's
+external node, reached at 10.0.2.2 through QEMU's user networking), nginx serving update
+bundles, and the simulated Bitaxe (minebox-simminer) mining on the guest's stratum port."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from firmware import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bcoin_p2pkh_address(pubkey_hash: bytes) -> str:
+    """bcoin's regtest P2PKH form (base58 version 0x3c), as generatetoaddress wants it."""
+    payload = bytes([0x3C]) + pubkey_hash
+    check = hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:4]
+    n = int.from_bytes(payload + check, "big")
+    alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+    out = ""
+    while n:
+        n, r = divmod(n, 58)
+        out = alphabet[r] + out
+    return "1" * (len(payload + check) - len((payload + check).lstrip(b"\0"))) + out
+
+
+class Regtest:
+    """bcoin 1.0.2 (npm) in regtest with a data directory, on a free port of host loopback."""
+
+    def __init__(self, workdir: Path):
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.p2p = free_port()
+        self.api_key = secrets.token_hex(16)
+        bcoin = Path(os.environ.get("MINEBOX_BCOIN", ROOT / "node_modules/bcoin/bin/node"))
+        if not bcoin.exists():
+            raise RuntimeError(f"bcoin is not installed at {bcoin} (run scripts/setup)")
+        log = open(self.dir / "bcoin.log", "ab")
+        self.proc = subprocess.Popen(
+            [
+                "node", str(bcoin), "--network=regtest", "--memory=false", f"--prefix={self.dir}",
+                "--http-host=127.0.0.1", f"--http-port={self.port}", f"--port={self.p2p}",
+                f"--api-key={self.api_key}", "--listen=false", "--max-outbound=1",
+                f"--only=127.0.0.1:{self.p2p}", "--no-wallet", "--workers=false", "--log-level=warning",
+            ],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        for _ in range(600):
+            try:
+                self.rpc("getblockcount")
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"bcoin exited; see {self.dir / 'bcoin.log'}")
+                time.sleep(0.1)
+        raise RuntimeError("bcoin did not answer RPC")
+
+    @property
+    def cookie(self) -> str:
+        """The credentials file content for the guest: bcoin takes any user, the API key as password."""
+        return f"minebox:{self.api_key}"
+
+    def rpc(self, method: str, *params):
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/",
+            data=json.dumps({"method": method, "params": list(params), "id": 1}).encode(),
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": "Basic " + base64.b64encode(self.cookie.encode()).decode(),
+            },
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            answer = json.load(r)
+        if answer.get("error"):
+            raise RuntimeError(f"bcoin {method}: {answer['error']}")
+        return answer["result"]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class Nginx:
+    """nginx serving a directory (update bundles) on a free port of host loopback."""
+
+    def __init__(self, root: Path, workdir: Path):
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        conf = self.dir / "nginx.conf"
+        conf.write_text(
+            f"""daemon off;
+worker_processes 1;
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log {self.dir}/access.log;
+    client_body_temp_path {self.dir}/body;
+    proxy_temp_path {self.dir}/proxy;
+    fastcgi_temp_path {self.dir}/fastcgi;
+    uwsgi_temp_path {self.dir}/uwsgi;
+    scgi_temp_path {self.dir}/scgi;
+    types {{ application/octet-stream raucb; application/json json; }}
+    server {{
+        listen 127.0.0.1:{self.port};
+        root {root};
+    }}
+}}
+"""
+        )
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.proc = subprocess.Popen(
+            [nginx, "-c", str(conf), "-e", str(self.dir / "error.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=5)
+                return
+            except urllib.error.HTTPError:
+                return  # it answers (403/404 for the bare directory)
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("nginx did not start")
+
+    def guest_url(self, name: str) -> str:
+        return f"http://10.0.2.2:{self.port}/{name}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class SimMiner:
+    """The simulated Bitaxe (minebox-simminer), connected to the guest's forwarded stratum port."""
+
+    def __init__(self, binary: Path, port: int, user: str, log: Path, hashrate: float = 2_000_000.0):
+        self.proc = subprocess.Popen(
+            [str(binary), "--url", f"stratum+tcp://127.0.0.1:{port}", "--user", user, "--hashrate", str(hashrate)],
+            stdout=open(log, "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
