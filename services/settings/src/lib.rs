@@ -41,6 +41,7 @@ struct FileSettings {
     snapshots: Option<FileSnapshots>,
     updates: Option<FileUpdates>,
     notify: Option<FileNotify>,
+    status: Option<FileStatus>,
     coins: BTreeMap<String, FileCoin>,
 }
 
@@ -73,12 +74,31 @@ struct FileSupervisor {
 struct FileSnapshots {
     enabled: Option<bool>,
     url: Option<String>,
+    api: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize, Clone)]
 #[serde(default, deny_unknown_fields)]
 struct FileUpdates {
     channel: Option<String>,
+    manifest_url: Option<String>,
+    keys: Option<PathBuf>,
+    auto_install: Option<bool>,
+    reboot_window: Option<String>,
+    check_every_hours: Option<u64>,
+    api: Option<String>,
+    health_timeout_secs: Option<u64>,
+    health_units: Option<Vec<String>>,
+    status_url: Option<String>,
+    usb_dir: Option<PathBuf>,
+    max_bundle_mib: Option<u64>,
+    state_dir: Option<PathBuf>,
+    os_release: Option<PathBuf>,
+    rauc: Option<PathBuf>,
+    rauc_system_conf: Option<PathBuf>,
+    tryboot: Option<PathBuf>,
+    reboot_command: Option<Vec<String>>,
+    rollback_command: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize, Clone)]
@@ -86,6 +106,14 @@ struct FileUpdates {
 struct FileNotify {
     webhook: Option<String>,
     ntfy: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(default, deny_unknown_fields)]
+struct FileStatus {
+    listen: Option<String>,
+    accounts: Option<PathBuf>,
+    apply: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize, Clone)]
@@ -123,6 +151,7 @@ pub struct Settings {
     pub snapshots: SnapshotSettings,
     pub updates: UpdateSettings,
     pub notify: NotifySettings,
+    pub status: StatusSettings,
     pub coins: BTreeMap<String, CoinSettings>,
 }
 
@@ -158,11 +187,42 @@ pub struct SupervisorSettings {
 pub struct SnapshotSettings {
     pub enabled: bool,
     pub url: String,
+    /// The snapshot agent's local API (available snapshots, install, progress).
+    pub api: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UpdateSettings {
     pub channel: String,
+    /// Where the channel manifest is; `{channel}` and `{compatible}` are substituted.
+    pub manifest_url: String,
+    /// Directory of pinned minisign public keys (`update-*.pub`) the manifest must verify against.
+    pub keys: PathBuf,
+    pub auto_install: bool,
+    /// Local time `HH:MM-HH:MM` in which the trial reboot may happen, or `any`.
+    pub reboot_window: String,
+    pub check_every_hours: u64,
+    pub api: String,
+    pub health_timeout_secs: u64,
+    /// Units that must be active after a trial boot.
+    pub health_units: Vec<String>,
+    /// The status page's base URL (its `/api/v1/health` or `/healthz` must answer).
+    pub status_url: String,
+    /// Where a USB stick is mounted: `*.raucb` found under it are offered for install.
+    pub usb_dir: PathBuf,
+    /// Largest bundle downloaded or uploaded.
+    pub max_bundle_mib: u64,
+    /// Downloads, the attempt in progress and the history.
+    pub state_dir: PathBuf,
+    /// The running image's version (`VERSION_ID` / `IMAGE_VERSION`).
+    pub os_release: PathBuf,
+    pub rauc: PathBuf,
+    pub rauc_system_conf: PathBuf,
+    pub tryboot: PathBuf,
+    /// Starts the trial boot of the freshly installed slot.
+    pub reboot_command: Vec<String>,
+    /// A normal reboot, back into the slot that boots by default (after a failed trial).
+    pub rollback_command: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -180,6 +240,18 @@ pub enum NodeKind {
     /// Someone else runs it (the user's own node, a VPS's node host, a test's regtest node):
     /// the supervisor only watches its health; the stratum server mines on it.
     External,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusSettings {
+    /// Where the status page listens: the LAN on the box, localhost in development.
+    pub listen: String,
+    /// The admin and viewer password hashes; the recovery console deletes this file to
+    /// let the next visitor set a new admin password.
+    pub accounts: PathBuf,
+    /// What runs after the status page saved a settings change, so services read it
+    /// (empty: nothing; the page then says a restart is needed).
+    pub apply: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -353,9 +425,38 @@ fn resolve(src: &Source, registry: &Registry) -> Result<Settings, SettingsError>
             disk_reserve_mib: get!(supervisor.disk_reserve_mib),
             stall_after_secs: get!(supervisor.stall_after_secs),
         },
-        snapshots: SnapshotSettings { enabled: get!(snapshots.enabled), url: get!(snapshots.url) },
-        updates: UpdateSettings { channel: get!(updates.channel) },
+        snapshots: SnapshotSettings {
+            enabled: get!(snapshots.enabled),
+            url: get!(snapshots.url),
+            api: get!(snapshots.api),
+        },
+        updates: UpdateSettings {
+            channel: get!(updates.channel),
+            manifest_url: get!(updates.manifest_url),
+            keys: get!(updates.keys),
+            auto_install: get!(updates.auto_install),
+            reboot_window: get!(updates.reboot_window),
+            check_every_hours: get!(updates.check_every_hours),
+            api: get!(updates.api),
+            health_timeout_secs: get!(updates.health_timeout_secs),
+            health_units: get!(updates.health_units),
+            status_url: get!(updates.status_url),
+            usb_dir: get!(updates.usb_dir),
+            max_bundle_mib: get!(updates.max_bundle_mib),
+            state_dir: get!(updates.state_dir),
+            os_release: get!(updates.os_release),
+            rauc: get!(updates.rauc),
+            rauc_system_conf: get!(updates.rauc_system_conf),
+            tryboot: get!(updates.tryboot),
+            reboot_command: get!(updates.reboot_command),
+            rollback_command: get!(updates.rollback_command),
+        },
         notify: NotifySettings { webhook: get!(notify.webhook), ntfy: get!(notify.ntfy) },
+        status: StatusSettings {
+            listen: get!(status.listen),
+            accounts: get!(status.accounts),
+            apply: get!(status.apply),
+        },
         coins: BTreeMap::new(),
     };
     if settings.stratum.coinbase_tag.len() > 40 {

@@ -4,11 +4,13 @@
 //! - [`install`]: verify, stage (reusing local chunks, resuming downloads), swap atomically.
 //! - [`fetch`]: HTTP(S) with Range resume, retries with backoff, bandwidth limit.
 //! - [`progress`]: what the status page shows while it runs.
+//! - [`service`]: the box's service: install on request, between stopping and starting the node.
 //! - [`utxo`]: handing an assumeutxo file to Bitcoin Core and following its validation.
 
 pub mod fetch;
 pub mod install;
 pub mod progress;
+pub mod service;
 pub mod utxo;
 
 /// Every way an install can fail, each saying what to do.

@@ -1,4 +1,5 @@
-//! `minebox-snapshot-agent install ...`: install a snapshot, serving progress on a local API.
+//! `minebox-snapshot-agent --config FILE`: the service the status page asks to install a
+//! coin's snapshot. `minebox-snapshot-agent install ...`: one install by hand.
 
 use clap::{Parser, Subcommand};
 use minebox_snapshot::minisign::PublicKey;
@@ -8,10 +9,22 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(version, about = "Install signed MineBox snapshots")]
+#[command(version, about = "Install signed MineBox snapshots", args_conflicts_with_subcommands = true)]
 struct Cli {
+    /// Run as the box's service with these settings (the status page's snapshot actions).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The image defaults (built-in defaults when absent).
+    #[arg(long)]
+    defaults: Option<PathBuf>,
+    /// Directory of pinned snapshot keys (`*.pub`, minisign format).
+    #[arg(long, default_value = "/etc/minebox/keys")]
+    keys: PathBuf,
+    /// Listen address; the settings' snapshots.api when absent.
+    #[arg(long)]
+    listen: Option<String>,
     #[command(subcommand)]
-    command: Cmd,
+    command: Option<Cmd>,
 }
 
 #[derive(Subcommand)]
@@ -51,6 +64,13 @@ enum Cmd {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     minebox_systemd::init_logging();
+    let cli = Cli::parse();
+    let Some(command) = cli.command else {
+        let Some(config) = cli.config else {
+            anyhow::bail!("give --config FILE to run as a service, or a subcommand (see --help)");
+        };
+        return serve(&config, cli.defaults.as_deref(), &cli.keys, cli.listen).await;
+    };
     let Cmd::Install {
         url,
         pubkeys,
@@ -62,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
         api,
         node_url,
         node_cookie,
-    } = Cli::parse().command;
+    } = command;
     let keys = PublicKey::read_all(&pubkeys)?;
     let progress = SharedProgress::default();
     if let Some(addr) = api {
@@ -87,5 +107,48 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&loaded)?);
         println!("{}", serde_json::to_string(&minebox_snapshot_agent::utxo::validation(&node).await?)?);
     }
+    Ok(())
+}
+
+/// The service: settings say which coins, where snapshots are published and where nodes
+/// keep their data.
+async fn serve(
+    config: &std::path::Path,
+    defaults: Option<&std::path::Path>,
+    keys_dir: &std::path::Path,
+    listen: Option<String>,
+) -> anyhow::Result<()> {
+    use minebox_snapshot_agent::service::{router, Agent, CoinSource};
+    let registry = minebox_coin::Registry::embedded();
+    let settings = minebox_settings::Settings::load(Some(config), defaults, &registry)?;
+    let mut key_files: Vec<PathBuf> = std::fs::read_dir(keys_dir)
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "pub")).collect())
+        .unwrap_or_default();
+    key_files.sort();
+    let keys = if key_files.is_empty() {
+        tracing::warn!(dir = %keys_dir.display(), "no pinned snapshot keys: every snapshot will be refused");
+        Vec::new()
+    } else {
+        PublicKey::read_all(&key_files)?
+    };
+    let base = settings.snapshots.url.trim_end_matches('/').to_string();
+    let coins = settings
+        .coins
+        .values()
+        .filter(|c| c.enabled)
+        .map(|c| CoinSource {
+            coin: c.id.clone(),
+            network: c.network.clone(),
+            url: format!("{base}/{}/{}", c.id, c.network),
+            dest: settings.paths.nodes.join(&c.id),
+        })
+        .collect();
+    let agent = std::sync::Arc::new(Agent::new(coins, keys, &settings.supervisor.api, settings.snapshots.enabled));
+    let listen = listen.unwrap_or(settings.snapshots.api.clone());
+    let listener =
+        tokio::net::TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(%listen, "snapshot agent up");
+    minebox_systemd::ready();
+    axum::serve(listener, router(agent)).with_graceful_shutdown(minebox_systemd::terminated()).await?;
     Ok(())
 }

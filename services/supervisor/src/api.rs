@@ -43,21 +43,51 @@ async fn one(State(s): State<ApiState>, Path(coin): Path<String>) -> Result<Json
 
 async fn start(State(s): State<ApiState>, Path(coin): Path<String>) -> Result<StatusCode, (StatusCode, String)> {
     let (_, tx) = s.nodes.get(&coin).ok_or_else(|| unknown(&coin))?;
-    tx.send(Command::Start)
-        .await
-        .map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "supervisor is stopping".to_string()))?;
-    Ok(StatusCode::ACCEPTED)
+    queue(&tx, Command::Start, &coin)
 }
 
 async fn stop(State(s): State<ApiState>, Path(coin): Path<String>) -> Result<StatusCode, (StatusCode, String)> {
     let (_, tx) = s.nodes.get(&coin).ok_or_else(|| unknown(&coin))?;
-    tx.send(Command::Stop)
-        .await
-        .map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "supervisor is stopping".to_string()))?;
-    Ok(StatusCode::ACCEPTED)
+    queue(&tx, Command::Stop, &coin)
 }
 
 async fn events(State(s): State<ApiState>) -> axum::response::Response {
     use axum::response::IntoResponse;
     minebox_events::sse(&s.events).into_response()
+}
+
+/// Hands a command to the coin's keeper without waiting: while it is still carrying out
+/// earlier ones (a node takes a while to stop), a full queue is a clear "busy", never a
+/// request that hangs until the caller gives up.
+fn queue(
+    tx: &tokio::sync::mpsc::Sender<Command>,
+    cmd: Command,
+    coin: &str,
+) -> Result<StatusCode, (StatusCode, String)> {
+    use tokio::sync::mpsc::error::TrySendError;
+    match tx.try_send(cmd) {
+        Ok(()) => Ok(StatusCode::ACCEPTED),
+        Err(TrySendError::Full(_)) => Err((
+            StatusCode::CONFLICT,
+            format!("the {coin} node is still carrying out earlier start/stop requests; try again in a moment"),
+        )),
+        Err(TrySendError::Closed(_)) => Err((StatusCode::SERVICE_UNAVAILABLE, "supervisor is stopping".to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_keeper_answers_conflict_at_once() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        assert_eq!(queue(&tx, Command::Stop, "btc"), Ok(StatusCode::ACCEPTED));
+        let (status, msg) = queue(&tx, Command::Start, "btc").unwrap_err();
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(msg.contains("try again"), "{msg}");
+        rx.close();
+        while rx.try_recv().is_ok() {}
+        assert_eq!(queue(&tx, Command::Start, "btc").unwrap_err().0, StatusCode::SERVICE_UNAVAILABLE);
+    }
 }

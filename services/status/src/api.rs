@@ -1,0 +1,533 @@
+//! The REST API under /api/v1 (described by `openapi.json`, served at
+//! /api/v1/openapi.json), the login, and the guard in front of it all.
+//!
+//! Who may do what: without a session only the health check, the OpenAPI document and the
+//! sign-in endpoints answer; a viewer reads everything; an admin also changes things. Every
+//! state-changing request needs the session's CSRF token in `X-CSRF-Token`.
+
+use crate::accounts::{AccountsError, Role};
+use crate::app::App;
+use crate::config::{self, ConfigEdit};
+use crate::session::COOKIE;
+use crate::upstream::{Service, UpstreamError};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// An error as the page shows it: a status and a sentence saying what to do.
+pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    pub fn new(status: u16, message: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), message.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<UpstreamError> for ApiError {
+    fn from(e: UpstreamError) -> ApiError {
+        ApiError::new(e.status(), e.to_string())
+    }
+}
+
+impl From<AccountsError> for ApiError {
+    fn from(e: AccountsError) -> ApiError {
+        let status = match e {
+            AccountsError::AlreadySet => 409,
+            AccountsError::NotSet => 409,
+            AccountsError::TooShort | AccountsError::TooLong => 422,
+            AccountsError::File { .. } => 500,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/auth/session", get(session))
+        .route("/api/v1/auth/setup", post(setup))
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/logout", post(logout))
+        .route("/api/v1/auth/password", put(password))
+        .route("/api/v1/overview", get(overview))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/stratum", get(|s: State<Arc<App>>| pass(s, Service::Stratum, "/api/v1/stratum")))
+        .route("/api/v1/workers", get(workers))
+        .route("/api/v1/miners", get(miners))
+        .route("/api/v1/blocks", get(blocks))
+        .route("/api/v1/hashrate", get(hashrate))
+        .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/nodes/{coin}/{action}", post(node_action))
+        .route("/api/v1/snapshots", get(|s: State<Arc<App>>| pass(s, Service::Snapshots, "/api/v1/snapshots")))
+        .route("/api/v1/snapshots/{coin}/install", post(snapshot_install))
+        .route("/api/v1/updates", get(|s: State<Arc<App>>| pass(s, Service::Updates, "/api/v1/update")))
+        .route("/api/v1/updates/history", get(|s: State<Arc<App>>| pass(s, Service::Updates, "/api/v1/update/history")))
+        .route("/api/v1/updates/{action}", post(update_action))
+        .route("/api/v1/system", get(system))
+        .route("/api/v1/journal/{service}", get(journal))
+        .route("/api/v1/config", get(config_get).put(config_put))
+        .route("/api/v1/notify/test", post(notify_test))
+        .route("/metrics", get(crate::metrics::serve))
+        .fallback(crate::web::asset)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
+        .layer(axum::middleware::from_fn(security_headers))
+        .with_state(app)
+}
+
+const PUBLIC: &[&str] =
+    &["/api/v1/health", "/api/v1/openapi.json", "/api/v1/auth/session", "/api/v1/auth/setup", "/api/v1/auth/login"];
+
+fn session_token(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
+        let (k, v) = c.trim().split_once('=')?;
+        (k == COOKIE).then(|| v.to_string())
+    })
+}
+
+fn changes_state(m: &Method) -> bool {
+    !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+async fn guard(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    if !path.starts_with("/api/") || PUBLIC.contains(&path.as_str()) {
+        if changes_state(req.method()) && !same_origin(req.headers()) {
+            return ApiError::new(403, "this request came from another site; open the status page itself")
+                .into_response();
+        }
+        return next.run(req).await;
+    }
+    let Some(s) = session_token(req.headers()).and_then(|t| app.sessions.get(&t)) else {
+        return ApiError::new(401, "sign in first").into_response();
+    };
+    if changes_state(req.method()) {
+        if s.role != Role::Admin {
+            return ApiError::new(403, "the viewer login can look but not change anything; sign in as admin")
+                .into_response();
+        }
+        let sent = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok());
+        if sent != Some(s.csrf.as_str()) {
+            return ApiError::new(403, "missing or wrong CSRF token; reload the page").into_response();
+        }
+    }
+    req.extensions_mut().insert(s);
+    next.run(req).await
+}
+
+/// A browser names the page a request came from in Origin; it must be this box.
+fn same_origin(h: &HeaderMap) -> bool {
+    let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    let host = h.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    origin.split_once("://").map(|(_, rest)| rest) == Some(host)
+}
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let api = req.uri().path().starts_with("/api/");
+    let mut resp = next.run(req).await;
+    if api && (resp.status().is_client_error() || resp.status().is_server_error()) {
+        resp = as_json_error(resp).await;
+    }
+    let h = resp.headers_mut();
+    // Everything the page needs is served by this binary: nothing from elsewhere may load.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    resp
+}
+
+/// axum's own refusals (a malformed query, a body that is not JSON) come as plain text; the
+/// API answers every error the same way, as `{"error": ...}`.
+async fn as_json_error(resp: Response) -> Response {
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10).await.unwrap_or_default();
+    let message = String::from_utf8_lossy(&text).trim().to_string();
+    let message =
+        if message.is_empty() { parts.status.canonical_reason().unwrap_or("error").to_string() } else { message };
+    let mut out = ApiError(parts.status, message).into_response();
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn session(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
+    let s = session_token(&headers).and_then(|t| app.sessions.get(&t));
+    Ok(Json(json!({
+        "setup_required": app.accounts.setup_needed()?,
+        "signed_in": s.is_some(),
+        "role": s.as_ref().map(|s| s.role),
+        "csrf_token": s.as_ref().map(|s| s.csrf.clone()),
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordBody {
+    password: String,
+}
+
+fn signed_in(token: &str, csrf: &str, role: Role, status: StatusCode) -> Response {
+    let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200");
+    (status, [(header::SET_COOKIE, cookie)], Json(json!({ "role": role, "csrf_token": csrf }))).into_response()
+}
+
+async fn setup(State(app): State<Arc<App>>, Json(body): Json<PasswordBody>) -> ApiResult {
+    let _one = app.gate.hashing.acquire().await.expect("semaphore");
+    let app2 = app.clone();
+    tokio::task::spawn_blocking(move || app2.accounts.set_first_admin(&body.password)).await.expect("hash task")?;
+    tracing::info!("status page admin password set (first visit)");
+    let (token, csrf) = app.sessions.create(Role::Admin);
+    Ok(signed_in(&token, &csrf, Role::Admin, StatusCode::CREATED))
+}
+
+async fn login(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Json(body): Json<PasswordBody>,
+) -> ApiResult {
+    let ip = peer.ip();
+    if let Err(wait) = app.gate.check(ip) {
+        let secs = wait.as_secs().max(1);
+        let mut r = ApiError::new(429, format!("too many wrong passwords; try again in {secs} s")).into_response();
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return Ok(r);
+    }
+    let _one = app.gate.hashing.acquire().await.expect("semaphore");
+    let app2 = app.clone();
+    let role = tokio::task::spawn_blocking(move || app2.accounts.verify(&body.password)).await.expect("hash task")?;
+    match role {
+        Some(role) => {
+            app.gate.succeeded(ip);
+            let (token, csrf) = app.sessions.create(role);
+            Ok(signed_in(&token, &csrf, role, StatusCode::OK))
+        }
+        None => {
+            app.gate.failed(ip);
+            tracing::warn!(client = %ip, "status page: wrong password");
+            Err(ApiError::new(401, "wrong password"))
+        }
+    }
+}
+
+async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
+    if let Some(t) = session_token(&headers) {
+        app.sessions.remove(&t);
+    }
+    let clear = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    Ok(([(header::SET_COOKIE, clear)], Json(json!({ "signed_in": false }))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangePassword {
+    role: Role,
+    /// null removes the viewer login.
+    password: Option<String>,
+    current_password: String,
+}
+
+async fn password(State(app): State<Arc<App>>, Json(body): Json<ChangePassword>) -> ApiResult {
+    let _one = app.gate.hashing.acquire().await.expect("semaphore");
+    let app2 = app.clone();
+    let role = body.role;
+    tokio::task::spawn_blocking(move || {
+        if app2.accounts.verify(&body.current_password)? != Some(Role::Admin) {
+            return Err(ApiError::new(403, "the current admin password is wrong"));
+        }
+        if let (Role::Viewer, Some(p)) = (body.role, &body.password) {
+            if app2.accounts.verify(p)? == Some(Role::Admin) {
+                return Err(ApiError::new(422, "the viewer password must differ from the admin password"));
+            }
+        }
+        app2.accounts.set(body.role, body.password.as_deref()).map_err(ApiError::from)
+    })
+    .await
+    .expect("hash task")?;
+    // Other sessions of that role signed in with the old password.
+    if role == Role::Viewer {
+        app.sessions.remove_role(Role::Viewer);
+    }
+    Ok(Json(json!({ "changed": role })).into_response())
+}
+
+async fn overview(State(app): State<Arc<App>>) -> Json<Value> {
+    let mut v = serde_json::to_value(app.overview().await).expect("overview serializes");
+    v["restart_required"] = json!(app.restart_required.load(Ordering::Relaxed));
+    Json(v)
+}
+
+async fn events(State(app): State<Arc<App>>) -> impl IntoResponse {
+    minebox_events::sse(&app.events)
+}
+
+async fn pass(State(app): State<Arc<App>>, service: Service, path: &str) -> ApiResult {
+    Ok(Json(app.up.get(service, path).await?).into_response())
+}
+
+fn valid_coin(coin: &str) -> Result<(), ApiError> {
+    if coin.is_empty() || coin.len() > 16 || !coin.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+        return Err(ApiError::new(404, format!("no coin {coin:?}")));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct CoinQuery {
+    coin: Option<String>,
+}
+
+fn with_coin(path: &str, coin: &Option<String>) -> Result<String, ApiError> {
+    Ok(match coin {
+        Some(c) => {
+            valid_coin(c)?;
+            format!("{path}?coin={c}")
+        }
+        None => path.to_string(),
+    })
+}
+
+async fn workers(State(app): State<Arc<App>>, Query(q): Query<CoinQuery>) -> ApiResult {
+    let mut v = app.up.get(Service::Stratum, &with_coin("/api/v1/stratum/workers", &q.coin)?).await?;
+    // The decaying-average internals mean nothing to a reader; the hashrates say it.
+    if let Some(list) = v.as_array_mut() {
+        for w in list {
+            if let Some(o) = w.as_object_mut() {
+                o.remove("rates");
+                o.remove("dirty");
+            }
+        }
+    }
+    Ok(Json(v).into_response())
+}
+
+async fn miners(State(app): State<Arc<App>>, Query(q): Query<CoinQuery>) -> ApiResult {
+    Ok(Json(app.up.get(Service::Stratum, &with_coin("/api/v1/stratum/miners", &q.coin)?).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct BlocksQuery {
+    coin: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn blocks(State(app): State<Arc<App>>, Query(q): Query<BlocksQuery>) -> ApiResult {
+    let mut path = with_coin("/api/v1/stratum/blocks", &q.coin)?;
+    if let Some(l) = q.limit {
+        path.push(if path.contains('?') { '&' } else { '?' });
+        path.push_str(&format!("limit={}", l.clamp(1, 1000)));
+    }
+    Ok(Json(app.up.get(Service::Stratum, &path).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct HashrateQuery {
+    coin: String,
+    worker: Option<String>,
+    since: Option<i64>,
+}
+
+async fn hashrate(State(app): State<Arc<App>>, Query(q): Query<HashrateQuery>) -> ApiResult {
+    valid_coin(&q.coin)?;
+    let mut url = reqwest::Url::parse("http://x/api/v1/stratum/hashrate").expect("static url");
+    url.query_pairs_mut().append_pair("coin", &q.coin);
+    if let Some(w) = &q.worker {
+        url.query_pairs_mut().append_pair("worker", w);
+    }
+    if let Some(s) = q.since {
+        url.query_pairs_mut().append_pair("since", &s.to_string());
+    }
+    let path = format!("{}?{}", url.path(), url.query().unwrap_or(""));
+    Ok(Json(app.up.get(Service::Stratum, &path).await?).into_response())
+}
+
+/// The supervisor's view without what only the services need (credential file paths,
+/// process ids, RPC URLs).
+fn public_node(mut n: Value) -> Value {
+    if let Some(o) = n.as_object_mut() {
+        for k in ["credentials_file", "rpc_url", "pid", "zmq_hashblock"] {
+            o.remove(k);
+        }
+    }
+    n
+}
+
+async fn nodes(State(app): State<Arc<App>>) -> ApiResult {
+    let v = app.up.get(Service::Supervisor, "/api/v1/nodes").await?;
+    let list: Vec<Value> = v.as_array().cloned().unwrap_or_default().into_iter().map(public_node).collect();
+    Ok(Json(list).into_response())
+}
+
+async fn node_action(State(app): State<Arc<App>>, Path((coin, action)): Path<(String, String)>) -> ApiResult {
+    valid_coin(&coin)?;
+    if action != "start" && action != "stop" {
+        return Err(ApiError::new(404, "nodes can be started or stopped"));
+    }
+    app.up.post(Service::Supervisor, &format!("/api/v1/nodes/{coin}/{action}"), None).await?;
+    tracing::info!(coin, action, "node action from the status page");
+    let v = app.up.get(Service::Supervisor, &format!("/api/v1/nodes/{coin}")).await?;
+    Ok(Json(public_node(v)).into_response())
+}
+
+async fn snapshot_install(State(app): State<Arc<App>>, Path(coin): Path<String>) -> ApiResult {
+    valid_coin(&coin)?;
+    let v = app.up.post(Service::Snapshots, &format!("/api/v1/snapshots/{coin}/install"), None).await?;
+    Ok(Json(v).into_response())
+}
+
+async fn update_action(
+    State(app): State<Arc<App>>,
+    Path(action): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    match action.as_str() {
+        "check" | "install" | "usb" => {
+            Ok(Json(app.up.post(Service::Updates, &format!("/api/v1/update/{action}"), None).await?).into_response())
+        }
+        "upload" => upload(&app, &headers, body).await,
+        _ => Err(ApiError::new(404, "update actions: check, install, usb, upload")),
+    }
+}
+
+/// Streams an uploaded bundle to the updater without holding it in memory.
+async fn upload(app: &App, headers: &HeaderMap, body: Body) -> ApiResult {
+    let len = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| ApiError::new(411, "send the bundle with its Content-Length"))?;
+    if len == 0 || len > app.max_upload_bytes {
+        return Err(ApiError::new(413, format!("a bundle is 1 byte to {} MiB", app.max_upload_bytes >> 20)));
+    }
+    let stream = body.into_data_stream();
+    let resp = app
+        .up
+        .client()
+        .post(app.up.url(Service::Updates, "/api/v1/update/upload"))
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, len)
+        .timeout(std::time::Duration::from_secs(3600))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .map_err(|e| UpstreamError::Unreachable { service: Service::Updates, detail: e.to_string() })?;
+    let status = resp.status().as_u16();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    if !(200..300).contains(&status) {
+        let msg = v["error"].as_str().unwrap_or("the updater refused the bundle").to_string();
+        return Err(ApiError::new(if status < 500 { status } else { 502 }, msg));
+    }
+    Ok(Json(v).into_response())
+}
+
+async fn system(State(app): State<Arc<App>>) -> Json<crate::system::System> {
+    let src = app.system.clone();
+    Json(tokio::task::spawn_blocking(move || crate::system::read(&src)).await.unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+struct JournalQuery {
+    lines: Option<usize>,
+}
+
+async fn journal(Path(service): Path<String>, Query(q): Query<JournalQuery>) -> ApiResult {
+    use crate::journal::{last_lines, JournalError};
+    match last_lines(&service, q.lines.unwrap_or(50)).await {
+        Ok(lines) => Ok(Json(json!({ "service": service, "lines": lines, "available": true })).into_response()),
+        Err(JournalError::Unknown(s)) => Err(ApiError::new(404, JournalError::Unknown(s).to_string())),
+        // Development machines often have no journal for these units: say so, not 5xx.
+        Err(e) => Ok(Json(json!({ "service": service, "lines": [], "available": false, "reason": e.to_string() }))
+            .into_response()),
+    }
+}
+
+async fn config_get(State(app): State<Arc<App>>) -> Json<Value> {
+    let mut v = serde_json::to_value(config::view(&app.settings(), &app.registry)).expect("config serializes");
+    v["restart_required"] = json!(app.restart_required.load(Ordering::Relaxed));
+    Json(v)
+}
+
+async fn config_put(State(app): State<Arc<App>>, body: axum::body::Bytes) -> ApiResult {
+    let edit: ConfigEdit = serde_json::from_slice(&body).map_err(|e| ApiError::new(422, format!("{e}")))?;
+    let app2 = app.clone();
+    let settings = tokio::task::spawn_blocking(move || config::apply(&app2.files, &edit, &app2.registry))
+        .await
+        .expect("config task")
+        .map_err(|e| ApiError::new(422, e.to_string()))?;
+    *app.settings.write().expect("settings") = settings.clone();
+    tracing::info!("settings changed from the status page");
+    let applied = match config::run_apply(&settings.status.apply).await {
+        Ok(ran) => ran,
+        Err(e) => {
+            tracing::warn!(error = %e, "settings saved but the services were not restarted");
+            false
+        }
+    };
+    app.restart_required.store(!applied, Ordering::Relaxed);
+    let mut v = serde_json::to_value(config::view(&settings, &app.registry)).expect("config serializes");
+    v["restart_required"] = json!(!applied);
+    Ok(Json(v).into_response())
+}
+
+async fn notify_test(State(app): State<Arc<App>>) -> ApiResult {
+    let (webhook, ntfy) = app.notify_targets();
+    if webhook.is_empty() && ntfy.is_empty() {
+        return Err(ApiError::new(409, "no notification target is set; add a webhook or ntfy URL in Settings"));
+    }
+    let test = crate::notify::BlockFound {
+        coin: "test".into(),
+        height: 0,
+        hash: "0".repeat(64),
+        worker: "a test from the status page".into(),
+        reward_sats: 0,
+    };
+    let errors = crate::notify::send(app.up.client(), &webhook, &ntfy, &test).await;
+    // The target failing is the answer to the test, not an error of the box.
+    let errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    Ok(Json(json!({ "sent": errors.is_empty(), "errors": errors })).into_response())
+}

@@ -1,0 +1,90 @@
+//! The status service's shared state: settings, accounts and sessions, the services it
+//! reads, and the event feed to open pages.
+
+use crate::accounts::Accounts;
+use crate::config::ConfigFiles;
+use crate::overview::Overview;
+use crate::session::{LoginGate, Sessions};
+use crate::sync::SyncTracker;
+use crate::system;
+use crate::upstream::Upstreams;
+use minebox_coin::Registry;
+use minebox_settings::Settings;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::RwLock;
+use tokio::sync::broadcast;
+
+pub struct App {
+    pub files: ConfigFiles,
+    pub registry: Registry,
+    pub settings: RwLock<Settings>,
+    pub accounts: Accounts,
+    pub sessions: Sessions,
+    pub gate: LoginGate,
+    pub up: Upstreams,
+    pub tracker: SyncTracker,
+    pub system: system::Sources,
+    pub events: broadcast::Sender<Value>,
+    /// A settings change was saved but the services have not been restarted to read it.
+    pub restart_required: AtomicBool,
+    /// Largest offline update bundle accepted through the page.
+    pub max_upload_bytes: u64,
+}
+
+pub struct Options {
+    pub config: PathBuf,
+    pub defaults: Option<PathBuf>,
+    pub registry: Registry,
+    pub accounts: Option<PathBuf>,
+    /// The data partition, for the disk figures (the settings file's directory if unset).
+    pub data_dir: Option<PathBuf>,
+}
+
+impl App {
+    pub fn new(opts: Options) -> anyhow::Result<App> {
+        let files = ConfigFiles { user: opts.config, defaults: opts.defaults };
+        let settings = files.load(&opts.registry)?;
+        let up = Upstreams::new(
+            &settings.stratum.api,
+            &settings.supervisor.api,
+            &settings.snapshots.api,
+            &settings.updates.api,
+        );
+        let accounts = Accounts::new(&opts.accounts.unwrap_or_else(|| settings.status.accounts.clone()));
+        let data = opts.data_dir.unwrap_or_else(|| {
+            files.user.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).to_path_buf()
+        });
+        Ok(App {
+            files,
+            registry: opts.registry,
+            settings: RwLock::new(settings),
+            accounts,
+            sessions: Sessions::default(),
+            gate: LoginGate::new(),
+            up,
+            tracker: SyncTracker::default(),
+            system: system::Sources::host(&data),
+            events: broadcast::channel(256).0,
+            restart_required: AtomicBool::new(false),
+            max_upload_bytes: 2 << 30,
+        })
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings.read().expect("settings").clone()
+    }
+
+    pub fn notify_targets(&self) -> (String, String) {
+        let s = self.settings.read().expect("settings");
+        (s.notify.webhook.clone(), s.notify.ntfy.clone())
+    }
+
+    pub async fn overview(&self) -> Overview {
+        let settings = self.settings();
+        let src = self.system.clone();
+        let sys = tokio::task::spawn_blocking(move || system::read(&src)).await.unwrap_or_default();
+        crate::overview::build(&self.up, &settings, &self.registry, &self.tracker, sys).await
+    }
+}

@@ -1,0 +1,353 @@
+//! The settings the page edits: payout addresses, coins on/off, stratum ports and
+//! difficulty bounds, the update channel and block-found notification targets.
+//!
+//! An edit is laid over the user's file with `toml_edit` (their comments and any other
+//! keys stay as they wrote them), checked as a whole by the settings crate exactly as the
+//! services will read it, and only then written (atomically). A refused edit leaves the
+//! file untouched and says which key is wrong and what would be valid.
+
+use minebox_coin::Registry;
+use minebox_settings::{Settings, SettingsError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigView {
+    pub coins: BTreeMap<String, CoinConfig>,
+    pub updates: UpdatesConfig,
+    pub notify: NotifyConfig,
+    pub snapshots: SnapshotsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CoinConfig {
+    /// The coin's name, for display (read-only).
+    #[serde(default, skip_deserializing)]
+    pub name: String,
+    #[serde(default, skip_deserializing)]
+    pub network: String,
+    pub enabled: Option<bool>,
+    pub payout_address: Option<String>,
+    pub stratum_port: Option<u16>,
+    pub start_difficulty: Option<f64>,
+    pub min_difficulty: Option<f64>,
+    pub max_difficulty: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatesConfig {
+    pub channel: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    pub webhook: Option<String>,
+    pub ntfy: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotsConfig {
+    pub enabled: Option<bool>,
+}
+
+/// A change from the page: only the keys present are changed.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigEdit {
+    #[serde(default)]
+    pub coins: BTreeMap<String, CoinConfig>,
+    pub updates: Option<UpdatesConfig>,
+    pub notify: Option<NotifyConfig>,
+    pub snapshots: Option<SnapshotsConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Settings(#[from] SettingsError),
+    #[error("cannot write {path}: {message}")]
+    Write { path: String, message: String },
+}
+
+pub struct ConfigFiles {
+    pub user: PathBuf,
+    pub defaults: Option<PathBuf>,
+}
+
+impl ConfigFiles {
+    pub fn load(&self, registry: &Registry) -> Result<Settings, SettingsError> {
+        Settings::load(Some(&self.user), self.defaults.as_deref(), registry)
+    }
+
+    fn defaults_text(&self) -> Result<(String, String), ConfigError> {
+        Ok(match &self.defaults {
+            Some(p) => (
+                p.display().to_string(),
+                std::fs::read_to_string(p).map_err(|e| ConfigError::Invalid(format!("{}: {e}", p.display())))?,
+            ),
+            None => ("(built-in defaults)".into(), minebox_settings::EMBEDDED_DEFAULTS.into()),
+        })
+    }
+}
+
+pub fn view(settings: &Settings, registry: &Registry) -> ConfigView {
+    let coins = registry
+        .ids()
+        .into_iter()
+        .map(|id| {
+            let c = settings.coins.get(&id);
+            let name = registry.get(&id).map(|c| c.name.clone()).unwrap_or_default();
+            let cfg = CoinConfig {
+                name,
+                network: c.map(|c| c.network.clone()).unwrap_or_else(|| "main".into()),
+                enabled: Some(c.is_some_and(|c| c.enabled)),
+                payout_address: Some(c.map(|c| c.payout_address.clone()).unwrap_or_default()),
+                stratum_port: c.map(|c| c.stratum_port),
+                start_difficulty: c.map(|c| c.start_difficulty),
+                min_difficulty: c.map(|c| c.min_difficulty),
+                max_difficulty: c.map(|c| c.max_difficulty),
+            };
+            (id, cfg)
+        })
+        .collect();
+    ConfigView {
+        coins,
+        updates: UpdatesConfig { channel: Some(settings.updates.channel.clone()) },
+        notify: NotifyConfig {
+            webhook: Some(settings.notify.webhook.clone()),
+            ntfy: Some(settings.notify.ntfy.clone()),
+        },
+        snapshots: SnapshotsConfig { enabled: Some(settings.snapshots.enabled) },
+    }
+}
+
+/// Applies `edit` to the user's file if the result is valid; returns the new settings.
+pub fn apply(files: &ConfigFiles, edit: &ConfigEdit, registry: &Registry) -> Result<Settings, ConfigError> {
+    let current = match std::fs::read_to_string(&files.user) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(ConfigError::Invalid(format!("{}: {e}", files.user.display()))),
+    };
+    let mut doc: toml_edit::DocumentMut = current
+        .parse()
+        .map_err(|e| ConfigError::Invalid(format!("{}: {e}; fix or delete the file", files.user.display())))?;
+    edit_document(&mut doc, edit, registry)?;
+    let text = doc.to_string();
+    let (dname, dtext) = files.defaults_text()?;
+    let settings = Settings::from_texts(&files.user.display().to_string(), &text, &dname, &dtext, registry)?;
+    if let Some(dir) = files.user.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    minebox_settings::write_atomically(&files.user, &text)
+        .map_err(|e| ConfigError::Write { path: files.user.display().to_string(), message: e.to_string() })?;
+    Ok(settings)
+}
+
+fn table<'a>(doc: &'a mut toml_edit::DocumentMut, path: &[&str]) -> &'a mut toml_edit::Table {
+    let mut t = doc.as_table_mut();
+    for key in path {
+        let entry = t.entry(key).or_insert_with(|| {
+            let mut nt = toml_edit::Table::new();
+            nt.set_implicit(path.len() > 1 && *key == path[0]);
+            toml_edit::Item::Table(nt)
+        });
+        t = entry.as_table_mut().expect("settings tables are tables");
+    }
+    t
+}
+
+fn set<V: Into<toml_edit::Value>>(t: &mut toml_edit::Table, key: &str, v: Option<V>) {
+    if let Some(v) = v {
+        t[key] = toml_edit::value(v);
+    }
+}
+
+fn edit_document(doc: &mut toml_edit::DocumentMut, edit: &ConfigEdit, registry: &Registry) -> Result<(), ConfigError> {
+    for (id, c) in &edit.coins {
+        if registry.get(id).is_none() {
+            return Err(ConfigError::Invalid(format!(
+                "unknown coin {id:?}; known coins: {}",
+                registry.ids().join(", ")
+            )));
+        }
+        for (key, v) in [
+            ("start_difficulty", c.start_difficulty),
+            ("min_difficulty", c.min_difficulty),
+            ("max_difficulty", c.max_difficulty),
+        ] {
+            if v.is_some_and(|v| !v.is_finite() || v <= 0.0) {
+                return Err(ConfigError::Invalid(format!("coins.{id}.{key}: must be a number above 0")));
+            }
+        }
+        if let Some(a) = &c.payout_address {
+            if a.len() > 128 || a.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+                return Err(ConfigError::Invalid(format!("coins.{id}.payout_address: not an address")));
+            }
+        }
+        let t = table(doc, &["coins", id]);
+        set(t, "enabled", c.enabled);
+        set(t, "payout_address", c.payout_address.clone());
+        set(t, "stratum_port", c.stratum_port.map(i64::from));
+        set(t, "start_difficulty", c.start_difficulty);
+        set(t, "min_difficulty", c.min_difficulty);
+        set(t, "max_difficulty", c.max_difficulty);
+    }
+    if let Some(u) = &edit.updates {
+        if let Some(ch) = &u.channel {
+            if ch.is_empty()
+                || ch.len() > 32
+                || !ch.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            {
+                return Err(ConfigError::Invalid(
+                    "updates.channel: lowercase letters, digits and '-' (e.g. stable, beta)".into(),
+                ));
+            }
+        }
+        set(table(doc, &["updates"]), "channel", u.channel.clone());
+    }
+    if let Some(n) = &edit.notify {
+        for (key, v) in [("webhook", &n.webhook), ("ntfy", &n.ntfy)] {
+            if let Some(url) = v.as_deref().filter(|u| !u.is_empty()) {
+                check_url(url).map_err(|m| ConfigError::Invalid(format!("notify.{key}: {m}")))?;
+            }
+        }
+        let t = table(doc, &["notify"]);
+        set(t, "webhook", n.webhook.clone());
+        set(t, "ntfy", n.ntfy.clone());
+    }
+    if let Some(s) = &edit.snapshots {
+        set(table(doc, &["snapshots"]), "enabled", s.enabled);
+    }
+    Ok(())
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL ({e})"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!("{url:?}: use an http:// or https:// address"));
+    }
+    Ok(())
+}
+
+/// Runs the configured apply command (restart the services that read the settings).
+pub async fn run_apply(command: &[String]) -> Result<bool, String> {
+    let Some((prog, args)) = command.split_first() else { return Ok(false) };
+    let out = tokio::process::Command::new(prog).args(args).output().await.map_err(|e| format!("{prog}: {e}"))?;
+    if out.status.success() {
+        Ok(true)
+    } else {
+        Err(format!("{prog} failed: {}", String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+pub fn user_file_exists(path: &Path) -> bool {
+    path.exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ADDR: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+
+    fn setup(user: &str) -> (tempfile::TempDir, ConfigFiles, Registry) {
+        let d = tempfile::tempdir().unwrap();
+        let user_path = d.path().join("minebox.toml");
+        if !user.is_empty() {
+            std::fs::write(&user_path, user).unwrap();
+        }
+        let files = ConfigFiles { user: user_path, defaults: None };
+        (d, files, Registry::embedded())
+    }
+
+    #[test]
+    fn an_edit_keeps_the_users_comments_and_round_trips() {
+        let (_d, files, reg) = setup("# my box\n[supervisor]\nbackend = \"process\" # dev\n");
+        let mut edit = ConfigEdit::default();
+        edit.coins.insert(
+            "btc".into(),
+            CoinConfig {
+                enabled: Some(true),
+                payout_address: Some(ADDR.into()),
+                stratum_port: Some(3334),
+                ..Default::default()
+            },
+        );
+        edit.notify = Some(NotifyConfig { webhook: Some("http://192.168.1.5/hook".into()), ntfy: None });
+        // A regtest address needs the regtest network; set it as a user would have.
+        std::fs::write(
+            &files.user,
+            "# my box\n[supervisor]\nbackend = \"process\" # dev\n[coins.btc]\nnetwork = \"regtest\"\n",
+        )
+        .unwrap();
+        let s = apply(&files, &edit, &reg).unwrap();
+        assert_eq!(s.coins["btc"].payout_address, ADDR);
+        assert_eq!(s.coins["btc"].stratum_port, 3334);
+        let text = std::fs::read_to_string(&files.user).unwrap();
+        assert!(text.contains("# my box") && text.contains("# dev"), "{text}");
+        let v = view(&files.load(&reg).unwrap(), &reg);
+        assert_eq!(v.coins["btc"].enabled, Some(true));
+        assert_eq!(v.notify.webhook.as_deref(), Some("http://192.168.1.5/hook"));
+    }
+
+    #[test]
+    fn a_wrong_address_is_refused_and_the_file_is_untouched() {
+        let before = "[coins.btc]\nnetwork = \"regtest\"\n";
+        let (_d, files, reg) = setup(before);
+        let mut edit = ConfigEdit::default();
+        edit.coins.insert(
+            "btc".into(),
+            CoinConfig {
+                enabled: Some(true),
+                payout_address: Some("1BoatSLRHtKNngkdXEeobR76b53LETtpyT".into()),
+                ..Default::default()
+            },
+        );
+        let e = apply(&files, &edit, &reg).unwrap_err().to_string();
+        assert!(e.contains("coins.btc.payout_address"), "{e}");
+        assert_eq!(std::fs::read_to_string(&files.user).unwrap(), before);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let (_d, files, reg) = setup("");
+        let mut edit = ConfigEdit::default();
+        edit.coins.insert("doge".into(), CoinConfig::default());
+        assert!(apply(&files, &edit, &reg).unwrap_err().to_string().contains("unknown coin"));
+        let edit = ConfigEdit {
+            notify: Some(NotifyConfig { webhook: Some("file:///etc/passwd".into()), ntfy: None }),
+            ..Default::default()
+        };
+        assert!(apply(&files, &edit, &reg).unwrap_err().to_string().contains("notify.webhook"));
+        let edit =
+            ConfigEdit { updates: Some(UpdatesConfig { channel: Some("Bad Channel".into()) }), ..Default::default() };
+        assert!(apply(&files, &edit, &reg).unwrap_err().to_string().contains("updates.channel"));
+        let mut edit = ConfigEdit::default();
+        edit.coins.insert("btc".into(), CoinConfig { min_difficulty: Some(-1.0), ..Default::default() });
+        assert!(apply(&files, &edit, &reg).unwrap_err().to_string().contains("min_difficulty"));
+        assert!(!files.user.exists(), "nothing written");
+    }
+
+    #[test]
+    fn a_port_clash_between_coins_is_refused() {
+        let (_d, files, reg) = setup("[coins.btc]\nnetwork = \"regtest\"\n");
+        let mut edit = ConfigEdit::default();
+        edit.coins.insert(
+            "btc".into(),
+            CoinConfig {
+                enabled: Some(true),
+                payout_address: Some(ADDR.into()),
+                stratum_port: Some(80),
+                ..Default::default()
+            },
+        );
+        assert!(apply(&files, &edit, &reg).unwrap_err().to_string().contains("stratum_port"));
+    }
+}

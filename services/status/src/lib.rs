@@ -1,0 +1,68 @@
+//! `minebox-status`: the box's web page and REST API.
+//!
+//! A hobbyist opens http://minebox.local and sees, without reading logs, whether the box
+//! works and how the miners do. The page and the API read the other services' local APIs
+//! (stratum 3390, supervisor 3391, snapshot agent 3392, updater 3393) and are the only
+//! MineBox surface facing the LAN, behind a login.
+//!
+//! - [`api`]: the REST API under /api/v1, the sign-in guard and CSRF check.
+//! - [`accounts`]: admin and viewer passwords (argon2id), first-visit setup.
+//! - [`session`]: in-memory sessions, CSRF tokens, the login throttle.
+//! - [`overview`]: the per-coin overview; [`odds`]: time to a block; [`sync`]: node sync ETA.
+//! - [`upstream`]: the box's services as clients; [`feed`]: live events to open pages.
+//! - [`config`]: the settings the page edits, checked before they are written.
+//! - [`notify`]: block-found webhook and ntfy messages.
+//! - [`system`]: temperature, load, memory, disk, storage health; [`journal`]: recent logs.
+//! - [`metrics`]: Prometheus text at /metrics; [`web`]: the embedded page.
+
+pub mod accounts;
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod feed;
+pub mod journal;
+pub mod metrics;
+pub mod notify;
+pub mod odds;
+pub mod overview;
+pub mod session;
+pub mod sync;
+pub mod system;
+pub mod upstream;
+pub mod web;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Starts the background feeds and serves the page on `listener` until `shutdown`.
+pub async fn serve(
+    app: Arc<app::App>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let http = app.up.client().clone();
+    let feeds = [
+        tokio::spawn(feed::follow(
+            http.clone(),
+            app.up.url(upstream::Service::Stratum, "/api/v1/stratum/events"),
+            "stratum",
+            app.events.clone(),
+        )),
+        tokio::spawn(feed::follow(
+            http,
+            app.up.url(upstream::Service::Supervisor, "/api/v1/events"),
+            "supervisor",
+            app.events.clone(),
+        )),
+        tokio::spawn(feed::notifier(app.clone())),
+        tokio::spawn(feed::overviews(app.clone())),
+    ];
+    let router = api::router(app);
+    let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await;
+    for f in feeds {
+        f.abort();
+    }
+    result
+}

@@ -1,0 +1,491 @@
+// The MineBox status page. Plain DOM, no framework, nothing fetched from the internet.
+// Everything shown that came from a miner (worker names, user agents) goes in as text,
+// never as HTML: a hostile miner must not be able to script the owner's browser.
+"use strict";
+
+const state = { session: null, overview: null, config: null, page: "overview", worker: null, events: null };
+
+// ---- formatting -------------------------------------------------------------------------
+const SI = ["", "k", "M", "G", "T", "P", "E"];
+function si(v, unit = "", digits = 2) {
+  if (v === null || v === undefined || !isFinite(v)) return "–";
+  let i = 0;
+  while (Math.abs(v) >= 1000 && i < SI.length - 1) { v /= 1000; i++; }
+  return `${v.toFixed(v >= 100 || i === 0 && Number.isInteger(v) ? 0 : digits)} ${SI[i]}${unit}`.trim();
+}
+const hashrate = (v) => si(v, "H/s");
+function difficulty(v) {
+  if (!v) return "0";
+  return v < 1 ? v.toPrecision(3) : si(v);
+}
+function duration(s) {
+  if (s === null || s === undefined || !isFinite(s)) return "–";
+  if (s < 1) return "under a second";
+  if (s < 90) return `${Math.round(s)} s`;
+  if (s < 5400) return `${Math.round(s / 60)} min`;
+  if (s < 172800) return `${(s / 3600).toFixed(1)} h`;
+  if (s < 63072000) return `${Math.round(s / 86400)} days`;
+  return `${si(s / 31557600, "", 1)} years`;
+}
+function ago(unix) {
+  if (!unix) return "never";
+  return `${duration(Date.now() / 1000 - unix)} ago`;
+}
+const bytes = (b) => si(b, "B", 1);
+const pct = (x) => `${(x * 100).toFixed(x > 0.999 && x < 1 ? 2 : 1)} %`;
+const coins = (sats) => (sats / 1e8).toFixed(8);
+
+// ---- DOM ------------------------------------------------------------------------------------
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+const $ = (id) => document.getElementById(id);
+function toast(text) {
+  const t = $("toast");
+  t.textContent = text;
+  t.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => (t.hidden = true), 6000);
+}
+
+// ---- API ------------------------------------------------------------------------------------
+async function api(method, path, body) {
+  const opts = { method, headers: {}, credentials: "same-origin" };
+  if (body !== undefined) {
+    opts.headers["Content-Type"] = "application/json";
+    opts.body = JSON.stringify(body);
+  }
+  if (method !== "GET" && state.session && state.session.csrf_token) opts.headers["X-CSRF-Token"] = state.session.csrf_token;
+  const r = await fetch(path, opts);
+  let data = null;
+  try { data = await r.json(); } catch (_) { /* empty answer */ }
+  if (r.status === 401 && !path.startsWith("/api/v1/auth/")) { showAuth(); throw new Error("sign in first"); }
+  if (!r.ok) throw new Error((data && data.error) || `${r.status} ${r.statusText}`);
+  return data;
+}
+
+// ---- charts -------------------------------------------------------------------------------
+// A line chart of [unix, value] points: an SVG stretched to its box (so it fills a phone
+// or a desktop alike) with the labels in HTML, where they keep their size.
+function chart(points, label) {
+  const W = 600, H = 160;
+  const box = h("div", { class: "chart-box", role: "img", "aria-label": label });
+  if (!points || points.length < 2) {
+    box.append(h("p", { class: "chart-empty" }, "collecting data…"));
+    return box;
+  }
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  const t0 = points[0][0], t1 = points[points.length - 1][0];
+  const max = Math.max(...points.map((p) => p[1])) || 1;
+  const x = (t) => ((t - t0) / Math.max(1, t1 - t0)) * W;
+  const y = (v) => H - 2 - (v / max) * (H - 4);
+  const d = points.map((p, i) => `${i ? "L" : "M"}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join("");
+  const area = document.createElementNS(ns, "path");
+  area.setAttribute("d", `${d}L${W},${H}L0,${H}Z`);
+  area.setAttribute("class", "chart-area");
+  const line = document.createElementNS(ns, "path");
+  line.setAttribute("d", d);
+  line.setAttribute("class", "chart-line");
+  line.setAttribute("vector-effect", "non-scaling-stroke");
+  svg.append(area, line);
+  box.append(h("div", { class: "chart-top" }, hashrate(max)), svg,
+    h("div", { class: "chart-bottom" }, `${new Date(t0 * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })} – now (${duration(t1 - t0)})`));
+  return box;
+}
+
+// ---- sign-in --------------------------------------------------------------------------------
+function showAuth() {
+  const setup = state.session && state.session.setup_required;
+  for (const p of document.querySelectorAll(".page")) p.hidden = true;
+  $("nav").hidden = true;
+  $("logout").hidden = true;
+  $("auth").hidden = false;
+  $("auth-title").textContent = setup ? "Welcome to your MineBox" : "Sign in";
+  $("auth-help").textContent = setup
+    ? "Choose the admin password for this box (at least 8 characters). There is no default password."
+    : "Enter the admin password, or the read-only viewer password.";
+  $("auth-confirm-row").hidden = !setup;
+  $("auth-password").autocomplete = setup ? "new-password" : "current-password";
+  $("auth-submit").textContent = setup ? "Set password" : "Sign in";
+  $("auth-password").focus();
+}
+
+async function submitAuth(ev) {
+  ev.preventDefault();
+  $("auth-error").textContent = "";
+  const password = $("auth-password").value;
+  const setup = state.session && state.session.setup_required;
+  if (setup && password !== $("auth-confirm").value) {
+    $("auth-error").textContent = "The two passwords differ.";
+    return;
+  }
+  try {
+    const s = await api("POST", setup ? "/api/v1/auth/setup" : "/api/v1/auth/login", { password });
+    state.session = { signed_in: true, role: s.role, csrf_token: s.csrf_token, setup_required: false };
+    $("auth-password").value = "";
+    $("auth-confirm").value = "";
+    start();
+  } catch (e) {
+    $("auth-error").textContent = e.message;
+  }
+}
+
+// ---- pages ----------------------------------------------------------------------------------
+function renderOverview(o) {
+  state.overview = o;
+  const host = location.hostname || "minebox.local";
+  const root = $("coins");
+  root.replaceChildren();
+  if (!o.coins.length) {
+    root.append(h("div", { class: "card" }, h("h2", {}, "No coin is mining yet"),
+      h("p", {}, "Open ", h("a", { href: "#settings" }, "Settings"), ", enter your payout address and switch a coin on.")));
+  }
+  for (const c of o.coins) {
+    const n = c.node;
+    const syncing = n.progress !== null && n.progress < 0.9999;
+    root.append(h("div", { class: "card coin", id: `coin-${c.coin}` },
+      h("h2", {}, `${c.name} `, h("span", { class: "muted" }, c.network)),
+      h("div", { class: "node-line" },
+        h("span", { class: `badge state-${n.state}`, "data-testid": `node-state-${c.coin}` }, n.state),
+        " ", n.detail,
+        n.progress !== null ? h("div", { class: "sync" },
+          h("progress", { max: 1, value: n.progress, "data-testid": `sync-${c.coin}` }),
+          ` ${pct(n.progress)}`, syncing && n.eta_secs ? ` · about ${duration(n.eta_secs)} left` : "") : null),
+      h("div", { class: "stats" },
+        stat("Hashrate (1 m)", hashrate(c.hashrate["1m"]), `hashrate-${c.coin}`),
+        stat("Hashrate (1 h)", hashrate(c.hashrate["1h"])),
+        stat("Miners", c.miners, `miners-${c.coin}`),
+        stat("Best share (all time)", difficulty(c.best_share_all_time), `best-${c.coin}`),
+        stat("Best share (connected miners)", difficulty(c.best_share_session)),
+        stat("Blocks found", c.blocks_found, `blocks-${c.coin}`),
+        stat("Expected time to a block", duration(c.odds.expected_secs), `odds-${c.coin}`),
+        stat("Chance of a block today", c.odds.chance_per_day ? pct(c.odds.chance_per_day) : "–"),
+        stat("Network difficulty", difficulty(c.odds.network_difficulty))),
+      h("details", { class: "bitaxe", open: c.miners === 0 },
+        h("summary", {}, "Point a Bitaxe here"),
+        h("dl", { class: "facts" },
+          h("dt", {}, "Stratum URL"), h("dd", { "data-testid": `stratum-url-${c.coin}` }, h("code", {}, host)),
+          h("dt", {}, "Port"), h("dd", {}, h("code", {}, c.stratum.port)),
+          h("dt", {}, "User"), h("dd", {}, h("code", {}, c.stratum.user), h("span", { class: "muted" }, " (anything after the dot names the miner)")),
+          h("dt", {}, "Password"), h("dd", {}, h("code", {}, "x")),
+          h("dt", {}, "Full URL"), h("dd", {}, h("code", {}, `stratum+tcp://${host}:${c.stratum.port}`)))),
+      h("div", { class: "chart", id: `chart-${c.coin}` })));
+    loadChart(c.coin, null, $(`chart-${c.coin}`), `${c.name} pool hashrate, 24 h`);
+  }
+  const s = o.system;
+  $("system-summary").replaceChildren(...facts([
+    ["CPU temperature", s.cpu_temperature_c !== null ? `${s.cpu_temperature_c.toFixed(1)} °C` : "–"],
+    ["Load", s.load.map((l) => l.toFixed(2)).join(" ")],
+    ["Memory free", `${bytes(s.memory_available_bytes)} of ${bytes(s.memory_total_bytes)}`],
+    ["Disk free", `${bytes(s.disk_free_bytes)} of ${bytes(s.disk_total_bytes)}`],
+    ["Up", duration(s.uptime_secs)],
+  ]));
+  const banner = [...o.problems];
+  if (o.restart_required) banner.push("Settings were saved; restart the box's services for them to take effect.");
+  $("banner").textContent = banner.join(" · ");
+  $("banner").hidden = banner.length === 0;
+}
+
+function stat(label, value, testid) {
+  return h("div", { class: "stat" }, h("div", { class: "stat-value", "data-testid": testid }, value), h("div", { class: "stat-label" }, label));
+}
+function facts(rows) {
+  return rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]);
+}
+
+const chartCache = new Map();
+async function loadChart(coin, worker, el, label) {
+  const key = `${coin}/${worker || ""}`;
+  const cached = chartCache.get(key);
+  if (cached && Date.now() - cached.at < 60000) { el.replaceChildren(chart(cached.points, label)); return; }
+  try {
+    const q = new URLSearchParams({ coin });
+    if (worker) q.set("worker", worker);
+    const points = await api("GET", `/api/v1/hashrate?${q}`);
+    if (points.length >= 2) chartCache.set(key, { at: Date.now(), points });
+    el.replaceChildren(chart(points, label));
+  } catch (e) {
+    el.replaceChildren(h("p", { class: "muted" }, `chart unavailable: ${e.message}`));
+  }
+}
+
+async function renderMiners() {
+  const [workers, miners] = await Promise.all([api("GET", "/api/v1/workers"), api("GET", "/api/v1/miners")]);
+  const agents = new Map();
+  for (const m of miners) for (const w of m.workers) agents.set(`${m.coin}/${w}`, m.user_agent);
+  const body = $("workers").tBodies[0];
+  body.replaceChildren(...workers.map((w) => {
+    const rej = Object.entries(w.rejected || {}).map(([k, v]) => `${v} ${k}`).join(", ") || "0";
+    return h("tr", { class: w.connections ? "" : "offline", onclick: () => selectWorker(w) },
+      h("td", {}, h("a", { href: "#miners" }, w.worker.split(".").slice(1).join(".") || w.worker), h("div", { class: "muted small" }, w.coin)),
+      h("td", {}, `${hashrate(w.hashrate["1m"])} / ${hashrate(w.hashrate["1h"])} / ${hashrate(w.hashrate["24h"])}`),
+      h("td", {}, w.accepted), h("td", {}, rej), h("td", {}, difficulty(w.best_share)),
+      h("td", {}, difficulty(w.difficulty)), h("td", {}, ago(w.last_share_at)),
+      h("td", {}, agents.get(`${w.coin}/${w.worker}`) || w.user_agent || "–"));
+  }));
+  if (!workers.length) body.append(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No miner has connected yet.")));
+  if (!state.worker && workers.length) state.worker = workers[0];
+  if (state.worker) selectWorker(state.worker);
+}
+function selectWorker(w) {
+  state.worker = w;
+  $("worker-chart-title").textContent = `${w.worker}: hashrate, 24 h`;
+  loadChart(w.coin, w.worker, $("worker-chart"), `${w.worker} hashrate`);
+}
+
+async function renderBlocks() {
+  const blocks = await api("GET", "/api/v1/blocks?limit=200");
+  $("blocks").tBodies[0].replaceChildren(...blocks.map((b) => h("tr", {},
+    h("td", {}, b.coin), h("td", {}, b.height), h("td", { class: "hash" }, h("code", {}, b.hash)),
+    h("td", {}, coins(b.reward_sats)), h("td", {}, b.worker), h("td", {}, ago(b.found_at)),
+    h("td", {}, h("span", { class: `badge block-${b.status}` },
+      b.status === "accepted" || b.status === "confirmed" ? `${b.status} · ${b.confirmations} conf.` : b.status),
+      b.detail ? h("div", { class: "muted small" }, b.detail) : null))));
+  $("blocks-empty").hidden = blocks.length > 0;
+}
+
+async function renderNodes() {
+  const nodes = await api("GET", "/api/v1/nodes");
+  const admin = state.session.role === "admin";
+  $("nodes").replaceChildren(...nodes.map((n) => {
+    const hl = n.health || {};
+    const running = !["stopped", "crashed", "disk_full"].includes(n.state);
+    return h("div", { class: "card" },
+      h("h2", {}, `${n.coin.toUpperCase()} `, h("span", { class: "muted" }, `${n.network} · ${n.flavour}`)),
+      h("p", {}, h("span", { class: `badge state-${n.state}` }, n.state), " ", n.detail),
+      h("dl", { class: "facts" }, ...facts([
+        ["Version", hl.version || "–"],
+        ["Height / headers", hl.blocks !== undefined ? `${hl.blocks} / ${hl.headers}` : "–"],
+        ["Sync", hl.verification_progress !== undefined ? pct(hl.verification_progress) : "–"],
+        ["Peers", hl.peers ?? "–"],
+        ["Mempool", hl.mempool_transactions !== undefined ? `${hl.mempool_transactions} tx, ${bytes(hl.mempool_bytes)}` : "–"],
+        ["Disk use", hl.disk_bytes !== undefined ? bytes(hl.disk_bytes) : "–"],
+        ["Pruned", hl.pruned === undefined ? "–" : hl.pruned ? "yes" : "no"],
+        ["Restarts", n.restarts],
+      ])),
+      admin ? h("button", { class: running ? "secondary" : "", "data-testid": `node-${running ? "stop" : "start"}-${n.coin}`,
+        onclick: async (ev) => {
+          ev.target.disabled = true;
+          try { await api("POST", `/api/v1/nodes/${n.coin}/${running ? "stop" : "start"}`); toast(`${n.coin}: ${running ? "stopping" : "starting"}`); }
+          catch (e) { toast(e.message); }
+          setTimeout(renderNodes, 1000);
+        } }, running ? "Stop node" : "Start node") : null);
+  }));
+}
+
+async function renderUpdates() {
+  const admin = state.session.role === "admin";
+  const snap = $("snapshots"), upd = $("updates");
+  try {
+    const s = await api("GET", "/api/v1/snapshots");
+    snap.replaceChildren(...(s.coins || []).map((c) => h("div", { class: "snapshot" },
+      h("h2", {}, c.coin.toUpperCase()),
+      c.available ? h("p", {}, `Available: height ${c.available.height}, ${bytes(c.available.bytes)}, `,
+        h("strong", {}, c.available.trust)) : h("p", { class: "muted" }, c.error || "no snapshot published for this coin"),
+      c.progress && c.progress.phase !== "idle" ? h("div", {},
+        h("progress", { max: c.progress.bytes_total || 1, value: c.progress.bytes_done }),
+        ` ${c.progress.phase} ${bytes(c.progress.bytes_done)} of ${bytes(c.progress.bytes_total)}`,
+        c.progress.eta_secs ? ` · ${duration(c.progress.eta_secs)} left` : "", c.progress.error ? h("p", { class: "error" }, c.progress.error) : null) : null,
+      admin && c.available ? h("button", { onclick: async () => {
+        try { await api("POST", `/api/v1/snapshots/${c.coin}/install`); toast("snapshot download started"); } catch (e) { toast(e.message); }
+      } }, "Download and install") : null)));
+  } catch (e) {
+    snap.replaceChildren(h("p", { class: "muted" }, e.message));
+  }
+  try {
+    const [u, hist] = await Promise.all([api("GET", "/api/v1/updates"), api("GET", "/api/v1/updates/history")]);
+    const p = u.progress;
+    upd.replaceChildren(
+      h("dl", { class: "facts" }, ...facts([
+        ["Running", `${u.current.version} (slot ${u.current.slot}${u.current.trial ? ", on trial" : ""})`],
+        ["State", u.state],
+        ["Available", u.available ? `${u.available.version}${u.available.notes ? ` – ${u.available.notes}` : ""}` : "nothing newer"],
+        ["Last result", u.last_result ? (typeof u.last_result === "string" ? u.last_result : u.last_result.message || JSON.stringify(u.last_result)) : "–"],
+        ["Problem", u.error || "none"],
+      ])),
+      p ? h("div", {}, h("progress", { max: 100, value: p.percent || 0 }), ` ${p.phase} ${Math.round(p.percent || 0)} %`) : null,
+      admin ? h("div", { class: "row" },
+        h("button", { class: "secondary", onclick: async () => { try { await api("POST", "/api/v1/updates/check"); renderUpdates(); } catch (e) { toast(e.message); } } }, "Check now"),
+        u.available ? h("button", { onclick: async () => { try { await api("POST", "/api/v1/updates/install"); toast("installing; the box restarts into the new version"); } catch (e) { toast(e.message); } } }, "Install now") : null,
+        h("button", { class: "secondary", onclick: async () => { try { await api("POST", "/api/v1/updates/usb"); toast("looking for an update on USB"); } catch (e) { toast(e.message); } } }, "Install from USB stick")) : null,
+      h("h2", {}, "History"),
+      h("ul", {}, ...(hist || []).slice(0, 20).map((e) => h("li", {}, typeof e === "string" ? e : `${e.at ? new Date(e.at * 1000).toLocaleString() + ": " : ""}${e.message || e.result || JSON.stringify(e)}`))));
+  } catch (e) {
+    upd.replaceChildren(h("p", { class: "muted" }, e.message));
+  }
+}
+
+async function renderSystem() {
+  const s = await api("GET", "/api/v1/system");
+  const rows = [
+    ["CPU temperature", s.cpu_temperature_c !== null ? `${s.cpu_temperature_c.toFixed(1)} °C` : "not readable"],
+    ["Load (1, 5, 15 min)", `${s.load.map((l) => l.toFixed(2)).join(", ")} on ${s.cpus} cores`],
+    ["Memory available", `${bytes(s.memory_available_bytes)} of ${bytes(s.memory_total_bytes)}`],
+    ["Data disk free", `${bytes(s.disk_free_bytes)} of ${bytes(s.disk_total_bytes)} (${s.disk_path})`],
+    ["Uptime", duration(s.uptime_secs)],
+  ];
+  for (const d of s.storage) {
+    rows.push([`Storage ${d.device}`, [d.model, d.temperature_c !== null ? `${d.temperature_c.toFixed(0)} °C` : null,
+      d.wear_level ? `wear level ${d.wear_level}/11` : null].filter(Boolean).join(", ") || "no health data"]);
+  }
+  $("system").replaceChildren(...facts(rows));
+  await renderJournal();
+}
+async function renderJournal() {
+  const j = await api("GET", `/api/v1/journal/${$("journal-service").value}?lines=40`);
+  $("journal").textContent = j.available
+    ? j.lines.map((l) => `${new Date(l.at_us / 1000).toLocaleTimeString()} ${l.message}`).join("\n") || "(no lines)"
+    : `The journal is not available here: ${j.reason}`;
+}
+
+async function renderSettings() {
+  const c = await api("GET", "/api/v1/config");
+  state.config = c;
+  const admin = state.session.role === "admin";
+  $("settings-coins").replaceChildren(...Object.entries(c.coins).map(([id, k]) => h("fieldset", { class: "card", "data-coin": id },
+    h("legend", {}, `${k.name} (${k.network})`),
+    h("label", { class: "check" }, h("input", { type: "checkbox", name: "enabled", checked: k.enabled }), " Mine this coin"),
+    h("label", {}, "Payout address (blocks pay here directly)", h("input", { name: "payout_address", value: k.payout_address || "", spellcheck: "false", autocomplete: "off" })),
+    h("div", { class: "row" },
+      h("label", {}, "Stratum port", h("input", { name: "stratum_port", type: "number", min: 1024, max: 65535, value: k.stratum_port ?? "" })),
+      h("label", {}, "Start difficulty", h("input", { name: "start_difficulty", type: "number", step: "any", value: k.start_difficulty ?? "" })),
+      h("label", {}, "Min difficulty", h("input", { name: "min_difficulty", type: "number", step: "any", value: k.min_difficulty ?? "" })),
+      h("label", {}, "Max difficulty", h("input", { name: "max_difficulty", type: "number", step: "any", value: k.max_difficulty ?? "" }))))));
+  $("set-channel").value = c.updates.channel || "";
+  $("set-snapshots").checked = !!c.snapshots.enabled;
+  $("set-webhook").value = c.notify.webhook || "";
+  $("set-ntfy").value = c.notify.ntfy || "";
+  for (const el of $("settings-form").querySelectorAll("input, button")) el.disabled = !admin;
+}
+
+async function saveSettings(ev) {
+  ev.preventDefault();
+  const edit = { coins: {}, updates: { channel: $("set-channel").value }, notify: { webhook: $("set-webhook").value, ntfy: $("set-ntfy").value }, snapshots: { enabled: $("set-snapshots").checked } };
+  for (const fs of $("settings-coins").querySelectorAll("fieldset")) {
+    const v = (n) => fs.querySelector(`[name=${n}]`);
+    const num = (n) => (v(n).value === "" ? undefined : Number(v(n).value));
+    edit.coins[fs.dataset.coin] = {
+      enabled: v("enabled").checked, payout_address: v("payout_address").value.trim(),
+      stratum_port: num("stratum_port"), start_difficulty: num("start_difficulty"),
+      min_difficulty: num("min_difficulty"), max_difficulty: num("max_difficulty"),
+    };
+    // A coin left off with no address keeps whatever the file has.
+    if (!edit.coins[fs.dataset.coin].enabled && !edit.coins[fs.dataset.coin].payout_address) delete edit.coins[fs.dataset.coin].payout_address;
+  }
+  const out = $("settings-result");
+  out.className = "";
+  try {
+    const r = await api("PUT", "/api/v1/config", edit);
+    out.textContent = r.restart_required ? "Saved. Restart the services for the change to take effect." : "Saved and applied.";
+    out.className = "ok";
+  } catch (e) {
+    out.textContent = e.message;
+    out.className = "error";
+  }
+}
+
+// ---- navigation and live updates --------------------------------------------------------------
+const renderers = { overview: async () => renderOverview(await api("GET", "/api/v1/overview")), miners: renderMiners, blocks: renderBlocks, nodes: renderNodes, updates: renderUpdates, system: renderSystem, settings: renderSettings };
+
+async function show(page) {
+  if (!renderers[page]) page = "overview";
+  state.page = page;
+  for (const p of document.querySelectorAll(".page")) p.hidden = p.id !== `page-${page}`;
+  for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.getAttribute("href") === `#${page}`);
+  try { await renderers[page](); } catch (e) { if (e.message !== "sign in first") toast(e.message); }
+}
+
+function connectEvents() {
+  if (state.events) state.events.close();
+  const es = new EventSource("/api/v1/events");
+  state.events = es;
+  es.onopen = () => { $("live").textContent = "live"; $("live").classList.add("on"); };
+  es.onerror = () => { $("live").textContent = "reconnecting"; $("live").classList.remove("on"); };
+  es.onmessage = (m) => {
+    let ev;
+    try { ev = JSON.parse(m.data); } catch (_) { return; }
+    if (ev.kind === "overview") {
+      if (state.page === "overview") renderOverview(ev);
+      else state.overview = ev;
+    } else if (ev.kind === "block_found") {
+      toast(`Block found! ${ev.coin.toUpperCase()} height ${ev.height} by ${ev.worker}`);
+      if (state.page === "blocks") renderBlocks();
+    } else if (ev.kind && state.page === "blocks" && ev.kind.startsWith("block_")) {
+      renderBlocks();
+    } else if (ev.source === "supervisor" && state.page === "nodes") {
+      renderNodes();
+    }
+  };
+}
+
+function start() {
+  $("auth").hidden = true;
+  $("nav").hidden = false;
+  $("logout").hidden = false;
+  document.body.classList.toggle("viewer", state.session.role !== "admin");
+  connectEvents();
+  show(location.hash.slice(1) || "overview");
+}
+
+async function boot() {
+  $("auth-form").addEventListener("submit", submitAuth);
+  $("settings-form").addEventListener("submit", saveSettings);
+  $("journal-service").addEventListener("change", () => renderJournal().catch((e) => toast(e.message)));
+  $("logout").addEventListener("click", async () => {
+    try { await api("POST", "/api/v1/auth/logout"); } catch (_) { /* signed out anyway */ }
+    if (state.events) state.events.close();
+    state.session = await api("GET", "/api/v1/auth/session");
+    showAuth();
+  });
+  $("notify-test").addEventListener("click", async () => {
+    try {
+      const r = await api("POST", "/api/v1/notify/test");
+      $("notify-result").textContent = r.sent ? "sent" : `not delivered: ${r.errors.join("; ")}`;
+    } catch (e) { $("notify-result").textContent = e.message; }
+  });
+  $("password-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const role = $("pw-role").value, pw = $("pw-new").value;
+    try {
+      await api("PUT", "/api/v1/auth/password", { role, password: pw === "" && role === "viewer" ? null : pw, current_password: $("pw-current").value });
+      $("pw-result").textContent = "changed";
+    } catch (e) { $("pw-result").textContent = e.message; }
+  });
+  $("upload-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const file = $("upload-file").files[0];
+    if (!file) return;
+    // XMLHttpRequest, not fetch: it reports upload progress.
+    const x = new XMLHttpRequest();
+    x.open("POST", "/api/v1/updates/upload");
+    x.setRequestHeader("X-CSRF-Token", state.session.csrf_token);
+    x.setRequestHeader("Content-Type", "application/octet-stream");
+    $("upload-progress").hidden = false;
+    x.upload.onprogress = (e) => { if (e.lengthComputable) $("upload-progress").value = (100 * e.loaded) / e.total; };
+    x.onload = () => {
+      let msg = "installed; the box restarts into the new version";
+      try { const r = JSON.parse(x.responseText); if (x.status >= 400) msg = r.error; } catch (_) { if (x.status >= 400) msg = `${x.status}`; }
+      $("upload-result").textContent = msg;
+    };
+    x.send(file);
+  });
+  window.addEventListener("hashchange", () => { if (state.session && state.session.signed_in) show(location.hash.slice(1)); });
+  state.session = await api("GET", "/api/v1/auth/session");
+  if (state.session.signed_in) start(); else showAuth();
+}
+
+document.addEventListener("DOMContentLoaded", () => boot().catch((e) => toast(e.message)));
