@@ -189,7 +189,7 @@ class Shell:
     def run(self, cmd: str, timeout: float = 120, check: bool = True) -> tuple[int, str]:
         self.n += 1
         marker = f"__MINEBOX_END_{self.n}_"
-        self.c.send(f"( {cmd}\n) 2>&1; echo; echo {marker}$?__\n")
+        self.c.send(f"( {cmd}\n) 2>&1; __rc=$?; echo; echo {marker}${{__rc}}__\n")
         m = self.c.expect(rf"([\s\S]*?)\n{marker}(\d+)__\n", timeout)
         out = m.group(1).decode(errors="replace")
         if out.endswith("\n"):
