@@ -43,12 +43,12 @@ async fn one(State(s): State<ApiState>, Path(coin): Path<String>) -> Result<Json
 
 async fn start(State(s): State<ApiState>, Path(coin): Path<String>) -> Result<StatusCode, (StatusCode, String)> {
     let (_, tx) = s.nodes.get(&coin).ok_or_else(|| unknown(&coin))?;
-    queue(&tx, Command::Start, &coin)
+    queue(tx, Command::Start, &coin)
 }
 
 async fn stop(State(s): State<ApiState>, Path(coin): Path<String>) -> Result<StatusCode, (StatusCode, String)> {
     let (_, tx) = s.nodes.get(&coin).ok_or_else(|| unknown(&coin))?;
-    queue(&tx, Command::Stop, &coin)
+    queue(tx, Command::Stop, &coin)
 }
 
 async fn events(State(s): State<ApiState>) -> axum::response::Response {
