@@ -1,14 +1,30 @@
 #!/usr/bin/env bash
 # Buildroot post-build for MineBox on the Pi 5: finishes the read-only root in $1 (the
 # target directory). The overlay is already copied in.
-# Needs MINEBOX_RAUC_CERT (the update signing certificate to pin) in the environment.
+# Needs in the environment (scripts/build-image sets them): MINEBOX_RAUC_CERT, the bundle
+# signing certificate to pin, and MINEBOX_KEYS, a directory whose update-*.pub (channel
+# manifests) and snapshot-*.pub (snapshots) are pinned in /etc/minebox/keys.
 set -euo pipefail
 target=$1
 board=$(cd "$(dirname "$0")" && pwd)
 
 : "${MINEBOX_RAUC_CERT:?set MINEBOX_RAUC_CERT to the update signing certificate (scripts/build-image does)}"
+: "${MINEBOX_KEYS:?set MINEBOX_KEYS to the directory of update-*.pub and snapshot-*.pub to pin (scripts/build-image does)}"
 install -D -m 0644 "$board/rauc/system.conf" "$target/etc/rauc/system.conf"
 install -D -m 0644 "$MINEBOX_RAUC_CERT" "$target/etc/rauc/keyring.pem"
+# A box without an update key could never be updated, one without a snapshot key never
+# fast-synced: refuse to build it.
+rm -rf "$target/etc/minebox/keys"
+install -d -m 0755 "$target/etc/minebox/keys"
+for role in update snapshot; do
+  found=""
+  for k in "$MINEBOX_KEYS/$role"-*.pub; do
+    [ -f "$k" ] || continue
+    install -m 0644 "$k" "$target/etc/minebox/keys/"
+    found=1
+  done
+  [ -n "$found" ] || { echo "post-build: no $role-*.pub in $MINEBOX_KEYS" >&2; exit 1; }
+done
 printf '%s\n' "${MINEBOX_VERSION:-dev}" >"$target/etc/minebox/version"
 
 # Mount points on the read-only root.
@@ -29,9 +45,7 @@ fi
 
 # Enable units (no host systemctl needed).
 wants() { mkdir -p "$target/etc/systemd/system/$1"; ln -sfn "$2" "$target/etc/systemd/system/$1/$(basename "$2")"; }
-# Not minebox-snapshot-agent: it is a one-shot `install` command so far (no daemon mode for
-# its unit's --config form); enabled, it would crash-loop.
-for u in minebox-stratum minebox-supervisor minebox-status minebox-updater; do
+for u in minebox-stratum minebox-supervisor minebox-snapshot-agent minebox-status minebox-updater; do
 	wants multi-user.target.wants "/etc/systemd/system/$u.service"
 done
 wants sysinit.target.wants /etc/systemd/system/minebox-firstboot.service

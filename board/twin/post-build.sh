@@ -3,7 +3,8 @@
 # board/rpi5/post-build.sh does (it runs first, unchanged), then swaps in what differs on the
 # twin: RAUC's system.conf (compatible minebox-twin-x86_64), the console (ttyS0), the boot
 # facts from the kernel command line and the nvram hook for the tryboot flag.
-# Needs MINEBOX_RAUC_CERT in the environment (scripts/build-twin sets it; it also stamps the version).
+# Needs MINEBOX_RAUC_CERT and MINEBOX_KEYS in the environment (scripts/build-twin sets them; it
+# also stamps the version).
 set -euo pipefail
 target=$1
 board=$(cd "$(dirname "$0")" && pwd)
@@ -21,10 +22,8 @@ ln -sfn /dev/null "$target/etc/systemd/system/serial-getty@ttyS0.service"
 wants sysinit.target.wants /etc/systemd/system/minebox-twin-bootinfo.service
 wants multi-user.target.wants /etc/systemd/system/minebox-twin-testshell.service
 
-# See board/rpi5/post-build.sh: the snapshot agent has no daemon mode yet.
-rm -f "$target/etc/systemd/system/multi-user.target.wants/minebox-snapshot-agent.service"
 # Units of services not built (yet) would only fail: enable only what is there.
-for u in minebox-stratum minebox-supervisor minebox-status minebox-updater; do
+for u in minebox-stratum minebox-supervisor minebox-snapshot-agent minebox-status minebox-updater; do
 	if [ ! -x "$target/usr/bin/$u" ]; then
 		echo "twin post-build: no /usr/bin/$u, $u.service not enabled" >&2
 		rm -f "$target/etc/systemd/system/multi-user.target.wants/$u.service"

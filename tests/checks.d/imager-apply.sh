@@ -48,8 +48,12 @@ network:
       optional: true
 YAML
 data=$work/data
-bash -c "sh '$apply' '$work/user-data' '$work/network-config' '$data'" 2>/dev/null || fail "apply failed on Imager's own output"
+# First boot's units run with umask 0027; the hostname must still be readable by everyone.
+bash -c "umask 027; sh '$apply' '$work/user-data' '$work/network-config' '$data'" 2>/dev/null || fail "apply failed on Imager's own output"
 [ "$(cat "$data/etc/hostname")" = satoshi-box ] || fail "hostname"
+[ "$(stat -c %a "$data/etc/hostname" "$data/etc/vconsole.conf")" = "644
+644" ] || fail "hostname/vconsole.conf not world-readable: $(stat -c '%a %n' "$data/etc/hostname" "$data/etc/vconsole.conf")"
+[ "$(stat -c %a "$data/etc/userdb/alice.user")" = 600 ] || fail "the user record (password hash) is not 0600"
 [ "$(readlink "$data/etc/localtime")" = /usr/share/zoneinfo/Europe/Berlin ] || fail "time zone"
 grep -qx 'KEYMAP=de' "$data/etc/vconsole.conf" || fail "keyboard"
 # shellcheck disable=SC2016 # a literal crypt hash

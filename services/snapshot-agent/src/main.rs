@@ -17,7 +17,7 @@ struct Cli {
     /// The image defaults (built-in defaults when absent).
     #[arg(long)]
     defaults: Option<PathBuf>,
-    /// Directory of pinned snapshot keys (`*.pub`, minisign format).
+    /// Directory of pinned keys: snapshots are checked against its `snapshot-*.pub` (minisign format).
     #[arg(long, default_value = "/etc/minebox/keys")]
     keys: PathBuf,
     /// Listen address; the settings' snapshots.api when absent.
@@ -121,16 +121,10 @@ async fn serve(
     use minebox_snapshot_agent::service::{router, Agent, CoinSource};
     let registry = minebox_coin::Registry::embedded();
     let settings = minebox_settings::Settings::load(Some(config), defaults, &registry)?;
-    let mut key_files: Vec<PathBuf> = std::fs::read_dir(keys_dir)
-        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "pub")).collect())
-        .unwrap_or_default();
-    key_files.sort();
-    let keys = if key_files.is_empty() {
-        tracing::warn!(dir = %keys_dir.display(), "no pinned snapshot keys: every snapshot will be refused");
-        Vec::new()
-    } else {
-        PublicKey::read_all(&key_files)?
-    };
+    let keys = PublicKey::pinned(keys_dir, "snapshot")?;
+    if keys.is_empty() {
+        tracing::warn!(dir = %keys_dir.display(), "no pinned snapshot keys (snapshot-*.pub): every snapshot will be refused");
+    }
     let base = settings.snapshots.url.trim_end_matches('/').to_string();
     let coins = settings
         .coins
@@ -141,6 +135,7 @@ async fn serve(
             network: c.network.clone(),
             url: format!("{base}/{}/{}", c.id, c.network),
             dest: settings.paths.nodes.join(&c.id),
+            managed: c.node == minebox_settings::NodeKind::Managed,
         })
         .collect();
     let agent = std::sync::Arc::new(Agent::new(coins, keys, &settings.supervisor.api, settings.snapshots.enabled));

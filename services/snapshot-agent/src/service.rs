@@ -28,6 +28,9 @@ pub struct CoinSource {
     pub url: String,
     /// The node's data directory, where the snapshot goes.
     pub dest: PathBuf,
+    /// The supervisor runs this node (`node = "managed"`). An external node's files are
+    /// not the box's to replace: its snapshot is listed but never installed.
+    pub managed: bool,
 }
 
 pub struct Agent {
@@ -162,6 +165,7 @@ async fn list(State(a): State<Arc<Agent>>) -> Json<Value> {
             "network": src.network,
             "available": offer.as_ref().ok(),
             "error": offer.as_ref().err(),
+            "installable": src.managed,
             "installed": installed.map(|i| json!({"version": i.version, "height": i.height, "kind": i.kind, "trust": i.kind.trust()})),
             "progress": p,
         }));
@@ -175,6 +179,13 @@ async fn start_install(State(a): State<Arc<Agent>>, UrlPath(coin): UrlPath<Strin
     };
     if !a.enabled {
         return (StatusCode::CONFLICT, Json(json!({"error": "snapshots are switched off in Settings"})));
+    }
+    if !src.managed {
+        let error = format!(
+            "the {coin} node is external (node = \"external\"): the box installs snapshots only into nodes it runs; \
+             install it on the node's own host"
+        );
+        return (StatusCode::CONFLICT, Json(json!({ "error": error })));
     }
     {
         let mut busy = a.busy.lock().expect("busy");

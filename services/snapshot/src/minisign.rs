@@ -121,7 +121,29 @@ impl PublicKey {
         format!("untrusted comment: minisign public key {}\n{}\n", self.id, B64.encode(blob))
     }
 
-    /// Reads pinned keys from their files (e.g. every `/etc/minebox/keys/*.pub`).
+    /// The keys pinned for one role in a keys directory: every `<role>-*.pub` in `dir`
+    /// (`/etc/minebox/keys` on the box), sorted by name. A key file carries its role in its
+    /// name so that a key made for updates can never vouch for a snapshot, and the reverse.
+    /// An empty or missing directory gives no keys (everything signed will be refused).
+    pub fn pinned(dir: &std::path::Path, role: &str) -> Result<Vec<PublicKey>, SignError> {
+        let prefix = format!("{role}-");
+        let mut paths: Vec<std::path::PathBuf> = match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".pub"))
+                })
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(malformed("keys directory", format!("{}: {e}", dir.display()))),
+        };
+        paths.sort();
+        PublicKey::read_all(&paths)
+    }
+
+    /// Reads pinned keys from their files.
     pub fn read_all(paths: &[std::path::PathBuf]) -> Result<Vec<PublicKey>, SignError> {
         paths
             .iter()
@@ -240,5 +262,21 @@ mod tests {
         assert_eq!(back.public(), k.public());
         assert_eq!(PublicKey::from_file(&k.public().to_file()).unwrap(), k.public());
         assert!(!format!("{k:?}").contains(&hex::encode(k.key.to_bytes())));
+    }
+
+    #[test]
+    fn pinned_keys_are_chosen_by_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let (update, snap_a, snap_b) = (SecretKey::generate(), SecretKey::generate(), SecretKey::generate());
+        std::fs::write(dir.path().join("update-release.pub"), update.public().to_file()).unwrap();
+        std::fs::write(dir.path().join("snapshot-2026.pub"), snap_a.public().to_file()).unwrap();
+        std::fs::write(dir.path().join("snapshot-2027.pub"), snap_b.public().to_file()).unwrap();
+        std::fs::write(dir.path().join("snapshot-notes.txt"), "not a key").unwrap();
+        assert_eq!(PublicKey::pinned(dir.path(), "snapshot").unwrap(), vec![snap_a.public(), snap_b.public()]);
+        assert_eq!(PublicKey::pinned(dir.path(), "update").unwrap(), vec![update.public()]);
+        assert_eq!(PublicKey::pinned(&dir.path().join("absent"), "update").unwrap(), vec![]);
+        std::fs::write(dir.path().join("update-broken.pub"), "untrusted comment: x\nnot base64!").unwrap();
+        let e = PublicKey::pinned(dir.path(), "update").unwrap_err();
+        assert!(e.to_string().contains("update-broken.pub"), "{e}");
     }
 }

@@ -77,18 +77,11 @@ impl Manifest {
 
 /// Reads the pinned update keys: every `update-*.pub` in `dir`.
 pub fn pinned_keys(dir: &Path) -> Result<Vec<PublicKey>, ManifestError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| ManifestError::Keys(format!("{}: {e}", dir.display())))?;
-    let mut paths: Vec<_> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("update-") && n.ends_with(".pub"))
-        })
-        .collect();
-    paths.sort();
-    if paths.is_empty() {
+    let keys = PublicKey::pinned(dir, "update").map_err(|e| ManifestError::Keys(e.to_string()))?;
+    if keys.is_empty() {
         return Err(ManifestError::Keys(format!("no update-*.pub in {}", dir.display())));
     }
-    PublicKey::read_all(&paths).map_err(|e| ManifestError::Keys(e.to_string()))
+    Ok(keys)
 }
 
 /// The manifest file and its detached signature, as published (the signing command).

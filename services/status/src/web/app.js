@@ -300,7 +300,8 @@ async function renderUpdates() {
         h("progress", { max: c.progress.bytes_total || 1, value: c.progress.bytes_done }),
         ` ${c.progress.phase} ${bytes(c.progress.bytes_done)} of ${bytes(c.progress.bytes_total)}`,
         c.progress.eta_secs ? ` · ${duration(c.progress.eta_secs)} left` : "", c.progress.error ? h("p", { class: "error" }, c.progress.error) : null) : null,
-      admin && c.available ? h("button", { onclick: async () => {
+      c.available && c.installable === false ? h("p", { class: "muted" }, "The node is external: install snapshots on its own host.") : null,
+      admin && c.available && c.installable !== false ? h("button", { onclick: async () => {
         try { await api("POST", `/api/v1/snapshots/${c.coin}/install`); toast("snapshot download started"); } catch (e) { toast(e.message); }
       } }, "Download and install") : null)));
   } catch (e) {
