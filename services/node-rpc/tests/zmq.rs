@@ -2,13 +2,10 @@
 
 use minebox_node_rpc::hashblock;
 use minebox_regtest::ZmqPublisher as Publisher;
+use minebox_test_support::free_port;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// Publishes until the subscriber has seen `hash` (a PUB socket drops messages sent
 /// before the subscription reaches it, as with bitcoind).

@@ -1,21 +1,10 @@
 //! The publisher CLI on a node-like data directory: publish, verify, republish with reuse,
 //! and refusals (key permissions, version going back, tampering).
 
+use minebox_test_support::noise;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
-
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn run(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_minebox-publisher")).args(args).output().unwrap();

@@ -1,6 +1,8 @@
 //! The cloud target against a real S3-compatible server (moto's, from PyPI), and the
 //! device installing straight from the bucket.
 
+use minebox_test_support::free_port;
+use minebox_test_support::noise;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -11,22 +13,6 @@ impl Drop for Moto {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[tokio::test]

@@ -41,18 +41,7 @@ pub fn chunk<R: Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn noise(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use minebox_test_support::noise;
 
     #[test]
     fn an_insertion_changes_only_nearby_chunks() {

@@ -3,15 +3,12 @@
 //! whole running stack is tests/e2e/status.mjs, run by tests/checks.d/status-web.sh.)
 
 use minebox_status::app::{App, Options};
+use minebox_test_support::free_port;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
 const ADDR: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 struct Box {
     base: String,

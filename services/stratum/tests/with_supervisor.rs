@@ -4,12 +4,9 @@
 
 mod common;
 
+use minebox_test_support::free_port;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 #[tokio::test]
 async fn one_settings_file_runs_node_and_stratum_and_a_node_restart_brings_fresh_work() {

@@ -7,13 +7,10 @@ use minebox_supervisor::event::Event;
 use minebox_supervisor::health::NodeState;
 use minebox_supervisor::keeper::Policy;
 use minebox_supervisor::Supervisor;
+use minebox_test_support::free_port;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// Settings for one bcoin regtest node in `dir`, with extra lines for the coin.
 fn settings(dir: &Path, extra: &str) -> Settings {

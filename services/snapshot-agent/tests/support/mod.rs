@@ -7,26 +7,12 @@ use axum::http::{HeaderMap, Response, StatusCode};
 use minebox_publisher::publish::{publish, Request};
 use minebox_snapshot::manifest::Kind;
 use minebox_snapshot::minisign::{PublicKey, SecretKey};
+pub use minebox_test_support::free_port;
+pub use minebox_test_support::noise;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-pub fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// A node-like data directory of about `mib` MiB.
 pub fn make_datadir(root: &Path, mib: usize, seed: u64) {

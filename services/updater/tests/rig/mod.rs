@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 use minebox_snapshot::minisign::SecretKey;
+use minebox_test_support::free_port;
 use serde_json::Value;
 use std::io::Write;
 use std::net::TcpListener;
@@ -53,10 +54,6 @@ impl Default for Options {
     fn default() -> Self {
         Options { window: "any".into(), health_timeout_secs: 60, auto_install: false, max_bundle_mib: 64 }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn run(cmd: &mut Command) -> String {
