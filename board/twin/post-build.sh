@@ -21,6 +21,8 @@ rm -f "$target/etc/systemd/system/serial-getty@ttyAMA10.service"
 ln -sfn /dev/null "$target/etc/systemd/system/serial-getty@ttyS0.service"
 wants sysinit.target.wants /etc/systemd/system/minebox-twin-bootinfo.service
 wants multi-user.target.wants /etc/systemd/system/minebox-twin-testshell.service
+wants sysinit.target.wants /etc/systemd/system/minebox-twin-grubenv.service
+wants paths.target.wants /etc/systemd/system/minebox-twin-grubenv.path
 
 # Units of services not built (yet) would only fail: enable only what is there.
 for u in minebox-stratum minebox-supervisor minebox-snapshot-agent minebox-status minebox-updater; do

@@ -13,6 +13,12 @@ reboot, panic or reset ends the QEMU process and comes back here, to the firmwar
 A QEMU that ends without a tryboot request (a panic, a reset, a hard kill = a power cut)
 boots [all] next time, as on the Pi. A guest poweroff stays off until power_on().
 
+On a UEFI machine (the twin as a VPS image) there is no harness: `power_on(uefi=True)`
+starts QEMU with OVMF, the UEFI firmware, which runs GRUB from partition 1
+(EFI/BOOT/BOOTX64.EFI, board/twin/grub/grub.cfg); GRUB picks the slot from partition 1's
+grubenv, which the guest keeps in step with autoboot.txt and the tryboot request
+(twin-grubenv). No nvram disk then: the one-shot flag lives in grubenv.
+
 Stdlib only. Serial console: a unix socket (ttyS0, the recovery menu). Test shell: a
 virtio serial port (org.minebox.test) with a root shell that the twin starts only when
 the command line has minebox.testshell=1, which this harness adds: a test instrument.
@@ -35,6 +41,7 @@ from pathlib import Path
 
 SECTOR = 512
 NVRAM_SIZE = 4096
+OVMF = "/usr/share/ovmf/OVMF.fd"  # Debian's ovmf: UEFI for x86_64 QEMU guests
 
 
 def _run(*args: str, input: bytes | None = None) -> bytes:
@@ -247,20 +254,42 @@ class Box:
         autoboot = self.disk.read_file(1, "autoboot.txt").decode()
         return boot_partition(autoboot, tryboot), tryboot
 
-    def power_on(self, extra_cmdline: str = "") -> dict:
-        """Boot once: choose the slot, load its kernel, start QEMU, connect the consoles."""
+    def grub_extra(self, words: str) -> None:
+        """UEFI boots: words GRUB appends to the kernel command line (grubenv's extra=, which
+        the guest keeps); the test shell needs minebox.testshell=1 there."""
+        env = self.disk.read_file(1, "grubenv").decode()
+        lines = [l for l in env.split("\n") if l and not l.startswith("#") and not l.startswith("extra=")]
+        text = "# GRUB Environment Block\n" + "".join(f"{l}\n" for l in lines + [f"extra={words}"])
+        self.disk.write_file(1, "grubenv", (text + "#" * 1024)[:1024].encode())
+
+    def grubenv(self) -> dict:
+        env = self.disk.read_file(1, "grubenv").decode()
+        return dict(l.split("=", 1) for l in env.split("\n") if "=" in l and not l.startswith("#"))
+
+    def power_on(self, extra_cmdline: str = "", uefi: bool = False) -> dict:
+        """Boot once: choose the slot, load its kernel, start QEMU, connect the consoles.
+        With uefi, OVMF and the image's own GRUB choose instead (partition unknown here)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
-        part, tryboot = self.choose()
-        boot = self.dir / f"boot{len(self.boots)}"
-        shutil.rmtree(boot, ignore_errors=True)
-        boot.mkdir()
-        slot = {2: "a", 3: "b"}.get(part)
-        if slot is None:
-            raise RuntimeError(f"autoboot.txt chose partition {part}, which holds no kernel")
-        for name in ("vmlinuz", "initrd.img", f"cmdline-{slot}.txt"):
-            self.disk.copy_out(part, name, boot / name)
-        cmdline = (boot / f"cmdline-{slot}.txt").read_text().strip()
-        cmdline += f" minebox.bootpart={part} minebox.tryboot={int(tryboot)} minebox.testshell=1 {extra_cmdline}"
+        if uefi:
+            part, tryboot, slot = None, None, None
+            boot_args = ["-bios", OVMF]
+        else:
+            part, tryboot = self.choose()
+            boot = self.dir / f"boot{len(self.boots)}"
+            shutil.rmtree(boot, ignore_errors=True)
+            boot.mkdir()
+            slot = {2: "a", 3: "b"}.get(part)
+            if slot is None:
+                raise RuntimeError(f"autoboot.txt chose partition {part}, which holds no kernel")
+            for name in ("vmlinuz", "initrd.img", f"cmdline-{slot}.txt"):
+                self.disk.copy_out(part, name, boot / name)
+            cmdline = (boot / f"cmdline-{slot}.txt").read_text().strip()
+            cmdline += f" minebox.bootpart={part} minebox.tryboot={int(tryboot)} minebox.testshell=1 {extra_cmdline}"
+            boot_args = [
+                "-kernel", str(boot / "vmlinuz"), "-initrd", str(boot / "initrd.img"), "-append", cmdline.strip(),
+                "-drive", f"file={self.nvram},format=raw,if=none,id=nvram",
+                "-device", "virtio-blk-pci,drive=nvram,serial=nvram",
+            ]  # fmt: skip
         serial, test = self.dir / "serial.sock", self.dir / "test.sock"
         for s in (serial, test):
             s.unlink(missing_ok=True)
@@ -271,11 +300,9 @@ class Box:
             "qemu-system-x86_64",
             "-machine", "q35", "-accel", self.accel, "-m", str(self.memory), "-smp", "2",
             "-no-reboot", "-display", "none", "-monitor", "none", "-nodefaults",
-            "-kernel", str(boot / "vmlinuz"), "-initrd", str(boot / "initrd.img"), "-append", cmdline.strip(),
+            *boot_args,
             "-drive", f"file={self.disk.path},format=raw,if=none,id=disk",
-            "-device", "virtio-blk-pci,drive=disk,serial=minebox-disk",
-            "-drive", f"file={self.nvram},format=raw,if=none,id=nvram",
-            "-device", "virtio-blk-pci,drive=nvram,serial=nvram",
+            "-device", "virtio-blk-pci,drive=disk,serial=minebox-disk" + (",bootindex=0" if uefi else ""),
             "-netdev", f"user,id=net0,{fwd}", "-device", "virtio-net-pci,netdev=net0",
             "-chardev", f"socket,id=serial,path={serial},server=on,wait=on",
             "-serial", "chardev:serial",
@@ -288,10 +315,11 @@ class Box:
         # QEMU waits for both sockets to be connected before the machine starts.
         self.console = Console(self._wait_socket(serial), self.dir / "serial.log")
         self.shell = Shell(Console(self._wait_socket(test), self.dir / "test.log"))
-        info = {"partition": part, "tryboot": tryboot, "slot": slot.upper(), "started": time.monotonic()}
+        info = {"partition": part, "tryboot": tryboot, "slot": slot.upper() if slot else None, "started": time.monotonic()}
         self.boots.append(info)
         with open(self.dir / "serial.log", "ab") as f:
-            f.write(f"\n=== firmware: boot {len(self.boots)}: partition {part} tryboot={int(tryboot)}\n".encode())
+            how = "UEFI (OVMF + the image's GRUB)" if uefi else f"partition {part} tryboot={int(tryboot)}"
+            f.write(f"\n=== firmware: boot {len(self.boots)}: {how}\n".encode())
         return info
 
     def _wait_socket(self, path: Path) -> Path:
