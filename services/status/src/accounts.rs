@@ -135,7 +135,7 @@ impl Accounts {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).ok();
         }
-        minebox_settings::write_atomically(&self.path, &text)
+        minebox_settings::write_atomically(&self.path, &text, 0o600)
             .map_err(|e| AccountsError::File { path: self.path.display().to_string(), message: e.to_string() })
     }
 }

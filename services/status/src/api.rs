@@ -302,7 +302,7 @@ async fn overview(State(app): State<Arc<App>>) -> Json<Value> {
 }
 
 async fn events(State(app): State<Arc<App>>) -> impl IntoResponse {
-    minebox_events::sse(&app.events)
+    minebox_events::sse(&app.events, app.closing.clone().cancelled_owned())
 }
 
 async fn pass(State(app): State<Arc<App>>, service: Service, path: &str) -> ApiResult {

@@ -31,6 +31,8 @@ pub struct App {
     pub restart_required: AtomicBool,
     /// Largest offline update bundle accepted through the page.
     pub max_upload_bytes: u64,
+    /// Cancelled when the page stops: ends the event streams open browsers follow.
+    pub closing: tokio_util::sync::CancellationToken,
 }
 
 pub struct Options {
@@ -69,6 +71,7 @@ impl App {
             events: broadcast::channel(256).0,
             restart_required: AtomicBool::new(false),
             max_upload_bytes: 2 << 30,
+            closing: Default::default(),
         })
     }
 

@@ -145,7 +145,7 @@ pub fn apply(files: &ConfigFiles, edit: &ConfigEdit, registry: &Registry) -> Res
     if let Some(dir) = files.user.parent() {
         std::fs::create_dir_all(dir).ok();
     }
-    minebox_settings::write_atomically(&files.user, &text)
+    minebox_settings::write_atomically(&files.user, &text, minebox_settings::SETTINGS_MODE)
         .map_err(|e| ConfigError::Write { path: files.user.display().to_string(), message: e.to_string() })?;
     Ok(settings)
 }
@@ -292,6 +292,10 @@ mod tests {
         assert_eq!(s.coins["btc"].stratum_port, 3334);
         let text = std::fs::read_to_string(&files.user).unwrap();
         assert!(text.contains("# my box") && text.contains("# dev"), "{text}");
+        // The services read it through their group, whatever the page's umask.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&files.user).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, minebox_settings::SETTINGS_MODE, "settings file mode {mode:o}");
         let v = view(&files.load(&reg).unwrap(), &reg);
         assert_eq!(v.coins["btc"].enabled, Some(true));
         assert_eq!(v.notify.webhook.as_deref(), Some("http://192.168.1.5/hook"));

@@ -57,9 +57,13 @@ pub async fn serve(
         tokio::spawn(feed::notifier(app.clone())),
         tokio::spawn(feed::overviews(app.clone())),
     ];
+    let closing = app.closing.clone();
     let router = api::router(app);
     let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            closing.cancel();
+        })
         .await;
     for f in feeds {
         f.abort();

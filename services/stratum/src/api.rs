@@ -30,6 +30,8 @@ pub struct ApiState {
     pub stats: Arc<Registry>,
     pub store: Store,
     pub events: broadcast::Sender<Event>,
+    /// Cancelled when the service stops: ends the event streams it serves.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 #[derive(Serialize)]
@@ -207,5 +209,5 @@ async fn hashrate(State(s): State<ApiState>, Query(q): Query<HashrateQuery>) -> 
 }
 
 async fn events(State(s): State<ApiState>) -> axum::response::Response {
-    minebox_events::sse(&s.events).into_response()
+    minebox_events::sse(&s.events, s.shutdown.clone().cancelled_owned()).into_response()
 }

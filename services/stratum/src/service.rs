@@ -172,6 +172,7 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
         stats: stats.clone(),
         store: store.clone(),
         events: events.clone(),
+        shutdown: shutdown.clone(),
     });
     let api_shutdown = shutdown.clone();
     tasks.spawn(async move {

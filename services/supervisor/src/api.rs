@@ -15,6 +15,8 @@ use tokio::sync::{broadcast, mpsc};
 pub struct ApiState {
     pub nodes: Arc<BTreeMap<String, (SharedView, mpsc::Sender<Command>)>>,
     pub events: broadcast::Sender<Event>,
+    /// Cancelled when the service stops: ends the event streams it serves.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -53,7 +55,7 @@ async fn stop(State(s): State<ApiState>, Path(coin): Path<String>) -> Result<Sta
 
 async fn events(State(s): State<ApiState>) -> axum::response::Response {
     use axum::response::IntoResponse;
-    minebox_events::sse(&s.events).into_response()
+    minebox_events::sse(&s.events, s.shutdown.clone().cancelled_owned()).into_response()
 }
 
 /// Hands a command to the coin's keeper without waiting: while it is still carrying out

@@ -93,7 +93,8 @@ pub async fn start(
     let listener =
         tokio::net::TcpListener::bind(api).await.map_err(|e| anyhow::anyhow!("supervisor API {api}: {e}"))?;
     let addr = listener.local_addr()?;
-    let router = api::router(api::ApiState { nodes: Arc::new(nodes), events: events.clone() });
+    let router =
+        api::router(api::ApiState { nodes: Arc::new(nodes), events: events.clone(), shutdown: shutdown.clone() });
     let api_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let _ =

@@ -93,7 +93,7 @@ impl Records {
     /// Replaces the attempt record durably (temporary file, fsync, rename, fsync dir).
     pub fn set_attempt(&self, a: &Attempt) -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(a).expect("attempt serializes");
-        minebox_settings::write_atomically(&self.attempt_path(), &text)
+        minebox_settings::write_atomically(&self.attempt_path(), &text, 0o600)
     }
 
     pub fn clear_attempt(&self) -> std::io::Result<()> {
@@ -111,7 +111,7 @@ impl Records {
             entries.reverse();
             entries.push(e.clone());
             let text: String = entries.iter().map(|e| serde_json::to_string(e).expect("entry") + "\n").collect();
-            return minebox_settings::write_atomically(&self.history_path(), &text);
+            return minebox_settings::write_atomically(&self.history_path(), &text, 0o600);
         }
         let mut line = serde_json::to_string(e).expect("entry serializes") + "\n";
         // After a torn append the file does not end in a newline: start a fresh line.
