@@ -105,6 +105,8 @@ class Nginx:
         conf = self.dir / "nginx.conf"
         conf.write_text(
             f"""daemon off;
+# The tests run as root; workers as root read the work directory, which tempfile makes 0700.
+user root;
 worker_processes 1;
 pid {self.dir}/nginx.pid;
 error_log {self.dir}/error.log;
