@@ -12,17 +12,21 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// The settings every test here starts from: the box's files under `dir`, nodes as processes.
+fn box_toml(dir: &Path) -> String {
+    format!(
+        "[paths]\nnodes = \"{}\"\nsecrets = \"{}\"\nstate = \"{}\"\n[supervisor]\nbackend = \"process\"\n",
+        dir.join("nodes").display(),
+        dir.join("secrets").display(),
+        dir.join("state.db").display()
+    )
+}
+
 /// Settings for one bcoin regtest node in `dir`, with extra lines for the coin.
 fn settings(dir: &Path, extra: &str) -> Settings {
     let bcoin = minebox_regtest::bcoin_path();
     let user = format!(
-        r#"
-[paths]
-nodes = "{nodes}"
-secrets = "{secrets}"
-state = "{state}"
-[supervisor]
-backend = "process"
+        r#"{base}
 [coins.btc]
 enabled = true
 network = "regtest"
@@ -33,9 +37,7 @@ rpc_port = {rpc}
 p2p_port = {p2p}
 {extra}
 "#,
-        nodes = dir.join("nodes").display(),
-        secrets = dir.join("secrets").display(),
-        state = dir.join("state.db").display(),
+        base = box_toml(dir),
         bcoin = bcoin.display(),
         rpc = free_port(),
         p2p = free_port(),
@@ -201,13 +203,7 @@ async fn an_external_node_is_watched_but_never_started_or_stopped() {
     let cookie = dir.path().join("their-node.cookie");
     std::fs::write(&cookie, format!("whoever:{}", node.api_key())).unwrap();
     let user = format!(
-        r#"
-[paths]
-nodes = "{nodes}"
-secrets = "{secrets}"
-state = "{state}"
-[supervisor]
-backend = "process"
+        r#"{base}
 [coins.btc]
 enabled = true
 network = "regtest"
@@ -218,9 +214,7 @@ rpc_host = "127.0.0.1"
 rpc_port = {port}
 rpc_cookie = "{cookie}"
 "#,
-        nodes = dir.path().join("nodes").display(),
-        secrets = dir.path().join("secrets").display(),
-        state = dir.path().join("state.db").display(),
+        base = box_toml(dir.path()),
         cookie = cookie.display(),
     );
     let s = Settings::from_texts(
