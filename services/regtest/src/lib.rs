@@ -1,9 +1,11 @@
-//! A real bcoin regtest node, started on free local ports for a test, a benchmark or the
-//! local demo, and killed when dropped.
+//! Real regtest nodes, started on free local ports for a test, a benchmark or the local
+//! demo, and killed when dropped.
 //!
-//! bcoin 1.0.2 comes from the npm registry (`scripts/setup` installs it into the
-//! repository's `node_modules`). Its JSON-RPC speaks the bitcoind dialect MineBox uses:
-//! getblocktemplate, submitblock, getblockchaininfo, generatetoaddress, stop.
+//! - [`Core`]: Bitcoin Core (`../shared/peers/bin/bitcoind`, see that folder's README), the
+//!   node the box runs: getblocktemplate with segwit rules, submitblock, ZMQ hashblock.
+//! - [`Bcoin`]: bcoin 1.0.2 from the npm registry (`scripts/setup` installs it into the
+//!   repository's `node_modules`). Its JSON-RPC speaks the bitcoind dialect MineBox uses:
+//!   getblocktemplate, submitblock, getblockchaininfo, generatetoaddress, stop.
 
 use minebox_node_rpc::{Auth, NodeClient};
 use std::net::TcpListener;
@@ -22,6 +24,12 @@ pub enum RegtestError {
     NotReady(Duration, String),
     #[error("bcoin RPC: {0}")]
     Rpc(#[from] minebox_node_rpc::RpcError),
+    #[error("Bitcoin Core is not at {0} (set MINEBOX_BITCOIND to bitcoind, or put ../shared/peers beside the repository)")]
+    CoreNotInstalled(PathBuf),
+    #[error("could not start Bitcoin Core: {0}")]
+    CoreSpawn(std::io::Error),
+    #[error("Bitcoin Core did not answer RPC within {0:?} (if it exited at once, install libzmq5: scripts/setup); its output and debug.log end: {1}")]
+    CoreNotReady(Duration, String),
 }
 
 /// Where bcoin's `bin/node` is: `$MINEBOX_BCOIN`, else `node_modules` at the workspace root.
@@ -33,8 +41,207 @@ pub fn bcoin_path() -> PathBuf {
     root.join("node_modules/bcoin/bin/node")
 }
 
+/// Where Bitcoin Core's `bitcoind` is: `$MINEBOX_BITCOIND`, else `shared/peers/bin` beside
+/// the repository's folder (CI clones the repository elsewhere with `shared/` next to it).
+pub fn bitcoind_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("MINEBOX_BITCOIND") {
+        return PathBuf::from(p);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/peers/bin/bitcoind")
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free local port")
+}
+
+/// A real Bitcoin Core regtest node: its own temporary datadir, RPC on a free local port
+/// with `rpcauth` credentials, ZMQ `hashblock` on another, no P2P (an island). The datadir
+/// outlives [`Core::stop`], [`Core::kill`] and [`Core::restart`], so the chain survives them;
+/// it is removed, and the node killed, when the value is dropped.
+pub struct Core {
+    child: Option<Child>,
+    datadir: tempfile::TempDir,
+    rpc_port: u16,
+    zmq_port: u16,
+    password: String,
+}
+
+/// The RPC user of every [`Core`] node.
+pub const CORE_RPC_USER: &str = "minebox";
+
+impl Core {
+    /// Starts a fresh regtest chain (at genesis).
+    pub async fn start() -> Result<Core, RegtestError> {
+        let bin = bitcoind_path();
+        if !bin.exists() {
+            return Err(RegtestError::CoreNotInstalled(bin));
+        }
+        let mut node = Core {
+            child: None,
+            datadir: tempfile::Builder::new().prefix("minebox-core-").tempdir().map_err(RegtestError::CoreSpawn)?,
+            rpc_port: free_port(),
+            zmq_port: free_port(),
+            password: format!("{:032x}", rand::random::<u128>()),
+        };
+        node.spawn().await?;
+        Ok(node)
+    }
+
+    /// `rpcauth=user:salt$hmac`: the password itself never appears on bitcoind's command line.
+    fn rpcauth(&self) -> String {
+        use bitcoin::hashes::{hmac, sha256, Hash, HashEngine};
+        let salt = format!("{:032x}", rand::random::<u128>());
+        let mut engine = hmac::HmacEngine::<sha256::Hash>::new(salt.as_bytes());
+        engine.input(self.password.as_bytes());
+        let mac = hmac::Hmac::<sha256::Hash>::from_engine(engine);
+        format!("{CORE_RPC_USER}:{salt}${}", hex_lower(mac.as_byte_array()))
+    }
+
+    async fn spawn(&mut self) -> Result<(), RegtestError> {
+        let out = std::fs::File::create(self.datadir.path().join("stdout.log")).map_err(RegtestError::CoreSpawn)?;
+        let mut cmd = Command::new(bitcoind_path());
+        cmd.arg("-regtest")
+            .arg(format!("-datadir={}", self.datadir.path().display()))
+            .arg("-server=1")
+            .arg(format!("-rpcauth={}", self.rpcauth()))
+            .arg("-rpcbind=127.0.0.1")
+            .arg("-rpcallowip=127.0.0.1")
+            .arg(format!("-rpcport={}", self.rpc_port))
+            .arg(format!("-zmqpubhashblock={}", self.zmq_endpoint()))
+            // An island: no listening, no peers found or dialed.
+            .arg("-listen=0")
+            .arg("-dnsseed=0")
+            .arg("-fixedseeds=0")
+            .arg("-discover=0")
+            .arg("-printtoconsole=0")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().map_err(RegtestError::CoreSpawn)?)
+            .stderr(out)
+            .kill_on_drop(true);
+        self.child = Some(cmd.spawn().map_err(RegtestError::CoreSpawn)?);
+        let client = self.client();
+        let limit = Duration::from_secs(60);
+        let started = Instant::now();
+        loop {
+            // Core answers -28 ("Loading block index…") until it is ready.
+            if client.get_best_block_hash().await.is_ok() {
+                return Ok(());
+            }
+            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()).is_some();
+            if exited || started.elapsed() > limit {
+                let mut log = std::fs::read_to_string(self.datadir.path().join("stdout.log")).unwrap_or_default();
+                log += &std::fs::read_to_string(self.debug_log()).unwrap_or_default();
+                return Err(RegtestError::CoreNotReady(limit, tail(&log, 2000)));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn rpc_url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.rpc_port)
+    }
+
+    pub fn rpc_port(&self) -> u16 {
+        self.rpc_port
+    }
+
+    pub fn rpc_user(&self) -> &str {
+        CORE_RPC_USER
+    }
+
+    pub fn rpc_password(&self) -> &str {
+        &self.password
+    }
+
+    /// Bitcoin Core's cookie file (rewritten at every start), for tests of cookie auth.
+    pub fn cookie_path(&self) -> PathBuf {
+        self.datadir.path().join("regtest/.cookie")
+    }
+
+    /// Where bitcoind publishes `hashblock`, e.g. `tcp://127.0.0.1:40123`.
+    pub fn zmq_endpoint(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.zmq_port)
+    }
+
+    pub fn datadir(&self) -> &Path {
+        self.datadir.path()
+    }
+
+    pub fn debug_log(&self) -> PathBuf {
+        self.datadir.path().join("regtest/debug.log")
+    }
+
+    pub fn client(&self) -> NodeClient {
+        NodeClient::new(&self.rpc_url(), Auth::UserPass { user: CORE_RPC_USER.into(), pass: self.password.clone() })
+            .expect("valid local URL")
+    }
+
+    pub async fn generate_to_address(
+        &self,
+        n: u32,
+        address: &str,
+    ) -> Result<Vec<bitcoin_hash::BlockHash>, RegtestError> {
+        Ok(self.client().generate_to_address(n, address).await?)
+    }
+
+    /// Stops the node cleanly (RPC `stop`, then waits for the process to exit; killed after
+    /// 60 s). The chain stays in the datadir.
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = self.client().with_timeout(Duration::from_secs(10)).stop().await;
+        if tokio::time::timeout(Duration::from_secs(60), child.wait()).await.is_err() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Kills the node with SIGKILL (a power cut for the node); the datadir stays.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+
+    /// Stops the node cleanly, then starts it again on the same datadir, ports and password.
+    pub async fn restart(&mut self) -> Result<(), RegtestError> {
+        self.stop().await;
+        self.spawn().await
+    }
+
+    /// Starts the node again after [`Core::stop`] or [`Core::kill`].
+    pub async fn start_again(&mut self) -> Result<(), RegtestError> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        self.spawn().await
+    }
+
+    /// The node process id, e.g. to signal it from a test.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+}
+
+/// A P2PKH address in Bitcoin Core's regtest form (base58 version 0x6f, as testnet), for
+/// `generatetoaddress` on [`Core`].
+pub fn core_p2pkh_address(pubkey_hash: [u8; 20]) -> String {
+    use bitcoin::hashes::Hash;
+    let hash = bitcoin::PubkeyHash::from_byte_array(pubkey_hash);
+    bitcoin::Address::p2pkh(hash, bitcoin::NetworkKind::Test).to_string()
+}
+
+/// A P2WPKH address in Bitcoin Core's regtest form (`bcrt1q…`).
+pub fn core_p2wpkh_address(pubkey_hash: [u8; 20]) -> String {
+    let program = bitcoin::WitnessProgram::new(bitcoin::WitnessVersion::V0, &pubkey_hash).expect("20 bytes is a v0 program");
+    bitcoin::Address::from_witness_program(program, bitcoin::KnownHrp::Regtest).to_string()
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    chars[chars.len().saturating_sub(n)..].iter().collect()
 }
 
 pub struct Bcoin {
