@@ -9,6 +9,7 @@ use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, Pass
 use argon2::{Algorithm, Argon2, Params, Version};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What a signed-in user may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,11 +48,13 @@ struct AccountsFile {
 pub struct Accounts {
     path: PathBuf,
     hasher: Argon2<'static>,
+    /// Passwords checked against a hash so far: what a login flood costs, for tests and logs.
+    checked: AtomicU64,
 }
 
 impl Accounts {
     pub fn new(path: &Path) -> Accounts {
-        Accounts { path: path.to_path_buf(), hasher: hasher() }
+        Accounts { path: path.to_path_buf(), hasher: hasher(), checked: AtomicU64::new(0) }
     }
 
     /// True until the first visitor has chosen the admin password.
@@ -74,6 +77,11 @@ impl Accounts {
         self.write(&file)
     }
 
+    /// How many passwords have been checked against a hash since start.
+    pub fn checked(&self) -> u64 {
+        self.checked.load(Ordering::Relaxed)
+    }
+
     /// The role `password` signs in as, if any. Admin is tried first, so a viewer password
     /// equal to the admin's would grant admin: [`Accounts::set`] refuses that.
     pub fn verify(&self, password: &str) -> Result<Option<Role>, AccountsError> {
@@ -84,6 +92,7 @@ impl Accounts {
         if file.admin.is_none() {
             return Err(AccountsError::NotSet);
         }
+        self.checked.fetch_add(1, Ordering::Relaxed);
         for (role, hash) in [(Role::Admin, &file.admin), (Role::Viewer, &file.viewer)] {
             if let Some(hash) = hash {
                 let parsed = PasswordHash::new(hash).map_err(|e| AccountsError::File {
@@ -151,8 +160,8 @@ fn check(password: &str) -> Result<(), AccountsError> {
 }
 
 /// argon2id with OWASP's smallest recommended memory (19 MiB, 2 passes): about 60 ms on
-/// a Pi 5, and logins are serialized (see `session::LoginGate`), so a flood cannot take
-/// more than one core and 19 MiB.
+/// a Pi 5; `session::LoginGate` runs at most two at once and one per client address, so a
+/// flood cannot take more than two cores and 38 MiB, nor delay other addresses.
 fn hasher() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(19 * 1024, 2, 1, None).expect("argon2 params"))
 }

@@ -8,6 +8,8 @@
 use crate::accounts::{AccountsError, Role};
 use crate::app::App;
 use crate::config::{self, ConfigEdit};
+use crate::limits::{Conn, LocalAddr, StreamRefusal};
+use crate::session::Refusal;
 use crate::session::COOKIE;
 use crate::upstream::{Service, UpstreamError};
 use axum::body::Body;
@@ -90,8 +92,71 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(crate::metrics::serve))
         .fallback(crate::web::asset)
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
+        .layer(axum::extract::DefaultBodyLimit::max(app.limits.max_body))
+        .layer(axum::middleware::from_fn(front))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(app)
+}
+
+/// Every request: the Host must name this box, and the connection counts as busy (not
+/// to be closed for room) while the request runs.
+async fn front(req: Request, next: Next) -> Response {
+    let _busy = req.extensions().get::<Arc<Conn>>().map(|c| c.busy());
+    let host = req.headers().get(header::HOST).map(|h| h.to_str().unwrap_or("\u{fffd}").to_string());
+    if let Some(host) = host {
+        let local = req.extensions().get::<LocalAddr>().map(|l| l.0.ip());
+        if !host_is_this_box(&host, local) {
+            let name = hostname();
+            return ApiError::new(
+                421,
+                format!(
+                    "this box does not answer to the name {host:?} (a guard against DNS rebinding); \
+                     open it as http://{name}.local/ or by its IP address"
+                ),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// The box's host name, as set now.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_ascii_lowercase()).unwrap_or_default()
+}
+
+/// The names a browser may use for this box: localhost, its host name (plain and .local,
+/// as mDNS publishes it), loopback addresses and the address the client connected to (an
+/// address of one of the box's interfaces), with any port. A page from another site that
+/// made its own name point here (DNS rebinding) carries its own name and is refused.
+pub fn host_is_this_box(host: &str, local: Option<std::net::IpAddr>) -> bool {
+    let host = host.trim().to_ascii_lowercase();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((ip, port)) if port.is_empty() || port.strip_prefix(':').is_some_and(all_digits) => ip,
+            _ => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if all_digits(port) && !name.contains(':') => name,
+            Some(_) => return false,
+            None => host.as_str(),
+        }
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name == "localhost" {
+        return true;
+    }
+    if let Ok(ip) = name.parse::<std::net::IpAddr>() {
+        let ip = crate::limits::canonical(ip);
+        return ip.is_loopback() || local.map(crate::limits::canonical) == Some(ip);
+    }
+    let me = hostname();
+    !me.is_empty() && (name == me || name.strip_suffix(".local") == Some(me.as_str()))
+}
+
+fn all_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 const PUBLIC: &[&str] =
@@ -121,7 +186,8 @@ async fn guard(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Res
         return ApiError::new(401, "sign in first").into_response();
     };
     if changes_state(req.method()) {
-        if s.role != Role::Admin {
+        // Signing out is for everyone; everything else that changes something is the admin's.
+        if s.role != Role::Admin && path != "/api/v1/auth/logout" {
             return ApiError::new(403, "the viewer login can look but not change anything; sign in as admin")
                 .into_response();
         }
@@ -216,10 +282,26 @@ fn signed_in(token: &str, csrf: &str, role: Role, status: StatusCode) -> Respons
     (status, [(header::SET_COOKIE, cookie)], Json(json!({ "role": role, "csrf_token": csrf }))).into_response()
 }
 
+fn refused(r: Refusal) -> Response {
+    let status = if r == Refusal::Full { 503 } else { 429 };
+    let mut resp = ApiError::new(status, r.message()).into_response();
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(r.retry_after()));
+    resp
+}
+
 async fn setup(State(app): State<Arc<App>>, Json(body): Json<PasswordBody>) -> ApiResult {
-    let _one = app.gate.hashing.acquire().await.expect("semaphore");
+    let slot = match app.gate.slot().await {
+        Ok(s) => s,
+        Err(r) => return Ok(refused(r)),
+    };
     let app2 = app.clone();
-    tokio::task::spawn_blocking(move || app2.accounts.set_first_admin(&body.password)).await.expect("hash task")?;
+    // The pool place goes with the hash: a client hanging up does not free it early.
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        app2.accounts.set_first_admin(&body.password)
+    })
+    .await
+    .expect("hash task")?;
     tracing::info!("status page admin password set (first visit)");
     let (token, csrf) = app.sessions.create(Role::Admin);
     Ok(signed_in(&token, &csrf, Role::Admin, StatusCode::CREATED))
@@ -230,24 +312,40 @@ async fn login(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(body): Json<PasswordBody>,
 ) -> ApiResult {
-    let ip = peer.ip();
-    if let Err(wait) = app.gate.check(ip) {
-        let secs = wait.as_secs().max(1);
-        let mut r = ApiError::new(429, format!("too many wrong passwords; try again in {secs} s")).into_response();
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return Ok(r);
-    }
-    let _one = app.gate.hashing.acquire().await.expect("semaphore");
+    let ip = crate::limits::canonical(peer.ip());
+    // The lockout check and this address's one attempt are taken together, before any hashing.
+    let attempt = match app.gate.reserve(ip) {
+        Ok(a) => a,
+        Err(r) => return Ok(refused(r)),
+    };
+    let slot = match app.gate.slot().await {
+        Ok(s) => s,
+        Err(r) => {
+            attempt.withdrawn();
+            return Ok(refused(r));
+        }
+    };
     let app2 = app.clone();
-    let role = tokio::task::spawn_blocking(move || app2.accounts.verify(&body.password)).await.expect("hash task")?;
+    // The attempt and the pool place go with the hash: a client hanging up mid-check frees
+    // neither early, and its attempt counts as a miss.
+    let role = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        let role = app2.accounts.verify(&body.password);
+        match &role {
+            Ok(Some(_)) => attempt.succeeded(),
+            Ok(None) => attempt.failed(),
+            Err(_) => attempt.withdrawn(),
+        }
+        role
+    })
+    .await
+    .expect("hash task")?;
     match role {
         Some(role) => {
-            app.gate.succeeded(ip);
             let (token, csrf) = app.sessions.create(role);
             Ok(signed_in(&token, &csrf, role, StatusCode::OK))
         }
         None => {
-            app.gate.failed(ip);
             tracing::warn!(client = %ip, "status page: wrong password");
             Err(ApiError::new(401, "wrong password"))
         }
@@ -271,11 +369,15 @@ struct ChangePassword {
     current_password: String,
 }
 
-async fn password(State(app): State<Arc<App>>, Json(body): Json<ChangePassword>) -> ApiResult {
-    let _one = app.gate.hashing.acquire().await.expect("semaphore");
+async fn password(State(app): State<Arc<App>>, headers: HeaderMap, Json(body): Json<ChangePassword>) -> ApiResult {
+    let slot = match app.gate.slot().await {
+        Ok(s) => s,
+        Err(r) => return Ok(refused(r)),
+    };
     let app2 = app.clone();
     let role = body.role;
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         if app2.accounts.verify(&body.current_password)? != Some(Role::Admin) {
             return Err(ApiError::new(403, "the current admin password is wrong"));
         }
@@ -288,10 +390,10 @@ async fn password(State(app): State<Arc<App>>, Json(body): Json<ChangePassword>)
     })
     .await
     .expect("hash task")?;
-    // Other sessions of that role signed in with the old password.
-    if role == Role::Viewer {
-        app.sessions.remove_role(Role::Viewer);
-    }
+    // Every other session of that role signed in with the old password: it ends. The
+    // admin who made the change stays signed in (they just proved the current password).
+    let mine = session_token(&headers);
+    app.sessions.remove_role_except(role, mine.as_deref());
     Ok(Json(json!({ "changed": role })).into_response())
 }
 
@@ -301,8 +403,39 @@ async fn overview(State(app): State<Arc<App>>) -> Json<Value> {
     Json(v)
 }
 
-async fn events(State(app): State<Arc<App>>) -> impl IntoResponse {
-    minebox_events::sse(&app.events, app.closing.clone().cancelled_owned())
+async fn events(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    conn: Option<axum::Extension<Arc<Conn>>>,
+) -> Response {
+    let ip = crate::limits::canonical(peer.ip());
+    let slot = match app.streams.open(ip, &app.limits) {
+        Ok(s) => s,
+        Err(StreamRefusal::PerAddress(n)) => {
+            let mut r = ApiError::new(
+                429,
+                format!("{n} live pages are open from your address already; close a tab and reload"),
+            )
+            .into_response();
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(10));
+            return r;
+        }
+        Err(StreamRefusal::Total(n)) => {
+            let mut r = ApiError::new(503, format!("{n} live pages are open on this box already; try again later"))
+                .into_response();
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(30));
+            return r;
+        }
+    };
+    // The stream holds its place and keeps its connection busy (never closed for room)
+    // until it ends: the page closes, or the service stops.
+    let busy = conn.map(|c| c.0.busy());
+    let closing = app.closing.clone();
+    let until = async move {
+        let _held = (slot, busy);
+        closing.cancelled_owned().await
+    };
+    minebox_events::sse(&app.events, until).into_response()
 }
 
 async fn pass(State(app): State<Arc<App>>, service: Service, path: &str) -> ApiResult {
@@ -321,6 +454,17 @@ struct CoinQuery {
     coin: Option<String>,
 }
 
+#[derive(Deserialize)]
+struct WorkersQuery {
+    coin: Option<String>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+/// Workers per page when the page does not say; the most it may ask for.
+const WORKERS_PAGE: usize = 200;
+const WORKERS_MAX: usize = 1000;
+
 fn with_coin(path: &str, coin: &Option<String>) -> Result<String, ApiError> {
     Ok(match coin {
         Some(c) => {
@@ -331,18 +475,23 @@ fn with_coin(path: &str, coin: &Option<String>) -> Result<String, ApiError> {
     })
 }
 
-async fn workers(State(app): State<Arc<App>>, Query(q): Query<CoinQuery>) -> ApiResult {
-    let mut v = app.up.get(Service::Stratum, &with_coin("/api/v1/stratum/workers", &q.coin)?).await?;
+/// One page of workers (most recently seen first, as the stratum server sorts them): the
+/// worker registry can hold many thousands, and the page never reads more than it shows.
+async fn workers(State(app): State<Arc<App>>, Query(q): Query<WorkersQuery>) -> ApiResult {
+    let limit = q.limit.unwrap_or(WORKERS_PAGE).clamp(1, WORKERS_MAX);
+    let offset = q.offset.unwrap_or(0).min(1_000_000);
+    let path = with_coin("/api/v1/stratum/workers", &q.coin)?;
+    let mut page = app.up.get_page(Service::Stratum, &path, limit, offset).await?;
     // The decaying-average internals mean nothing to a reader; the hashrates say it.
-    if let Some(list) = v.as_array_mut() {
-        for w in list {
-            if let Some(o) = w.as_object_mut() {
-                o.remove("rates");
-                o.remove("dirty");
-            }
+    for w in &mut page.items {
+        if let Some(o) = w.as_object_mut() {
+            o.remove("rates");
+            o.remove("dirty");
         }
     }
-    Ok(Json(v).into_response())
+    let mut r = Json(page.items).into_response();
+    r.headers_mut().insert("x-more", HeaderValue::from_static(if page.more { "true" } else { "false" }));
+    Ok(r)
 }
 
 async fn miners(State(app): State<Arc<App>>, Query(q): Query<CoinQuery>) -> ApiResult {

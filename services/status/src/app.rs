@@ -33,6 +33,12 @@ pub struct App {
     pub max_upload_bytes: u64,
     /// Cancelled when the page stops: ends the event streams open browsers follow.
     pub closing: tokio_util::sync::CancellationToken,
+    /// Connections, request heads and bodies, event streams (tests make them small).
+    pub limits: crate::limits::Limits,
+    pub streams: std::sync::Arc<crate::limits::Streams>,
+    /// The last /metrics text and how long it is served.
+    pub metrics: crate::metrics::Cache,
+    pub metrics_cache_for: std::time::Duration,
 }
 
 pub struct Options {
@@ -72,6 +78,10 @@ impl App {
             restart_required: AtomicBool::new(false),
             max_upload_bytes: 2 << 30,
             closing: Default::default(),
+            limits: Default::default(),
+            streams: Default::default(),
+            metrics: Default::default(),
+            metrics_cache_for: crate::metrics::CACHE_FOR,
         })
     }
 

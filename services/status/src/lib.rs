@@ -14,6 +14,7 @@
 //! - [`notify`]: block-found webhook and ntfy messages.
 //! - [`system`]: temperature, load, memory, disk, storage health; [`journal`]: recent logs.
 //! - [`metrics`]: Prometheus text at /metrics; [`web`]: the embedded page.
+//! - [`limits`]: connection, request-head, body and event-stream limits; the HTTP server.
 
 pub mod accounts;
 pub mod api;
@@ -21,6 +22,7 @@ pub mod app;
 pub mod config;
 pub mod feed;
 pub mod journal;
+pub mod limits;
 pub mod metrics;
 pub mod notify;
 pub mod odds;
@@ -31,7 +33,6 @@ pub mod system;
 pub mod upstream;
 pub mod web;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Starts the background feeds and serves the page on `listener` until `shutdown`.
@@ -58,13 +59,13 @@ pub async fn serve(
         tokio::spawn(feed::overviews(app.clone())),
     ];
     let closing = app.closing.clone();
+    let limits = app.limits.clone();
     let router = api::router(app);
-    let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            closing.cancel();
-        })
-        .await;
+    let result = limits::run(listener, router, limits, async move {
+        shutdown.await;
+        closing.cancel();
+    })
+    .await;
     for f in feeds {
         f.abort();
     }

@@ -1,14 +1,28 @@
-//! Prometheus metrics at /metrics (text format 0.0.4): hashrates, miners, shares, best
-//! shares and blocks per coin and worker, node height and peers, and the box's health.
-//! Open without a login so a Prometheus on the LAN can scrape it; it holds counters only.
+//! Prometheus metrics at /metrics (text format 0.0.4): per coin hashrate, connected miners
+//! and workers, best share, blocks found, the node's height and peers, and the box's health.
+//!
+//! Open without a login so a Prometheus on the LAN can scrape it with no secret to keep,
+//! which is why it holds aggregates only: no payout address, no worker name (a per-worker
+//! series would name them, and with a large worker registry it was also what made a
+//! scrape expensive). The text is computed at most once per [`CACHE_FOR`] and shared by
+//! every request in that time, so a burst of scrapes costs the box's services one read.
 
 use crate::app::App;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
 use std::fmt::Write;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long one rendering of the metrics is served (Prometheus scrapes every 15 s or more).
+pub const CACHE_FOR: Duration = Duration::from_secs(5);
+
+/// The last rendering. Requests wait on the lock while one renders, then share its text.
+#[derive(Default)]
+pub struct Cache {
+    last: tokio::sync::Mutex<Option<(Instant, Arc<str>)>>,
+}
 
 struct Out(String);
 
@@ -48,8 +62,22 @@ fn fmt(v: f64) -> String {
 }
 
 pub async fn serve(State(app): State<Arc<App>>) -> Response {
+    let text = {
+        let mut last = app.metrics.last.lock().await;
+        match &*last {
+            Some((at, text)) if at.elapsed() < app.metrics_cache_for => text.clone(),
+            _ => {
+                let text: Arc<str> = render(&app).await.into();
+                *last = Some((Instant::now(), text.clone()));
+                text
+            }
+        }
+    };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text.to_string()).into_response()
+}
+
+async fn render(app: &App) -> String {
     let o = app.overview().await;
-    let workers = app.up.get(crate::upstream::Service::Stratum, "/api/v1/stratum/workers").await.unwrap_or(Value::Null);
     let mut m = Out(String::new());
     m.help("minebox_hashrate", "gauge", "Pool hashrate in hashes per second over a window.");
     for c in &o.coins {
@@ -60,6 +88,10 @@ pub async fn serve(State(app): State<Arc<App>>) -> Response {
     m.help("minebox_miners", "gauge", "Miner connections.");
     for c in &o.coins {
         m.sample("minebox_miners", &[("coin", &c.coin)], c.miners as f64);
+    }
+    m.help("minebox_workers", "gauge", "Workers with a connection.");
+    for c in &o.coins {
+        m.sample("minebox_workers", &[("coin", &c.coin)], c.workers as f64);
     }
     m.help("minebox_blocks_found_total", "counter", "Blocks found by this box.");
     for c in &o.coins {
@@ -83,24 +115,6 @@ pub async fn serve(State(app): State<Arc<App>>) -> Response {
         }
         if let Some(p) = c.node.peers {
             m.sample("minebox_node_peers", &[("coin", &c.coin)], p as f64);
-        }
-    }
-    m.help("minebox_worker_hashrate", "gauge", "A worker's hashrate over the last hour.");
-    m.help("minebox_worker_shares_accepted_total", "counter", "Shares accepted per worker.");
-    m.help("minebox_worker_shares_rejected_total", "counter", "Shares rejected per worker and reason.");
-    m.help("minebox_worker_best_share", "gauge", "A worker's best share difficulty.");
-    for w in workers.as_array().into_iter().flatten() {
-        let (coin, name) = (w["coin"].as_str().unwrap_or(""), w["worker"].as_str().unwrap_or(""));
-        let l = [("coin", coin), ("worker", name)];
-        m.sample("minebox_worker_hashrate", &l, w["hashrate"]["1h"].as_f64().unwrap_or(0.0));
-        m.sample("minebox_worker_shares_accepted_total", &l, w["accepted"].as_f64().unwrap_or(0.0));
-        m.sample("minebox_worker_best_share", &l, w["best_share"].as_f64().unwrap_or(0.0));
-        for (reason, n) in w["rejected"].as_object().into_iter().flatten() {
-            m.sample(
-                "minebox_worker_shares_rejected_total",
-                &[("coin", coin), ("worker", name), ("reason", reason)],
-                n.as_f64().unwrap_or(0.0),
-            );
         }
     }
     let s = &o.system;
@@ -127,7 +141,7 @@ pub async fn serve(State(app): State<Arc<App>>) -> Response {
         &[("service", "supervisor")],
         f64::from(u8::from(!o.problems.iter().any(|p| p.contains("supervisor")))),
     );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.0).into_response()
+    m.0
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use crate::accounts::Role;
 use rand::RngCore;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const COOKIE: &str = "minebox_session";
@@ -74,14 +75,27 @@ impl Sessions {
     pub fn remove_role(&self, role: Role) {
         self.map.lock().expect("sessions").retain(|_, s| s.role != role);
     }
+
+    /// Signs out every session of a role but `keep` (the one that changed the password).
+    pub fn remove_role_except(&self, role: Role, keep: Option<&str>) {
+        self.map.lock().expect("sessions").retain(|t, s| s.role != role || Some(t.as_str()) == keep);
+    }
 }
 
 /// Login attempts per client address: five wrong passwords, then a lockout that doubles
 /// with each further miss (30 s up to 15 min). A right password clears the record.
+///
+/// The lockout check and the attempt are one step ([`LoginGate::reserve`]): an address has
+/// at most one password being checked at a time, so concurrent guesses cannot all slip in
+/// before the first miss is counted. Hashing runs in a small pool shared by all addresses;
+/// since each address holds at most one place in it (and the waiting line is first come,
+/// first served), a flood from one address cannot delay anyone else's sign-in.
 pub struct LoginGate {
-    clients: Mutex<HashMap<IpAddr, Attempts>>,
-    /// One password hash at a time: argon2 is deliberately expensive.
-    pub hashing: tokio::sync::Semaphore,
+    clients: Arc<Mutex<HashMap<IpAddr, Attempts>>>,
+    /// Password hashes at a time: argon2 takes 19 MiB and a core for ~60 ms on a Pi 5.
+    pool: Arc<tokio::sync::Semaphore>,
+    /// Sign-ins waiting for a place in the pool (bounded: the rest are told to retry).
+    waiting: AtomicUsize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -89,10 +103,97 @@ struct Attempts {
     failures: u32,
     locked_until: Option<Instant>,
     last: Instant,
+    /// A password from this address is being checked.
+    checking: bool,
 }
 
-const FREE_ATTEMPTS: u32 = 5;
+/// Why a sign-in was not even checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Too many wrong passwords from this address: wait this long.
+    Locked(Duration),
+    /// A password from this address is being checked now.
+    Busy,
+    /// The box is checking as many passwords as it can; retry in a moment.
+    Full,
+}
+
+impl Refusal {
+    pub fn retry_after(self) -> u64 {
+        match self {
+            Refusal::Locked(wait) => wait.as_secs().max(1),
+            Refusal::Busy => 1,
+            Refusal::Full => 2,
+        }
+    }
+
+    pub fn message(self) -> String {
+        match self {
+            Refusal::Locked(_) => format!("too many wrong passwords; try again in {} s", self.retry_after()),
+            Refusal::Busy => "a password from your address is being checked; wait for its answer".into(),
+            Refusal::Full => "the box is checking other sign-ins; try again in a few seconds".into(),
+        }
+    }
+}
+
+/// A reserved attempt: settle it with the outcome. Dropped unsettled (the client hung up,
+/// the task failed) it counts as a wrong password, so hanging up cannot buy free guesses.
+pub struct Attempt {
+    clients: Arc<Mutex<HashMap<IpAddr, Attempts>>>,
+    ip: IpAddr,
+    settled: bool,
+}
+
+impl Attempt {
+    pub fn succeeded(mut self) {
+        self.settled = true;
+        self.clients.lock().expect("login gate").remove(&self.ip);
+    }
+
+    pub fn failed(mut self) {
+        self.settled = true;
+        record_failure(&self.clients, self.ip);
+    }
+
+    /// Nothing was checked (the box could not): neither a miss nor a success.
+    pub fn withdrawn(mut self) {
+        self.settled = true;
+        if let Some(a) = self.clients.lock().expect("login gate").get_mut(&self.ip) {
+            a.checking = false;
+        }
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.settled {
+            record_failure(&self.clients, self.ip);
+        }
+    }
+}
+
+fn record_failure(clients: &Mutex<HashMap<IpAddr, Attempts>>, ip: IpAddr) {
+    let mut map = clients.lock().expect("login gate");
+    let now = Instant::now();
+    let a = map.entry(ip).or_insert(Attempts { failures: 0, locked_until: None, last: now, checking: false });
+    a.checking = false;
+    a.failures += 1;
+    a.last = now;
+    if a.failures >= FREE_ATTEMPTS {
+        let doublings = (a.failures - FREE_ATTEMPTS).min(5);
+        let wait = Duration::from_secs(30 << doublings).min(Duration::from_secs(900));
+        a.locked_until = Some(now + wait);
+    }
+}
+
+/// A place in the hashing pool.
+pub type HashSlot = tokio::sync::OwnedSemaphorePermit;
+
+pub const FREE_ATTEMPTS: u32 = 5;
 const MAX_CLIENTS: usize = 1024;
+/// Two hashes at once: 38 MiB and two of the Pi's four cores at most, the rest for mining.
+const POOL: usize = 2;
+const MAX_WAITING: usize = 64;
 
 impl Default for LoginGate {
     fn default() -> LoginGate {
@@ -102,7 +203,11 @@ impl Default for LoginGate {
 
 impl LoginGate {
     pub fn new() -> LoginGate {
-        LoginGate { clients: Mutex::default(), hashing: tokio::sync::Semaphore::new(1) }
+        LoginGate {
+            clients: Arc::default(),
+            pool: Arc::new(tokio::sync::Semaphore::new(POOL)),
+            waiting: AtomicUsize::new(0),
+        }
     }
 
     /// `Err(wait)` while the client is locked out.
@@ -114,29 +219,44 @@ impl LoginGate {
         }
     }
 
-    pub fn failed(&self, ip: IpAddr) {
+    /// Checks the lockout and reserves this address's one attempt, atomically.
+    pub fn reserve(&self, ip: IpAddr) -> Result<Attempt, Refusal> {
         let mut map = self.clients.lock().expect("login gate");
         let now = Instant::now();
         if map.len() >= MAX_CLIENTS && !map.contains_key(&ip) {
-            map.retain(|_, a| now.duration_since(a.last) < Duration::from_secs(3600));
+            map.retain(|_, a| a.checking || now.duration_since(a.last) < Duration::from_secs(3600));
             if map.len() >= MAX_CLIENTS {
-                if let Some(oldest) = map.iter().min_by_key(|(_, a)| a.last).map(|(k, _)| *k) {
-                    map.remove(&oldest);
+                // Never forget an address with a check under way: it could start a second one.
+                let oldest = map.iter().filter(|(_, a)| !a.checking).min_by_key(|(_, a)| a.last).map(|(k, _)| *k);
+                match oldest {
+                    Some(k) => {
+                        map.remove(&k);
+                    }
+                    None => return Err(Refusal::Full),
                 }
             }
         }
-        let a = map.entry(ip).or_insert(Attempts { failures: 0, locked_until: None, last: now });
-        a.failures += 1;
-        a.last = now;
-        if a.failures >= FREE_ATTEMPTS {
-            let doublings = (a.failures - FREE_ATTEMPTS).min(5);
-            let wait = Duration::from_secs(30 << doublings).min(Duration::from_secs(900));
-            a.locked_until = Some(now + wait);
+        let a = map.entry(ip).or_insert(Attempts { failures: 0, locked_until: None, last: now, checking: false });
+        if let Some(until) = a.locked_until.filter(|u| *u > now) {
+            return Err(Refusal::Locked(until - now));
         }
+        if a.checking {
+            return Err(Refusal::Busy);
+        }
+        a.checking = true;
+        a.last = now;
+        Ok(Attempt { clients: self.clients.clone(), ip, settled: false })
     }
 
-    pub fn succeeded(&self, ip: IpAddr) {
-        self.clients.lock().expect("login gate").remove(&ip);
+    /// A place in the hashing pool, first come first served; refused when the line is long.
+    pub async fn slot(&self) -> Result<HashSlot, Refusal> {
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(Refusal::Full);
+        }
+        let permit = self.pool.clone().acquire_owned().await.expect("hash pool is never closed");
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        Ok(permit)
     }
 }
 
@@ -176,16 +296,32 @@ mod tests {
         let ip: IpAddr = "192.168.1.20".parse().unwrap();
         let other: IpAddr = "192.168.1.21".parse().unwrap();
         for _ in 0..FREE_ATTEMPTS - 1 {
-            g.failed(ip);
+            g.reserve(ip).unwrap().failed();
             assert!(g.check(ip).is_ok());
         }
-        g.failed(ip);
+        g.reserve(ip).unwrap().failed();
         let wait = g.check(ip).unwrap_err();
         assert!(wait > Duration::from_secs(20) && wait <= Duration::from_secs(30));
+        assert!(matches!(g.reserve(ip), Err(Refusal::Locked(_))));
         assert!(g.check(other).is_ok(), "one client's misses do not lock out another");
-        g.failed(ip);
+        g.clients.lock().unwrap().get_mut(&ip).unwrap().locked_until = None;
+        g.reserve(ip).unwrap().failed();
         assert!(g.check(ip).unwrap_err() > Duration::from_secs(30), "lockout grows");
-        g.succeeded(ip);
+        g.clients.lock().unwrap().get_mut(&ip).unwrap().locked_until = None;
+        g.reserve(ip).unwrap().succeeded();
         assert!(g.check(ip).is_ok());
+    }
+
+    #[test]
+    fn one_check_at_a_time_per_address_and_hanging_up_counts() {
+        let g = LoginGate::new();
+        let ip: IpAddr = "192.168.1.20".parse().unwrap();
+        let first = g.reserve(ip).unwrap();
+        assert_eq!(g.reserve(ip).err(), Some(Refusal::Busy));
+        assert!(g.reserve("192.168.1.21".parse().unwrap()).is_ok(), "other addresses are not held up");
+        drop(first);
+        assert_eq!(g.clients.lock().unwrap()[&ip].failures, 1, "an attempt dropped unsettled is a miss");
+        g.reserve(ip).unwrap().withdrawn();
+        assert_eq!(g.clients.lock().unwrap()[&ip].failures, 1);
     }
 }

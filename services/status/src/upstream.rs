@@ -38,6 +38,8 @@ pub enum UpstreamError {
     Unreachable { service: Service, detail: String },
     #[error("the {} answered {status}: {message}", .service.name())]
     Refused { service: Service, status: u16, message: String },
+    #[error("the {}'s answer is larger than the page reads ({} KiB); ask for fewer entries (limit)", .service.name(), .bytes >> 10)]
+    TooLarge { service: Service, bytes: usize },
 }
 
 impl UpstreamError {
@@ -114,7 +116,7 @@ impl Upstreams {
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
             if body.len() + chunk.len() > MAX_BODY {
-                return Err(UpstreamError::Unreachable { service, detail: "answer too large".into() });
+                return Err(UpstreamError::TooLarge { service, bytes: MAX_BODY });
             }
             body.extend_from_slice(&chunk);
         }
@@ -132,6 +134,150 @@ impl Upstreams {
     }
 }
 
+/// One page of a list an upstream serves as a JSON array.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub items: Vec<Value>,
+    /// More entries follow this page.
+    pub more: bool,
+}
+
+/// Largest single entry of a paged list (a worker record is well under 1 KiB).
+const MAX_ITEM: usize = 64 << 10;
+
+impl Upstreams {
+    /// Entries `offset..offset + limit` of a list, asked for with `limit` and `offset` in
+    /// the query. The array is read entry by entry and the read stops once the page is
+    /// full, so a list of any length costs at most the page: an upstream that ignores the
+    /// paging (an older one) is paged here instead.
+    pub async fn get_page(&self, service: Service, path: &str, limit: usize, offset: usize) -> Result<Page, UpstreamError> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = self.url(service, &format!("{path}{sep}limit={limit}&offset={offset}"));
+        let unreachable = |e: reqwest::Error| UpstreamError::Unreachable { service, detail: short(&e) };
+        let mut resp = self.http.get(url).send().await.map_err(unreachable)?;
+        if !resp.status().is_success() {
+            return self.send_response(service, resp).await.map(|_| Page::default());
+        }
+        let mut split = ArraySplitter::default();
+        let (mut first, mut paged) = (Vec::new(), Vec::new());
+        let mut seen = 0usize;
+        let mut read = 0usize;
+        // `first`: what an upstream that honoured the paging sent (at most `limit`); past
+        // that it did not, and `paged` is the page cut here.
+        'read: while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
+            read += chunk.len();
+            for item in split.feed(&chunk).map_err(|detail| UpstreamError::Unreachable { service, detail })? {
+                if seen <= limit {
+                    first.push(item.clone());
+                }
+                if seen >= offset && seen < offset + limit {
+                    paged.push(item);
+                }
+                seen += 1;
+                if seen > limit && seen > offset + limit {
+                    break 'read;
+                }
+            }
+            if read > MAX_BODY && seen <= limit {
+                return Err(UpstreamError::TooLarge { service, bytes: MAX_BODY });
+            }
+        }
+        if seen > limit {
+            Ok(Page { more: seen > offset + limit, items: paged })
+        } else {
+            if !split.done() {
+                return Err(UpstreamError::Unreachable { service, detail: "the list ended early".into() });
+            }
+            Ok(Page { more: first.len() == limit, items: first })
+        }
+    }
+
+    async fn send_response(&self, service: Service, resp: reqwest::Response) -> Result<Value, UpstreamError> {
+        let unreachable = |e: reqwest::Error| UpstreamError::Unreachable { service, detail: short(&e) };
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(unreachable)?;
+        let message = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(300).collect());
+        Err(UpstreamError::Refused { service, status: status.as_u16(), message })
+    }
+}
+
+/// Cuts a JSON array arriving in chunks into its entries, holding one entry at a time.
+#[derive(Default)]
+struct ArraySplitter {
+    started: bool,
+    ended: bool,
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+    item: Vec<u8>,
+}
+
+impl ArraySplitter {
+    fn done(&self) -> bool {
+        self.ended
+    }
+
+    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Value>, String> {
+        let mut out = Vec::new();
+        for &b in chunk {
+            if self.ended {
+                if !b.is_ascii_whitespace() {
+                    return Err("text after the list".into());
+                }
+                continue;
+            }
+            if !self.started {
+                match b {
+                    b'[' => self.started = true,
+                    b if b.is_ascii_whitespace() => {}
+                    _ => return Err("the answer is not a list".into()),
+                }
+                continue;
+            }
+            if self.in_string {
+                self.item.push(b);
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                }
+            } else {
+                match b {
+                    b'"' => {
+                        self.in_string = true;
+                        self.item.push(b);
+                    }
+                    b'{' | b'[' => {
+                        self.depth += 1;
+                        self.item.push(b);
+                    }
+                    b'}' | b']' if self.depth > 0 => {
+                        self.depth -= 1;
+                        self.item.push(b);
+                    }
+                    b',' | b']' if self.depth == 0 => {
+                        if !self.item.iter().all(u8::is_ascii_whitespace) {
+                            out.push(serde_json::from_slice(&self.item).map_err(|e| format!("a list entry: {e}"))?);
+                        }
+                        self.item.clear();
+                        self.ended = b == b']';
+                    }
+                    _ => self.item.push(b),
+                }
+            }
+            if self.item.len() > MAX_ITEM {
+                return Err(format!("a list entry is larger than {} KiB", MAX_ITEM >> 10));
+            }
+        }
+        Ok(out)
+    }
+}
+
 fn short(e: &reqwest::Error) -> String {
     if e.is_connect() {
         "connection refused".into()
@@ -139,5 +285,25 @@ fn short(e: &reqwest::Error) -> String {
         "timed out".into()
     } else {
         e.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_splitter_cuts_entries_across_chunks() {
+        let text = br#" [ {"worker":"a,]\"}","n":[1,2]} , {"worker":"b"} ,3 ] "#;
+        for cut in 0..text.len() {
+            let mut s = ArraySplitter::default();
+            let mut items = s.feed(&text[..cut]).unwrap();
+            items.extend(s.feed(&text[cut..]).unwrap());
+            assert!(s.done());
+            assert_eq!(items.len(), 3, "cut at {cut}");
+            assert_eq!(items[0]["worker"], "a,]\"}");
+            assert_eq!(items[2], 3);
+        }
+        assert!(ArraySplitter::default().feed(b"{\"error\":1}").is_err());
     }
 }
