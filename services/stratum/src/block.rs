@@ -1,11 +1,17 @@
 //! Found blocks: build, record, submit, confirm.
 //!
-//! Order matters. The block is written to SQLite (fsynced) before it is submitted, so a
-//! crash or power cut at any point after the share arrived leaves a record that the next
-//! start resubmits; the cost is one fsync, milliseconds against a 10-minute block race.
-//! Submission retries transport errors with backoff (the node may be restarting); a
-//! refusal from the node is final and kept with its reason. Confirmations are then
-//! followed until the block is buried (100 deep, when its coinbase matures) or orphaned.
+//! Order matters. The miner's `result: true` for a block-finding share is written only
+//! after the block is in SQLite (committed with `synchronous=FULL`, so fsynced): the
+//! connection hands the find to the recorder with a one-shot acknowledgement and waits
+//! for it ([`FoundShare`]). A crash or power cut at any moment after the miner heard `true`
+//! therefore leaves a `submitting` row that the next start resubmits; the cost is one fsync,
+//! milliseconds against a 10-minute block race.
+//!
+//! Recording and submitting are two tasks, so no miner's reply ever waits on `submitblock`:
+//! the recorder only writes and acknowledges, the submitter talks to the node. Submission
+//! retries transport errors with backoff (the node may be restarting); a refusal from the
+//! node is final and kept with its reason. Confirmations are then followed until the
+//! block is buried (100 deep, when its coinbase matures) or orphaned.
 
 use crate::event::Event;
 use crate::session::FoundBlock;
@@ -13,12 +19,17 @@ use crate::stats::unix_now;
 use crate::store::{BlockRecord, BlockStatus, Store};
 use bitcoin::consensus::encode::{serialize, VarInt};
 use minebox_node_rpc::{NodeClient, RpcError, SubmitResult};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 /// Depth at which a coinbase matures and the block's fate stops being followed.
 pub const MATURITY: i64 = 100;
+
+/// Found blocks waiting for the submitter. Beyond this they wait in the database (as
+/// `submitting` rows, already durable) and the submitter picks them up from there.
+const SUBMIT_QUEUE: usize = 64;
 
 /// The full serialized block for a found share.
 pub fn assemble(found: &FoundBlock) -> Vec<u8> {
@@ -33,6 +44,24 @@ pub fn assemble(found: &FoundBlock) -> Vec<u8> {
     out
 }
 
+/// A block-finding share on its way to the recorder; `recorded` answers once the block is
+/// on disk (or could not be written), and only then may the miner be told `true`.
+#[derive(Debug)]
+pub struct FoundShare {
+    pub block: FoundBlock,
+    pub recorded: oneshot::Sender<Recorded>,
+}
+
+/// The recorder's answer to a [`FoundShare`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recorded {
+    /// In the database, fsynced: resubmitted after any crash from here on.
+    Durable,
+    /// The database refused the write (full or broken disk); the block is being submitted
+    /// anyway, but a crash now would lose it. The text says what failed.
+    NotSaved(String),
+}
+
 pub struct BlockDesk {
     pub coin: String,
     pub network: String,
@@ -42,28 +71,75 @@ pub struct BlockDesk {
 }
 
 impl BlockDesk {
-    pub async fn run(self, mut found: mpsc::Receiver<FoundBlock>, shutdown: CancellationToken) {
+    /// Records finds as they come and submits them; returns on shutdown once every find
+    /// already handed over is recorded.
+    pub async fn run(self, mut found: mpsc::Receiver<FoundShare>, shutdown: CancellationToken) {
+        let desk = Arc::new(self);
+        let (to_submit, submit_rx) = mpsc::channel(SUBMIT_QUEUE);
+        let rescan = Arc::new(Notify::new());
         // Anything recorded but never answered (a crash between record and submit).
-        match self.store_call(|s, coin| s.unsettled_blocks(&coin)).await {
-            Ok(blocks) => {
-                for b in blocks.into_iter().filter(|b| b.status == BlockStatus::Submitting) {
-                    tracing::warn!(coin = %self.coin, height = b.height, hash = %b.hash, "resubmitting a block recorded before a restart");
-                    self.submit(b, &shutdown).await;
+        rescan.notify_one();
+        let submitter = tokio::spawn(desk.clone().submitter(submit_rx, rescan.clone(), shutdown.clone()));
+        loop {
+            tokio::select! {
+                biased;
+                f = found.recv() => match f {
+                    Some(f) => desk.on_found(f, &to_submit, &rescan).await,
+                    None => break,
+                },
+                _ = shutdown.cancelled() => {
+                    // A miner may be waiting for its block's acknowledgement: record what
+                    // was handed over, refuse anything later (the connection says so).
+                    found.close();
+                    while let Some(f) = found.recv().await {
+                        desk.on_found(f, &to_submit, &rescan).await;
+                    }
+                    break;
                 }
             }
-            Err(e) => tracing::error!(error = %e, "cannot read unsettled blocks"),
         }
+        drop(to_submit);
+        let _ = submitter.await;
+    }
+
+    /// Talks to the node: submits recorded blocks, resubmits `submitting` rows, and
+    /// follows confirmations. Runs apart from the recorder so a slow or absent node never
+    /// delays a miner's reply.
+    async fn submitter(
+        self: Arc<Self>,
+        mut queue: mpsc::Receiver<BlockRecord>,
+        rescan: Arc<Notify>,
+        shutdown: CancellationToken,
+    ) {
         let mut confirm = tokio::time::interval(Duration::from_secs(60));
         confirm.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
-                f = found.recv() => match f {
-                    Some(f) => self.on_found(f, &shutdown).await,
+                biased;
+                _ = shutdown.cancelled() => return, // unanswered blocks stay 'submitting'
+                r = queue.recv() => match r {
+                    Some(r) => self.submit(r, &shutdown).await,
                     None => return,
                 },
+                _ = rescan.notified() => self.resubmit_recorded(&shutdown).await,
                 _ = confirm.tick() => self.confirm().await,
             }
+        }
+    }
+
+    /// Submits every block the database still has as `submitting`.
+    async fn resubmit_recorded(&self, shutdown: &CancellationToken) {
+        match self.store_call(|s, coin| s.unsettled_blocks(&coin)).await {
+            Ok(blocks) => {
+                for b in blocks.into_iter().filter(|b| b.status == BlockStatus::Submitting) {
+                    if shutdown.is_cancelled() {
+                        return;
+                    }
+                    tracing::warn!(coin = %self.coin, height = b.height, hash = %b.hash, "submitting a block recorded earlier (before a restart, or while the submit queue was full)");
+                    self.submit(b, shutdown).await;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read unsettled blocks"),
         }
     }
 
@@ -76,7 +152,8 @@ impl BlockDesk {
         tokio::task::spawn_blocking(move || f(store, coin)).await.expect("store task panicked")
     }
 
-    async fn on_found(&self, found: FoundBlock, shutdown: &CancellationToken) {
+    async fn on_found(&self, found: FoundShare, to_submit: &mpsc::Sender<BlockRecord>, rescan: &Notify) {
+        let FoundShare { block: found, recorded } = found;
         let template = &found.job.template;
         let record = BlockRecord {
             coin: self.coin.clone(),
@@ -95,10 +172,16 @@ impl BlockDesk {
         };
         tracing::info!(coin = %self.coin, height = record.height, hash = %record.hash, worker = %record.worker, "BLOCK FOUND");
         let r = record.clone();
-        if let Err(e) = self.store_call(move |s, _| s.record_block(&r)).await {
-            // Never let a database problem cost a block: submit anyway, loudly.
-            tracing::error!(error = %e, "could not record the found block; submitting it anyway");
-        }
+        let saved = match self.store_call(move |s, _| s.record_block(&r)).await {
+            Ok(()) => Recorded::Durable,
+            Err(e) => {
+                // Never let a database problem cost a block: submit anyway, loudly.
+                tracing::error!(error = %e, "could not record the found block; submitting it anyway");
+                Recorded::NotSaved(e.to_string())
+            }
+        };
+        // The miner's `true` goes out after this; a miner that hung up meanwhile is fine.
+        let _ = recorded.send(saved.clone());
         let _ = self.events.send(Event::BlockFound {
             coin: self.coin.clone(),
             height: record.height,
@@ -106,7 +189,16 @@ impl BlockDesk {
             worker: record.worker.clone(),
             reward_sats: record.reward_sats,
         });
-        self.submit(record, shutdown).await;
+        match to_submit.try_send(record) {
+            Ok(()) => {}
+            // Durable: the submitter finds it in the database when it has caught up.
+            Err(mpsc::error::TrySendError::Full(_)) if saved == Recorded::Durable => rescan.notify_one(),
+            // Only in memory: it must not be dropped, so wait for room.
+            Err(mpsc::error::TrySendError::Full(record)) => {
+                let _ = to_submit.send(record).await;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
     }
 
     async fn submit(&self, record: BlockRecord, shutdown: &CancellationToken) {

@@ -164,9 +164,13 @@ pub async fn serve(
                                 let output = session.handle(&pool.ctx, &id, request, template.as_ref(), now, unix_now());
                                 out = output.lines;
                                 if let Some(found) = output.found {
-                                    // Blocks are rare and precious: wait for room rather than drop.
-                                    if pool.found.send(found).await.is_err() {
-                                        tracing::error!("block submitter is gone; the server is shutting down");
+                                    // The reply (`true`) is written only once the block is on
+                                    // disk: a crash after the miner heard it must not lose it.
+                                    if let Err(why) = record_found(&pool, found).await {
+                                        tracing::error!(%peer, why, "a found block could not be handed to the recorder");
+                                        if let Some(first) = out.first_mut() {
+                                            *first = protocol::reply_error(&id, &Rejection::new(ErrorCode::Other, format!("block found but not recorded: {why}; it was not submitted")));
+                                        }
                                     }
                                 }
                                 if output.close {
@@ -216,6 +220,22 @@ pub async fn serve(
         Close::Eof | Close::Shutdown => tracing::debug!(%peer, "miner disconnected"),
         Close::Io(e) => tracing::info!(%peer, error = %e, accepted = session.accepted, "miner connection failed"),
         _ => tracing::info!(%peer, ?reason, accepted = session.accepted, "miner disconnected"),
+    }
+}
+
+/// Hands a found block to the recorder and waits until it is durable. Blocks are rare and
+/// precious: wait for room in the (bounded) queue rather than drop one. The recorder only
+/// writes to SQLite, never talks to the node, so this wait is one fsync.
+async fn record_found(pool: &Pool, block: crate::session::FoundBlock) -> Result<(), &'static str> {
+    let (recorded, ack) = tokio::sync::oneshot::channel();
+    if pool.found.send(crate::block::FoundShare { block, recorded }).await.is_err() {
+        return Err("the server is shutting down");
+    }
+    match ack.await {
+        Ok(crate::block::Recorded::Durable) => Ok(()),
+        // Submitted anyway; the share is valid, the miner may hear `true`.
+        Ok(crate::block::Recorded::NotSaved(_)) => Ok(()),
+        Err(_) => Err("the server is shutting down"),
     }
 }
 

@@ -1,8 +1,9 @@
 //! One coin's server at run time: its shared context, its work feed, and who is connected.
 
+use crate::block::FoundShare;
 use crate::connection::Limits;
 use crate::job::Template;
-use crate::session::{FoundBlock, PoolContext, Session};
+use crate::session::{PoolContext, Session};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,7 +15,9 @@ pub struct Pool {
     pub network: String,
     /// The current template; `None` until the node has answered once.
     pub work: watch::Receiver<Option<Arc<Template>>>,
-    pub found: mpsc::Sender<FoundBlock>,
+    /// To the block recorder; a connection waits for the recorded acknowledgement before
+    /// telling the miner `true` (see [`crate::block`]).
+    pub found: mpsc::Sender<FoundShare>,
     pub limits: Limits,
     pub live: LiveMiners,
 }

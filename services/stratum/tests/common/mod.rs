@@ -2,6 +2,8 @@
 //! started in-process against it, and a raw line client for the hostile tests.
 #![allow(dead_code)]
 
+pub mod process;
+
 use minebox_regtest::Bcoin;
 use minebox_stratum::connection::Limits;
 use minebox_stratum::payout::CoinPayouts;
