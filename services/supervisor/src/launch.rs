@@ -87,6 +87,9 @@ pub fn plan(coin: &CoinSettings, nodes_dir: &Path, secrets_dir: &Path, phase: Ph
                 format!("maxconnections={}", coin.max_connections),
                 "maxmempool=300".into(),
                 "disablewallet=1".into(),
+                // The box runs no Tor: without this Core dials a Tor control port on
+                // 127.0.0.1:9051 at every start and logs the failure as a warning.
+                "listenonion=0".into(),
                 // Logs go to journald through stdout; no debug.log filling the SSD.
                 "printtoconsole=1".into(),
                 "nodebuglogfile=1".into(),
