@@ -5,11 +5,11 @@
 //! little-endian sequence number. A gap in the sequence means notifications were lost,
 //! which only costs latency here: the work feed's poll catches up.
 
+use crate::zmtp::{Incoming, Subscriber};
 use bitcoin::BlockHash;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use zeromq::{Socket, SocketRecv};
 
 /// Decodes one `hashblock` message into the block hash and its sequence number.
 pub fn decode(frames: &[&[u8]]) -> Option<(BlockHash, u32)> {
@@ -23,31 +23,38 @@ pub fn decode(frames: &[&[u8]]) -> Option<(BlockHash, u32)> {
     Some((bitcoin::hashes::Hash::from_byte_array(bytes), seq))
 }
 
-/// How long a subscription may stay silent before it is renewed. The ZMQ library does not
-/// report a publisher that went away (a restarted node), so a quiet socket is reconnected
-/// now and then; a localhost reconnect costs next to nothing, and the work feed's poll
-/// covers the gap.
-pub const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(30);
+/// How long the subscription may stay silent before the publisher is asked whether it is
+/// still there (a ZMTP PING; a publisher older than ZMTP 3.1 is reconnected instead). A node
+/// that restarts closes the connection, which is noticed at once; the PING finds the rest:
+/// a node host that vanished without closing (power cut, network), or a hung node. A
+/// silent but healthy publisher keeps its one connection however long it stays silent.
+pub const PROBE_AFTER: Duration = Duration::from_secs(30);
+
+/// The former name of [`PROBE_AFTER`]: quiet subscriptions are no longer renewed.
+#[deprecated(note = "use PROBE_AFTER: a quiet subscription is probed, not renewed")]
+pub const RESUBSCRIBE_AFTER: Duration = PROBE_AFTER;
 
 /// Subscribes to `endpoint` and forwards every new block hash until `shutdown`, reconnecting
 /// with backoff when the node restarts.
 pub async fn forward(endpoint: &str, out: mpsc::Sender<BlockHash>, shutdown: CancellationToken) {
-    forward_with(endpoint, out, shutdown, RESUBSCRIBE_AFTER).await
+    forward_with(endpoint, out, shutdown, PROBE_AFTER).await
 }
 
-/// [`forward`] with another silence limit (tests use a short one).
+/// [`forward`] with another silence limit, `probe_after` (tests use a short one). A
+/// publisher that does not answer within `probe_after` of being probed, or does not finish
+/// the handshake within it, is given up and connected to again: at most one connection is
+/// open at any time, and it is closed before the next is made.
 ///
-/// The subscription runs in a task of its own that is restarted if it panics: the `zeromq`
-/// 0.4 SUB socket panics (`todo!`) on message kinds it does not implement, and a lost ZMQ
+/// The subscription runs in a task of its own that is restarted if it panics: a lost ZMQ
 /// feed must cost only latency (the work feed still polls), never the feed itself.
 pub async fn forward_with(
     endpoint: &str,
     out: mpsc::Sender<BlockHash>,
     shutdown: CancellationToken,
-    resubscribe_after: Duration,
+    probe_after: Duration,
 ) {
     loop {
-        let task = tokio::spawn(subscribe_loop(endpoint.to_string(), out.clone(), shutdown.clone(), resubscribe_after));
+        let task = tokio::spawn(subscribe_loop(endpoint.to_string(), out.clone(), shutdown.clone(), probe_after));
         match task.await {
             Err(e) if e.is_panic() => {
                 tracing::error!(endpoint, "ZMQ subscriber crashed; restarting it");
@@ -65,49 +72,64 @@ async fn subscribe_loop(
     endpoint: String,
     out: mpsc::Sender<BlockHash>,
     shutdown: CancellationToken,
-    resubscribe_after: Duration,
+    probe_after: Duration,
 ) {
     let endpoint = endpoint.as_str();
     let mut backoff = Duration::from_millis(500);
     loop {
-        let mut socket = zeromq::SubSocket::new();
         let connected = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = socket.connect(endpoint) => r,
+            r = Subscriber::connect(endpoint, b"hashblock", probe_after.max(Duration::from_secs(1))) => r,
         };
-        if let Err(e) = connected {
-            tracing::warn!(endpoint, error = %e, "ZMQ hashblock not reachable; retrying");
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
+        let mut sub = match connected {
+            Ok(sub) => sub,
+            Err(e) => {
+                tracing::warn!(endpoint, error = %e, "ZMQ hashblock not reachable; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
-            continue;
-        }
-        if let Err(e) = socket.subscribe("hashblock").await {
-            tracing::warn!(endpoint, error = %e, "ZMQ subscribe failed; retrying");
-            continue;
-        }
+        };
         tracing::info!(endpoint, "listening for new blocks over ZMQ");
         backoff = Duration::from_millis(500);
         let mut last_seq: Option<u32> = None;
+        let mut probed = false;
+        // `sub` is dropped at the end of each pass, which closes its connection before the
+        // next one is made.
         loop {
-            let msg = tokio::select! {
+            let incoming = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(resubscribe_after) => {
-                    tracing::debug!(endpoint, "ZMQ quiet for a while; renewing the subscription");
+                i = sub.next(probe_after) => i,
+            };
+            let frames = match incoming {
+                Ok(Incoming::Message(frames)) => frames,
+                Ok(Incoming::Alive) => {
+                    probed = false;
+                    continue;
+                }
+                Ok(Incoming::Silent) if !probed && sub.can_ping() => {
+                    tracing::debug!(endpoint, "ZMQ quiet for a while; asking the publisher whether it is there");
+                    if let Err(e) = sub.ping().await {
+                        tracing::warn!(endpoint, error = %e, "ZMQ connection lost; reconnecting");
+                        break;
+                    }
+                    probed = true;
+                    continue;
+                }
+                Ok(Incoming::Silent) => {
+                    tracing::warn!(endpoint, "ZMQ publisher did not answer; reconnecting");
                     break;
                 }
-                m = socket.recv() => m,
-            };
-            let msg = match msg {
-                Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(endpoint, error = %e, "ZMQ connection lost; reconnecting");
                     break;
                 }
             };
-            let frames: Vec<&[u8]> = msg.iter().map(|f| f.as_ref()).collect();
+            probed = false;
+            let frames: Vec<&[u8]> = frames.iter().map(|f| f.as_deref().unwrap_or_default()).collect();
             let Some((hash, seq)) = decode(&frames) else { continue };
             if let Some(prev) = last_seq {
                 if seq != prev.wrapping_add(1) {

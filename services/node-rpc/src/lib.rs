@@ -9,6 +9,7 @@
 
 pub mod hashblock;
 pub mod template;
+mod zmtp;
 
 pub use bitcoin::BlockHash;
 pub use template::{BlockTemplate, TemplateTransaction};

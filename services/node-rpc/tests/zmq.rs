@@ -44,3 +44,94 @@ async fn receives_bitcoind_hashblock_messages_and_reconnects() {
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(5), sub).await.expect("subscriber stops on shutdown").unwrap();
 }
+
+/// Descriptors this test process holds open.
+fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
+}
+
+/// ESTABLISHED TCP connections (any process on this machine) whose far end is `port` on
+/// localhost: the subscriber's connections to the publisher.
+fn established_to(port: u16) -> usize {
+    connections_to(port).len()
+}
+
+/// The local ports of those connections (a renewed connection has a new one).
+fn connections_to(port: u16) -> Vec<u16> {
+    let mut found = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st …; addresses are HEXIP:HEXPORT, st 01 = ESTABLISHED.
+            let Some(rem) = cols.get(2) else { continue };
+            let rem_port = rem.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            if rem_port == Some(port) && cols.get(3) == Some(&"01") {
+                found.extend(cols[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()));
+            }
+        }
+    }
+    found
+}
+
+fn port_of(endpoint: &str) -> u16 {
+    endpoint.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// A node with no new blocks for a long time (regtest, testnet, a node syncing) must not
+/// cost the stratum server a descriptor per quiet period: one connection, however long the
+/// quiet, and blocks still arrive after it and after the node restarts.
+#[tokio::test]
+async fn a_quiet_publisher_costs_one_connection_however_long_it_stays_quiet() {
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let port = port_of(&endpoint);
+    let mut publisher = Publisher::start_at(&endpoint).await;
+    let (tx, mut rx) = mpsc::channel(16);
+    let stop = CancellationToken::new();
+    let period = Duration::from_millis(500);
+    let sub = tokio::spawn({
+        let endpoint = endpoint.clone();
+        let stop = stop.clone();
+        async move { hashblock::forward_with(&endpoint, tx, stop, period).await }
+    });
+    let a = "0000000000000000000320283a032748cef8227873ff4872689bf23f1cda83a5";
+    deliver(&mut publisher, &mut rx, a).await;
+    let (fds_before, conns_before) = (open_descriptors(), established_to(port));
+    eprintln!("after the first block: {fds_before} descriptors, {conns_before} connections to the publisher");
+    assert_eq!(conns_before, 1, "one subscription, one connection");
+    let connection = connections_to(port);
+
+    // Quiet for ten periods: nothing published.
+    let mut most = (fds_before, conns_before);
+    for i in 1..=10 {
+        tokio::time::sleep(period).await;
+        let now = (open_descriptors(), established_to(port));
+        eprintln!("quiet period {i}: {} descriptors, {} connections to the publisher", now.0, now.1);
+        most = (most.0.max(now.0), most.1.max(now.1));
+    }
+    assert_eq!(most.1, 1, "connections to a quiet publisher grew from 1 to {}", most.1);
+    assert!(most.0 <= fds_before, "descriptors grew from {fds_before} to {} while the publisher was quiet", most.0);
+    assert_eq!(connections_to(port), connection, "the quiet subscription kept its connection (probed, not renewed)");
+
+    // The quiet connection still carries the next block.
+    let b = "00000000000000000001b2a4ac8f6d8a1b0c8e5a42b39c1b6a2d7e8f90a1b2c3";
+    deliver(&mut publisher, &mut rx, b).await;
+
+    // The node restarts after the quiet: the next block arrives, and the old connection is gone.
+    drop(publisher);
+    let mut publisher = Publisher::start_at(&endpoint).await;
+    let c = "000000000000000000027a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f";
+    deliver(&mut publisher, &mut rx, c).await;
+    assert_eq!(established_to(port), 1, "after the restart: one connection to the new publisher");
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), sub).await.expect("subscriber stops on shutdown").unwrap();
+    // Shutdown closes the subscription too.
+    for _ in 0..100 {
+        if established_to(port) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(established_to(port), 0, "the subscription's connection is closed at shutdown");
+}
