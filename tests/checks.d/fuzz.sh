@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The fuzz targets in fuzz/ (docs/fuzzing.md) build, and each runs briefly from its committed
+# corpus without a finding: the stratum line parser and a whole session, the settings file,
+# the snapshot manifest and index, the update channel manifest, payout addresses, and the
+# Raspberry Pi Imager customisation script. New inputs found go to a scratch directory, not
+# into the committed corpus; a crash is copied to fuzz/artifacts/<target>/ with the command
+# that reproduces it.
+#
+# CI has the stable toolchain only: cargo-fuzz's nightly flags are allowed by RUSTC_BOOTSTRAP=1.
+# No sanitizer: the code under test is safe Rust (and shell); AddressSanitizer works on stable
+# (its runtime ships with the x86_64 std) but halves the executions a short run gets.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root/fuzz"
+export RUSTC_BOOTSTRAP=1 CARGO_TERM_COLOR=never
+secs=${MINEBOX_FUZZ_SECS:-20}
+flags=(--sanitizer none --codegen-units 16)
+command -v cargo-fuzz >/dev/null || { echo "fuzz: cargo-fuzz missing; run scripts/setup" >&2; exit 1; }
+
+start=$SECONDS
+cargo fuzz build "${flags[@]}" 2>&1 | grep -v '^ *\(Compiling\|Downloaded\|Downloading\)' || { echo "fuzz: FAIL: build" >&2; exit 1; }
+grep -q '^name = "libfuzzer-sys"' Cargo.lock || { echo "fuzz: FAIL: fuzz/Cargo.lock lacks libfuzzer-sys" >&2; exit 1; }
+git -C "$root" diff --quiet -- fuzz/Cargo.lock || { echo "fuzz: FAIL: fuzz/Cargo.lock is not up to date (commit it)" >&2; exit 1; }
+echo "fuzz: built in $((SECONDS - start)) s"
+
+scratch=$(mktemp -d); trap 'rm -rf "$scratch"' EXIT
+failed=()
+for target in $(cargo fuzz list); do
+  mkdir -p "$scratch/$target" "$root/fuzz/artifacts/$target"
+  log=$scratch/$target.log
+  # -timeout: one input taking this long is a hang; -rss_limit_mb: the box has 4-8 GB.
+  if cargo fuzz run "${flags[@]}" "$target" "$scratch/$target" "corpus/$target" -- \
+      -max_total_time="$secs" -timeout=25 -rss_limit_mb=2048 \
+      -artifact_prefix="$root/fuzz/artifacts/$target/" -print_final_stats=1 >"$log" 2>&1; then
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n1)
+    echo "fuzz: $target: ok, $runs runs in ${secs} s, ${cov:-cov: ?}, corpus $(find "corpus/$target" -type f | wc -l) + $(find "$scratch/$target" -type f | wc -l) new"
+  else
+    failed+=("$target")
+    echo "fuzz: $target: FAIL" >&2
+    grep -E 'panicked|ERROR|SUMMARY|Test unit written|artifact_prefix' "$log" | head -n 20 >&2 || tail -n 40 "$log" >&2
+    echo "fuzz: reproduce: (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run ${flags[*]} $target fuzz/artifacts/$target/<file>)" >&2
+  fi
+done
+echo "fuzz: all targets in $((SECONDS - start)) s"
+[ "${#failed[@]}" -eq 0 ] || { echo "fuzz: FAIL: ${failed[*]}" >&2; exit 1; }
