@@ -223,8 +223,13 @@ async function loadChart(coin, worker, el, label) {
   }
 }
 
+// The worker registry can hold thousands (one per name a miner ever used): the page reads
+// one page at a time, most recently seen first.
+const WORKERS_PAGE = 200;
 async function renderMiners() {
-  const [workers, miners] = await Promise.all([api("GET", "/api/v1/workers"), api("GET", "/api/v1/miners")]);
+  const offset = state.workersOffset || 0;
+  const [workers, miners] = await Promise.all([
+    api("GET", `/api/v1/workers?limit=${WORKERS_PAGE}&offset=${offset}`), api("GET", "/api/v1/miners")]);
   const agents = new Map();
   for (const m of miners) for (const w of m.workers) agents.set(`${m.coin}/${w}`, m.user_agent);
   const body = $("workers").tBodies[0];
@@ -237,7 +242,15 @@ async function renderMiners() {
       h("td", {}, difficulty(w.difficulty)), h("td", {}, ago(w.last_share_at)),
       h("td", {}, agents.get(`${w.coin}/${w.worker}`) || w.user_agent || "–"));
   }));
-  if (!workers.length) body.append(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No miner has connected yet.")));
+  if (!workers.length && !offset) body.append(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No miner has connected yet.")));
+  if (offset || workers.length === WORKERS_PAGE) {
+    const page = (to) => () => { state.workersOffset = Math.max(0, to); state.worker = null; renderMiners(); };
+    const cell = h("td", { colspan: 8, class: "muted", "data-testid": "workers-pager" },
+      `Workers ${offset + 1}–${offset + workers.length}, most recently seen first. `);
+    if (offset) cell.append(h("button", { type: "button", onclick: page(offset - WORKERS_PAGE) }, "Newer"));
+    if (workers.length === WORKERS_PAGE) cell.append(h("button", { type: "button", onclick: page(offset + WORKERS_PAGE) }, "Older"));
+    body.append(h("tr", {}, cell));
+  }
   if (!state.worker && workers.length) state.worker = workers[0];
   if (state.worker) selectWorker(state.worker);
 }
