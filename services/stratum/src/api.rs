@@ -140,17 +140,35 @@ struct CoinFilter {
     coin: Option<String>,
 }
 
-async fn workers(State(s): State<ApiState>, Query(q): Query<CoinFilter>) -> Json<Vec<WorkerView>> {
+/// Workers per page by default, and at most: the status page asks for what it shows; a
+/// registry of 20,000 names must not become a 10 MB answer.
+pub const WORKERS_PAGE: usize = 200;
+pub const WORKERS_PAGE_MAX: usize = 1000;
+
+#[derive(Deserialize)]
+struct WorkersQuery {
+    coin: Option<String>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+/// Workers, most recently seen first, one page at a time (`?limit=&offset=`); the total
+/// is in the `X-Total-Count` header.
+async fn workers(State(s): State<ApiState>, Query(q): Query<WorkersQuery>) -> impl IntoResponse {
     let t = unix_now();
-    let mut out: Vec<WorkerView> = s
-        .stats
-        .snapshot()
+    let mut all: Vec<WorkerStats> =
+        s.stats.snapshot().into_iter().filter(|w| q.coin.as_ref().map_or(true, |c| *c == w.coin)).collect();
+    let total = all.len();
+    let seen = |w: &WorkerStats| w.last_seen.max(w.last_share_at);
+    all.sort_by(|a, b| seen(b).cmp(&seen(a)).then_with(|| a.worker.cmp(&b.worker)));
+    let limit = q.limit.unwrap_or(WORKERS_PAGE).min(WORKERS_PAGE_MAX);
+    let out: Vec<WorkerView> = all
         .into_iter()
-        .filter(|w| q.coin.as_ref().map_or(true, |c| *c == w.coin))
+        .skip(q.offset.unwrap_or(0))
+        .take(limit)
         .map(|w| WorkerView { hashrate: hashrates(&w, t), stats: w })
         .collect();
-    out.sort_by(|a, b| b.hashrate.h1.total_cmp(&a.hashrate.h1));
-    Json(out)
+    ([("x-total-count", total.to_string())], Json(out))
 }
 
 #[derive(Serialize)]

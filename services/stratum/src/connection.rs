@@ -40,6 +40,21 @@ pub struct Limits {
     pub connections_per_ip: usize,
     /// Connections in all, per coin.
     pub max_connections: usize,
+    /// New connections per second one IP address may open (sustained).
+    pub new_connections_per_sec: f64,
+    /// New connections one IP address may open in a burst (every miner behind it
+    /// reconnecting after a restart) before the rate applies.
+    pub new_connection_burst: f64,
+    /// Worker names remembered in all (statistics kept, persisted). Past it, the least
+    /// recently seen worker that is not connected is forgotten; a new one is never refused.
+    pub max_workers: usize,
+    /// Worker names remembered per payout address: one client inventing names churns its
+    /// own address's oldest names, not everyone's.
+    pub workers_per_address: usize,
+    /// New worker names one IP address may introduce per minute (sustained)...
+    pub new_workers_per_min: f64,
+    /// ...and at once (a farm's first start behind one address).
+    pub new_worker_burst: f64,
 }
 
 impl Default for Limits {
@@ -54,11 +69,19 @@ impl Default for Limits {
             send_buffer_bytes: 64 * 1024,
             connections_per_ip: 256,
             max_connections: 10_000,
+            new_connections_per_sec: 10.0,
+            new_connection_burst: 50.0,
+            max_workers: 20_000,
+            workers_per_address: 256,
+            new_workers_per_min: 60.0,
+            new_worker_burst: 64.0,
         }
     }
 }
 
-struct TokenBucket {
+/// `rate` events per second, up to `burst` at once.
+#[derive(Debug, Clone)]
+pub(crate) struct TokenBucket {
     tokens: f64,
     rate: f64,
     burst: f64,
@@ -66,10 +89,14 @@ struct TokenBucket {
 }
 
 impl TokenBucket {
-    fn new(rate: f64, burst: f64) -> Self {
+    pub(crate) fn new(rate: f64, burst: f64) -> Self {
         TokenBucket { tokens: burst, rate, burst, at: Instant::now() }
     }
-    fn take(&mut self, now: Instant) -> bool {
+    /// Whether the bucket would be full at `now` (its owner has been quiet long enough).
+    pub(crate) fn is_full(&self, now: Instant) -> bool {
+        self.tokens + now.saturating_duration_since(self.at).as_secs_f64() * self.rate >= self.burst
+    }
+    pub(crate) fn take(&mut self, now: Instant) -> bool {
         self.tokens = (self.tokens + now.saturating_duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
         self.at = now;
         if self.tokens >= 1.0 {
@@ -97,6 +124,23 @@ enum Close {
     Session,
 }
 
+impl Close {
+    fn kind(&self) -> &'static str {
+        match self {
+            Close::Eof | Close::Shutdown => "closed",
+            Close::Io(_) => "dropped: connection error",
+            Close::Garbage => "dropped: not UTF-8",
+            Close::LineTooLong => "dropped: line too long",
+            Close::Flood => "dropped: message flood",
+            Close::Malformed => "dropped: malformed messages",
+            Close::HandshakeTimeout => "dropped: no authorize in time",
+            Close::Idle => "dropped: idle",
+            Close::SlowReader => "dropped: not reading",
+            Close::Session => "dropped: session refused",
+        }
+    }
+}
+
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -114,6 +158,7 @@ pub async fn serve(
     let mut work = pool.work.clone();
     work.borrow_and_update();
     let mut session = Session::new(extranonce1, &pool.ctx, Instant::now());
+    session.set_peer(peer.ip());
     let mut bucket = TokenBucket::new(pool.limits.messages_per_sec, pool.limits.message_burst);
     let mut malformed = 0u32;
     let connected = Instant::now();
@@ -218,8 +263,17 @@ pub async fn serve(
     }
     match reason {
         Close::Eof | Close::Shutdown => tracing::debug!(%peer, "miner disconnected"),
-        Close::Io(e) => tracing::info!(%peer, error = %e, accepted = session.accepted, "miner connection failed"),
-        _ => tracing::info!(%peer, ?reason, accepted = session.accepted, "miner disconnected"),
+        // Client-caused: a reconnecting client must not write a line per attempt.
+        Close::Io(e) => {
+            if pool.quiet_log.allow("dropped: connection error") {
+                tracing::info!(%peer, error = %e, accepted = session.accepted, "miner connection failed");
+            }
+        }
+        _ => {
+            if pool.quiet_log.allow(reason.kind()) {
+                tracing::info!(%peer, ?reason, accepted = session.accepted, "miner disconnected");
+            }
+        }
     }
 }
 

@@ -11,7 +11,8 @@
 //! - [`stats`], [`store`]: per-worker statistics and their SQLite tables.
 //! - [`payout`]: payout addresses checked by the coin registry.
 //! - [`work`]: block templates from the node (ZMQ or polling) pushed to every miner.
-//! - [`connection`], [`server`], [`pool`]: sockets, limits, and who is connected.
+//! - [`connection`], [`server`], [`pool`]: sockets, limits, and who is connected;
+//!   [`quiet_log`]: client-caused log lines kept to a trickle.
 //! - [`block`]: found blocks recorded, submitted, confirmed; [`event`]: what happened.
 //! - [`api`]: the local HTTP API for the status page; [`supervisor`]: following node events;
 //!   [`service`]: all of it, running.
@@ -26,6 +27,7 @@ pub mod merkle;
 pub mod payout;
 pub mod pool;
 pub mod protocol;
+pub mod quiet_log;
 pub mod server;
 pub mod service;
 pub mod session;

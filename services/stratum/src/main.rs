@@ -86,6 +86,22 @@ struct Cli {
     messages_per_sec: f64,
     #[arg(long, default_value_t = Limits::default().message_burst)]
     message_burst: f64,
+    /// New connections per second one IP address may open (a client reconnecting in a
+    /// loop is refused past this).
+    #[arg(long, default_value_t = Limits::default().new_connections_per_sec)]
+    new_connections_per_sec: f64,
+    /// New connections one IP address may open at once before the rate applies.
+    #[arg(long, default_value_t = Limits::default().new_connection_burst)]
+    new_connection_burst: f64,
+    /// Worker names remembered in all (least recently seen are forgotten first).
+    #[arg(long, default_value_t = Limits::default().max_workers)]
+    max_workers: usize,
+    /// Worker names remembered per payout address.
+    #[arg(long, default_value_t = Limits::default().workers_per_address)]
+    workers_per_address: usize,
+    /// New worker names one IP address may introduce per minute.
+    #[arg(long, default_value_t = Limits::default().new_workers_per_min)]
+    new_workers_per_min: f64,
 }
 
 #[tokio::main]
@@ -103,14 +119,34 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn limits(cli: &Cli) -> Limits {
-    Limits {
+fn limits(cli: &Cli) -> anyhow::Result<Limits> {
+    let rates = [
+        ("--messages-per-sec", cli.messages_per_sec),
+        ("--message-burst", cli.message_burst),
+        ("--new-connections-per-sec", cli.new_connections_per_sec),
+        ("--new-connection-burst", cli.new_connection_burst),
+        ("--new-workers-per-min", cli.new_workers_per_min),
+    ];
+    for (flag, v) in rates {
+        if !(v.is_finite() && v > 0.0) {
+            bail!("{flag} {v} must be a finite number above 0");
+        }
+    }
+    if cli.max_workers == 0 || cli.workers_per_address == 0 {
+        bail!("--max-workers and --workers-per-address must be at least 1");
+    }
+    Ok(Limits {
         connections_per_ip: cli.connections_per_ip,
         max_connections: cli.max_connections,
         messages_per_sec: cli.messages_per_sec,
         message_burst: cli.message_burst,
+        new_connections_per_sec: cli.new_connections_per_sec,
+        new_connection_burst: cli.new_connection_burst,
+        max_workers: cli.max_workers,
+        workers_per_address: cli.workers_per_address,
+        new_workers_per_min: cli.new_workers_per_min,
         ..Limits::default()
-    }
+    })
 }
 
 /// Settings mode (the box): every enabled coin of the settings file.
@@ -135,12 +171,20 @@ fn from_settings(cli: &Cli, path: &std::path::Path) -> anyhow::Result<ServiceCon
             segwit: coin.segwit,
             min_tx_size: coin.min_tx_size(),
             payouts: Box::new(minebox_stratum::payout::CoinPayouts(network.clone())),
-            vardiff: VardiffConfig {
-                shares_per_minute: c.shares_per_minute,
-                min: c.min_difficulty,
-                max: c.max_difficulty,
-                start: c.start_difficulty,
-                ..VardiffConfig::default()
+            vardiff: {
+                let v = VardiffConfig {
+                    shares_per_minute: c.shares_per_minute,
+                    min: c.min_difficulty,
+                    max: c.max_difficulty,
+                    start: c.start_difficulty,
+                    ..VardiffConfig::default()
+                };
+                // The settings file is validated where it is written; an older or hand-edited
+                // one still must not stop the box from mining: clamp, and say so.
+                if let Err(e) = v.check() {
+                    tracing::warn!(coin = %c.id, "{e}; using the nearest usable values");
+                }
+                v.sanitized()
             },
             coinbase_tag: settings.stratum.coinbase_tag.clone(),
             extranonce2_len: cli.extranonce2_size,
@@ -161,7 +205,7 @@ fn from_settings(cli: &Cli, path: &std::path::Path) -> anyhow::Result<ServiceCon
         database: settings.paths.state.clone(),
         api_listen: settings.stratum.api.parse().context("stratum.api must be host:port")?,
         stats_flush: Duration::from_secs(cli.stats_flush_secs),
-        limits: limits(cli),
+        limits: limits(cli)?,
         supervisor_events,
     })
 }
@@ -184,6 +228,14 @@ fn from_flags(cli: &Cli) -> anyhow::Result<ServiceConfig> {
         .get(&cli.coin)
         .with_context(|| format!("unknown coin {:?}; known: {}", cli.coin, registry.ids().join(", ")))?;
     let network = coin.network(&cli.network)?.clone();
+    let vardiff = VardiffConfig {
+        shares_per_minute: cli.shares_per_minute,
+        min: cli.min_difficulty,
+        max: cli.max_difficulty,
+        start: cli.start_difficulty,
+        ..VardiffConfig::default()
+    };
+    vardiff.check().context("--min-difficulty, --max-difficulty, --start-difficulty, --shares-per-minute")?;
     Ok(ServiceConfig {
         coins: vec![CoinConfig {
             coin: coin.id.clone(),
@@ -194,13 +246,7 @@ fn from_flags(cli: &Cli) -> anyhow::Result<ServiceConfig> {
             segwit: coin.segwit,
             min_tx_size: coin.min_tx_size(),
             payouts: Box::new(minebox_stratum::payout::CoinPayouts(network)),
-            vardiff: VardiffConfig {
-                shares_per_minute: cli.shares_per_minute,
-                min: cli.min_difficulty,
-                max: cli.max_difficulty,
-                start: cli.start_difficulty,
-                ..VardiffConfig::default()
-            },
+            vardiff,
             coinbase_tag: cli.coinbase_tag.clone(),
             extranonce2_len: cli.extranonce2_size,
             version_mask: 0x1fff_e000,
@@ -210,7 +256,7 @@ fn from_flags(cli: &Cli) -> anyhow::Result<ServiceConfig> {
         database: cli.database.clone(),
         api_listen: cli.api,
         stats_flush: Duration::from_secs(cli.stats_flush_secs),
-        limits: limits(cli),
+        limits: limits(cli)?,
         supervisor_events: cli.supervisor_events.clone(),
     })
 }

@@ -3,6 +3,7 @@
 use crate::block::FoundShare;
 use crate::connection::Limits;
 use crate::job::Template;
+use crate::quiet_log::QuietLog;
 use crate::session::{PoolContext, Session};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -20,6 +21,15 @@ pub struct Pool {
     pub found: mpsc::Sender<FoundShare>,
     pub limits: Limits,
     pub live: LiveMiners,
+    /// Client-caused log lines (refusals, hostile disconnects), kept to a trickle.
+    pub quiet_log: QuietLog,
+}
+
+impl Pool {
+    /// How often the refusal summary is written.
+    pub fn log_interval(&self) -> std::time::Duration {
+        crate::quiet_log::INTERVAL
+    }
 }
 
 /// A connected miner as the status page shows it.

@@ -251,6 +251,9 @@ pub fn reply_false(id: &Value, rejection: &Rejection) -> String {
 }
 
 pub fn set_difficulty(difficulty: f64) -> String {
+    // JSON has no NaN or infinity (serde writes `null`, which miners read as 0): a
+    // difficulty that is not a usable number must never reach the wire.
+    let difficulty = crate::vardiff::sane(difficulty, crate::vardiff::MIN_DIFFICULTY);
     json!({ "id": null, "method": "mining.set_difficulty", "params": [difficulty] }).to_string()
 }
 

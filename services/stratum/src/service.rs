@@ -87,13 +87,13 @@ impl Running {
 
 pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
     let store = Store::open(&config.database)?;
-    let stats = Arc::new(Registry::new());
+    let stats = Arc::new(Registry::with_limits(crate::stats::WorkerLimits::from(&config.limits)));
     let restored = store.load_workers().context("reading saved worker statistics")?;
     let count = restored.len();
     for w in restored {
         stats.restore(w);
     }
-    tracing::info!(workers = count, db = %config.database.display(), "statistics restored");
+    tracing::info!(workers = count, kept = stats.len(), db = %config.database.display(), "statistics restored");
 
     let (events, _) = broadcast::channel(256);
     let shutdown = CancellationToken::new();
@@ -103,8 +103,7 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
     let mut kicks = std::collections::HashMap::new();
 
     for c in config.coins {
-        let listener = TcpListener::bind(c.listen)
-            .await
+        let listener = crate::server::listen(c.listen)
             .with_context(|| format!("{} stratum port {}: already in use or not allowed", c.coin, c.listen))?;
         let local = listener.local_addr()?;
         let (publish, work) = watch::channel(None);
@@ -132,6 +131,7 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
             found: found_tx,
             limits: config.limits.clone(),
             live: LiveMiners::default(),
+            quiet_log: Default::default(),
         });
         let feed = WorkFeed {
             config: WorkConfig {
@@ -201,6 +201,21 @@ async fn flush_stats(stats: Arc<Registry>, store: Store, every: Duration, shutdo
             _ = shutdown.cancelled() => true,
             _ = tick.tick() => false,
         };
+        let forgotten = stats.take_forgotten();
+        if !forgotten.is_empty() {
+            let store = store.clone();
+            let n = forgotten.len();
+            match tokio::task::spawn_blocking(move || store.forget_workers(&forgotten).map_err(|e| (e, forgotten)))
+                .await
+            {
+                Ok(Ok(())) => tracing::debug!(workers = n, "forgotten workers deleted"),
+                Ok(Err((e, forgotten))) => {
+                    tracing::error!(error = %e, "could not delete forgotten workers; retried at the next flush");
+                    stats.mark_forgotten(forgotten);
+                }
+                Err(e) => tracing::error!(error = %e, "statistics writer panicked"),
+            }
+        }
         let dirty = stats.take_dirty();
         if !dirty.is_empty() {
             let store = store.clone();

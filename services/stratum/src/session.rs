@@ -76,6 +76,8 @@ impl Output {
 
 pub struct Session {
     pub extranonce1: [u8; 4],
+    /// The miner's IP address, for the per-address rate of new worker names.
+    peer: Option<std::net::IpAddr>,
     subscribed: bool,
     user_agent: String,
     /// Negotiated version-rolling mask; 0 when the miner does not roll.
@@ -98,6 +100,7 @@ impl Session {
     pub fn new(extranonce1: [u8; 4], ctx: &PoolContext, now: Instant) -> Session {
         Session {
             extranonce1,
+            peer: None,
             subscribed: false,
             user_agent: String::new(),
             version_mask: 0,
@@ -113,6 +116,11 @@ impl Session {
             accepted: 0,
             rejected: 0,
         }
+    }
+
+    /// The address the miner connects from (new worker names are rate limited per address).
+    pub fn set_peer(&mut self, ip: std::net::IpAddr) {
+        self.peer = Some(ip);
     }
 
     pub fn is_subscribed(&self) -> bool {
@@ -165,7 +173,7 @@ impl Session {
                 let out = Output::default().line(protocol::reply(id, result));
                 self.start_work(ctx, out, template, false)
             }
-            Request::Authorize { user } => self.authorize(ctx, id, &user, template),
+            Request::Authorize { user } => self.authorize(ctx, id, &user, template, unix_now),
             Request::SuggestDifficulty(d) => {
                 self.vardiff.suggest(d, now);
                 let out = Output::default().line(protocol::reply(id, Value::Bool(true)));
@@ -229,7 +237,14 @@ impl Session {
         Value::Object(result)
     }
 
-    fn authorize(&mut self, ctx: &PoolContext, id: &Value, user: &str, template: Option<&Arc<Template>>) -> Output {
+    fn authorize(
+        &mut self,
+        ctx: &PoolContext,
+        id: &Value,
+        user: &str,
+        template: Option<&Arc<Template>>,
+        unix_now: f64,
+    ) -> Output {
         let refuse = |message: String| {
             Output::default().line(protocol::reply_false(id, &Rejection::new(ErrorCode::Unauthorized, message)))
         };
@@ -259,8 +274,11 @@ impl Session {
             if self.workers.len() >= WORKERS_PER_CONNECTION {
                 return refuse(format!("at most {WORKERS_PER_CONNECTION} workers per connection"));
             }
-            let Some(worker) = ctx.stats.worker(&ctx.coin, &name) else {
-                return refuse("the server tracks too many workers; try again later".into());
+            // A full registry forgets its least recently seen idle worker; only a burst
+            // of new names from one address is refused.
+            let worker = match ctx.stats.admit(&ctx.coin, &name, self.peer, unix_now) {
+                Ok(w) => w,
+                Err(why) => return refuse(why.to_string()),
             };
             {
                 let mut w = worker.lock().expect("worker lock");

@@ -94,6 +94,7 @@ CREATE TABLE IF NOT EXISTS stratum_workers (
     user_agent TEXT NOT NULL,
     difficulty REAL NOT NULL,
     blocks INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (coin, worker)
 );
 CREATE TABLE IF NOT EXISTS stratum_blocks (
@@ -133,6 +134,16 @@ impl Store {
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
             conn.execute_batch(SCHEMA)?;
+            // Databases from before the worker registry had an eviction order.
+            let has_last_seen: bool = conn
+                .prepare("SELECT 1 FROM pragma_table_info('stratum_workers') WHERE name = 'last_seen'")?
+                .exists([])?;
+            if !has_last_seen {
+                conn.execute_batch(
+                    "ALTER TABLE stratum_workers ADD COLUMN last_seen INTEGER NOT NULL DEFAULT 0;
+                     UPDATE stratum_workers SET last_seen = last_share_at;",
+                )?;
+            }
             Ok(conn)
         };
         let conn = open(path).map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
@@ -231,11 +242,11 @@ impl Store {
         {
             let mut upsert = tx.prepare_cached(
                 "INSERT INTO stratum_workers (coin, worker, accepted, accepted_difficulty, rejected, best_share,
-                    best_share_at, last_share_at, rates, user_agent, difficulty, blocks)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                    best_share_at, last_share_at, rates, user_agent, difficulty, blocks, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
                  ON CONFLICT(coin, worker) DO UPDATE SET accepted = ?3, accepted_difficulty = ?4, rejected = ?5,
                     best_share = ?6, best_share_at = ?7, last_share_at = ?8, rates = ?9, user_agent = ?10,
-                    difficulty = ?11, blocks = ?12",
+                    difficulty = ?11, blocks = ?12, last_seen = ?13",
             )?;
             let mut sample = tx.prepare_cached(
                 "INSERT OR REPLACE INTO stratum_hashrate (coin, worker, at, hashrate) VALUES (?1, ?2, ?3, ?4)",
@@ -253,7 +264,8 @@ impl Store {
                     serde_json::to_string(&w.rates).expect("rates serialize"),
                     w.user_agent,
                     w.difficulty,
-                    w.blocks as i64
+                    w.blocks as i64,
+                    w.last_seen
                 ])?;
                 sample.execute(params![w.coin, w.worker, now, w.rates.hashrates(now as f64)[0]])?;
             }
@@ -263,12 +275,37 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes forgotten workers (evicted from the registry) and their hashrate samples.
+    pub fn forget_workers(&self, keys: &[(String, String)]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.lock().expect("store lock");
+        let tx = conn.transaction()?;
+        {
+            let mut w = tx.prepare_cached("DELETE FROM stratum_workers WHERE coin = ?1 AND worker = ?2")?;
+            let mut h = tx.prepare_cached("DELETE FROM stratum_hashrate WHERE coin = ?1 AND worker = ?2")?;
+            for (coin, worker) in keys {
+                w.execute(params![coin, worker])?;
+                h.execute(params![coin, worker])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Workers saved, per coin and in all (for tests and the status page's figures).
+    pub fn worker_count(&self) -> Result<u64, StoreError> {
+        let conn = self.conn.lock().expect("store lock");
+        Ok(conn.query_row("SELECT COUNT(*) FROM stratum_workers", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
     /// Every worker saved before, to continue counting after a restart.
     pub fn load_workers(&self) -> Result<Vec<WorkerStats>, StoreError> {
         let conn = self.conn.lock().expect("store lock");
         let mut stmt = conn.prepare(
             "SELECT coin, worker, accepted, accepted_difficulty, rejected, best_share, best_share_at, last_share_at,
-                    rates, user_agent, difficulty, blocks FROM stratum_workers",
+                    rates, user_agent, difficulty, blocks, last_seen FROM stratum_workers ORDER BY last_seen",
         )?;
         let rows = stmt.query_map([], |r| {
             let rejected: HashMap<String, u64> = serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default();
@@ -291,6 +328,7 @@ impl Store {
                 user_agent: r.get(9)?,
                 difficulty: r.get(10)?,
                 blocks: r.get::<_, i64>(11)? as u64,
+                last_seen: r.get(12)?,
                 connections: 0,
                 dirty: false,
             })

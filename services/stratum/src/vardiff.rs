@@ -7,6 +7,32 @@
 
 use std::time::{Duration, Instant};
 
+/// The easiest difficulty the server ever assigns. Far below regtest's network difficulty
+/// (4.7e-10), so every test and CPU-miner set-up fits; far above the subnormal floats
+/// (5e-324) where scaling and rounding turn into 0, infinity and NaN, which a miner would
+/// receive as `set_difficulty [null]` and then fail every share against.
+pub const MIN_DIFFICULTY: f64 = 1e-12;
+/// The hardest difficulty the server ever assigns (well above any network's).
+pub const MAX_DIFFICULTY: f64 = 1e30;
+
+/// A difficulty bound that cannot be used, and what to do instead.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DifficultyError {
+    #[error("{name} difficulty {value:e} is not a finite number between {MIN_DIFFICULTY:e} and {MAX_DIFFICULTY:e}; pick one in that range")]
+    OutOfRange { name: &'static str, value: f64 },
+    #[error("minimum difficulty {min:e} is above the maximum {max:e}; swap them or widen the range")]
+    MinAboveMax { min: f64, max: f64 },
+    #[error("shares per minute {0} must be a finite number above 0 (10 suits a Bitaxe)")]
+    SharesPerMinute(f64),
+}
+
+/// `d` made usable: finite and inside [`MIN_DIFFICULTY`, `MAX_DIFFICULTY`]; `fallback`
+/// when it is not a number at all.
+pub fn sane(d: f64, fallback: f64) -> f64 {
+    let d = if d.is_nan() { fallback } else { d };
+    d.clamp(MIN_DIFFICULTY, MAX_DIFFICULTY)
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VardiffConfig {
     /// Shares per minute each miner should send.
@@ -17,6 +43,44 @@ pub struct VardiffConfig {
     pub start: f64,
     /// How long a measurement window lasts before a retarget is considered.
     pub retarget_after: Duration,
+}
+
+impl VardiffConfig {
+    /// Refuses bounds the server could not honour (for command-line flags and settings).
+    pub fn check(&self) -> Result<(), DifficultyError> {
+        for (name, value) in [("minimum", self.min), ("maximum", self.max), ("start", self.start)] {
+            if !(MIN_DIFFICULTY..=MAX_DIFFICULTY).contains(&value) {
+                return Err(DifficultyError::OutOfRange { name, value });
+            }
+        }
+        if self.min > self.max {
+            return Err(DifficultyError::MinAboveMax { min: self.min, max: self.max });
+        }
+        if !(self.shares_per_minute.is_finite() && self.shares_per_minute > 0.0) {
+            return Err(DifficultyError::SharesPerMinute(self.shares_per_minute));
+        }
+        Ok(())
+    }
+
+    /// The same bounds forced into the usable range, so a bad settings file degrades to a
+    /// working server instead of NaN difficulties.
+    pub fn sanitized(&self) -> VardiffConfig {
+        let defaults = VardiffConfig::default();
+        let min = sane(self.min, defaults.min);
+        let max = sane(self.max, defaults.max).max(min);
+        let shares_per_minute = if self.shares_per_minute.is_finite() && self.shares_per_minute > 0.0 {
+            self.shares_per_minute
+        } else {
+            defaults.shares_per_minute
+        };
+        VardiffConfig {
+            shares_per_minute,
+            min,
+            max,
+            start: sane(self.start, defaults.start).clamp(min, max),
+            retarget_after: self.retarget_after.max(Duration::from_secs(1)),
+        }
+    }
 }
 
 impl Default for VardiffConfig {
@@ -46,6 +110,7 @@ pub struct Vardiff {
 
 impl Vardiff {
     pub fn new(config: VardiffConfig, now: Instant) -> Vardiff {
+        let config = config.sanitized();
         let current = clamp(config.start, config.min, config.max);
         let floor = config.min;
         Vardiff { config, current, floor, window_start: now, shares: 0 }
@@ -108,18 +173,29 @@ impl Vardiff {
     }
 }
 
+/// Within `[min, max]`; a NaN (a miner's wish, a ratio gone wrong) becomes `min`. The
+/// bounds are sanitized, so the result is always finite and positive.
 fn clamp(d: f64, min: f64, max: f64) -> f64 {
+    if d.is_nan() {
+        return min;
+    }
     d.max(min).min(max)
 }
 
 /// Whole numbers above 1 read better on a dashboard and in miners' logs; below 1 (CPU and
 /// regtest miners) three significant digits are kept.
 fn round(d: f64) -> f64 {
-    if d >= 1.0 {
+    let rounded = if d >= 1.0 {
         d.round()
     } else {
         let scale = 10f64.powi(2 - d.log10().floor() as i32);
         (d * scale).round() / scale
+    };
+    // Rounding must never be what makes a difficulty unusable.
+    if rounded.is_finite() && rounded > 0.0 {
+        rounded
+    } else {
+        d
     }
 }
 
@@ -185,6 +261,34 @@ mod tests {
         let mut v = Vardiff::new(cfg(), t0);
         assert_eq!(v.suggest(1e12, t0), 1_000_000.0);
         assert_eq!(v.suggest(0.001, t0), 1.0);
+    }
+
+    #[test]
+    fn a_subnormal_minimum_never_yields_a_non_finite_difficulty() {
+        let c = VardiffConfig { min: 5e-324, start: 5e-324, shares_per_minute: 6.0, ..cfg() };
+        let t0 = Instant::now();
+        let mut v = Vardiff::new(c, t0);
+        assert!(v.difficulty() >= MIN_DIFFICULTY);
+        let mut t = t0;
+        for i in 0..2000u64 {
+            t += Duration::from_millis(if i % 200 < 100 { 10 } else { 30_000 });
+            let d = if i % 3 == 0 { v.on_tick(t) } else { v.on_share(t) };
+            if let Some(d) = d {
+                assert!(d.is_finite() && d >= MIN_DIFFICULTY && d <= 1_000_000.0, "{d}");
+            }
+            assert!(v.difficulty().is_finite() && v.difficulty() > 0.0);
+        }
+        assert_eq!(v.suggest(f64::NAN, t), MIN_DIFFICULTY);
+        assert_eq!(v.suggest(f64::INFINITY, t), 1_000_000.0);
+    }
+
+    #[test]
+    fn unusable_bounds_are_refused_by_check() {
+        let bad = VardiffConfig { min: 5e-324, ..cfg() };
+        assert!(matches!(bad.check(), Err(DifficultyError::OutOfRange { name: "minimum", .. })));
+        assert!(VardiffConfig { max: f64::INFINITY, ..cfg() }.check().is_err());
+        assert!(VardiffConfig { min: 10.0, max: 1.0, start: 5.0, ..cfg() }.check().is_err());
+        assert!(cfg().check().is_ok());
     }
 
     #[test]
