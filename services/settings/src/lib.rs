@@ -305,7 +305,7 @@ impl Source<'_> {
 fn parse_file(file: &str, text: &str) -> Result<FileSettings, SettingsError> {
     toml::from_str(text).map_err(|e| {
         let message = e.message().to_string();
-        let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let line = e.span().and_then(|s| text.get(..s.start)).map(|t| t.matches('\n').count() + 1);
         SettingsError::Syntax {
             file: file.to_string(),
             message: match line {
@@ -349,6 +349,13 @@ impl Settings {
         let u = parse_file(user_name, user)?;
         let src = Source { user: (user_name, &u), defaults: (defaults_name, &d) };
         resolve(&src, registry)
+    }
+
+    /// The user's settings file as text over the built-in image defaults: parsed and checked
+    /// exactly as a service does at start. Never panics, whatever the text (the entry point
+    /// of the settings file's fuzz target).
+    pub fn from_user_text(user: &str, registry: &Registry) -> Result<Settings, SettingsError> {
+        Self::from_texts("minebox.toml", user, "(built-in defaults)", EMBEDDED_DEFAULTS, registry)
     }
 
     /// Enabled coins with their descriptor and network.
@@ -479,7 +486,6 @@ fn resolve(src: &Source, registry: &Registry) -> Result<Settings, SettingsError>
     }
 
     let ids: std::collections::BTreeSet<&String> = d.coins.keys().chain(u.coins.keys()).collect();
-    let mut ports: BTreeMap<u16, String> = BTreeMap::new();
     for id in ids {
         let (cu, cd) = (u.coins.get(id), d.coins.get(id));
         let file = src.coin_file(id, cu.is_some());
@@ -523,42 +529,59 @@ fn resolve(src: &Source, registry: &Registry) -> Result<Settings, SettingsError>
                 ),
             ));
         }
-        if enabled {
-            for reserved in [80u16, 443, 22] {
-                if stratum_port == reserved {
-                    return Err(err("stratum_port", format!("{reserved} is used by the box itself")));
-                }
-            }
-            if let Some(other) = ports.insert(stratum_port, id.clone()) {
-                return Err(err(
-                    "stratum_port",
-                    format!("{stratum_port} is already the stratum port of {other}; give each coin its own port"),
-                ));
-            }
-        }
         let min_difficulty = c!(min_difficulty).unwrap_or(1.0);
         let max_difficulty = c!(max_difficulty).unwrap_or(1e15);
         let start_difficulty = c!(start_difficulty).unwrap_or(1024.0);
-        if !(min_difficulty > 0.0 && min_difficulty <= max_difficulty) {
+        for (key, value) in [
+            ("min_difficulty", min_difficulty),
+            ("max_difficulty", max_difficulty),
+            ("start_difficulty", start_difficulty),
+        ] {
+            // NaN, infinities, 0, negatives and subnormals (5e-324) all fail this: a share
+            // target computed from them is NaN or infinite, and every share is rejected.
+            if !DIFFICULTY_RANGE.contains(&value) {
+                return Err(err(
+                    key,
+                    format!(
+                        "{value:e} is not a share difficulty; use a number from {:e} to {:e} \
+                         (a Bitaxe starts near 1000; CPU miners on regtest use about 1e-8)",
+                        DIFFICULTY_RANGE.start(),
+                        DIFFICULTY_RANGE.end()
+                    ),
+                ));
+            }
+        }
+        if min_difficulty > max_difficulty {
             return Err(err(
                 "min_difficulty",
-                format!("must be above 0 and at most max_difficulty ({max_difficulty})"),
+                format!("{min_difficulty:e} is above max_difficulty ({max_difficulty:e}); the minimum must be at most the maximum"),
             ));
         }
         if !(min_difficulty..=max_difficulty).contains(&start_difficulty) {
             return Err(err(
                 "start_difficulty",
-                format!("must lie between min_difficulty ({min_difficulty}) and max_difficulty ({max_difficulty})"),
+                format!(
+                    "{start_difficulty:e} must lie between min_difficulty ({min_difficulty:e}) and max_difficulty ({max_difficulty:e})"
+                ),
             ));
         }
         let shares_per_minute = c!(shares_per_minute).unwrap_or(10.0);
-        if !(0.1..=600.0).contains(&shares_per_minute) {
-            return Err(err("shares_per_minute", "must be between 0.1 and 600".into()));
+        if !SHARES_PER_MINUTE_RANGE.contains(&shares_per_minute) {
+            return Err(err(
+                "shares_per_minute",
+                format!(
+                    "{shares_per_minute:e} is out of range; use a number from {} to {}",
+                    SHARES_PER_MINUTE_RANGE.start(),
+                    SHARES_PER_MINUTE_RANGE.end()
+                ),
+            ));
         }
         let disk_budget_gib = c!(disk_budget_gib).unwrap_or(40);
         // Solo mining needs the UTXO set and the mempool, not old blocks: pruned by default,
         // keeping a quarter of the disk budget for block files (the rest is chainstate).
-        let prune_mib = c!(prune_mib).unwrap_or_else(|| (disk_budget_gib * 1024 / 4).max(coin.node.min_prune_mib));
+        // Saturating: any u64 in the file must give an answer, not an overflow.
+        let prune_mib =
+            c!(prune_mib).unwrap_or_else(|| (disk_budget_gib.saturating_mul(1024) / 4).max(coin.node.min_prune_mib));
         if prune_mib != 0 && prune_mib < coin.node.min_prune_mib {
             return Err(err(
                 "prune_mib",
@@ -633,7 +656,149 @@ fn resolve(src: &Source, registry: &Registry) -> Result<Settings, SettingsError>
             },
         );
     }
+    check_ports(&settings, src, registry)?;
     Ok(settings)
+}
+
+/// Share difficulties the settings accept (start, min and max). Below 2^-32 (about 2.3e-10)
+/// the share target passes every hash, so nothing lower means anything; 1e-9 still leaves
+/// CPU miners on regtest (1e-8 in scripts/run-local and the system tests) their setting.
+/// 1e18 is four orders of magnitude above Bitcoin's network difficulty (about 1e14 in 2025).
+pub const DIFFICULTY_RANGE: std::ops::RangeInclusive<f64> = 1e-9..=1e18;
+
+/// Shares each miner is asked for per minute.
+pub const SHARES_PER_MINUTE_RANGE: std::ops::RangeInclusive<f64> = 0.1..=600.0;
+
+/// TCP ports the box always has in use, whatever the settings say.
+const BOX_PORTS: [(u16, &str); 3] = [(22, "SSH"), (80, "the status page"), (443, "HTTPS")];
+
+/// One listener on the box: its port, the settings key that chose it, in which file, and
+/// what it is, for an error that names both users of a port.
+struct PortUser {
+    port: u16,
+    file: String,
+    key: String,
+    what: String,
+    /// Set in the user's file (else a default): the one to blame in a clash.
+    in_user: bool,
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses two listeners on one port: the second could not start (a stratum server on the
+/// node's RPC port, or on the status page's, crash-loops). Counted: the box's own ports,
+/// every service's local API and the status page, and for each enabled coin its stratum
+/// port and the ports of its node when that node listens on this box (a managed node; an
+/// external one on localhost). Disabled coins run nothing.
+fn check_ports(s: &Settings, src: &Source, registry: &Registry) -> Result<(), SettingsError> {
+    let u = src.user.1;
+    let service_file = |in_user: bool| if in_user { src.user.0 } else { src.defaults.0 }.to_string();
+    let mut users: Vec<PortUser> = Vec::new();
+    let services = [
+        (
+            "stratum.api",
+            &s.stratum.api,
+            "the stratum server's local API",
+            u.stratum.as_ref().is_some_and(|x| x.api.is_some()),
+        ),
+        (
+            "supervisor.api",
+            &s.supervisor.api,
+            "the supervisor's API",
+            u.supervisor.as_ref().is_some_and(|x| x.api.is_some()),
+        ),
+        (
+            "snapshots.api",
+            &s.snapshots.api,
+            "the snapshot agent's API",
+            u.snapshots.as_ref().is_some_and(|x| x.api.is_some()),
+        ),
+        ("updates.api", &s.updates.api, "the updater's API", u.updates.as_ref().is_some_and(|x| x.api.is_some())),
+        ("status.listen", &s.status.listen, "the status page", u.status.as_ref().is_some_and(|x| x.listen.is_some())),
+    ];
+    for (key, address, what, in_user) in services {
+        // Port 0 (a free port picked at start, in tests) and a malformed address (refused by
+        // the service itself, which parses it) cannot clash.
+        let Some(port) = address.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).filter(|&p| p != 0) else {
+            continue;
+        };
+        users.push(PortUser {
+            port,
+            file: service_file(in_user),
+            key: key.into(),
+            what: format!("{what} ({key} = {address:?})"),
+            in_user,
+        });
+    }
+    for c in s.coins.values().filter(|c| c.enabled) {
+        let name = registry.get(&c.id).map(|coin| coin.name.as_str()).unwrap_or(&c.id);
+        let file = src.coin_file(&c.id, false);
+        let fc = u.coins.get(&c.id);
+        let mut add = |field: &str, port: u16, what: String| {
+            let key = format!("coins.{}.{field}", c.id);
+            let in_user = fc.is_some_and(|f| match field {
+                "stratum_port" => f.stratum_port.is_some(),
+                "rpc_port" => f.rpc_port.is_some(),
+                "p2p_port" => f.p2p_port.is_some(),
+                _ => f.zmq_port.is_some(),
+            });
+            users.push(PortUser { port, file: file.clone(), what: format!("{what} ({key})"), key, in_user });
+        };
+        add("stratum_port", c.stratum_port, format!("the {name} stratum port"));
+        let local = c.node == NodeKind::Managed || is_loopback(&c.rpc_host);
+        if local {
+            add("rpc_port", c.rpc_port, format!("the {name} node's RPC port"));
+            // Only a node MineBox runs is known to listen for peers on p2p_port.
+            if c.node == NodeKind::Managed {
+                add("p2p_port", c.p2p_port, format!("the {name} node's P2P port"));
+            }
+            // bcoin (development) publishes no ZMQ.
+            if c.node_flavour != "bcoin" {
+                add("zmq_port", c.zmq_port, format!("the {name} node's ZMQ port"));
+            }
+        }
+    }
+    let clash = |blamed: &PortUser, message: String| SettingsError::Value {
+        file: blamed.file.clone(),
+        key: blamed.key.clone(),
+        message,
+    };
+    for (i, user) in users.iter().enumerate() {
+        if let Some((_, what)) = BOX_PORTS.iter().find(|(p, _)| *p == user.port) {
+            // The status page itself listens on 80 on the box.
+            if !(user.port == 80 && user.key == "status.listen") {
+                return Err(clash(
+                    user,
+                    format!("{} is used by the box itself ({what}); choose another port", user.port),
+                ));
+            }
+        }
+        let Some(first) = users[..i].iter().find(|o| o.port == user.port) else { continue };
+        // Name the key the user chose (a default is rarely the mistake), and the other user.
+        let (blamed, other) = if first.in_user && !user.in_user { (first, user) } else { (user, first) };
+        if blamed.key.ends_with(".stratum_port") && other.key.ends_with(".stratum_port") {
+            let coin = other.key.trim_start_matches("coins.").trim_end_matches(".stratum_port");
+            return Err(clash(
+                blamed,
+                format!("{} is already the stratum port of {coin}; give each coin its own port", user.port),
+            ));
+        }
+        return Err(clash(
+            blamed,
+            format!(
+                "{} is also {}; two listeners cannot share a port (one of them would not start): choose another port",
+                user.port, other.what
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -780,5 +945,119 @@ rpc_port = 18443
         let e = Settings::load(Some(&user), Some(&dir.path().join("nope.toml")), &Registry::embedded()).unwrap_err();
         assert!(matches!(e, SettingsError::Io { .. }));
         assert!(!dir.path().join(".minebox.toml.tmp").exists());
+    }
+    const REGTEST_BTC: &str =
+        "[coins.btc]\nenabled = true\nnetwork = \"regtest\"\npayout_address = \"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080\"\n";
+
+    fn refused(user: &str) -> (String, String, String) {
+        match load(user) {
+            Err(SettingsError::Value { file, key, message }) => (file, key, message),
+            other => panic!("expected a refused value for\n{user}\ngot {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stratum_port_on_a_port_the_node_uses_is_refused_naming_both() {
+        // Bitcoin regtest's node: RPC 18443, P2P 18444, ZMQ 28362.
+        for (port, other) in [
+            (18443, "the Bitcoin node's RPC port (coins.btc.rpc_port)"),
+            (18444, "the Bitcoin node's P2P port (coins.btc.p2p_port)"),
+            (28362, "the Bitcoin node's ZMQ port (coins.btc.zmq_port)"),
+        ] {
+            let (file, key, message) = refused(&format!("{REGTEST_BTC}stratum_port = {port}\n"));
+            assert_eq!((file.as_str(), key.as_str()), ("minebox.toml", "coins.btc.stratum_port"));
+            assert!(message.starts_with(&format!("{port} is also {other}")), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_stratum_port_on_a_service_of_the_box_is_refused_naming_both() {
+        for (port, other) in [
+            (3390, "the stratum server's local API (stratum.api = \"127.0.0.1:3390\")"),
+            (3391, "the supervisor's API (supervisor.api = \"127.0.0.1:3391\")"),
+            (3392, "the snapshot agent's API (snapshots.api = \"127.0.0.1:3392\")"),
+            (3393, "the updater's API (updates.api = \"127.0.0.1:3393\")"),
+        ] {
+            let (_, key, message) = refused(&format!("{REGTEST_BTC}stratum_port = {port}\n"));
+            assert_eq!(key, "coins.btc.stratum_port");
+            assert!(message.starts_with(&format!("{port} is also {other}")), "{message}");
+        }
+        // The status page where it listens (8080 in scripts/run-local), and the box's own ports.
+        let e =
+            load(&format!("[status]\nlisten = \"127.0.0.1:8080\"\n{REGTEST_BTC}stratum_port = 8080\n")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "minebox.toml: coins.btc.stratum_port: 8080 is also the status page (status.listen = \"127.0.0.1:8080\"); \
+             two listeners cannot share a port (one of them would not start): choose another port"
+        );
+        let (_, key, message) = refused(&format!("{REGTEST_BTC}rpc_port = 22\n"));
+        assert_eq!(
+            (key.as_str(), message.as_str()),
+            ("coins.btc.rpc_port", "22 is used by the box itself (SSH); choose another port")
+        );
+        // Moving a service onto another's port is refused too, blaming the one the user moved.
+        let (_, key, message) = refused("[supervisor]\napi = \"127.0.0.1:3390\"\n");
+        assert_eq!(key, "supervisor.api");
+        assert!(message.starts_with("3390 is also the stratum server's local API"), "{message}");
+        let (_, key, message) = refused(&format!("{REGTEST_BTC}[stratum]\napi = \"127.0.0.1:18443\"\n"));
+        assert_eq!(key, "stratum.api");
+        assert!(message.starts_with("18443 is also the Bitcoin node's RPC port"), "{message}");
+    }
+
+    #[test]
+    fn nodes_of_two_coins_cannot_share_a_port_and_other_ports_are_fine() {
+        let both = "[coins.btc]\nenabled = true\npayout_address = \"bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4\"\n\
+                    [coins.bch]\nenabled = true\npayout_address = \"bitcoincash:qpm2qsznhks23z7629mms6s4cwef74vcwvy22gdx6a\"\n";
+        // Every coin's mainnet node listens for peers on 8333 by default.
+        let (_, key, message) = refused(both);
+        assert_eq!(key, "coins.btc.p2p_port");
+        assert!(message.starts_with("8333 is also the Bitcoin Cash node's P2P port (coins.bch.p2p_port)"), "{message}");
+        let s = load(&format!("{both}p2p_port = 8335\n")).unwrap();
+        assert_eq!((s.coins["btc"].p2p_port, s.coins["bch"].p2p_port), (8333, 8335));
+        // A disabled coin runs nothing; a node on another host uses no port of the box.
+        assert!(load(&format!("{REGTEST_BTC}[coins.bch]\nnetwork = \"regtest\"\nstratum_port = 3363\n")).is_ok());
+        let external = format!(
+            "{REGTEST_BTC}node = \"external\"\nrpc_host = \"10.0.2.2\"\nrpc_port = 4000\nstratum_port = 4000\n"
+        );
+        assert!(load(&external).is_ok());
+        // The same node on this machine does.
+        let (_, key, message) = refused(&external.replace("10.0.2.2", "127.0.0.1"));
+        assert_eq!(key, "coins.btc.rpc_port");
+        assert!(message.starts_with("4000 is also the Bitcoin stratum port (coins.btc.stratum_port)"), "{message}");
+    }
+
+    #[test]
+    fn difficulties_must_be_finite_positive_normal_and_in_order() {
+        for bad in ["5e-324", "nan", "inf", "-inf", "0.0", "-1.0", "1e-10", "1e19"] {
+            for key in ["min_difficulty", "max_difficulty", "start_difficulty"] {
+                let (_, k, message) = refused(&format!("{REGTEST_BTC}{key} = {bad}\n"));
+                assert_eq!(k, format!("coins.btc.{key}"), "{key} = {bad}");
+                assert!(message.contains("use a number from 1e-9 to 1e18"), "{key} = {bad}: {message}");
+            }
+        }
+        let (_, key, message) = refused(&format!("{REGTEST_BTC}min_difficulty = 100.0\nmax_difficulty = 10.0\n"));
+        assert_eq!(key, "coins.btc.min_difficulty");
+        assert!(message.contains("above max_difficulty"), "{message}");
+        let (_, key, _) = refused(&format!("{REGTEST_BTC}shares_per_minute = nan\n"));
+        assert_eq!(key, "coins.btc.shares_per_minute");
+        // CPU miners on regtest (scripts/run-local, the system tests) keep their settings.
+        let s = load(&format!("{REGTEST_BTC}start_difficulty = 0.0001\nmin_difficulty = 0.00000001\n")).unwrap();
+        assert_eq!(s.coins["btc"].min_difficulty, 1e-8);
+    }
+
+    #[test]
+    fn any_text_gives_settings_or_an_error_never_a_panic() {
+        let registry = Registry::embedded();
+        for text in [
+            "[coins.btc]\ndisk_budget_gib = 9223372036854775807\n",
+            "[coins.btc]\nstratum_port = 65535\nrpc_port = 65535\n",
+            "[coins.btc]\nmax_difficulty = 1e308\n",
+            "é = \"\u{0}\"\n[[",
+            "",
+        ] {
+            let _ = Settings::from_user_text(text, &registry);
+        }
+        let s = Settings::from_user_text("[coins.btc]\ndisk_budget_gib = 9223372036854775807\n", &registry).unwrap();
+        assert_eq!(s.coins["btc"].prune_mib, u64::MAX / 4);
     }
 }
