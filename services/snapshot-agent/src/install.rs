@@ -108,6 +108,34 @@ fn free_bytes(path: &Path) -> Option<u64> {
     (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
 }
 
+/// The staging area becomes the node's data directory, and the node runs as another user
+/// (minebox-node) than the agent (minebox-snapshot): the agent's files must be usable
+/// through the group they have (the agent's own, minebox-node), and by nobody else. The
+/// service's UMask=0077 would leave them 0700/0600.
+const NODE_DIR_MODE: u32 = 0o770;
+
+/// A staged file's mode: the publisher's owner bits for owner and group (the node reads
+/// and rewrites its databases), readable and writable at least, nothing for others.
+fn node_file_mode(published: u32) -> u32 {
+    let owner = (published & 0o700) | 0o600;
+    owner | (owner >> 3)
+}
+
+/// Every directory of the staged tree, the tree itself included, to NODE_DIR_MODE.
+fn open_to_node(staging: &Path) -> std::io::Result<()> {
+    let mut stack = vec![staging.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(NODE_DIR_MODE))?;
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
 fn sync_dir(path: &Path) {
     if let Ok(d) = std::fs::File::open(path) {
         let _ = d.sync_all();
@@ -360,8 +388,9 @@ async fn stage(
     progress.set_phase(Phase::Syncing);
     for (path, mode, file) in &files {
         file.sync_all().map_err(io(path))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode & 0o777)).map_err(io(path))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(node_file_mode(*mode))).map_err(io(path))?;
     }
+    open_to_node(staging).map_err(io(staging))?;
     let _ = std::fs::remove_dir_all(&chunk_dir);
     std::fs::write(staging.join(".complete"), manifest.version.to_string()).map_err(io(staging))?;
     if let Ok(f) = std::fs::File::open(staging.join(".complete")) {

@@ -350,3 +350,34 @@ async fn the_cli_reports_progress_on_its_api_and_keeps_to_the_bandwidth_limit() 
     // 4 MiB at 1.5 MB/s cannot take less than about two seconds.
     assert!(elapsed >= Duration::from_secs(2), "the limit was not applied: {elapsed:?}");
 }
+
+/// The installed directory is the node's: the node runs as minebox-node, the agent as
+/// minebox-snapshot (group minebox-node), both with UMask=0077. Every directory must be
+/// usable by the group and every file readable and writable by it; nothing by others.
+#[tokio::test]
+async fn the_installed_tree_is_usable_by_the_nodes_group_and_closed_to_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new(4).await;
+    let old_umask = unsafe { libc::umask(0o077) };
+    let installed = w.install().await;
+    unsafe { libc::umask(old_umask) };
+    installed.unwrap();
+    let mut stack = vec![w.dest()];
+    let mut files = 0;
+    while let Some(dir) = stack.pop() {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o770, "{}: the node (group) must enter and write it", dir.display());
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                files += 1;
+                let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode & 0o060, 0o060, "{}: mode {mode:o}, the node cannot use it", e.path().display());
+                assert_eq!(mode & 0o007, 0, "{}: mode {mode:o}, readable by others", e.path().display());
+            }
+        }
+    }
+    assert!(files > 0);
+}

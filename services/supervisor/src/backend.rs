@@ -8,6 +8,8 @@
 //! both backends only start, stop, and report that a node exited.
 
 use crate::launch::Launch;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::process::Command;
@@ -38,6 +40,10 @@ pub enum BackendError {
     Write { path: String, message: String },
     #[error("systemctl {args}: {message}")]
     Systemctl { args: String, message: String },
+    #[error(
+        "node data directory {path} is mode {mode:o} and not the supervisor's to change; the node's group needs rwx and others nothing: run chgrp minebox-node {path} && chmod 0770 {path}"
+    )]
+    NodeDir { path: String, mode: u32 },
 }
 
 /// Resource limits a node runs under (systemd unit properties on the image).
@@ -67,14 +73,60 @@ impl Running {
     }
 }
 
+/// Mode of a node's data directory: the node (group minebox-node) writes its chain in it,
+/// the supervisor (its owner, or the snapshot agent after an install) writes the node's
+/// config; others nothing (docs/supervisor.md, "Who owns what under /data").
+pub const NODE_DIR_MODE: u32 = 0o770;
+/// Mode of the files the supervisor writes for a node (config, environment): the node
+/// reads them through its group; they hold an `rpcauth` hash, so nobody else does.
+pub const NODE_FILE_MODE: u32 = 0o640;
+
+/// Makes the node's data directory usable by the node's group. The service's UMask=0077
+/// would leave a new directory 0700, which the node (another user) cannot enter; an
+/// existing one left like that (or open to others) is put right when the supervisor owns it.
+fn prepare_node_dir(dir: &Path) -> Result<(), BackendError> {
+    let write = |e: std::io::Error| BackendError::Write { path: dir.display().to_string(), message: e.to_string() };
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(write)?;
+        // Without the setgid bit: RestrictSUIDSGID= forbids setting it, and the group the
+        // directory took from /data/nodes (setgid, group minebox-node) stays.
+        return std::fs::set_permissions(dir, std::fs::Permissions::from_mode(NODE_DIR_MODE)).map_err(write);
+    }
+    let mode = std::fs::metadata(dir).map_err(write)?.permissions().mode() & 0o777;
+    if mode & 0o070 == 0o070 && mode & 0o007 == 0 {
+        return Ok(());
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(NODE_DIR_MODE))
+        .map_err(|_| BackendError::NodeDir { path: dir.display().to_string(), mode })
+}
+
+/// Writes a file the node reads into its data directory, atomically. The new file is made
+/// in the directory above (`/data/nodes`, setgid to minebox-node) and renamed in, so it has
+/// the node's group whoever made the data directory (the supervisor's own group is
+/// `minebox`, which the node is not in; the snapshot agent's directories are not setgid).
+fn write_node_file(path: &Path, text: &str) -> Result<(), BackendError> {
+    let err = |e: std::io::Error| BackendError::Write { path: path.display().to_string(), message: e.to_string() };
+    let dir = path.parent().expect("a node file is in the node's directory");
+    let staging = dir.parent().unwrap_or(dir);
+    let name = format!(
+        ".{}.{}.tmp",
+        dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+    );
+    let tmp = staging.join(name);
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(NODE_FILE_MODE)))
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            err(e)
+        })
+}
+
 fn write_config(launch: &Launch) -> Result<(), BackendError> {
-    std::fs::create_dir_all(&launch.data_dir)
-        .map_err(|e| BackendError::Write { path: launch.data_dir.display().to_string(), message: e.to_string() })?;
+    prepare_node_dir(&launch.data_dir)?;
     if let Some((path, text)) = &launch.config {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, text)
-            .and_then(|_| std::fs::rename(&tmp, path))
-            .map_err(|e| BackendError::Write { path: path.display().to_string(), message: e.to_string() })?;
+        write_node_file(path, text)?;
     }
     Ok(())
 }
@@ -206,11 +258,7 @@ pub fn properties(r: &Resources) -> Vec<String> {
 impl SystemdBackend {
     pub async fn start(&self, launch: &Launch, resources: &Resources) -> Result<Running, BackendError> {
         write_config(launch)?;
-        let env = launch.data_dir.join("minebox-node.env");
-        let tmp = env.with_extension("env.tmp");
-        std::fs::write(&tmp, env_file(launch)?)
-            .and_then(|_| std::fs::rename(&tmp, &env))
-            .map_err(|e| BackendError::Write { path: env.display().to_string(), message: e.to_string() })?;
+        write_node_file(&launch.data_dir.join("minebox-node.env"), &env_file(launch)?)?;
         let unit = unit_name(&launch.coin);
         let mut set = vec!["set-property".to_string(), "--runtime".to_string(), unit.clone()];
         set.extend(properties(resources));
@@ -231,15 +279,13 @@ impl SystemdBackend {
                         return;
                     }
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {
-                        let state = systemctl.run(&["show", "-p", "ActiveState,ExecMainStatus", &unit]).await.unwrap_or_default();
-                        let prop = |k: &str| state.lines().find_map(|l| l.strip_prefix(&format!("{k}=")).map(str::to_string));
-                        match prop("ActiveState").as_deref() {
-                            Some("failed") | Some("inactive") => {
-                                let code = prop("ExecMainStatus").and_then(|c| c.parse().ok());
-                                let _ = exit_tx.send(Some(Exit { code, signal: None }));
-                                return;
-                            }
-                            _ => {}
+                        let state = systemctl
+                            .run(&["show", "-p", "ActiveState,ExecMainCode,ExecMainStatus", &unit])
+                            .await
+                            .unwrap_or_default();
+                        if let Some(exit) = ended(&state) {
+                            let _ = exit_tx.send(Some(exit));
+                            return;
                         }
                     }
                 }
@@ -252,6 +298,22 @@ impl SystemdBackend {
         let out = self.systemctl.run(&["show", "-p", "MainPID", unit]).await.ok()?;
         out.lines().find_map(|l| l.strip_prefix("MainPID=")).and_then(|p| p.trim().parse().ok()).filter(|p| *p != 0)
     }
+}
+
+/// How the unit ended, from `systemctl show -p ActiveState,ExecMainCode,ExecMainStatus`;
+/// None while it runs. ExecMainCode is the kernel's si_code: CLD_EXITED (1) with the exit
+/// status, CLD_KILLED (2) or CLD_DUMPED (3) with the signal (a `kill -9` reads "killed by
+/// signal 9", not "exit code 9").
+pub fn ended(show: &str) -> Option<Exit> {
+    let prop = |k: &str| show.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('=').map(str::trim));
+    if !matches!(prop("ActiveState"), Some("failed" | "inactive")) {
+        return None;
+    }
+    let status = prop("ExecMainStatus").and_then(|c| c.parse().ok());
+    Some(match prop("ExecMainCode") {
+        Some("2" | "3") => Exit { code: None, signal: status },
+        _ => Exit { code: status, signal: None },
+    })
 }
 
 /// Either backend.
@@ -332,6 +394,53 @@ mod tests {
         );
         assert_eq!(calls[1], "start minebox-node@btc.service");
         assert!(calls.contains(&"stop minebox-node@btc.service".to_string()), "{calls:?}");
+    }
+
+    #[tokio::test]
+    async fn the_node_user_can_use_its_directory_and_files_and_nobody_else_can() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        // /data/nodes as tmpfiles.d makes it: setgid, the node's group. (As root, a group
+        // that is not the test's own shows where the files' group comes from.)
+        let node_gid = if unsafe { libc::geteuid() } == 0 { 65534 } else { unsafe { libc::getegid() } };
+        std::os::unix::fs::chown(dir.path(), None, Some(node_gid)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o2770)).unwrap();
+        // The service's UMask=0077.
+        let old_umask = unsafe { libc::umask(0o077) };
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let b = SystemdBackend { systemctl: Systemctl::Recorder(log.clone()) };
+        let limits = Resources { memory_max_mib: 640, cpu_weight: 50, io_weight: 50 };
+        let r = b.start(&launch(dir.path()), &limits).await.unwrap();
+        r.stop(Duration::from_secs(1)).await;
+        let node_dir = dir.path().join("btc");
+        assert_eq!(mode(&node_dir), 0o770, "the node (group minebox-node) writes its chain here");
+        for f in ["minebox-node.conf", "minebox-node.env"] {
+            let p = node_dir.join(f);
+            assert_eq!(mode(&p), 0o640, "{f}: the node reads it through its group, others nothing");
+            assert_eq!(std::fs::metadata(&p).unwrap().gid(), node_gid, "{f} must have the node's group");
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+        // A directory an older supervisor left 0700 is opened to the node's group.
+        std::fs::set_permissions(&node_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let r = b.start(&launch(dir.path()), &limits).await.unwrap();
+        r.stop(Duration::from_secs(1)).await;
+        unsafe { libc::umask(old_umask) };
+        assert_eq!(mode(&node_dir), 0o770);
+    }
+
+    #[test]
+    fn a_killed_node_is_told_from_one_that_exited() {
+        assert_eq!(ended("ActiveState=active\nExecMainCode=0\nExecMainStatus=0\n"), None);
+        assert_eq!(
+            ended("ActiveState=failed\nExecMainCode=2\nExecMainStatus=9\n"),
+            Some(Exit { code: None, signal: Some(9) })
+        );
+        assert_eq!(
+            ended("ActiveState=inactive\nExecMainCode=1\nExecMainStatus=0\n"),
+            Some(Exit { code: Some(0), signal: None })
+        );
+        assert_eq!(ended("ActiveState=failed\nExecMainCode=1\nExecMainStatus=1\n").unwrap().to_string(), "exit code 1");
     }
 
     #[tokio::test]
