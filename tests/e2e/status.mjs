@@ -162,6 +162,24 @@ try {
   assert.equal(vs.role, "viewer");
   const vput = await vpage.request.put(`${base}/api/v1/config`, { headers: { "X-CSRF-Token": vs.csrf_token }, data: {} });
   assert.equal(vput.status(), 403);
+  // Signing out is for every role (issue 12: the viewer got 403).
+  await vpage.goto(`${base}/#overview`);
+  await vpage.click("#logout");
+  await vpage.waitForSelector("#auth:not([hidden])");
+  assert.equal((await vpage.request.get(`${base}/api/v1/overview`)).status(), 401, "the viewer signed out for real");
+  await vctx.close();
+
+  log("only the box's own names are served (DNS rebinding)");
+  const rebound = await new Promise((resolve, reject) => {
+    const u = new URL(`${base}/api/v1/health`);
+    http.get({ host: u.hostname, port: u.port, path: u.pathname, headers: { Host: "rebind.example" } }, (res) => {
+      let body = "";
+      res.on("data", (c) => (body += c));
+      res.on("end", () => resolve({ status: res.statusCode, body }));
+    }).on("error", reject);
+  });
+  assert.equal(rebound.status, 421);
+  assert.match(JSON.parse(rebound.body).error, /rebind\.example/);
 
   log("secrets never appear in responses");
   for (const path of ["/api/v1/nodes", "/api/v1/config", "/api/v1/overview", "/api/v1/stratum", "/metrics"]) {
@@ -170,6 +188,10 @@ try {
   }
   const metrics = await (await page.request.get(`${base}/metrics`)).text();
   assert.match(metrics, /minebox_blocks_found_total\{coin="btc"\} [1-9]/);
+  // Open to anyone on the LAN, so aggregates only: no payout address, no worker name.
+  const payout = /payout_address\s*=\s*"([^"]+)"/.exec(fs.readFileSync(settingsFile, "utf8"));
+  if (payout) assert.ok(!metrics.includes(payout[1]), "/metrics names the payout address");
+  assert.doesNotMatch(metrics, /worker=|sim1/, "/metrics names workers");
 
   log("sign out, then the login throttle");
   await page.goto(`${base}/#overview`);

@@ -150,7 +150,13 @@ impl Upstreams {
     /// the query. The array is read entry by entry and the read stops once the page is
     /// full, so a list of any length costs at most the page: an upstream that ignores the
     /// paging (an older one) is paged here instead.
-    pub async fn get_page(&self, service: Service, path: &str, limit: usize, offset: usize) -> Result<Page, UpstreamError> {
+    pub async fn get_page(
+        &self,
+        service: Service,
+        path: &str,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Page, UpstreamError> {
         let sep = if path.contains('?') { '&' } else { '?' };
         let url = self.url(service, &format!("{path}{sep}limit={limit}&offset={offset}"));
         let unreachable = |e: reqwest::Error| UpstreamError::Unreachable { service, detail: short(&e) };

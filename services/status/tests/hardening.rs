@@ -303,12 +303,10 @@ async fn a_flood_from_one_address_does_not_hold_up_another() {
     setup(&b, &client_on(1)).await;
     let hashed = b.app.accounts.checked();
     let flooder = client_on(7);
-    let flood = futures::future::join_all(
-        (0..100).map(|i| {
-            let (f, b) = (&flooder, &b);
-            async move { login(b, f, &format!("flood {i}")).await.status() }
-        }),
-    );
+    let flood = futures::future::join_all((0..100).map(|i| {
+        let (f, b) = (&flooder, &b);
+        async move { login(b, f, &format!("flood {i}")).await.status() }
+    }));
     let admin = async {
         let r = login(&b, &client_on(1), ADMIN).await;
         r.status()
@@ -502,6 +500,18 @@ async fn event_streams_are_capped_and_the_page_still_answers() {
     let r = c.get(format!("{}/api/v1/overview", b.base)).header("Cookie", &cookie).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(c.get(format!("{}/", b.base)).send().await.unwrap().status(), 200);
+    // A page that closes gives its place back (a reload does not lock the address out).
+    drop(streams.remove(0));
+    let end = tokio::time::Instant::now() + HANG;
+    loop {
+        let r = open(2).await;
+        if r.status() == 200 {
+            break;
+        }
+        assert_eq!(r.status(), 429);
+        assert!(tokio::time::Instant::now() < end, "the closed stream's place never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 // Defect 8: request bodies are bounded.
