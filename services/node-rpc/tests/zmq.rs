@@ -135,3 +135,56 @@ async fn a_quiet_publisher_costs_one_connection_however_long_it_stays_quiet() {
     }
     assert_eq!(established_to(port), 0, "the subscription's connection is closed at shutdown");
 }
+
+/// Mines a block on `core` until the subscriber reports one it mined (blocks announced
+/// before the subscription reached bitcoind are not delivered, as on a real box).
+async fn mine_until_heard(core: &minebox_regtest::Core, rx: &mut mpsc::Receiver<bitcoin::BlockHash>) {
+    let to = minebox_regtest::core_p2wpkh_address([7; 20]);
+    let mut mined = Vec::new();
+    for _ in 0..100 {
+        mined.extend(core.generate_to_address(1, &to).await.expect("generatetoaddress"));
+        if let Ok(Some(got)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+            assert!(mined.contains(&got), "heard {got}, which this test did not mine");
+            return;
+        }
+    }
+    panic!("no hashblock from Bitcoin Core for 100 blocks");
+}
+
+/// The same against Bitcoin Core's own -zmqpubhashblock: a quiet spell of ten probe periods
+/// keeps one connection and no new descriptors; after a kill -9 and a restart of the node the
+/// next block is heard again over a fresh connection.
+#[tokio::test]
+async fn bitcoin_core_quiet_then_killed_and_restarted_keeps_one_connection() {
+    let mut core = minebox_regtest::Core::start().await.expect("Bitcoin Core (scripts/setup)");
+    let endpoint = core.zmq_endpoint();
+    let port = port_of(&endpoint);
+    let (tx, mut rx) = mpsc::channel(64);
+    let stop = CancellationToken::new();
+    let period = Duration::from_millis(500);
+    let sub = tokio::spawn({
+        let endpoint = endpoint.clone();
+        let stop = stop.clone();
+        async move { hashblock::forward_with(&endpoint, tx, stop, period).await }
+    });
+    mine_until_heard(&core, &mut rx).await;
+    let (fds_before, connection) = (open_descriptors(), connections_to(port));
+    assert_eq!(connection.len(), 1, "one subscription, one connection");
+    for i in 1..=10 {
+        tokio::time::sleep(period).await;
+        let (fds, conns) = (open_descriptors(), connections_to(port));
+        eprintln!("quiet period {i}: {fds} descriptors, {} connections to bitcoind's ZMQ port", conns.len());
+        assert!(fds <= fds_before, "descriptors grew from {fds_before} to {fds} while bitcoind was quiet");
+        assert_eq!(conns, connection, "the quiet subscription kept its one connection");
+    }
+    mine_until_heard(&core, &mut rx).await;
+
+    core.kill().await;
+    core.start_again().await.expect("Bitcoin Core starts again");
+    while rx.try_recv().is_ok() {}
+    mine_until_heard(&core, &mut rx).await;
+    assert_eq!(established_to(port), 1, "after the node's restart: one connection");
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), sub).await.expect("subscriber stops on shutdown").unwrap();
+}
