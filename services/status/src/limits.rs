@@ -209,6 +209,8 @@ pub async fn run(
             table.remove(&conn);
         });
     }
+    // No new connections while the open ones finish.
+    drop(listener);
     stop.cancel();
     while tasks.join_next().await.is_some() {}
     Ok(())
