@@ -102,6 +102,9 @@ struct Cli {
     /// New worker names one IP address may introduce per minute.
     #[arg(long, default_value_t = Limits::default().new_workers_per_min)]
     new_workers_per_min: f64,
+    /// New worker names one IP address may introduce at once.
+    #[arg(long, default_value_t = Limits::default().new_worker_burst)]
+    new_worker_burst: f64,
 }
 
 #[tokio::main]
@@ -126,6 +129,7 @@ fn limits(cli: &Cli) -> anyhow::Result<Limits> {
         ("--new-connections-per-sec", cli.new_connections_per_sec),
         ("--new-connection-burst", cli.new_connection_burst),
         ("--new-workers-per-min", cli.new_workers_per_min),
+        ("--new-worker-burst", cli.new_worker_burst),
     ];
     for (flag, v) in rates {
         if !(v.is_finite() && v > 0.0) {
@@ -145,6 +149,7 @@ fn limits(cli: &Cli) -> anyhow::Result<Limits> {
         max_workers: cli.max_workers,
         workers_per_address: cli.workers_per_address,
         new_workers_per_min: cli.new_workers_per_min,
+        new_worker_burst: cli.new_worker_burst,
         ..Limits::default()
     })
 }

@@ -201,6 +201,7 @@ async fn flush_stats(stats: Arc<Registry>, store: Store, every: Duration, shutdo
             _ = shutdown.cancelled() => true,
             _ = tick.tick() => false,
         };
+        stats.trim(crate::stats::unix_now());
         let forgotten = stats.take_forgotten();
         if !forgotten.is_empty() {
             let store = store.clone();

@@ -165,6 +165,8 @@ const MAX_TRACKED_ADDRESSES: usize = 4096;
 /// Forgotten workers waiting to be deleted from the database at most (more are deleted at
 /// the next start, when the caps are applied to what is loaded).
 const MAX_PENDING_FORGET: usize = 100_000;
+/// Workers forgotten at most by one call that brings the table back within its caps.
+const TRIM_PER_CALL: usize = 4096;
 
 struct Entry {
     handle: SharedWorker,
@@ -261,13 +263,41 @@ impl Inner {
         false
     }
 
-    /// Makes room for one more worker of `address` within both caps.
+    /// Makes room for one more worker of `address` within both caps. A table that went
+    /// over a cap while its workers were connected shrinks back here, a bounded number of
+    /// workers per call.
     fn make_room(&mut self, address: &(String, String), limits: &WorkerLimits, at: i64) {
-        if self.by_address.get(address).map_or(0, |s| s.len()) >= limits.per_address {
-            self.evict_one(Some(address), at);
+        for _ in 0..TRIM_PER_CALL {
+            if self.by_address.get(address).map_or(0, |s| s.len()) < limits.per_address
+                || !self.evict_one(Some(address), at)
+            {
+                break;
+            }
         }
-        if self.workers.len() >= limits.max_workers {
-            self.evict_one(None, at);
+        for _ in 0..TRIM_PER_CALL {
+            if self.workers.len() < limits.max_workers || !self.evict_one(None, at) {
+                break;
+            }
+        }
+    }
+
+    /// Brings every address and the whole table back within the caps (workers that were
+    /// connected when they overflowed them have since left).
+    fn trim(&mut self, limits: &WorkerLimits, at: i64) {
+        let over: Vec<(String, String)> =
+            self.by_address.iter().filter(|(_, s)| s.len() > limits.per_address).map(|(a, _)| a.clone()).collect();
+        for a in over {
+            for _ in 0..TRIM_PER_CALL {
+                if self.by_address.get(&a).map_or(0, |s| s.len()) <= limits.per_address || !self.evict_one(Some(&a), at)
+                {
+                    break;
+                }
+            }
+        }
+        for _ in 0..TRIM_PER_CALL {
+            if self.workers.len() <= limits.max_workers || !self.evict_one(None, at) {
+                break;
+            }
         }
     }
 }
@@ -377,6 +407,11 @@ impl Registry {
         }
         inner.make_room(&address, &self.limits, at);
         inner.insert(key, Arc::new(Mutex::new(stats)), at);
+    }
+
+    /// Forgets idle workers until every cap holds again (called at each statistics flush).
+    pub fn trim(&self, now: f64) {
+        self.inner.lock().expect("registry lock").trim(&self.limits, now as i64);
     }
 
     /// Workers forgotten since the last call, whose database rows should go.

@@ -124,6 +124,16 @@ async fn start_server(cli: &Cli, node: &Bcoin, zmq: &str, dir: &std::path::Path)
             "10000",
             "--message-burst",
             "100000",
+            // Every load connection comes from 127.0.0.1 with its own worker name: lift the
+            // per-address rates meant for a hostile LAN client.
+            "--new-connections-per-sec",
+            "1000000",
+            "--new-connection-burst",
+            "1000000",
+            "--new-workers-per-min",
+            "1000000000",
+            "--new-worker-burst",
+            "1000000",
         ])
         .args(["--block-poll-ms", "3600000", "--template-refresh-secs", "3600"])
         .env("MINEBOX_NODE_PASSWORD", node.api_key())

@@ -36,8 +36,6 @@ pub fn command(node: &Core, db: &Path, stratum: SocketAddr, api: SocketAddr, log
         .arg(format!("--node-user={}", node.rpc_user()))
         .arg(format!("--zmq-hashblock={}", node.zmq_endpoint()))
         .arg(format!("--database={}", db.display()))
-        .arg("--start-difficulty=0.0001")
-        .arg("--min-difficulty=0.00001")
         .arg("--block-poll-ms=200")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -52,6 +50,9 @@ impl ServerProcess {
         let stratum: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut cmd = command(node, db, stratum, api, log);
+        if !extra.iter().any(|a| a.contains("difficulty")) {
+            cmd.args(["--start-difficulty=0.0001", "--min-difficulty=0.00001"]);
+        }
         cmd.args(extra);
         let mut child = cmd.spawn().expect("the stratum binary starts");
         let started = Instant::now();
