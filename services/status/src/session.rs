@@ -250,13 +250,18 @@ impl LoginGate {
 
     /// A place in the hashing pool, first come first served; refused when the line is long.
     pub async fn slot(&self) -> Result<HashSlot, Refusal> {
+        // Leaves the line however the wait ends, a client hanging up included.
+        struct InLine<'a>(&'a AtomicUsize);
+        impl Drop for InLine<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _in_line = InLine(&self.waiting);
         if self.waiting.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
             return Err(Refusal::Full);
         }
-        let permit = self.pool.clone().acquire_owned().await.expect("hash pool is never closed");
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        Ok(permit)
+        Ok(self.pool.clone().acquire_owned().await.expect("hash pool is never closed"))
     }
 }
 
@@ -323,5 +328,19 @@ mod tests {
         assert_eq!(g.clients.lock().unwrap()[&ip].failures, 1, "an attempt dropped unsettled is a miss");
         g.reserve(ip).unwrap().withdrawn();
         assert_eq!(g.clients.lock().unwrap()[&ip].failures, 1);
+    }
+
+    #[tokio::test]
+    async fn the_waiting_line_is_bounded_and_hanging_up_leaves_it() {
+        let g = LoginGate::new();
+        let held: Vec<_> = futures::future::join_all((0..POOL).map(|_| g.slot())).await;
+        // Waiters that give up (their clients hung up) must not keep their places.
+        for _ in 0..MAX_WAITING * 2 {
+            let wait = g.slot();
+            assert!(tokio::time::timeout(std::time::Duration::from_millis(1), wait).await.is_err());
+        }
+        assert_eq!(g.waiting.load(Ordering::SeqCst), 0);
+        drop(held);
+        assert!(g.slot().await.is_ok());
     }
 }
