@@ -274,7 +274,7 @@ mod tests {
             t += Duration::from_millis(if i % 200 < 100 { 10 } else { 30_000 });
             let d = if i % 3 == 0 { v.on_tick(t) } else { v.on_share(t) };
             if let Some(d) = d {
-                assert!(d.is_finite() && d >= MIN_DIFFICULTY && d <= 1_000_000.0, "{d}");
+                assert!((MIN_DIFFICULTY..=1_000_000.0).contains(&d), "{d}");
             }
             assert!(v.difficulty().is_finite() && v.difficulty() > 0.0);
         }
