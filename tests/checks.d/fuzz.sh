@@ -28,10 +28,14 @@ failed=()
 for target in $(cargo fuzz list); do
   mkdir -p "$scratch/$target" "$root/fuzz/artifacts/$target"
   log=$scratch/$target.log
+  # A session is a sequence of steps: let inputs be long from the start (libFuzzer otherwise
+  # grows the length limit slowly, and a short run stays with sessions of a step or two).
+  extra=()
+  [ "$target" = stratum_session ] && extra=(-len_control=0 -max_len=2048)
   # -timeout: one input taking this long is a hang; -rss_limit_mb: the box has 4-8 GB.
   if cargo fuzz run "${flags[@]}" "$target" "$scratch/$target" "corpus/$target" -- \
       -max_total_time="$secs" -timeout=25 -rss_limit_mb=2048 \
-      -artifact_prefix="$root/fuzz/artifacts/$target/" -print_final_stats=1 >"$log" 2>&1; then
+      -artifact_prefix="$root/fuzz/artifacts/$target/" -print_final_stats=1 "${extra[@]}" >"$log" 2>&1; then
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n1)
     echo "fuzz: $target: ok, $runs runs in ${secs} s, ${cov:-cov: ?}, corpus $(find "corpus/$target" -type f | wc -l) + $(find "$scratch/$target" -type f | wc -l) new"

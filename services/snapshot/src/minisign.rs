@@ -93,7 +93,12 @@ impl SecretKey {
     }
 
     /// A minisign signature file for `message`.
+    ///
+    /// The trusted comment is one line of the file: a line break in it (a coin name or an
+    /// update's version with a newline) would split the file and no device could verify it,
+    /// so line breaks are signed and written as spaces.
     pub fn sign(&self, message: &[u8], trusted_comment: &str) -> String {
+        let trusted_comment = trusted_comment.replace(['\r', '\n'], " ");
         let prehash = Blake2b512::digest(message);
         let sig = self.key.sign(&prehash);
         let mut blob = Vec::with_capacity(74);
@@ -253,6 +258,17 @@ mod tests {
         // The trusted comment is signed too.
         let forged = sig.replace("850000", "850001");
         assert_eq!(SignatureFile::parse(&forged).unwrap().verify(b"manifest", &pinned), Err(SignError::BadSignature));
+    }
+
+    #[test]
+    fn a_trusted_comment_with_line_breaks_still_verifies() {
+        // Found by fuzz/fuzz_targets/update_manifest.rs: a version "1.2.0\n" made the
+        // signing command write a signature file that every device refused.
+        let k = SecretKey::generate();
+        let sig = k.sign(b"manifest", "minebox update minebox-rpi5 1.2.0\n\r\nnext");
+        let parsed = SignatureFile::parse(&sig).unwrap();
+        assert_eq!(parsed.verify(b"manifest", &[k.public()]).unwrap().id, k.id);
+        assert_eq!(parsed.trusted_comment, "minebox update minebox-rpi5 1.2.0   next");
     }
 
     #[test]
