@@ -76,4 +76,16 @@ if sh "$apply" "$work/ud-inject" /nonexistent "$work/d3" 2>/dev/null; then fail 
 sed 's/^hostname: .*/hostname: "x; rm -rf \/"/' "$work/user-data" >"$work/ud-host"
 sh "$apply" "$work/ud-host" /nonexistent "$work/d4" 2>/dev/null
 [ ! -e "$work/d4/etc/hostname" ] || fail "wrote a hostile host name"
+# Wi-Fi passphrases wpa_supplicant would refuse (taking the whole file, so all Wi-Fi, with
+# them) are not written: a control character, and 40 two-byte characters (80 bytes, though
+# bash counts 40 in a UTF-8 locale). Found by fuzz/fuzz_targets/imager_apply.rs.
+printf 'correct\thorse battery' >"$work/tab"
+sed "s/\"correct horse battery\"/$(cat "$work/tab")/" "$work/network-config" >"$work/nc-tab"
+grep -q "$(printf '\t')" "$work/nc-tab" || fail "test set-up: no tab in nc-tab"
+sh "$apply" "$work/user-data" "$work/nc-tab" "$work/d5" 2>/dev/null
+[ ! -e "$work/d5/etc/wpa_supplicant/wpa_supplicant-wlan0.conf" ] || fail "wrote a passphrase with a control character"
+long=$(printf '%.0s\303\251' $(seq 40))
+sed "s/\"correct horse battery\"/\"$long\"/" "$work/network-config" >"$work/nc-long"
+LC_ALL=C.UTF-8 bash --posix "$apply" "$work/user-data" "$work/nc-long" "$work/d6" 2>/dev/null
+[ ! -e "$work/d6/etc/wpa_supplicant/wpa_supplicant-wlan0.conf" ] || fail "wrote an 80-byte passphrase (bash counted 40 characters)"
 echo "imager-apply: ok (hostname, user+hash+key, ssh, Wi-Fi, time zone, keyboard; hostile values refused)"
