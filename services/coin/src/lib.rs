@@ -52,6 +52,14 @@ pub struct NodeSpec {
     pub binary: String,
     /// The smallest `-prune` value (MiB) the node accepts.
     pub min_prune_mib: u64,
+    /// Whether the image ships this node program. A coin whose node is not in the image
+    /// is mined through an external node only (`node = "external"` in the settings).
+    #[serde(default = "in_image_by_default")]
+    pub in_image: bool,
+}
+
+fn in_image_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]

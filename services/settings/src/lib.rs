@@ -610,6 +610,18 @@ fn resolve(src: &Source, registry: &Registry) -> Result<Settings, SettingsError>
                 ))
             }
         };
+        // A node the image does not ship cannot be run by the box; say so here rather than
+        // let the supervisor fail to start a program that is not there. A development
+        // `node_command` names a program of the user's, which is fine.
+        if enabled && node == NodeKind::Managed && !coin.node.in_image && c!(node_command).is_none() {
+            return Err(err(
+                "node",
+                format!(
+                    "the MineBox image has no {} node; {} is mined through a node of yours: set node = \"external\" with rpc_host, rpc_port and rpc_cookie",
+                    coin.name, coin.name
+                ),
+            ));
+        }
         let rpc_host = c!(rpc_host).unwrap_or_else(|| "127.0.0.1".into());
         let rpc_cookie = c!(rpc_cookie).unwrap_or_else(|| settings.paths.secrets.join(format!("{id}-rpc.cookie")));
         if node == NodeKind::Managed {
@@ -1005,15 +1017,34 @@ rpc_port = 18443
     }
 
     #[test]
+    fn a_coin_whose_node_is_not_in_the_image_is_mined_through_an_external_node_only() {
+        let xec =
+            "[coins.xec]\nenabled = true\npayout_address = \"ecash:qpm2qsznhks23z7629mms6s4cwef74vcwva87rkuu2\"\n";
+        let e = load(xec).unwrap_err().to_string();
+        assert!(e.contains("coins.xec.node"), "{e}");
+        assert!(e.contains("the MineBox image has no eCash node"), "{e}");
+        assert!(e.contains("node = \"external\""), "{e}");
+        let external = format!(
+            "{xec}node = \"external\"\nrpc_host = \"192.168.1.20\"\nrpc_cookie = \"/data/minebox/xec.cookie\"\n"
+        );
+        assert!(load(&external).is_ok());
+        // Bitcoin Cash Node is in the image, under its own program name.
+        let bch = load("[coins.bch]\nenabled = true\npayout_address = \"bitcoincash:qpm2qsznhks23z7629mms6s4cwef74vcwvy22gdx6a\"\n").unwrap();
+        assert_eq!(bch.coins["bch"].node_command, vec!["bitcoincashd".to_string()]);
+    }
+
+    #[test]
     fn nodes_of_two_coins_cannot_share_a_port_and_other_ports_are_fine() {
         let both = "[coins.btc]\nenabled = true\npayout_address = \"bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4\"\n\
                     [coins.bch]\nenabled = true\npayout_address = \"bitcoincash:qpm2qsznhks23z7629mms6s4cwef74vcwvy22gdx6a\"\n";
-        // Every coin's mainnet node listens for peers on 8333 by default.
-        let (_, key, message) = refused(both);
-        assert_eq!(key, "coins.btc.p2p_port");
-        assert!(message.starts_with("8333 is also the Bitcoin Cash node's P2P port (coins.bch.p2p_port)"), "{message}");
-        let s = load(&format!("{both}p2p_port = 8335\n")).unwrap();
-        assert_eq!((s.coins["btc"].p2p_port, s.coins["bch"].p2p_port), (8333, 8335));
+        // Each coin's mainnet node has its own P2P port by default, so two run side by side.
+        let s = load(both).unwrap();
+        assert_eq!((s.coins["btc"].p2p_port, s.coins["bch"].p2p_port), (8333, 8433));
+        // Put on one port, they are refused.
+        let (_, key, message) = refused(&format!("{both}p2p_port = 8333\n"));
+        // The one the user moved is blamed.
+        assert_eq!(key, "coins.bch.p2p_port");
+        assert!(message.starts_with("8333 is also the Bitcoin node's P2P port (coins.btc.p2p_port)"), "{message}");
         // A disabled coin runs nothing; a node on another host uses no port of the box.
         assert!(load(&format!("{REGTEST_BTC}[coins.bch]\nnetwork = \"regtest\"\nstratum_port = 3363\n")).is_ok());
         let external = format!(
