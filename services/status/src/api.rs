@@ -491,6 +491,9 @@ async fn workers(State(app): State<Arc<App>>, Query(q): Query<WorkersQuery>) -> 
     }
     let mut r = Json(page.items).into_response();
     r.headers_mut().insert("x-more", HeaderValue::from_static(if page.more { "true" } else { "false" }));
+    if let Some(t) = page.total {
+        r.headers_mut().insert("x-total-count", HeaderValue::from(t));
+    }
     Ok(r)
 }
 

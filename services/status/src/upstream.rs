@@ -140,6 +140,8 @@ pub struct Page {
     pub items: Vec<Value>,
     /// More entries follow this page.
     pub more: bool,
+    /// Entries in the whole list, when the upstream says (its `X-Total-Count`).
+    pub total: Option<usize>,
 }
 
 /// Largest single entry of a paged list (a worker record is well under 1 KiB).
@@ -164,6 +166,8 @@ impl Upstreams {
         if !resp.status().is_success() {
             return self.send_response(service, resp).await.map(|_| Page::default());
         }
+        let total =
+            resp.headers().get("x-total-count").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
         let mut split = ArraySplitter::default();
         let (mut first, mut paged) = (Vec::new(), Vec::new());
         let mut seen = 0usize;
@@ -189,12 +193,14 @@ impl Upstreams {
             }
         }
         if seen > limit {
-            Ok(Page { more: seen > offset + limit, items: paged })
+            Ok(Page { more: seen > offset + limit, items: paged, total })
         } else {
             if !split.done() {
                 return Err(UpstreamError::Unreachable { service, detail: "the list ended early".into() });
             }
-            Ok(Page { more: first.len() == limit, items: first })
+            // The upstream may cap a page below `limit`: its total says whether more follow.
+            let more = total.map_or(first.len() == limit, |t| offset + first.len() < t);
+            Ok(Page { more, items: first, total })
         }
     }
 

@@ -7,6 +7,7 @@
 //! Clients on other addresses bind 127.0.0.2, 127.0.0.3, ... (all loopback on Linux).
 
 use axum::extract::{Query, State};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use minebox_status::app::{App, Options};
@@ -91,12 +92,18 @@ async fn fake(n_workers: usize) -> (Fake, (String, String)) {
             get(|State(f): State<Fake>, Query(q): Query<HashMap<String, String>>| async move {
                 count(&f, "/api/v1/stratum/workers").await;
                 if !f.honour_paging.load(Ordering::SeqCst) {
-                    return ([("content-type", "application/json")], f.whole.as_str().to_string());
+                    return ([("content-type", "application/json")], f.whole.as_str().to_string()).into_response();
                 }
                 let n = |k: &str, d: usize| q.get(k).and_then(|v| v.parse().ok()).unwrap_or(d);
                 let (limit, offset) = (n("limit", usize::MAX), n("offset", 0));
-                let page: Vec<&Value> = f.workers.iter().skip(offset).take(limit).collect();
-                ([("content-type", "application/json")], serde_json::to_string(&page).unwrap())
+                // As the stratum server does: at most 1000 a page, and the total in a header.
+                let page: Vec<&Value> = f.workers.iter().skip(offset).take(limit.min(1000)).collect();
+                let total = f.workers.len().to_string();
+                (
+                    [("content-type", "application/json"), ("x-total-count", total.as_str())],
+                    serde_json::to_string(&page).unwrap(),
+                )
+                    .into_response()
             }),
         )
         .route(
@@ -226,6 +233,13 @@ async fn a_huge_worker_list_is_paged_not_a_502() {
         assert_eq!(v.len(), 10, "the last page");
         assert_eq!(v[0]["worker"], format!("{ADDR}.w19990"));
     }
+    // The stratum server's total passes through.
+    f.honour_paging.store(true, Ordering::SeqCst);
+    let r = c.get(format!("{}/api/v1/workers?limit=1000&offset=18000", b.base)).send().await.unwrap();
+    assert_eq!(
+        (r.headers()["x-total-count"].to_str().unwrap(), r.headers()["x-more"].to_str().unwrap()),
+        ("20000", "true")
+    );
 }
 
 // Defect 5: /metrics named payout addresses and workers, and every anonymous request read
