@@ -423,3 +423,122 @@ impl ZmqPublisher {
         let _ = stdin.flush().await;
     }
 }
+
+/// Bitcoin Core's deterministic regtest chain (the one its `CreateBlockChain` test helper
+/// builds, and whose height-110/200/299 UTXO sets regtest's chainparams list as assumeutxo
+/// snapshots): `n` blocks after the regtest genesis. Block `h` has version 4, time =
+/// genesis time + h, the genesis bits, the lowest nonce from 0 up that meets the target, and
+/// one coinbase: lock time h - 1, sequence 0xfffffffe, script sig `<h> OP_0` (the height as
+/// a script number, OP_1..OP_16 for 1 to 16), transaction version 2, one output paying the subsidy to
+/// P2WSH(OP_TRUE). Built here with rust-bitcoin so a test can hand Core a chain whose
+/// assumeutxo hash Core knows.
+pub fn core_deterministic_chain(n: u32) -> Vec<bitcoin::Block> {
+    use bitcoin::blockdata::{opcodes, script};
+    use bitcoin::hashes::Hash;
+    let genesis = bitcoin::blockdata::constants::genesis_block(bitcoin::Network::Regtest);
+    let op_true = script::Builder::new().push_opcode(opcodes::OP_TRUE).into_script();
+    let pays_to = bitcoin::ScriptBuf::new_p2wsh(&op_true.wscript_hash());
+    let target = genesis.header.target();
+    let mut prev = genesis.block_hash();
+    let mut out = Vec::with_capacity(n as usize);
+    for height in 1..=n {
+        // Regtest halves every 150 blocks.
+        let subsidy = bitcoin::Amount::from_sat((50 * 100_000_000u64) >> (height / 150));
+        let coinbase = bitcoin::Transaction {
+            // Core's CMutableTransaction starts at its current version, 2.
+            version: bitcoin::transaction::Version::TWO,
+            lock_time: bitcoin::absolute::LockTime::from_consensus(height - 1),
+            input: vec![bitcoin::TxIn {
+                previous_output: bitcoin::OutPoint::null(),
+                // `push_int` writes OP_1..OP_16 for 1 to 16 and minimal pushes above, as
+                // Core's `CScript() << height` does.
+                script_sig: script::Builder::new().push_int(height as i64).push_opcode(opcodes::OP_0).into_script(),
+                sequence: bitcoin::Sequence(0xffff_fffe),
+                witness: bitcoin::Witness::new(),
+            }],
+            output: vec![bitcoin::TxOut { value: subsidy, script_pubkey: pays_to.clone() }],
+        };
+        let mut block = bitcoin::Block {
+            header: bitcoin::block::Header {
+                version: bitcoin::block::Version::from_consensus(4),
+                prev_blockhash: prev,
+                merkle_root: bitcoin::TxMerkleNode::from_byte_array(coinbase.compute_txid().to_byte_array()),
+                time: genesis.header.time + height,
+                bits: genesis.header.bits,
+                nonce: 0,
+            },
+            txdata: vec![coinbase],
+        };
+        while !target.is_met_by(block.block_hash()) {
+            block.header.nonce += 1;
+        }
+        prev = block.block_hash();
+        out.push(block);
+    }
+    out
+}
+
+/// The hash of block 200 of [`core_deterministic_chain`], as Bitcoin Core's regtest
+/// chainparams name it for its height-200 assumeutxo snapshot.
+pub const CORE_ASSUMEUTXO_200: &str = "385901ccbd69dff6bbd00065d01fb8a9e464dede7cfe0372443884f9b1dcf6b9";
+
+impl Core {
+    /// Hands the node `blocks` with `submitblock`, in order; returns the first refusal.
+    pub async fn submit_blocks(&self, blocks: &[bitcoin::Block]) -> Result<(), String> {
+        let client = self.client();
+        for b in blocks {
+            let hex = bitcoin::consensus::encode::serialize_hex(b);
+            let r: serde_json::Value =
+                client.call("submitblock", serde_json::json!([hex])).await.map_err(|e| e.to_string())?;
+            // null: accepted; "duplicate": already had it (e.g. from a peer).
+            if !(r.is_null() || r == "duplicate") {
+                return Err(format!("block {} refused: {r}", b.block_hash()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the node the headers of `blocks` with `submitheader`, in order (headers-first,
+    /// as a node learns them from peers before the blocks).
+    pub async fn submit_headers(&self, blocks: &[bitcoin::Block]) -> Result<(), String> {
+        let client = self.client();
+        for b in blocks {
+            let hex = bitcoin::consensus::encode::serialize_hex(&b.header);
+            client
+                .call::<serde_json::Value>("submitheader", serde_json::json!([hex]))
+                .await
+                .map_err(|e| format!("header {} refused: {e}", b.block_hash()))?;
+        }
+        Ok(())
+    }
+
+    /// `dumptxoutset PATH latest`: the UTXO set at the tip, written by the node.
+    pub async fn dump_txoutset(&self, path: &Path) -> Result<serde_json::Value, minebox_node_rpc::RpcError> {
+        self.client()
+            .with_timeout(Duration::from_secs(600))
+            .call("dumptxoutset", serde_json::json!([path, "latest"]))
+            .await
+    }
+
+    /// A node made but not started: its empty datadir can be filled (e.g. by a snapshot
+    /// install) before [`Core::start_again`] starts it on it.
+    pub fn unstarted() -> Result<Core, RegtestError> {
+        let bin = bitcoind_path();
+        if !bin.exists() {
+            return Err(RegtestError::CoreNotInstalled(bin));
+        }
+        Ok(Core {
+            child: None,
+            datadir: tempfile::Builder::new().prefix("minebox-core-").tempdir().map_err(RegtestError::CoreSpawn)?,
+            rpc_port: free_port(),
+            zmq_port: free_port(),
+            password: format!("{:032x}", rand::random::<u128>()),
+        })
+    }
+
+    /// Lets the node make outbound P2P connections to `peer` (e.g. another [`Core`] on
+    /// 127.0.0.1 started with [`Core::p2p_port`] listening). Islands by default.
+    pub async fn add_node(&self, peer: &str) -> Result<(), minebox_node_rpc::RpcError> {
+        self.client().call::<serde_json::Value>("addnode", serde_json::json!([peer, "onetry"])).await.map(|_| ())
+    }
+}

@@ -40,3 +40,16 @@ async fn core_listens_for_zmq_subscribers() {
     let addr = endpoint.strip_prefix("tcp://").unwrap();
     tokio::net::TcpStream::connect(addr).await.expect("bitcoind's ZMQ publisher accepts connections");
 }
+
+/// The chain Bitcoin Core's regtest assumeutxo snapshots are made from: built here, accepted
+/// by Core block by block, and block 200 is the one Core's chainparams name.
+#[tokio::test]
+async fn the_deterministic_chain_is_bitcoin_cores() {
+    let chain = minebox_regtest::core_deterministic_chain(200);
+    assert_eq!(chain[199].block_hash().to_string(), minebox_regtest::CORE_ASSUMEUTXO_200);
+    let node = Core::start().await.unwrap();
+    node.submit_blocks(&chain).await.unwrap();
+    let info = node.client().get_blockchain_info().await.unwrap();
+    assert_eq!(info.blocks, 200);
+    assert_eq!(node.client().get_best_block_hash().await.unwrap().to_string(), minebox_regtest::CORE_ASSUMEUTXO_200);
+}
