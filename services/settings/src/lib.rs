@@ -122,6 +122,7 @@ struct FileCoin {
     enabled: Option<bool>,
     network: Option<String>,
     payout_address: Option<String>,
+    payout_policy: Option<String>,
     stratum_port: Option<u16>,
     start_difficulty: Option<f64>,
     min_difficulty: Option<f64>,
@@ -231,6 +232,27 @@ pub struct NotifySettings {
     pub ntfy: String,
 }
 
+/// Whose address a block found by a miner pays (`coins.<id>.payout_policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PayoutPolicy {
+    /// The default: a miner that authorizes with a valid address of the coin is paid to
+    /// it; a bare worker name (a Bitaxe set up with just a name) mines to `payout_address`.
+    #[default]
+    Miner,
+    /// Every block pays `payout_address`; what a miner sends is only its worker name.
+    Owner,
+}
+
+impl PayoutPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayoutPolicy::Miner => "miner",
+            PayoutPolicy::Owner => "owner",
+        }
+    }
+}
+
 /// Who runs a coin's node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -259,7 +281,10 @@ pub struct CoinSettings {
     pub id: String,
     pub enabled: bool,
     pub network: String,
+    /// The owner's address: paid for miners that send no address of their own, and for
+    /// every miner under `payout_policy = "owner"`.
     pub payout_address: String,
+    pub payout_policy: PayoutPolicy,
     pub stratum_port: u16,
     pub start_difficulty: f64,
     pub min_difficulty: f64,
@@ -519,6 +544,19 @@ fn resolve(src: &Source, registry: &Registry) -> Result<Settings, SettingsError>
             }
             network.parse_address(&payout_address).map_err(|e| err("payout_address", e.to_string()))?;
         }
+        let payout_policy = match c!(payout_policy).as_deref().unwrap_or("miner") {
+            "miner" => PayoutPolicy::Miner,
+            "owner" => PayoutPolicy::Owner,
+            other => {
+                return Err(err(
+                    "payout_policy",
+                    format!(
+                        "{other:?} is not a payout policy; use \"miner\" (a miner's own address is paid, \
+                         a bare worker name mines to payout_address) or \"owner\" (every block pays payout_address)"
+                    ),
+                ))
+            }
+        };
         let stratum_port = c!(stratum_port).unwrap_or(network.ports.stratum_port);
         if stratum_port < 1024 {
             return Err(err(
@@ -648,6 +686,7 @@ fn resolve(src: &Source, registry: &Registry) -> Result<Settings, SettingsError>
                 enabled,
                 network: network_name,
                 payout_address,
+                payout_policy,
                 stratum_port,
                 start_difficulty,
                 min_difficulty,
@@ -858,6 +897,18 @@ payout_address = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
         assert_eq!(file, "minebox.toml");
         assert_eq!(key, "coins.btc.payout_address");
         assert!(message.contains("Bitcoin mainnet address") && message.contains("bcrt1"), "{message}");
+    }
+
+    #[test]
+    fn payout_policy_defaults_to_the_miner_and_takes_owner_and_nothing_else() {
+        let base = "[coins.btc]\nenabled = true\nnetwork = \"regtest\"\npayout_address = \"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080\"\n";
+        assert_eq!(load(base).unwrap().coins["btc"].payout_policy, PayoutPolicy::Miner);
+        let owner = load(&format!("{base}payout_policy = \"owner\"\n")).unwrap();
+        assert_eq!(owner.coins["btc"].payout_policy, PayoutPolicy::Owner);
+        let e = load(&format!("{base}payout_policy = \"pool\"\n")).unwrap_err();
+        let SettingsError::Value { key, message, .. } = &e else { panic!("{e}") };
+        assert_eq!(key, "coins.btc.payout_policy");
+        assert!(message.contains("\"miner\"") && message.contains("\"owner\""), "{message}");
     }
 
     #[test]

@@ -39,6 +39,10 @@ struct CoinStatus {
     coin: String,
     network: String,
     listen: String,
+    /// "miner" or "owner" (see the `payout` module), and the owner's address; both null
+    /// when the server runs without one (flags mode).
+    payout_policy: Option<&'static str>,
+    payout_address: Option<String>,
     miners: usize,
     workers: usize,
     hashrate: Hashrates,
@@ -121,6 +125,8 @@ async fn status(State(s): State<ApiState>) -> Json<Vec<CoinStatus>> {
                 coin: coin.clone(),
                 network: c.pool.network.clone(),
                 listen: c.listen.clone(),
+                payout_policy: c.pool.ctx.payouts.owner().map(|o| o.policy.as_str()),
+                payout_address: c.pool.ctx.payouts.owner().map(|o| o.address.clone()),
                 miners: c.pool.live.len(),
                 workers: mine.iter().filter(|w| w.connections > 0).count(),
                 hashrate: total,

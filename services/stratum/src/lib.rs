@@ -9,7 +9,8 @@
 //! - [`share`]: checking a submission; [`vardiff`]: the difficulty each miner gets.
 //! - [`session`]: one miner's protocol state machine (pure, no I/O).
 //! - [`stats`], [`store`]: per-worker statistics and their SQLite tables.
-//! - [`payout`]: payout addresses checked by the coin registry.
+//! - [`payout`]: who a block pays (the miner's address or the owner's), checked by the coin
+//!   registry; [`firewall`]: the stratum ports the LAN may reach, from the settings.
 //! - [`work`]: block templates from the node (ZMQ or polling) pushed to every miner.
 //! - [`connection`], [`server`], [`pool`]: sockets, limits, and who is connected;
 //!   [`quiet_log`]: client-caused log lines kept to a trickle.
@@ -22,6 +23,7 @@ pub mod block;
 pub mod coinbase;
 pub mod connection;
 pub mod event;
+pub mod firewall;
 pub mod job;
 pub mod merkle;
 pub mod payout;

@@ -6,6 +6,7 @@
 use anyhow::{bail, Context};
 use clap::Parser;
 use minebox_stratum::connection::Limits;
+use minebox_stratum::payout::{CoinPayouts, Policy, WithOwner};
 use minebox_stratum::service::{self, CoinConfig, ServiceConfig};
 use minebox_stratum::vardiff::VardiffConfig;
 use std::net::SocketAddr;
@@ -15,6 +16,8 @@ use std::time::Duration;
 #[derive(Parser, Debug)]
 #[command(version, about = "MineBox Stratum V1 solo-mining server")]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
     /// The MineBox settings file: every enabled coin gets a listener, its node and
     /// credentials come from the supervisor's layout. Without it, one coin from the flags.
     #[arg(long)]
@@ -37,6 +40,15 @@ struct Cli {
     /// Stratum listen address (the LAN needs 0.0.0.0; development keeps localhost).
     #[arg(long, default_value = "127.0.0.1:3333")]
     listen: SocketAddr,
+    /// The owner's address (flags mode; settings mode uses coins.<id>.payout_address):
+    /// miners that send a bare worker name mine to it. Without it every miner must send
+    /// its own address.
+    #[arg(long)]
+    payout_address: Option<String>,
+    /// `miner`: a miner's own valid address is paid, a bare worker name pays
+    /// --payout-address; `owner`: every block pays --payout-address.
+    #[arg(long, default_value = "miner", value_parser = ["miner", "owner"])]
+    payout_policy: String,
     /// Node JSON-RPC URL (flags mode).
     #[arg(long, env = "MINEBOX_NODE_URL")]
     node_url: Option<String>,
@@ -107,10 +119,63 @@ struct Cli {
     new_worker_burst: f64,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Cmd {
+    /// Opens the enabled coins' stratum ports (and no others) to the LAN: replaces the
+    /// elements of the nftables set `inet minebox stratum_tcp` (run as root, by the
+    /// stratum unit's ExecStartPre=+; ExecStopPost=+ runs it with --close).
+    Firewall {
+        /// The MineBox settings file (as for the server).
+        #[arg(long)]
+        config: PathBuf,
+        /// Image defaults under the settings file.
+        #[arg(long)]
+        defaults: Option<PathBuf>,
+        /// Close every stratum port (the server stops).
+        #[arg(long)]
+        close: bool,
+        /// Print the nft script instead of running it.
+        #[arg(long)]
+        print: bool,
+        #[arg(long, default_value = "nft")]
+        nft: PathBuf,
+    },
+}
+
+/// `minebox-stratum firewall`: see [`minebox_stratum::firewall`].
+fn firewall(
+    config: &std::path::Path,
+    defaults: Option<&std::path::Path>,
+    close: bool,
+    print: bool,
+    nft: &std::path::Path,
+) -> anyhow::Result<()> {
+    use minebox_stratum::firewall;
+    let ports = if close {
+        Vec::new()
+    } else {
+        let registry = minebox_coin::Registry::embedded();
+        let settings = minebox_settings::Settings::load(Some(config), defaults, &registry)?;
+        firewall::stratum_ports(&settings, &registry)
+    };
+    let script = firewall::script(&ports);
+    if print {
+        print!("{script}");
+        return Ok(());
+    }
+    firewall::apply(nft, &script)?;
+    let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+    tracing::info!(ports = %list.join(","), "stratum ports open to the LAN: {}", if list.is_empty() { "none".into() } else { list.join(", ") });
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     minebox_systemd::init_logging();
     let cli = Cli::parse();
+    if let Some(Cmd::Firewall { config, defaults, close, print, nft }) = &cli.command {
+        return firewall(config, defaults.as_deref(), *close, *print, nft);
+    }
     let config = match &cli.config {
         Some(path) => from_settings(&cli, path)?,
         None => from_flags(&cli)?,
@@ -175,7 +240,11 @@ fn from_settings(cli: &Cli, path: &std::path::Path) -> anyhow::Result<ServiceCon
             zmq_hashblock: (c.node_flavour != "bcoin").then(|| format!("tcp://{}:{}", c.rpc_host, c.zmq_port)),
             segwit: coin.segwit,
             min_tx_size: coin.min_tx_size(),
-            payouts: Box::new(minebox_stratum::payout::CoinPayouts(network.clone())),
+            // The settings checked the address for this network already.
+            payouts: Box::new(
+                WithOwner::new(network.clone(), &c.payout_address, c.payout_policy)
+                    .map_err(|e| anyhow::anyhow!("coins.{}.payout_address: {e}", c.id))?,
+            ),
             vardiff: {
                 let v = VardiffConfig {
                     shares_per_minute: c.shares_per_minute,
@@ -241,6 +310,14 @@ fn from_flags(cli: &Cli) -> anyhow::Result<ServiceConfig> {
         ..VardiffConfig::default()
     };
     vardiff.check().context("--min-difficulty, --max-difficulty, --start-difficulty, --shares-per-minute")?;
+    let policy = if cli.payout_policy == "owner" { Policy::Owner } else { Policy::Miner };
+    let payouts: Box<dyn minebox_stratum::session::PayoutPolicy> = match &cli.payout_address {
+        Some(a) => {
+            Box::new(WithOwner::new(network.clone(), a, policy).map_err(|e| anyhow::anyhow!("--payout-address: {e}"))?)
+        }
+        None if policy == Policy::Owner => bail!("--payout-policy owner needs --payout-address"),
+        None => Box::new(CoinPayouts(network)),
+    };
     Ok(ServiceConfig {
         coins: vec![CoinConfig {
             coin: coin.id.clone(),
@@ -250,7 +327,7 @@ fn from_flags(cli: &Cli) -> anyhow::Result<ServiceConfig> {
             zmq_hashblock: cli.zmq_hashblock.clone(),
             segwit: coin.segwit,
             min_tx_size: coin.min_tx_size(),
-            payouts: Box::new(minebox_stratum::payout::CoinPayouts(network)),
+            payouts,
             vardiff,
             coinbase_tag: cli.coinbase_tag.clone(),
             extranonce2_len: cli.extranonce2_size,

@@ -20,6 +20,11 @@ use std::time::Instant;
 pub trait PayoutPolicy: Send + Sync {
     /// The output script paying `address`, or a message telling the user what is wrong.
     fn payout_script(&self, address: &str) -> Result<ScriptBuf, String>;
+    /// The owner's address (`coins.<id>.payout_address`) and payout policy; none in flags
+    /// mode without `--payout-address`, where every miner must send its own address.
+    fn owner(&self) -> Option<&crate::payout::Owner> {
+        None
+    }
 }
 
 /// What every session of one coin's server shares.
@@ -248,20 +253,11 @@ impl Session {
         let refuse = |message: String| {
             Output::default().line(protocol::reply_false(id, &Rejection::new(ErrorCode::Unauthorized, message)))
         };
-        let (address, rig) = match user.split_once('.') {
-            Some((a, r)) => (a, r),
-            None => (user, ""),
+        let resolved = match crate::payout::resolve(ctx.payouts.as_ref(), ctx.payouts.owner(), user) {
+            Ok(r) => r,
+            Err(why) => return refuse(why),
         };
-        if address.is_empty() {
-            return refuse("user must be your payout address, optionally followed by .workername".into());
-        }
-        if rig.len() > 64 || !rig.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return refuse("worker name: up to 64 letters, digits, '-', '_' or '.'".into());
-        }
-        let script = match ctx.payouts.payout_script(address) {
-            Ok(s) => s,
-            Err(why) => return refuse(format!("{address} cannot be paid by this server: {why}")),
-        };
+        let address = resolved.address.as_str();
         if let Some((existing, _)) = &self.payout {
             if existing != address {
                 return refuse(format!(
@@ -269,7 +265,7 @@ impl Session {
                 ));
             }
         }
-        let name = if rig.is_empty() { address.to_string() } else { format!("{address}.{rig}") };
+        let name = resolved.worker.clone();
         if !self.workers.iter().any(|(n, _)| *n == name) {
             if self.workers.len() >= WORKERS_PER_CONNECTION {
                 return refuse(format!("at most {WORKERS_PER_CONNECTION} workers per connection"));
@@ -284,11 +280,13 @@ impl Session {
                 let mut w = worker.lock().expect("worker lock");
                 w.connections += 1;
                 w.user_agent = self.user_agent.clone();
+                w.payout_address = address.to_string();
+                w.paid_to = Some(resolved.paid_to);
             }
             self.workers.push((name, worker));
         }
         let first = self.payout.is_none();
-        self.payout = Some((address.to_string(), script));
+        self.payout = Some((address.to_string(), resolved.script));
         let out = Output::default().line(protocol::reply(id, Value::Bool(true)));
         if first {
             self.start_work(ctx, out, template, true)

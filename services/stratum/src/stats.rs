@@ -89,6 +89,10 @@ pub struct WorkerStats {
     pub difficulty: f64,
     pub connections: u32,
     pub blocks: u64,
+    /// The address this worker's blocks pay, and whose it is: set when it authorizes (not
+    /// stored: a worker restored from the database shows none until it reconnects).
+    pub payout_address: String,
+    pub paid_to: Option<crate::payout::PaidTo>,
     #[serde(skip)]
     pub dirty: bool,
 }

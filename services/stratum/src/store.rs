@@ -330,6 +330,8 @@ impl Store {
                 blocks: r.get::<_, i64>(11)? as u64,
                 last_seen: r.get(12)?,
                 connections: 0,
+                payout_address: String::new(),
+                paid_to: None,
                 dirty: false,
             })
         })?;
