@@ -464,7 +464,7 @@ fn summary_markdown(
     let mut o = String::new();
     let mins = cli.duration.as_secs_f64() / 60.0;
     o.push_str(&format!(
-        "Soak: {mins:.0} min, {} miners, sampled every {:.0} s. Slopes: Theil-Sen over the second half ({:.0} min), per hour.\n\n",
+        "Soak: {mins:.0} min, {} miners, sampled every {:.0} s. Idle: before the load; half-time: the first sample of the second half. Slopes: Theil-Sen over the second half ({:.0} min), per hour.\n\n",
         cli.miners,
         cli.sample.as_secs_f64(),
         mins / 2.0
@@ -472,17 +472,19 @@ fn summary_markdown(
     if mins < 30.0 {
         o.push_str("(A short run: per-hour slopes are extrapolated from a few minutes and only indicative.)\n\n");
     }
-    o.push_str("| process | descriptors start → end (max) | fds/h | RSS MiB start → end (max) | MiB/h | threads start → end | CPU % of a core start / end / mean | CPU points/h | growth |\n");
+    o.push_str("| process | descriptors idle / half-time / end (max) | fds/h | RSS MiB idle / half-time / end (max) | MiB/h | threads idle → end | CPU % of a core start / end / mean | CPU points/h | growth |\n");
     o.push_str("|---|---|---|---|---|---|---|---|---|\n");
     for f in figures {
         o.push_str(&format!(
-            "| {} | {} → {} ({}) | {:+.1} | {:.1} → {:.1} ({:.1}) | {:+.2} | {} → {} | {:.1} / {:.1} / {:.1} | {:+.1} | {} |\n",
+            "| {} | {} / {} / {} ({}) | {:+.1} | {:.1} / {:.1} / {:.1} ({:.1}) | {:+.2} | {} → {} | {:.1} / {:.1} / {:.1} | {:+.1} | {} |\n",
             f.process,
             f.fds_start,
+            f.fds_half,
             f.fds_end,
             f.fds_max,
             f.fds_per_hour,
             f.rss_mib_start,
+            f.rss_mib_half,
             f.rss_mib_end,
             f.rss_mib_max,
             f.rss_mib_per_hour,
@@ -514,6 +516,13 @@ fn summary_markdown(
         ps.streams_failed.load(Relaxed),
         ps.hostile_requests.load(Relaxed),
     ));
+    let failed = ps.failed.lock().expect("failed").clone();
+    if !failed.is_empty() {
+        o.push_str("\nFailed page requests (count):\n");
+        for (k, v) in &failed {
+            o.push_str(&format!("- {k}: {v}\n"));
+        }
+    }
     if !reasons.is_empty() {
         o.push_str("\nWhat the miners were told or met (count):\n");
         for (k, v) in reasons {

@@ -26,6 +26,18 @@ pub struct PageStats {
     pub streams_open: AtomicU64,
     pub stream_bytes: AtomicU64,
     pub hostile_requests: AtomicU64,
+    /// Failed page requests by path and answer (a handful of kinds; capped).
+    pub failed: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+impl PageStats {
+    fn fail(&self, what: String) {
+        self.failures.fetch_add(1, Relaxed);
+        let mut f = self.failed.lock().expect("failed");
+        if f.len() < 32 || f.contains_key(&what) {
+            *f.entry(what).or_insert(0) += 1;
+        }
+    }
 }
 
 fn client(ip: Ipv4Addr, timeout: Option<Duration>) -> reqwest::Client {
@@ -34,6 +46,16 @@ fn client(ip: Ipv4Addr, timeout: Option<Duration>) -> reqwest::Client {
         b = b.timeout(t);
     }
     b.build().expect("HTTP client")
+}
+
+fn kind(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "could not connect".into()
+    } else {
+        "connection failed".into()
+    }
 }
 
 /// Signs in and returns the session cookie (`name=value`).
@@ -48,8 +70,12 @@ async fn login(http: &reqwest::Client, web: &str, stats: &PageStats) -> Option<S
             .filter_map(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or("").to_string())
             .find(|c| c.contains('=') && !c.ends_with('=')),
-        _ => {
-            stats.failures.fetch_add(1, Relaxed);
+        Ok(r) => {
+            stats.fail(format!("POST /api/v1/auth/login: {}", r.status()));
+            None
+        }
+        Err(e) => {
+            stats.fail(format!("POST /api/v1/auth/login: {}", kind(&e)));
             None
         }
     }
@@ -91,17 +117,21 @@ pub async fn visitor(n: usize, web: String, load: Arc<Load>, stats: Arc<PageStat
             for page in PAGES {
                 let t = Instant::now();
                 let r = http.get(format!("{web}{page}")).header(reqwest::header::COOKIE, &cookie).send().await;
-                let ok = match r {
+                let failure = match r {
                     Ok(r) => {
                         let status = r.status();
                         // Read the whole answer, as the page does.
-                        r.bytes().await.is_ok() && status.is_success()
+                        match r.bytes().await {
+                            Ok(_) if status.is_success() => None,
+                            Ok(_) => Some(status.to_string()),
+                            Err(e) => Some(kind(&e)),
+                        }
                     }
-                    Err(_) => false,
+                    Err(e) => Some(kind(&e)),
                 };
                 stats.requests.fetch_add(1, Relaxed);
-                if !ok {
-                    stats.failures.fetch_add(1, Relaxed);
+                if let Some(f) = failure {
+                    stats.fail(format!("GET {page}: {f}"));
                 }
                 stats.slowest_ms.fetch_max(t.elapsed().as_millis() as u64, Relaxed);
             }
@@ -151,6 +181,7 @@ pub async fn streamer(n: usize, web: String, load: Arc<Load>, stats: Arc<PageSta
             }
             Ok(Ok(r)) => {
                 stats.streams_failed.fetch_add(1, Relaxed);
+                stats.fail(format!("GET /api/v1/events: {}", r.status()));
                 if r.status() == reqwest::StatusCode::UNAUTHORIZED {
                     cookie = None;
                 }

@@ -15,7 +15,7 @@ use tokio::process::{Child, Command};
 pub const PAYOUT: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
 /// Where blocks made outside the stratum server (generatetoaddress) pay: another script, so
 /// the page's block list tells them apart.
-pub const OTHER: &str = "bcrt1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3q0sl5k7";
+pub const OTHER: &str = "mipcBbFg9gMiCh81Kj8tqqdgoZub1ZJRfn";
 pub const ADMIN_PASSWORD: &str = "soak-admin-password-1";
 
 pub struct Ports {
@@ -115,11 +115,10 @@ enabled = true
 network = "regtest"
 payout_address = "{PAYOUT}"
 stratum_port = {stratum}
-# Below regtest's network difficulty (4.66e-10): most hashes are shares, half of them
-# blocks; the soak miners submit the ones that are not blocks, and a block when told to.
-start_difficulty = 1e-10
-min_difficulty = 1e-10
-max_difficulty = 1e-10
+# The stratum server runs with 1e-10 from its flags (see stack.rs); these are for the page.
+start_difficulty = 1e-9
+min_difficulty = 1e-9
+max_difficulty = 1e-9
 shares_per_minute = 6
 prune_mib = 0
 node_flavour = "bitcoin-core"
@@ -186,7 +185,27 @@ impl Stack {
         })
         .await?;
 
-        stack.spawn(bins, logs, "minebox-stratum", &["--config", &cfg, "--bind", "127.0.0.1"])?;
+        // The stratum server gets the settings file's values as flags, for one reason: the
+        // settings check refuses share difficulties below 1e-9 (sane for real miners), and
+        // regtest's network difficulty is 4.7e-10, so at 1e-9 every share would be a block.
+        // Flags mode takes 1e-10; node, cookie, ZMQ endpoint, supervisor events, database,
+        // API and limits are what settings mode would use.
+        let listen = format!("127.0.0.1:{}", stack.ports.stratum);
+        let api = format!("127.0.0.1:{}", stack.ports.stratum_api);
+        let node = format!("http://127.0.0.1:{}/", stack.ports.rpc);
+        let cookie = stack.cookie_path().display().to_string();
+        let zmq = format!("tcp://127.0.0.1:{}", stack.ports.zmq);
+        let events = format!("{}/api/v1/events", stack.supervisor_api());
+        let db = state.join("state.db").display().to_string();
+        #[rustfmt::skip]
+        let flags = [
+            "--coin", "btc", "--network", "regtest", "--listen", &listen, "--api", &api,
+            "--node-url", &node, "--node-cookie", &cookie, "--zmq-hashblock", &zmq,
+            "--supervisor-events", &events, "--database", &db,
+            "--start-difficulty", "1e-10", "--min-difficulty", "1e-10", "--max-difficulty", "1e-10",
+            "--shares-per-minute", "6",
+        ];
+        stack.spawn(bins, logs, "minebox-stratum", &flags)?;
         let port = stack.ports.stratum;
         wait_for("the stratum server to listen", Duration::from_secs(60), || async move {
             tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
