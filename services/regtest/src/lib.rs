@@ -24,7 +24,9 @@ pub enum RegtestError {
     NotReady(Duration, String),
     #[error("bcoin RPC: {0}")]
     Rpc(#[from] minebox_node_rpc::RpcError),
-    #[error("Bitcoin Core is not at {0} (set MINEBOX_BITCOIND to bitcoind, or put ../shared/peers beside the repository)")]
+    #[error(
+        "Bitcoin Core is not at {0} (set MINEBOX_BITCOIND to bitcoind, or put ../shared/peers beside the repository)"
+    )]
     CoreNotInstalled(PathBuf),
     #[error("could not start Bitcoin Core: {0}")]
     CoreSpawn(std::io::Error),
@@ -231,7 +233,8 @@ pub fn core_p2pkh_address(pubkey_hash: [u8; 20]) -> String {
 
 /// A P2WPKH address in Bitcoin Core's regtest form (`bcrt1q…`).
 pub fn core_p2wpkh_address(pubkey_hash: [u8; 20]) -> String {
-    let program = bitcoin::WitnessProgram::new(bitcoin::WitnessVersion::V0, &pubkey_hash).expect("20 bytes is a v0 program");
+    let program =
+        bitcoin::WitnessProgram::new(bitcoin::WitnessVersion::V0, &pubkey_hash).expect("20 bytes is a v0 program");
     bitcoin::Address::from_witness_program(program, bitcoin::KnownHrp::Regtest).to_string()
 }
 

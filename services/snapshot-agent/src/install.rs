@@ -93,6 +93,23 @@ pub fn state_dir(dest: &Path) -> PathBuf {
     dest.with_file_name(format!(".{name}.snapshot"))
 }
 
+/// Where a `utxo` snapshot's file is installed for the node `dest`: beside the node's data
+/// directory, never in place of it (the node keeps its datadir and loads the file by RPC).
+pub fn utxo_dir(dest: &Path) -> PathBuf {
+    state_dir(dest).join("utxo")
+}
+
+/// Records what is installed for `dest` (written whole, then renamed).
+pub fn record(dest: &Path, what: &Installed) -> Result<(), AgentError> {
+    let state = state_dir(dest);
+    std::fs::create_dir_all(&state).map_err(io(&state))?;
+    let tmp = state.join("installed.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(what).expect("serializes")).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, state.join("installed.json")).map_err(io(&tmp))?;
+    sync_dir(&state);
+    Ok(())
+}
+
 pub fn installed(dest: &Path) -> Option<Installed> {
     std::fs::read(state_dir(dest).join("installed.json")).ok().and_then(|b| serde_json::from_slice(&b).ok())
 }
@@ -257,6 +274,8 @@ pub async fn install(opts: Options, progress: SharedProgress) -> Result<Report, 
     }
     let state = state_dir(&opts.dest);
     std::fs::create_dir_all(&state).map_err(io(&state))?;
+    // A utxo file is staged under here and read by the node's own user (loadtxoutset).
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(NODE_DIR_MODE)).map_err(io(&state))?;
     let staging = state.join(format!("staging-v{}", manifest.version));
     let complete = staging.join(".complete");
     if !complete.exists() {
@@ -452,10 +471,7 @@ fn swap(dest: &Path, state: &Path, staging: &Path, manifest: &Manifest) -> Resul
         version: manifest.version,
         key_id: manifest.key_id.clone(),
     };
-    let tmp = state.join("installed.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&record).expect("serializes")).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, state.join("installed.json")).map_err(io(&tmp))?;
-    sync_dir(state);
+    self::record(dest, &record)?;
     if old.exists() {
         let _ = std::fs::remove_dir_all(&old);
     }

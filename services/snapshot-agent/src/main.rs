@@ -136,6 +136,11 @@ async fn serve(
             url: format!("{base}/{}/{}", c.id, c.network),
             dest: settings.paths.nodes.join(&c.id),
             managed: c.node == minebox_settings::NodeKind::Managed,
+            node: minebox_node_rpc::NodeClient::new(
+                &format!("http://{}:{}/", c.rpc_host, c.rpc_port),
+                minebox_node_rpc::Auth::CookieFile(c.rpc_cookie.clone()),
+            )
+            .ok(),
         })
         .collect();
     let agent = std::sync::Arc::new(Agent::new(coins, keys, &settings.supervisor.api, settings.snapshots.enabled));

@@ -14,6 +14,9 @@ pub enum Phase {
     Downloading,
     Syncing,
     Swapping,
+    /// A `utxo` snapshot: Bitcoin Core is loading the set (`loadtxoutset`); the node keeps
+    /// running on its own chain meanwhile.
+    Loading,
     Done,
     Failed,
 }
@@ -31,6 +34,11 @@ pub struct Progress {
     pub rate_bytes_per_sec: f64,
     pub eta_secs: Option<f64>,
     pub error: Option<String>,
+    /// A `utxo` snapshot once loaded: the snapshot chainstate's tip and how far the node's
+    /// background validation of the chain below it has come.
+    pub validation: Option<crate::utxo::Validation>,
+    /// How long Bitcoin Core took to load the UTXO set (`loadtxoutset`), seconds.
+    pub load_secs: Option<f64>,
 }
 
 #[derive(Clone, Default)]
@@ -76,6 +84,12 @@ impl SharedProgress {
     }
     pub fn add_downloaded_chunk(&self) {
         self.inner.lock().expect("progress").0.chunks_downloaded += 1;
+    }
+    pub fn set_load_secs(&self, secs: f64) {
+        self.inner.lock().expect("progress").0.load_secs = Some(secs);
+    }
+    pub fn set_validation(&self, v: crate::utxo::Validation) {
+        self.inner.lock().expect("progress").0.validation = Some(v);
     }
     pub fn fail(&self, e: &dyn std::fmt::Display) {
         let mut g = self.inner.lock().expect("progress");

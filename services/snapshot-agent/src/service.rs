@@ -1,11 +1,15 @@
 //! The agent as a service (`minebox-snapshot-agent --config ...`): on the status page's
-//! request it stops a coin's node through the supervisor, installs the coin's published
-//! snapshot into the node's data directory, and starts the node again. Its local API
+//! request it installs the coin's published snapshot. A `datadir` snapshot: it stops the
+//! node through the supervisor, swaps the verified data directory in, and starts the node
+//! again. A `utxo` snapshot (Bitcoin Core's assumeutxo): the node keeps running and keeps
+//! its data directory; the agent checks the manifest against the node, downloads the file
+//! beside the datadir, and hands it to the node with `loadtxoutset` over its RPC. Its local API
 //! tells what is published (and how far that kind of snapshot is trusted) and how an
 //! install is going. One install at a time: they compete for the same disk and network.
 
 use crate::install::{self, Options};
 use crate::progress::{Phase, SharedProgress};
+use crate::utxo::{self, UtxoError};
 use crate::AgentError;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
@@ -31,6 +35,8 @@ pub struct CoinSource {
     /// The supervisor runs this node (`node = "managed"`). An external node's files are
     /// not the box's to replace: its snapshot is listed but never installed.
     pub managed: bool,
+    /// The node's RPC (for a `utxo` snapshot: checks, `loadtxoutset`, `getchainstates`).
+    pub node: Option<minebox_node_rpc::NodeClient>,
 }
 
 pub struct Agent {
@@ -120,30 +126,129 @@ impl Agent {
         }
     }
 
-    /// Stop the node, install, start the node (also after a failed install: the old data
-    /// directory is untouched until the atomic swap).
+    /// Installs the coin's published snapshot, whichever kind; the reason in words on failure.
     async fn run_install(self: Arc<Self>, src: CoinSource) {
         let progress = self.progress_of(&src.coin);
-        let result: Result<install::Report, String> = async {
-            self.node(&src.coin, "stop").await?;
-            // The node must have let go of its files before they are swapped.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let opts = Options::new(&src.url, self.keys.clone(), &src.dest);
-            install::install(opts, progress.clone()).await.map_err(|e: AgentError| e.to_string())
-        }
-        .await;
-        match &result {
-            Ok(r) => tracing::info!(coin = src.coin, version = r.version, "snapshot installed"),
+        match self.install_one(&src, &progress).await {
+            Ok(version) => tracing::info!(coin = src.coin, version, "snapshot installed"),
             Err(e) => {
                 tracing::warn!(coin = src.coin, error = %e, "snapshot install failed");
-                progress.fail(e);
+                progress.fail(&e);
             }
-        }
-        if let Err(e) = self.node(&src.coin, "start").await {
-            tracing::warn!(coin = src.coin, error = %e, "node not restarted after the snapshot");
         }
         *self.busy.lock().expect("busy") = None;
     }
+
+    async fn install_one(self: &Arc<Self>, src: &CoinSource, progress: &SharedProgress) -> Result<u64, String> {
+        // What is published, verified and checked before anything is stopped or downloaded.
+        let fetcher = crate::fetch::Fetcher {
+            http: self.http.clone(),
+            base: src.url.clone(),
+            retries: 2,
+            bandwidth: None,
+            received: Default::default(),
+        };
+        let (m, _) = install::fetch_verified(&fetcher, &self.keys, true).await.map_err(|e| e.to_string())?;
+        if m.coin != src.coin || m.network != src.network {
+            return Err(format!(
+                "refused: the snapshot is for {} {}, this node is {} {}",
+                m.coin, m.network, src.coin, src.network
+            ));
+        }
+        match m.kind {
+            minebox_snapshot::Kind::Datadir => {
+                self.node(&src.coin, "stop").await?;
+                // The node must have let go of its files before they are swapped.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let opts = Options::new(&src.url, self.keys.clone(), &src.dest);
+                // The old data directory is untouched until the verified one is swapped in,
+                // so the node is started again after a failed install too.
+                let r = install::install(opts, progress.clone()).await.map_err(|e: AgentError| e.to_string());
+                if let Err(e) = self.node(&src.coin, "start").await {
+                    tracing::warn!(coin = src.coin, error = %e, "node not restarted after the snapshot");
+                }
+                r.map(|r| r.version)
+            }
+            minebox_snapshot::Kind::Utxo => self.install_utxo(src, &m, progress).await.map_err(|e| e.to_string()),
+        }
+    }
+
+    async fn install_utxo(
+        self: &Arc<Self>,
+        src: &CoinSource,
+        m: &minebox_snapshot::Manifest,
+        progress: &SharedProgress,
+    ) -> Result<u64, UtxoInstallError> {
+        let node = src.node.as_ref().ok_or(UtxoInstallError::NoRpc)?;
+        utxo::precheck(node, m).await?;
+        let dir = install::utxo_dir(&src.dest);
+        let opts = Options::new(&src.url, self.keys.clone(), &dir);
+        install::install(opts, progress.clone()).await?;
+        let got = install::installed(&dir).ok_or(UtxoInstallError::Republished)?;
+        // The publisher may have published again between the check and the download.
+        if got.height != m.height || got.network != m.network || got.kind != m.kind {
+            discard(&dir);
+            return Err(UtxoInstallError::Republished);
+        }
+        progress.set_phase(Phase::Loading);
+        let started = std::time::Instant::now();
+        match utxo::load(node, &dir.join("utxo.dat")).await {
+            Ok(loaded) => {
+                progress.set_load_secs(started.elapsed().as_secs_f64());
+                tracing::info!(coin = src.coin, %loaded, secs = started.elapsed().as_secs_f64(), "loadtxoutset done");
+            }
+            Err(e @ UtxoError::Refused(_)) => {
+                // Core will refuse these bytes again: free the disk.
+                discard(&dir);
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        install::record(&src.dest, &got)?;
+        // Core now has the coins in its own chainstate; the file is no longer needed.
+        discard(&dir);
+        progress.set_validation(utxo::validation(node).await?);
+        progress.set_phase(Phase::Done);
+        // Follow the background validation for the page until it completes.
+        let (node, progress) = (node.clone(), progress.clone());
+        tokio::spawn(async move {
+            let mut failures = 0;
+            while failures < 60 {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                match utxo::validation(&node).await {
+                    Ok(v) => {
+                        failures = 0;
+                        let done = v.fully_validated;
+                        progress.set_validation(v);
+                        if done {
+                            return;
+                        }
+                    }
+                    Err(_) => failures += 1,
+                }
+            }
+        });
+        Ok(got.version)
+    }
+}
+
+/// A downloaded utxo file and its staging state, removed.
+fn discard(dir: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(install::state_dir(dir));
+}
+
+/// Why a `utxo` install stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum UtxoInstallError {
+    #[error("the node's RPC is not configured (rpc_host, rpc_port, rpc_cookie): a utxo snapshot is loaded through it")]
+    NoRpc,
+    #[error("the publisher published a different snapshot while this one downloaded; install again")]
+    Republished,
+    #[error("{0}")]
+    Utxo(#[from] UtxoError),
+    #[error("{0}")]
+    Agent(#[from] AgentError),
 }
 
 pub fn router(agent: Arc<Agent>) -> Router {

@@ -1,9 +1,16 @@
 //! The `utxo` kind on the device: the installed `dumptxoutset` file is handed to Bitcoin
-//! Core with `loadtxoutset`. The node checks it against the assumeutxo hash compiled into
-//! its own binary, so a publisher cannot feed it a false UTXO set; the node then validates
-//! the chain up to the snapshot in the background, which this module reports.
+//! Core with `loadtxoutset` over the node's RPC, into the node's own data directory (which
+//! stays: its headers, its settings, and any chain it has). The node checks the set against
+//! the assumeutxo hash compiled into its own binary, so a publisher cannot feed it a false
+//! UTXO set; it then validates the chain up to the snapshot in the background, which this
+//! module reports.
+//!
+//! Before Core sees a file the agent checks what it can from the signed manifest: the chain
+//! (the node's `getblockchaininfo`), the height (one Bitcoin Core lists for that chain), the
+//! base block (in the node's header chain, at that height), and that the node is not past it.
 
 use minebox_node_rpc::{NodeClient, RpcError};
+use minebox_snapshot::Manifest;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
@@ -11,13 +18,79 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum UtxoError {
     #[error(
-        "the node needs its block headers up to the snapshot block first; wait for header sync and try again ({0})"
+        "the node does not have the header of the snapshot block {block} (height {height}) yet: let it sync headers from its peers (minutes), then install again"
     )]
-    HeadersNotSynced(String),
-    #[error("the node refused the UTXO set: {0} (it checks the set against the hash compiled into Bitcoin Core; this snapshot does not match it)")]
+    HeadersNotSynced { block: String, height: u64 },
+    #[error("refused before the node saw it: the snapshot is for the {offered} chain, the node runs {node}")]
+    WrongChain { offered: String, node: String },
+    #[error(
+        "refused before the node saw it: Bitcoin Core accepts {chain} UTXO snapshots only at heights {allowed:?}, this one is at {height}; the publisher must publish one at a listed height"
+    )]
+    HeightNotListed { chain: String, height: u64, allowed: Vec<u64> },
+    #[error(
+        "refused before the node saw it: the node's block at height {height} is {node_block}, the snapshot's is {snapshot_block} (another chain)"
+    )]
+    OtherBlock { height: u64, node_block: String, snapshot_block: String },
+    #[error(
+        "nothing to gain: the node is already at height {tip}, past the snapshot's {height}; it keeps its own chain"
+    )]
+    AlreadyPast { tip: u64, height: u64 },
+    #[error("Bitcoin Core refused the UTXO set: {0}. The node's running chain is untouched")]
     Refused(String),
     #[error("node RPC: {0}")]
     Rpc(#[from] RpcError),
+}
+
+/// The heights at which Bitcoin Core (28 to 31) lists assumeutxo snapshots, by the chain
+/// name `getblockchaininfo` reports. Core refuses any other height; a newer Core may list
+/// more (then this table is updated with MineBox's Core).
+pub fn allowed_heights(chain: &str) -> &'static [u64] {
+    match chain {
+        "main" => &[840_000, 880_000, 910_000, 935_000],
+        "signet" => &[160_000, 220_000, 267_665],
+        "testnet4" => &[90_000, 120_000],
+        "regtest" => &[110, 200, 299],
+        _ => &[],
+    }
+}
+
+/// Core's chain name for a MineBox network name (the settings say `main`, `testnet4`, ...).
+fn core_chain(network: &str) -> &str {
+    match network {
+        "mainnet" | "bitcoin" => "main",
+        "testnet" | "testnet3" => "test",
+        other => other,
+    }
+}
+
+/// Checks a verified manifest against the running node before anything is downloaded.
+pub async fn precheck(node: &NodeClient, m: &Manifest) -> Result<(), UtxoError> {
+    let info: serde_json::Value = node.call("getblockchaininfo", serde_json::json!([])).await?;
+    let chain = info["chain"].as_str().unwrap_or_default().to_string();
+    if core_chain(&m.network) != chain {
+        return Err(UtxoError::WrongChain { offered: m.network.clone(), node: chain });
+    }
+    let allowed = allowed_heights(&chain);
+    if !allowed.contains(&m.height) {
+        return Err(UtxoError::HeightNotListed { chain, height: m.height, allowed: allowed.to_vec() });
+    }
+    let tip = info["blocks"].as_u64().unwrap_or(0);
+    if tip >= m.height {
+        return Err(UtxoError::AlreadyPast { tip, height: m.height });
+    }
+    match node.call::<serde_json::Value>("getblockheader", serde_json::json!([m.block_hash])).await {
+        Ok(h) if h["height"].as_u64() == Some(m.height) => Ok(()),
+        Ok(h) => Err(UtxoError::OtherBlock {
+            height: m.height,
+            node_block: format!("at height {}", h["height"]),
+            snapshot_block: m.block_hash.clone(),
+        }),
+        // -5: "Block not found": not in the header chain (yet, or another chain's).
+        Err(RpcError::Node { code: -5, .. }) => {
+            Err(UtxoError::HeadersNotSynced { block: m.block_hash.clone(), height: m.height })
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What `getchainstates` says about the snapshot chainstate and the background one.
@@ -48,14 +121,12 @@ struct ChainState {
 }
 
 /// Hands the file to the node. This can take a long while (minutes on a Pi), hence the
-/// long RPC timeout.
+/// long RPC timeout. The node must be able to read the file (the agent's files are
+/// group-readable by the node's group).
 pub async fn load(node: &NodeClient, file: &Path) -> Result<serde_json::Value, UtxoError> {
     let slow = node.with_timeout(Duration::from_secs(6 * 3600));
     match slow.call::<serde_json::Value>("loadtxoutset", serde_json::json!([file])).await {
         Ok(v) => Ok(v),
-        Err(RpcError::Node { message, .. }) if message.contains("headers") || message.contains("header") => {
-            Err(UtxoError::HeadersNotSynced(message))
-        }
         Err(RpcError::Node { message, .. }) => Err(UtxoError::Refused(message)),
         Err(e) => Err(e.into()),
     }
@@ -63,12 +134,12 @@ pub async fn load(node: &NodeClient, file: &Path) -> Result<serde_json::Value, U
 
 pub async fn validation(node: &NodeClient) -> Result<Validation, UtxoError> {
     let s: ChainStates = node.call("getchainstates", serde_json::json!([])).await?;
-    let snapshot = s.chainstates.iter().find(|c| c.snapshot_blockhash.is_some());
+    let snapshot = s.chainstates.iter().find(|c| c.snapshot_blockhash.is_some() && !c.validated);
     let background = s.chainstates.iter().find(|c| c.snapshot_blockhash.is_none() && !c.validated);
     Ok(Validation {
         headers: s.headers,
-        snapshot_tip: snapshot.map(|c| c.blocks),
+        snapshot_tip: s.chainstates.iter().find(|c| c.snapshot_blockhash.is_some()).map(|c| c.blocks),
         background_height: if snapshot.is_some() { background.map(|c| c.blocks) } else { None },
-        fully_validated: snapshot.is_none() || snapshot.map(|c| c.validated).unwrap_or(false),
+        fully_validated: snapshot.is_none(),
     })
 }

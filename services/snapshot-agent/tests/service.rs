@@ -54,6 +54,7 @@ impl World {
             url: format!("http://127.0.0.1:{}", nginx.port),
             dest: dir.path().join("nodes/bch"),
             managed,
+            node: None,
         }];
         let agent = Arc::new(Agent::new(coins, pinned, &supervisor_addr, true));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
