@@ -82,31 +82,33 @@ fn walk(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-fn check_wpa(conf: &str) {
-    let lines: Vec<&str> = conf.lines().collect();
-    assert!(conf.ends_with('\n'), "wpa_supplicant.conf: {conf:?}");
+/// The Wi-Fi file, as bytes: a passphrase may be any bytes wpa_supplicant accepts.
+fn check_wpa(conf: &[u8]) {
+    let shown = String::from_utf8_lossy(conf);
+    assert!(conf.ends_with(b"\n"), "wpa_supplicant.conf: {shown:?}");
+    let lines: Vec<&[u8]> = conf[..conf.len() - 1].split(|&b| b == b'\n').collect();
     let mut i = 0;
-    assert_eq!(lines[i], "ctrl_interface=/run/wpa_supplicant");
+    assert_eq!(lines[i], b"ctrl_interface=/run/wpa_supplicant", "{shown:?}");
     i += 1;
-    if let Some(c) = lines[i].strip_prefix("country=") {
-        assert!(c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()), "country {c:?}");
+    if let Some(c) = lines[i].strip_prefix(b"country=") {
+        assert!(c.len() == 2 && c.iter().all(|b| b.is_ascii_uppercase()), "country in {shown:?}");
         i += 1;
     }
-    assert_eq!(lines[i], "network={");
-    let ssid = lines[i + 1].strip_prefix("\tssid=").unwrap_or_else(|| panic!("ssid line {:?}", lines[i + 1]));
-    assert!(!ssid.is_empty() && ssid.len() % 2 == 0 && ssid.bytes().all(|b| b.is_ascii_hexdigit()), "ssid {ssid:?}");
-    let psk = lines[i + 2].strip_prefix("\tpsk=").unwrap_or_else(|| panic!("psk line {:?}", lines[i + 2]));
-    if let Some(q) = psk.strip_prefix('"') {
-        let pass = q.strip_suffix('"').unwrap_or_else(|| panic!("psk {psk:?}"));
+    assert!(lines.len() == i + 4, "wpa_supplicant.conf has other lines: {shown:?}");
+    assert_eq!(lines[i], b"network={", "{shown:?}");
+    let ssid = lines[i + 1].strip_prefix(b"\tssid=").unwrap_or_else(|| panic!("ssid line in {shown:?}"));
+    assert!(!ssid.is_empty() && ssid.len() % 2 == 0 && ssid.iter().all(|b| b.is_ascii_hexdigit()), "ssid in {shown:?}");
+    let psk = lines[i + 2].strip_prefix(b"\tpsk=").unwrap_or_else(|| panic!("psk line in {shown:?}"));
+    if let Some(q) = psk.strip_prefix(b"\"") {
+        let pass = q.strip_suffix(b"\"").unwrap_or_else(|| panic!("psk in {shown:?}"));
         // wpa_supplicant's own rule for a passphrase: 8..63 bytes, no control characters.
-        assert!((8..=63).contains(&pass.len()), "passphrase of {} bytes written: {pass:?}", pass.len());
-        assert!(!pass.contains('"'), "passphrase with a quote: {pass:?}");
-        assert!(!pass.bytes().any(|b| b < 0x20 || b == 0x7f), "passphrase with a control character: {pass:?}");
+        assert!((8..=63).contains(&pass.len()), "passphrase of {} bytes written: {shown:?}", pass.len());
+        assert!(!pass.contains(&b'"'), "passphrase with a quote: {shown:?}");
+        assert!(!pass.iter().any(|&b| b < 0x20 || b == 0x7f), "passphrase with a control character: {shown:?}");
     } else {
-        assert!(psk.len() == 64 && psk.bytes().all(|b| b.is_ascii_hexdigit()), "psk {psk:?}");
+        assert!(psk.len() == 64 && psk.iter().all(|b| b.is_ascii_hexdigit()), "psk in {shown:?}");
     }
-    assert_eq!(lines[i + 3], "}");
-    assert_eq!(lines.len(), i + 4, "wpa_supplicant.conf has extra lines: {conf:?}");
+    assert_eq!(lines[i + 3], b"}", "{shown:?}");
 }
 
 fn check_output(data: &Path) {
@@ -204,7 +206,7 @@ fn check_output(data: &Path) {
     }
     let f = data.join("etc/wpa_supplicant/wpa_supplicant-wlan0.conf");
     if f.exists() {
-        check_wpa(&text(&f));
+        check_wpa(&read(&f));
     }
 }
 
@@ -255,8 +257,10 @@ fuzz_target!(|input: &[u8]| {
         }
         std::thread::sleep(Duration::from_millis(1));
     };
-    let mut log = String::new();
-    let _ = child.stderr.take().expect("stderr").read_to_string(&mut log);
+    // The script echoes refused values into its log: any bytes.
+    let mut log = Vec::new();
+    child.stderr.take().expect("stderr").read_to_end(&mut log).expect("read the log");
+    let log = String::from_utf8_lossy(&log);
     match status.code() {
         Some(0) => {}
         Some(1) => assert!(log.contains("refusing"), "exit 1 without a refusal: {log}"),

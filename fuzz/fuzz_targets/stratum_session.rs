@@ -1,7 +1,8 @@
 //! A whole stratum `Session` (services/stratum/src/session.rs) fed message sequences.
 //!
 //! Each input is a server configuration that the settings crate accepts (difficulty bounds,
-//! share rate) and a sequence of steps: miner messages built from structured parts
+//! share rate, payout policy; the owner's payout_address is a regtest address) and a sequence
+//! of steps: miner messages built from structured parts
 //! (subscribe, authorize, configure, submit for a job it was sent, suggest_difficulty, ...)
 //! rendered to JSON lines and parsed as the connection does, raw garbage lines, new
 //! templates from the node, and the clock moving on. The session is pure, so this is the
@@ -19,9 +20,9 @@ use bitcoin::hashes::Hash;
 use bitcoin::{Address, Amount, BlockHash, CompactTarget, Network, PubkeyHash, ScriptBuf, ScriptHash, WPubkeyHash};
 use libfuzzer_sys::fuzz_target;
 use minebox_coin::Registry as Coins;
-use minebox_settings::{Settings, EMBEDDED_DEFAULTS};
+use minebox_settings::{CoinSettings, Settings, EMBEDDED_DEFAULTS};
 use minebox_stratum::job::{CoinbaseRules, JobBook, Template, TemplateParts};
-use minebox_stratum::payout::CoinPayouts;
+use minebox_stratum::payout::WithOwner;
 use minebox_stratum::protocol::parse_line;
 use minebox_stratum::session::{PoolContext, Session};
 use minebox_stratum::stats::Registry;
@@ -51,6 +52,8 @@ struct Config {
     min: Option<f64>,
     max: Option<f64>,
     shares_per_minute: Option<f64>,
+    /// payout_policy = "owner" (else the default, "miner").
+    owner_policy: bool,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -86,6 +89,8 @@ enum Payee {
     Valid(u8),
     /// A mainnet address: the wrong network.
     Mainnet,
+    /// A bare worker name (a Bitaxe set up without an address): mines to the owner.
+    Bare(u8),
     Any(String),
 }
 
@@ -166,10 +171,12 @@ fn hex_bytes(s: &str) -> Vec<u8> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
 }
 
-/// The vardiff configuration the stratum server builds from settings (services/stratum/src/main.rs),
-/// if the settings crate accepts these values at all.
-fn vardiff_from_settings(c: &Config, payout: &str) -> Option<VardiffConfig> {
+/// The coin's settings, if the settings crate accepts these values at all.
+fn settings(c: &Config, payout: &str) -> Option<CoinSettings> {
     let mut user = format!("[coins.btc]\nenabled = true\nnetwork = \"regtest\"\npayout_address = \"{payout}\"\n");
+    if c.owner_policy {
+        user.push_str("payout_policy = \"owner\"\n");
+    }
     let toml_f64 = |f: f64| {
         if f.is_nan() {
             "nan".to_string()
@@ -190,14 +197,7 @@ fn vardiff_from_settings(c: &Config, payout: &str) -> Option<VardiffConfig> {
         }
     }
     let settings = Settings::from_texts("minebox.toml", &user, "defaults.toml", EMBEDDED_DEFAULTS, &fixture().coins).ok()?;
-    let btc = settings.coins.get("btc")?;
-    Some(VardiffConfig {
-        shares_per_minute: btc.shares_per_minute,
-        min: btc.min_difficulty,
-        max: btc.max_difficulty,
-        start: btc.start_difficulty,
-        ..VardiffConfig::default()
-    })
+    settings.coins.get("btc").cloned()
 }
 
 fn template(id: u64, block: u8, bits: Bits, txs: u8, commitment: bool, value_sat: u32, clean: bool) -> Arc<Template> {
@@ -272,11 +272,21 @@ fn check_difficulty(d: f64, min: f64, max: f64) {
 
 fuzz_target!(|input: Input| {
     let f = fixture();
-    let Some(vardiff) = vardiff_from_settings(&input.config, &f.addresses[0]) else { return };
+    let Some(btc) = settings(&input.config, &f.addresses[0]) else { return };
+    // As the stratum server builds them in settings mode (services/stratum/src/main.rs).
+    let vardiff = VardiffConfig {
+        shares_per_minute: btc.shares_per_minute,
+        min: btc.min_difficulty,
+        max: btc.max_difficulty,
+        start: btc.start_difficulty,
+        ..VardiffConfig::default()
+    };
+    let network = f.coins.get("btc").expect("btc").network("regtest").expect("regtest").clone();
+    let payouts = WithOwner::new(network, &btc.payout_address, btc.payout_policy).expect("the settings' payout address");
     let (min, max) = (vardiff.min, vardiff.max);
     let ctx = PoolContext {
         coin: "btc".into(),
-        payouts: Box::new(CoinPayouts(f.coins.get("btc").expect("btc").network("regtest").expect("regtest").clone())),
+        payouts: Box::new(payouts),
         jobs: JobBook::new(CoinbaseRules { tag: b"/MineBox/".to_vec(), extranonce2_len: 8, min_tx_size: 0, segwit: true }),
         stats: Arc::new(Registry::new()),
         vardiff,
@@ -316,6 +326,7 @@ fuzz_target!(|input: Input| {
                         let address = match address {
                             Payee::Valid(i) => f.addresses[i as usize % f.addresses.len()].clone(),
                             Payee::Mainnet => f.mainnet.clone(),
+                            Payee::Bare(i) => format!("bitaxe{}", i % 20),
                             Payee::Any(s) => s,
                         };
                         let user = match rig {
