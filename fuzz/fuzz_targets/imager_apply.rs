@@ -132,7 +132,14 @@ fn check_output(data: &Path) {
     .to_vec();
     if let Some(name) = &user {
         assert!(is_user(name), "user record for a refused name {name:?}");
-        for p in ["etc/userdb", "etc/ssh", "etc/ssh/authorized_keys", "home", "etc/userdb/1000.user", "etc/userdb/1000.group"] {
+        for p in [
+            "etc/userdb",
+            "etc/ssh",
+            "etc/ssh/authorized_keys",
+            "home",
+            "etc/userdb/1000.user",
+            "etc/userdb/1000.group",
+        ] {
             allowed.push(p.into());
         }
         for p in ["etc/userdb/{}.user", "etc/userdb/{}.group", "etc/ssh/authorized_keys/{}", "home/{}"] {
@@ -146,12 +153,19 @@ fn check_output(data: &Path) {
     let f = data.join("etc/hostname");
     if f.exists() {
         let h = read(&f);
-        assert!(h.ends_with(b"\n") && is_hostname(&h[..h.len() - 1]), "hostname written: {:?}", String::from_utf8_lossy(&h));
+        assert!(
+            h.ends_with(b"\n") && is_hostname(&h[..h.len() - 1]),
+            "hostname written: {:?}",
+            String::from_utf8_lossy(&h)
+        );
     }
     let f = data.join("etc/vconsole.conf");
     if f.exists() {
         let v = text(&f);
-        let km = v.strip_prefix("KEYMAP=").and_then(|k| k.strip_suffix('\n')).unwrap_or_else(|| panic!("vconsole.conf {v:?}"));
+        let km = v
+            .strip_prefix("KEYMAP=")
+            .and_then(|k| k.strip_suffix('\n'))
+            .unwrap_or_else(|| panic!("vconsole.conf {v:?}"));
         assert!((2..=8).contains(&km.len()) && km.bytes().all(|b| b.is_ascii_lowercase()), "keymap {km:?}");
     }
     let f = data.join("etc/localtime");
@@ -159,7 +173,8 @@ fn check_output(data: &Path) {
         let t = target.to_str().expect("UTF-8 link");
         let zone = t.strip_prefix("/usr/share/zoneinfo/").unwrap_or_else(|| panic!("localtime -> {t:?}"));
         assert!(
-            zone.split('/').all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"_+-".contains(&b))),
+            zone.split('/')
+                .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"_+-".contains(&b))),
             "time zone {zone:?}"
         );
     }
@@ -172,19 +187,22 @@ fn check_output(data: &Path) {
         let rec = text(&rec_path);
         assert_eq!(std::fs::metadata(&rec_path).expect("user record").permissions().mode() & 0o777, 0o600);
         assert!(rec.ends_with('\n') && rec.matches('\n').count() == 1, "user record spans lines: {rec:?}");
-        let v: serde_json::Value = serde_json::from_str(&rec).unwrap_or_else(|e| panic!("user record is not JSON ({e}): {rec}"));
+        let v: serde_json::Value =
+            serde_json::from_str(&rec).unwrap_or_else(|e| panic!("user record is not JSON ({e}): {rec}"));
         let o = v.as_object().expect("user record is an object");
         let mut keys: Vec<&str> = o.keys().map(String::as_str).collect();
         keys.sort();
-        let mut expected =
-            vec!["disposition", "gid", "homeDirectory", "realName", "shell", "uid", "userName"];
+        let mut expected = vec!["disposition", "gid", "homeDirectory", "realName", "shell", "uid", "userName"];
         if o.contains_key("privileged") {
             expected.push("privileged");
             expected.sort();
             let hashes = v["privileged"]["hashedPassword"].as_array().expect("hashedPassword");
             assert_eq!(hashes.len(), 1);
             let h = hashes[0].as_str().expect("hash");
-            assert!(h.starts_with('$') && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"$./".contains(&b)), "hash {h:?}");
+            assert!(
+                h.starts_with('$') && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"$./".contains(&b)),
+                "hash {h:?}"
+            );
             assert_eq!(v["privileged"].as_object().map(|p| p.len()), Some(1));
         }
         assert_eq!(keys, expected, "user record fields: {rec}");
@@ -202,7 +220,10 @@ fn check_output(data: &Path) {
                 assert!(is_ssh_key(line), "authorized_keys line {:?}", String::from_utf8_lossy(line));
             }
         }
-        assert_eq!(std::fs::read_link(data.join("etc/userdb/1000.user")).expect("alias"), Path::new(&format!("{name}.user")));
+        assert_eq!(
+            std::fs::read_link(data.join("etc/userdb/1000.user")).expect("alias"),
+            Path::new(&format!("{name}.user"))
+        );
     }
     let f = data.join("etc/wpa_supplicant/wpa_supplicant-wlan0.conf");
     if f.exists() {
@@ -221,7 +242,8 @@ fuzz_target!(|input: &[u8]| {
         None => (rest, &[][..]),
     };
     let work = tempfile::tempdir().expect("scratch directory");
-    let (ud_path, nc_path, data) = (work.path().join("user-data"), work.path().join("network-config"), work.path().join("data"));
+    let (ud_path, nc_path, data) =
+        (work.path().join("user-data"), work.path().join("network-config"), work.path().join("data"));
     std::fs::write(&ud_path, ud).expect("user-data");
     if flags & 4 == 0 {
         std::fs::write(&nc_path, nc).expect("network-config");
@@ -267,8 +289,11 @@ fuzz_target!(|input: &[u8]| {
         other => panic!("imager-apply exited with {other:?}: {log}"),
     }
     // Nothing beside the three paths it was given.
-    let mut top: Vec<String> =
-        std::fs::read_dir(work.path()).expect("scratch").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut top: Vec<String> = std::fs::read_dir(work.path())
+        .expect("scratch")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     top.sort();
     top.retain(|n| !["data", "network-config", "user-data"].contains(&n.as_str()));
     assert!(top.is_empty(), "wrote {top:?} outside DATA_DIR");

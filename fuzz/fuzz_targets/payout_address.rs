@@ -32,7 +32,11 @@ fuzz_target!(|data: &[u8]| {
                     let script = p.script_pubkey();
                     assert!(!script.is_empty(), "{}/{name}: {address:?} pays an empty script", coin.id);
                     assert!(
-                        script.is_p2pkh() || script.is_p2sh() || script.is_p2wpkh() || script.is_p2wsh() || script.is_p2tr(),
+                        script.is_p2pkh()
+                            || script.is_p2sh()
+                            || script.is_p2wpkh()
+                            || script.is_p2wsh()
+                            || script.is_p2tr(),
                         "{}/{name}: {address:?} pays a non-standard script {script:?}",
                         coin.id
                     );

@@ -74,13 +74,34 @@ enum Bits {
 
 #[derive(Arbitrary, Debug)]
 enum Msg {
-    Subscribe { user_agent: Option<String>, session: Option<String> },
-    Authorize { address: Payee, rig: Rig },
-    Configure { extensions: Vec<Extension>, mask: Option<u32>, min_bits: Option<u8>, min_difficulty: Option<Number> },
+    Subscribe {
+        user_agent: Option<String>,
+        session: Option<String>,
+    },
+    Authorize {
+        address: Payee,
+        rig: Rig,
+    },
+    Configure {
+        extensions: Vec<Extension>,
+        mask: Option<u32>,
+        min_bits: Option<u8>,
+        min_difficulty: Option<Number>,
+    },
     SuggestDifficulty(Number),
     ExtranonceSubscribe,
-    Submit { worker: WorkerPick, job: JobPick, extranonce2: Extranonce2, ntime_delta: i16, nonce: u32, version_bits: Option<u32> },
-    Other { method: String, params: Vec<String> },
+    Submit {
+        worker: WorkerPick,
+        job: JobPick,
+        extranonce2: Extranonce2,
+        ntime_delta: i16,
+        nonce: u32,
+        version_bits: Option<u32>,
+    },
+    Other {
+        method: String,
+        params: Vec<String>,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -181,7 +202,11 @@ fn settings(c: &Config, payout: &str) -> Option<CoinSettings> {
         if f.is_nan() {
             "nan".to_string()
         } else if f.is_infinite() {
-            if f > 0.0 { "inf".into() } else { "-inf".into() }
+            if f > 0.0 {
+                "inf".into()
+            } else {
+                "-inf".into()
+            }
         } else {
             format!("{f:e}")
         }
@@ -196,7 +221,8 @@ fn settings(c: &Config, payout: &str) -> Option<CoinSettings> {
             user.push_str(&format!("{key} = {}\n", toml_f64(v)));
         }
     }
-    let settings = Settings::from_texts("minebox.toml", &user, "defaults.toml", EMBEDDED_DEFAULTS, &fixture().coins).ok()?;
+    let settings =
+        Settings::from_texts("minebox.toml", &user, "defaults.toml", EMBEDDED_DEFAULTS, &fixture().coins).ok()?;
     settings.coins.get("btc").cloned()
 }
 
@@ -282,12 +308,18 @@ fuzz_target!(|input: Input| {
         ..VardiffConfig::default()
     };
     let network = f.coins.get("btc").expect("btc").network("regtest").expect("regtest").clone();
-    let payouts = WithOwner::new(network, &btc.payout_address, btc.payout_policy).expect("the settings' payout address");
+    let payouts =
+        WithOwner::new(network, &btc.payout_address, btc.payout_policy).expect("the settings' payout address");
     let (min, max) = (vardiff.min, vardiff.max);
     let ctx = PoolContext {
         coin: "btc".into(),
         payouts: Box::new(payouts),
-        jobs: JobBook::new(CoinbaseRules { tag: b"/MineBox/".to_vec(), extranonce2_len: 8, min_tx_size: 0, segwit: true }),
+        jobs: JobBook::new(CoinbaseRules {
+            tag: b"/MineBox/".to_vec(),
+            extranonce2_len: 8,
+            min_tx_size: 0,
+            segwit: true,
+        }),
         stats: Arc::new(Registry::new()),
         vardiff,
         version_mask: 0x1fff_e000,
@@ -385,7 +417,13 @@ fuzz_target!(|input: Input| {
                             Extranonce2::Text(s) => s,
                         };
                         let ntime = (1_700_000_000i64 + ntime_delta as i64) as u32;
-                        let mut params = vec![json!(worker), json!(job), json!(extranonce2), json!(format!("{ntime:08x}")), json!(format!("{nonce:08x}"))];
+                        let mut params = vec![
+                            json!(worker),
+                            json!(job),
+                            json!(extranonce2),
+                            json!(format!("{ntime:08x}")),
+                            json!(format!("{nonce:08x}")),
+                        ];
                         if let Some(v) = version_bits {
                             params.push(json!(format!("{v:08x}")));
                         }

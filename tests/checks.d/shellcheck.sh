@@ -14,7 +14,7 @@ fi
 scripts=()
 for f in "${files[@]}"; do
   [ -f "$f" ] || continue
-  case "$f" in node_modules/*|target*/*|buildroot/*.mk|*.mk) continue ;; esac
+  case "$f" in node_modules/*|target*/*|buildroot/*.mk|*.mk|fuzz/corpus/*) continue ;; esac
   if [[ "$f" == *.sh ]] || head -n1 "$f" 2>/dev/null | grep -Eq '^#!.*(/|env )(ba)?sh\b'; then
     scripts+=("$f")
   fi
