@@ -13,19 +13,26 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root/fuzz"
 export RUSTC_BOOTSTRAP=1 CARGO_TERM_COLOR=never
-secs=${MINEBOX_FUZZ_SECS:-12}
+secs=${MINEBOX_FUZZ_SECS:-10}
 flags=(--sanitizer none --codegen-units 16)
 command -v cargo-fuzz >/dev/null || { echo "fuzz: cargo-fuzz missing; run scripts/setup" >&2; exit 1; }
 
+# The targets are formatted as the workspace is (cargo fmt in rust-style.sh does not see fuzz/).
+rustfmt --check --edition 2021 --config-path "$root/rustfmt.toml" fuzz_targets/*.rs || { echo "fuzz: FAIL: rustfmt fuzz/fuzz_targets" >&2; exit 1; }
+
+scratch=$(mktemp -d); trap 'rm -rf "$scratch"' EXIT
 start=$SECONDS
-cargo fuzz build "${flags[@]}" 2>&1 | grep -v '^ *\(Compiling\|Downloaded\|Downloading\)' || { echo "fuzz: FAIL: build" >&2; exit 1; }
+if ! cargo fuzz build "${flags[@]}" >"$scratch/build.log" 2>&1; then
+  grep -v '^ *\(Compiling\|Downloaded\|Downloading\)' "$scratch/build.log" | tail -n 60 >&2
+  echo "fuzz: FAIL: build" >&2
+  exit 1
+fi
 grep -q '^name = "libfuzzer-sys"' Cargo.lock || { echo "fuzz: FAIL: fuzz/Cargo.lock lacks libfuzzer-sys" >&2; exit 1; }
 # Not --locked: a dependency added to a service crate is resolved here too (the pins already
 # in fuzz/Cargo.lock are kept); say so, so that the lock file is committed with it.
 git -C "$root" diff --quiet -- fuzz/Cargo.lock || echo "fuzz: note: fuzz/Cargo.lock changed (a service crate's dependencies did); commit it"
 echo "fuzz: built in $((SECONDS - start)) s"
 
-scratch=$(mktemp -d); trap 'rm -rf "$scratch"' EXIT
 failed=()
 for target in $(cargo fuzz list); do
   mkdir -p "$scratch/$target" "$root/fuzz/artifacts/$target"
@@ -38,9 +45,9 @@ for target in $(cargo fuzz list); do
   if cargo fuzz run "${flags[@]}" "$target" "$scratch/$target" "corpus/$target" -- \
       -max_total_time="$secs" -timeout=25 -rss_limit_mb=2048 \
       -artifact_prefix="$root/fuzz/artifacts/$target/" -print_final_stats=1 "${extra[@]}" >"$log" 2>&1; then
-    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+    done_line=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | tail -n1)
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n1)
-    echo "fuzz: $target: ok, $runs runs in ${secs} s, ${cov:-cov: ?}, corpus $(find "corpus/$target" -type f | wc -l) + $(find "$scratch/$target" -type f | wc -l) new"
+    echo "fuzz: $target: ok, ${done_line#Done }s, ${cov:-cov: ?}, corpus $(find "corpus/$target" -type f | wc -l) + $(find "$scratch/$target" -type f | wc -l) new"
   else
     failed+=("$target")
     echo "fuzz: $target: FAIL" >&2
