@@ -34,6 +34,12 @@ pub struct CoinConfig {
     pub start_difficulty: Option<f64>,
     pub min_difficulty: Option<f64>,
     pub max_difficulty: Option<f64>,
+    /// Whose address a block pays: `miner` (a miner's own valid address, else the payout
+    /// address) or `owner` (always the payout address).
+    pub payout_policy: Option<String>,
+    /// Why the box cannot run this coin's node itself, when it cannot (read-only).
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub node_note: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -103,7 +109,16 @@ pub fn view(settings: &Settings, registry: &Registry) -> ConfigView {
         .into_iter()
         .map(|id| {
             let c = settings.coins.get(&id);
-            let name = registry.get(&id).map(|c| c.name.clone()).unwrap_or_default();
+            let descriptor = registry.get(&id);
+            let name = descriptor.map(|c| c.name.clone()).unwrap_or_default();
+            // A node the image does not ship: the page says so before the user enables it,
+            // rather than the save failing on a setting they cannot see.
+            let node_note = descriptor.filter(|d| !d.node.in_image).map(|d| {
+                format!(
+                    "External node only: the MineBox image has no {} node. Run one elsewhere and set node = \"external\", rpc_host, rpc_port and rpc_cookie for coins.{id} in the settings file.",
+                    d.name
+                )
+            });
             let cfg = CoinConfig {
                 name,
                 network: c.map(|c| c.network.clone()).unwrap_or_else(|| "main".into()),
@@ -113,6 +128,8 @@ pub fn view(settings: &Settings, registry: &Registry) -> ConfigView {
                 start_difficulty: c.map(|c| c.start_difficulty),
                 min_difficulty: c.map(|c| c.min_difficulty),
                 max_difficulty: c.map(|c| c.max_difficulty),
+                payout_policy: Some(c.map(|c| c.payout_policy.as_str()).unwrap_or("miner").to_string()),
+                node_note,
             };
             (id, cfg)
         })
@@ -198,6 +215,7 @@ fn edit_document(doc: &mut toml_edit::DocumentMut, edit: &ConfigEdit, registry: 
         set(t, "start_difficulty", c.start_difficulty);
         set(t, "min_difficulty", c.min_difficulty);
         set(t, "max_difficulty", c.max_difficulty);
+        set(t, "payout_policy", c.payout_policy.clone());
     }
     if let Some(u) = &edit.updates {
         if let Some(ch) = &u.channel {
@@ -299,6 +317,37 @@ mod tests {
         let v = view(&files.load(&reg).unwrap(), &reg);
         assert_eq!(v.coins["btc"].enabled, Some(true));
         assert_eq!(v.notify.webhook.as_deref(), Some("http://192.168.1.5/hook"));
+    }
+
+    #[test]
+    fn the_page_sets_whose_address_a_block_pays_and_says_which_nodes_are_external_only() {
+        let (_d, files, reg) = setup("[coins.btc]\nnetwork = \"regtest\"\n");
+        let v = view(&files.load(&reg).unwrap(), &reg);
+        assert_eq!(v.coins["btc"].payout_policy.as_deref(), Some("miner"));
+        assert_eq!(v.coins["btc"].node_note, None);
+        let note = v.coins["xec"].node_note.as_deref().unwrap_or_default();
+        assert!(note.starts_with("External node only: the MineBox image has no eCash node"), "{note}");
+        assert!(v.coins["bsv"].node_note.is_some());
+
+        let mut edit = ConfigEdit::default();
+        edit.coins.insert(
+            "btc".into(),
+            CoinConfig {
+                enabled: Some(true),
+                payout_address: Some(ADDR.into()),
+                payout_policy: Some("owner".into()),
+                ..Default::default()
+            },
+        );
+        let s = apply(&files, &edit, &reg).unwrap();
+        assert_eq!(s.coins["btc"].payout_policy, minebox_settings::PayoutPolicy::Owner);
+        assert_eq!(view(&s, &reg).coins["btc"].payout_policy.as_deref(), Some("owner"));
+        // A policy the box does not know is refused, naming the key, and nothing is written.
+        let before = std::fs::read_to_string(&files.user).unwrap();
+        edit.coins.get_mut("btc").unwrap().payout_policy = Some("everyone".into());
+        let e = apply(&files, &edit, &reg).unwrap_err().to_string();
+        assert!(e.contains("coins.btc.payout_policy"), "{e}");
+        assert_eq!(std::fs::read_to_string(&files.user).unwrap(), before);
     }
 
     #[test]

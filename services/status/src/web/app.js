@@ -226,6 +226,13 @@ async function loadChart(coin, worker, el, label) {
 // The worker registry can hold thousands (one per name a miner ever used): the page reads
 // one page at a time, most recently seen first.
 const WORKERS_PAGE = 200;
+// Whose address this worker's blocks pay (unknown for a worker seen only before a restart).
+function paysText(w) {
+  if (w.paid_to === "owner") return ` · pays this box's address ${w.payout_address}`;
+  if (w.paid_to === "miner") return ` · pays its own address ${w.payout_address}`;
+  return "";
+}
+
 async function renderMiners() {
   const offset = state.workersOffset || 0;
   const [workers, miners] = await Promise.all([
@@ -236,7 +243,7 @@ async function renderMiners() {
   body.replaceChildren(...workers.map((w) => {
     const rej = Object.entries(w.rejected || {}).map(([k, v]) => `${v} ${k}`).join(", ") || "0";
     return h("tr", { class: w.connections ? "" : "offline", onclick: () => selectWorker(w) },
-      h("td", {}, h("a", { href: "#miners" }, w.worker.split(".").slice(1).join(".") || w.worker), h("div", { class: "muted small" }, w.coin)),
+      h("td", {}, h("a", { href: "#miners" }, w.worker.split(".").slice(1).join(".") || w.worker), h("div", { class: "muted small" }, w.coin, paysText(w))),
       h("td", {}, `${hashrate(w.hashrate["1m"])} / ${hashrate(w.hashrate["1h"])} / ${hashrate(w.hashrate["24h"])}`),
       h("td", {}, w.accepted), h("td", {}, rej), h("td", {}, difficulty(w.best_share)),
       h("td", {}, difficulty(w.difficulty)), h("td", {}, ago(w.last_share_at)),
@@ -373,7 +380,12 @@ async function renderSettings() {
   $("settings-coins").replaceChildren(...Object.entries(c.coins).map(([id, k]) => h("fieldset", { class: "card", "data-coin": id },
     h("legend", {}, `${k.name} (${k.network})`),
     h("label", { class: "check" }, h("input", { type: "checkbox", name: "enabled", checked: k.enabled }), " Mine this coin"),
+    k.node_note ? h("p", { class: "banner" }, k.node_note) : null,
     h("label", {}, "Payout address (blocks pay here directly)", h("input", { name: "payout_address", value: k.payout_address || "", spellcheck: "false", autocomplete: "off" })),
+    h("label", {}, "Who a found block pays",
+      h("select", { name: "payout_policy" },
+        h("option", { value: "miner", selected: k.payout_policy !== "owner" }, "The miner's own address if it signs in with one; otherwise the payout address"),
+        h("option", { value: "owner", selected: k.payout_policy === "owner" }, "Always the payout address (a miner's user name is only a worker name)"))),
     h("div", { class: "row" },
       h("label", {}, "Stratum port", h("input", { name: "stratum_port", type: "number", min: 1024, max: 65535, value: k.stratum_port ?? "" })),
       h("label", {}, "Start difficulty", h("input", { name: "start_difficulty", type: "number", step: "any", value: k.start_difficulty ?? "" })),
@@ -383,7 +395,7 @@ async function renderSettings() {
   $("set-snapshots").checked = !!c.snapshots.enabled;
   $("set-webhook").value = c.notify.webhook || "";
   $("set-ntfy").value = c.notify.ntfy || "";
-  for (const el of $("settings-form").querySelectorAll("input, button")) el.disabled = !admin;
+  for (const el of $("settings-form").querySelectorAll("input, select, button")) el.disabled = !admin;
 }
 
 async function saveSettings(ev) {
@@ -396,6 +408,7 @@ async function saveSettings(ev) {
       enabled: v("enabled").checked, payout_address: v("payout_address").value.trim(),
       stratum_port: num("stratum_port"), start_difficulty: num("start_difficulty"),
       min_difficulty: num("min_difficulty"), max_difficulty: num("max_difficulty"),
+      payout_policy: v("payout_policy").value,
     };
     // A coin left off with no address keeps whatever the file has.
     if (!edit.coins[fs.dataset.coin].enabled && !edit.coins[fs.dataset.coin].payout_address) delete edit.coins[fs.dataset.coin].payout_address;
