@@ -92,6 +92,48 @@ fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Network magic of Bitcoin Core's chains, as `dumptxoutset` writes it into the file.
+fn network_magic(network: &str) -> Option<[u8; 4]> {
+    match network {
+        "main" | "mainnet" => Some([0xf9, 0xbe, 0xb4, 0xd9]),
+        "testnet4" => Some([0x1c, 0x16, 0x3f, 0x28]),
+        "signet" => Some([0x0a, 0x03, 0xcf, 0x40]),
+        "regtest" => Some([0xfa, 0xbf, 0xb5, 0xda]),
+        _ => None,
+    }
+}
+
+/// A `dumptxoutset` file (Bitcoin Core 28+) starts with its metadata: magic `utxo\xff`, a
+/// version (u16), the chain's network magic and the base block hash. Publishing a file
+/// under another block or chain than it was dumped at would only be refused on every
+/// device, so the publisher refuses it first.
+fn check_utxo_metadata(path: &Path, network: &str, block_hash: &str) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut head = [0u8; 43];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .with_context(|| format!("{}: too short for a dumptxoutset file", path.display()))?;
+    if &head[..5] != b"utxo\xff" {
+        bail!("{}: not a dumptxoutset file of Bitcoin Core 28 or later (no utxo magic)", path.display());
+    }
+    if let Some(magic) = network_magic(network) {
+        if head[7..11] != magic {
+            bail!(
+                "{}: dumped on another chain than {network} (network magic {})",
+                path.display(),
+                hex::encode(&head[7..11])
+            );
+        }
+    }
+    let mut base = head[11..43].to_vec();
+    base.reverse();
+    let base = hex::encode(base);
+    if !base.eq_ignore_ascii_case(block_hash) {
+        bail!("{}: dumped at block {base}, not at --block-hash {block_hash}", path.display());
+    }
+    Ok(())
+}
+
 pub fn publish(req: &Request, key: &SecretKey) -> anyhow::Result<(Manifest, Report)> {
     let sources: Vec<(String, PathBuf)> = match req.kind {
         Kind::Datadir => {
@@ -117,6 +159,7 @@ pub fn publish(req: &Request, key: &SecretKey) -> anyhow::Result<(Manifest, Repo
             if !req.source.is_file() {
                 bail!("{}: a utxo snapshot needs the file written by dumptxoutset", req.source.display());
             }
+            check_utxo_metadata(&req.source, &req.network, &req.block_hash)?;
             vec![("utxo.dat".to_string(), req.source.clone())]
         }
     };

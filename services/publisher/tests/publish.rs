@@ -99,3 +99,39 @@ fn publish_verify_republish_and_refusals() {
     let (ok, out) = publish("3");
     assert!(!ok && out.contains("chmod 600"), "{out}");
 }
+
+/// A dumptxoutset file is published only under the block and chain it was dumped at.
+#[test]
+fn a_utxo_file_is_published_only_for_the_block_and_chain_it_was_dumped_at() {
+    use minebox_publisher::publish::{publish, Request};
+    use minebox_snapshot::manifest::Kind;
+    let dir = tempfile::tempdir().unwrap();
+    let base = "385901ccbd69dff6bbd00065d01fb8a9e464dede7cfe0372443884f9b1dcf6b9";
+    // The metadata Bitcoin Core 28+ writes: magic, version 2, regtest's network magic, base block.
+    let mut file = b"utxo\xff\x02\x00".to_vec();
+    file.extend([0xfa, 0xbf, 0xb5, 0xda]);
+    let mut hash = hex::decode(base).unwrap();
+    hash.reverse();
+    file.extend(hash);
+    file.extend(0u64.to_le_bytes());
+    std::fs::write(dir.path().join("utxo.dat"), &file).unwrap();
+    let key = minebox_snapshot::minisign::SecretKey::generate();
+    let req = |network: &str, block: &str| Request {
+        source: dir.path().join("utxo.dat"),
+        kind: Kind::Utxo,
+        coin: "btc".into(),
+        network: network.into(),
+        height: 200,
+        block_hash: block.into(),
+        version: 1,
+        expires_in_secs: 3600,
+        out: dir.path().join("tree"),
+        level: 3,
+    };
+    let e = publish(&req("regtest", &format!("{:064x}", 1)), &key).unwrap_err().to_string();
+    assert!(e.contains("dumped at block 385901cc"), "{e}");
+    let e = publish(&req("main", base), &key).unwrap_err().to_string();
+    assert!(e.contains("another chain than main"), "{e}");
+    let (m, _) = publish(&req("regtest", base), &key).unwrap();
+    assert_eq!(m.block_hash, base);
+}

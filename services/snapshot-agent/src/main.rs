@@ -52,7 +52,9 @@ enum Cmd {
         /// Serve progress at http://ADDR/api/v1/snapshot/progress.
         #[arg(long)]
         api: Option<SocketAddr>,
-        /// For a utxo snapshot: the Bitcoin Core RPC URL to hand the file to (loadtxoutset).
+        /// For a utxo snapshot: the running Bitcoin Core's RPC URL to hand the file to
+        /// (loadtxoutset); DEST is then that node's data directory, which is kept (the file
+        /// goes beside it).
         #[arg(long, requires = "node_cookie")]
         node_url: Option<String>,
         /// The node's RPC credentials file (user:password).
@@ -98,15 +100,30 @@ async fn main() -> anyhow::Result<()> {
     opts.clock_trusted = !untrusted_clock;
     opts.ca_cert = ca_cert;
     minebox_systemd::ready();
+    if let (Some(url), Some(cookie)) = (node_url, node_cookie) {
+        // A utxo snapshot goes to the running node (loadtxoutset), its datadir kept.
+        let node = minebox_node_rpc::NodeClient::new(&url, minebox_node_rpc::Auth::CookieFile(cookie))?;
+        let mut http = reqwest::Client::builder();
+        if let Some(ca) = &opts.ca_cert {
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?);
+        }
+        let fetcher = minebox_snapshot_agent::fetch::Fetcher {
+            http: http.build()?,
+            base: opts.base_url.clone(),
+            retries: 2,
+            bandwidth: None,
+            received: Default::default(),
+        };
+        let (m, _) = install::fetch_verified(&fetcher, &opts.keys, opts.clock_trusted).await?;
+        if m.kind == minebox_snapshot::Kind::Utxo {
+            let version = minebox_snapshot_agent::utxo::install(opts, &node, &m, &progress).await?;
+            println!("{}", serde_json::json!({"version": version, "load_secs": progress.get().load_secs}));
+            println!("{}", serde_json::to_string(&minebox_snapshot_agent::utxo::validation(&node).await?)?);
+            return Ok(());
+        }
+    }
     let report = install::install(opts, progress).await?;
     println!("{}", serde_json::to_string(&report)?);
-    let kind = install::installed(&dest).map(|i| i.kind);
-    if let (Some(minebox_snapshot::Kind::Utxo), Some(url), Some(cookie)) = (kind, node_url, node_cookie) {
-        let node = minebox_node_rpc::NodeClient::new(&url, minebox_node_rpc::Auth::CookieFile(cookie))?;
-        let loaded = minebox_snapshot_agent::utxo::load(&node, &dest.join("utxo.dat")).await?;
-        println!("{}", serde_json::to_string(&loaded)?);
-        println!("{}", serde_json::to_string(&minebox_snapshot_agent::utxo::validation(&node).await?)?);
-    }
     Ok(())
 }
 

@@ -9,7 +9,7 @@
 
 use crate::install::{self, Options};
 use crate::progress::{Phase, SharedProgress};
-use crate::utxo::{self, UtxoError};
+use crate::utxo;
 use crate::AgentError;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
@@ -178,37 +178,10 @@ impl Agent {
         src: &CoinSource,
         m: &minebox_snapshot::Manifest,
         progress: &SharedProgress,
-    ) -> Result<u64, UtxoInstallError> {
-        let node = src.node.as_ref().ok_or(UtxoInstallError::NoRpc)?;
-        utxo::precheck(node, m).await?;
-        let dir = install::utxo_dir(&src.dest);
-        let opts = Options::new(&src.url, self.keys.clone(), &dir);
-        install::install(opts, progress.clone()).await?;
-        let got = install::installed(&dir).ok_or(UtxoInstallError::Republished)?;
-        // The publisher may have published again between the check and the download.
-        if got.height != m.height || got.network != m.network || got.kind != m.kind {
-            discard(&dir);
-            return Err(UtxoInstallError::Republished);
-        }
-        progress.set_phase(Phase::Loading);
-        let started = std::time::Instant::now();
-        match utxo::load(node, &dir.join("utxo.dat")).await {
-            Ok(loaded) => {
-                progress.set_load_secs(started.elapsed().as_secs_f64());
-                tracing::info!(coin = src.coin, %loaded, secs = started.elapsed().as_secs_f64(), "loadtxoutset done");
-            }
-            Err(e @ UtxoError::Refused(_)) => {
-                // Core will refuse these bytes again: free the disk.
-                discard(&dir);
-                return Err(e.into());
-            }
-            Err(e) => return Err(e.into()),
-        }
-        install::record(&src.dest, &got)?;
-        // Core now has the coins in its own chainstate; the file is no longer needed.
-        discard(&dir);
-        progress.set_validation(utxo::validation(node).await?);
-        progress.set_phase(Phase::Done);
+    ) -> Result<u64, utxo::UtxoInstallError> {
+        let node = src.node.as_ref().ok_or(utxo::UtxoInstallError::NoRpc)?;
+        let opts = Options::new(&src.url, self.keys.clone(), &src.dest);
+        let version = utxo::install(opts, node, m, progress).await?;
         // Follow the background validation for the page until it completes.
         let (node, progress) = (node.clone(), progress.clone());
         tokio::spawn(async move {
@@ -228,27 +201,8 @@ impl Agent {
                 }
             }
         });
-        Ok(got.version)
+        Ok(version)
     }
-}
-
-/// A downloaded utxo file and its staging state, removed.
-fn discard(dir: &std::path::Path) {
-    let _ = std::fs::remove_dir_all(dir);
-    let _ = std::fs::remove_dir_all(install::state_dir(dir));
-}
-
-/// Why a `utxo` install stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum UtxoInstallError {
-    #[error("the node's RPC is not configured (rpc_host, rpc_port, rpc_cookie): a utxo snapshot is loaded through it")]
-    NoRpc,
-    #[error("the publisher published a different snapshot while this one downloaded; install again")]
-    Republished,
-    #[error("{0}")]
-    Utxo(#[from] UtxoError),
-    #[error("{0}")]
-    Agent(#[from] AgentError),
 }
 
 pub fn router(agent: Arc<Agent>) -> Router {

@@ -9,6 +9,9 @@
 //! (the node's `getblockchaininfo`), the height (one Bitcoin Core lists for that chain), the
 //! base block (in the node's header chain, at that height), and that the node is not past it.
 
+use crate::install::{self, Options};
+use crate::progress::{Phase, SharedProgress};
+use crate::AgentError;
 use minebox_node_rpc::{NodeClient, RpcError};
 use minebox_snapshot::Manifest;
 use serde::{Deserialize, Serialize};
@@ -142,4 +145,67 @@ pub async fn validation(node: &NodeClient) -> Result<Validation, UtxoError> {
         background_height: if snapshot.is_some() { background.map(|c| c.blocks) } else { None },
         fully_validated: snapshot.is_none(),
     })
+}
+
+/// Why a `utxo` install stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum UtxoInstallError {
+    #[error("the node's RPC is not configured (rpc_host, rpc_port, rpc_cookie): a utxo snapshot is loaded through it")]
+    NoRpc,
+    #[error("the publisher published a different snapshot while this one downloaded; install again")]
+    Republished,
+    #[error("{0}")]
+    Utxo(#[from] UtxoError),
+    #[error("{0}")]
+    Agent(#[from] AgentError),
+}
+
+/// A downloaded utxo file and its staging state, removed.
+fn discard(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(install::state_dir(dir));
+}
+
+/// Installs the verified manifest `m`'s utxo snapshot for the running node whose data
+/// directory is `opts.dest`: checks it against the node, downloads the file beside the
+/// datadir ([`install::utxo_dir`]), hands it to the node with `loadtxoutset`, records it and
+/// removes the file. The node's data directory and running chain are never touched; a file
+/// Core refuses is removed. Returns the installed version.
+pub async fn install(
+    mut opts: Options,
+    node: &NodeClient,
+    m: &Manifest,
+    progress: &SharedProgress,
+) -> Result<u64, UtxoInstallError> {
+    precheck(node, m).await?;
+    let datadir = opts.dest.clone();
+    let dir = install::utxo_dir(&datadir);
+    opts.dest = dir.clone();
+    install::install(opts, progress.clone()).await?;
+    let got = install::installed(&dir).ok_or(UtxoInstallError::Republished)?;
+    // The publisher may have published again between the check and the download.
+    if got.height != m.height || got.network != m.network || got.kind != m.kind || got.coin != m.coin {
+        discard(&dir);
+        return Err(UtxoInstallError::Republished);
+    }
+    progress.set_phase(Phase::Loading);
+    let started = std::time::Instant::now();
+    match load(node, &dir.join("utxo.dat")).await {
+        Ok(loaded) => {
+            progress.set_load_secs(started.elapsed().as_secs_f64());
+            tracing::info!(%loaded, secs = started.elapsed().as_secs_f64(), "loadtxoutset done");
+        }
+        Err(e @ UtxoError::Refused(_)) => {
+            // Core will refuse these bytes again: free the disk.
+            discard(&dir);
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    install::record(&datadir, &got)?;
+    // Core now has the coins in its own chainstate; the file is no longer needed.
+    discard(&dir);
+    progress.set_validation(validation(node).await?);
+    progress.set_phase(Phase::Done);
+    Ok(got.version)
 }

@@ -311,6 +311,15 @@ async fn bad_snapshots_are_refused_with_the_reason_and_the_running_chain_is_kept
     for (i, (what, bytes, network, height, block, reason)) in cases.into_iter().enumerate() {
         let case = dir.path().join(format!("case{i}"));
         std::fs::create_dir_all(&case).unwrap();
+        // A publisher that dumped at another block or chain: the file's own metadata says so
+        // (the publisher refuses a file whose metadata contradicts the manifest).
+        let mut bytes = bytes;
+        if network == "signet" {
+            bytes[7..11].copy_from_slice(&[0x0a, 0x03, 0xcf, 0x40]);
+        }
+        let mut base = hex::decode(&block).unwrap();
+        base.reverse();
+        bytes[11..43].copy_from_slice(&base);
         std::fs::write(case.join("utxo.dat"), &bytes).unwrap();
         publish_kind(&case.join("utxo.dat"), &case.join("tree"), &key, Kind::Utxo, network, height, &block);
         let nginx = Nginx::serve(&case.join("tree"), None);
@@ -335,4 +344,44 @@ async fn bad_snapshots_are_refused_with_the_reason_and_the_running_chain_is_kept
     eprintln!("height 120 straight to Core: {e}");
     assert!(matches!(e, minebox_snapshot_agent::utxo::UtxoError::Refused(_)), "{e}");
     assert_intact(&client, &tip).await;
+}
+
+/// The CLI's `install --node-url` (a utxo install by hand) does the same as the service:
+/// DEST is the running node's data directory, kept; the file goes to the node by RPC.
+#[tokio::test]
+async fn the_cli_hands_a_utxo_snapshot_to_the_running_node_and_keeps_its_datadir() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = dumped_200(dir.path()).await;
+    let key = SecretKey::generate();
+    publish_kind(
+        &dir.path().join("utxo.dat"),
+        &dir.path().join("tree"),
+        &key,
+        Kind::Utxo,
+        "regtest",
+        200,
+        CORE_ASSUMEUTXO_200,
+    );
+    std::fs::write(dir.path().join("key.pub"), key.public().to_file()).unwrap();
+    let nginx = Nginx::serve(&dir.path().join("tree"), None);
+    let b = Core::start().await.unwrap();
+    b.submit_headers(&chain).await.unwrap();
+    let own_file = b.datadir().join("regtest/settings.json");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_minebox-snapshot-agent"))
+        .arg("install")
+        .arg(format!("--url=http://127.0.0.1:{}", nginx.port))
+        .arg(format!("--pubkey={}", dir.path().join("key.pub").display()))
+        .arg(format!("--dest={}", b.datadir().display()))
+        .arg(format!("--node-url={}", b.rpc_url()))
+        .arg(format!("--node-cookie={}", b.cookie_path().display()))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("\"snapshot_tip\":200"), "{stdout}");
+    assert!(own_file.exists(), "the node's data directory was kept");
+    let states = chainstates(&b.client()).await;
+    assert_eq!(states["chainstates"].as_array().unwrap().len(), 2, "{states}");
+    assert_eq!(install::installed(b.datadir()).unwrap().height, 200);
 }
