@@ -385,3 +385,53 @@ async fn the_cli_hands_a_utxo_snapshot_to_the_running_node_and_keeps_its_datadir
     assert_eq!(states["chainstates"].as_array().unwrap().len(), 2, "{states}");
     assert_eq!(install::installed(b.datadir()).unwrap().height, 200);
 }
+
+/// The agent's table of the heights Core accepts is what Bitcoin Core itself says: each
+/// chain's node, offline and empty, is handed a file for an unknown block and its refusal
+/// lists the heights it has.
+#[tokio::test]
+async fn the_agents_allowed_heights_are_the_ones_bitcoin_core_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    for (chain, magic) in [
+        ("main", [0xf9, 0xbe, 0xb4, 0xd9]),
+        ("signet", [0x0a, 0x03, 0xcf, 0x40]),
+        ("testnet4", [0x1c, 0x16, 0x3f, 0x28]),
+        ("regtest", [0xfa, 0xbf, 0xb5, 0xda]),
+    ] {
+        let mut file = b"utxo\xff\x02\x00".to_vec();
+        file.extend(magic);
+        file.extend([0x42; 32]);
+        file.extend(0u64.to_le_bytes());
+        let path = dir.path().join(format!("{chain}.dat"));
+        std::fs::write(&path, file).unwrap();
+        let data = dir.path().join(chain);
+        std::fs::create_dir_all(&data).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut node = tokio::process::Command::new(minebox_regtest::bitcoind_path())
+            .arg(format!("-chain={chain}"))
+            .arg(format!("-datadir={}", data.display()))
+            .args(["-connect=0", "-listen=0", "-dnsseed=0", "-fixedseeds=0", "-printtoconsole=0"])
+            .args(["-rpcbind=127.0.0.1", "-rpcallowip=127.0.0.1", "-rpcuser=u", "-rpcpassword=p"])
+            .arg(format!("-rpcport={port}"))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let client = NodeClient::new(
+            &format!("http://127.0.0.1:{port}/"),
+            minebox_node_rpc::Auth::UserPass { user: "u".into(), pass: "p".into() },
+        )
+        .unwrap();
+        let started = Instant::now();
+        while client.get_best_block_hash().await.is_err() {
+            assert!(started.elapsed() < Duration::from_secs(60), "{chain} node did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let e = minebox_snapshot_agent::utxo::load(&client, &path).await.unwrap_err().to_string();
+        let _ = client.stop().await;
+        let _ = tokio::time::timeout(Duration::from_secs(30), node.wait()).await;
+        let listed = e.split("heights are available: ").nth(1).unwrap_or_else(|| panic!("{chain}: {e}"));
+        let listed: Vec<u64> =
+            listed.split('.').next().unwrap().split(", ").map(|h| h.trim().parse().unwrap()).collect();
+        assert_eq!(minebox_snapshot_agent::utxo::allowed_heights(chain), listed, "{chain}: {e}");
+    }
+}
