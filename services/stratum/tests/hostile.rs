@@ -1,4 +1,4 @@
-//! Hostile and broken clients against a real server on a real bcoin regtest node: each
+//! Hostile and broken clients against a real server on a real Bitcoin Core regtest node: each
 //! gets an error or a disconnect, and an honest miner on the same server keeps mining.
 
 mod common;

@@ -92,7 +92,7 @@ async fn a_flood_of_worker_names_never_locks_out_a_real_miner_and_the_table_stay
         new_worker_burst: 1e9,
         ..Limits::default()
     };
-    let node = minebox_regtest::Bcoin::start().await.unwrap();
+    let node = common::core().await;
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(&node, dir.path(), limits.clone()).await;
     let stratum = server.stratum_addr("btc").unwrap();
@@ -143,7 +143,7 @@ async fn a_flood_of_worker_names_never_locks_out_a_real_miner_and_the_table_stay
 #[tokio::test]
 async fn a_refused_miner_that_already_subscribed_reads_the_refusal_line() {
     let limits = Limits { max_connections: 1, ..Limits::default() };
-    let node = minebox_regtest::Bcoin::start().await.unwrap();
+    let node = common::core().await;
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(&node, dir.path(), limits).await;
     let stratum = server.stratum_addr("btc").unwrap();
@@ -199,7 +199,7 @@ async fn a_tiny_minimum_difficulty_is_refused_on_the_command_line() {
 #[tokio::test]
 async fn shares_keep_being_accepted_after_retargets_from_a_subnormal_minimum() {
     // As if a settings file slipped 5e-324 through: the server clamps, never sends null.
-    let node = minebox_regtest::Bcoin::start().await.unwrap();
+    let node = common::core().await;
     let dir = tempfile::tempdir().unwrap();
     let mut coin = common::coin_config(&node);
     coin.vardiff =
@@ -284,7 +284,7 @@ async fn a_client_reconnecting_with_garbage_is_refused_quickly_and_logs_stay_qui
 
 #[tokio::test]
 async fn the_stratum_port_queues_a_whole_lan_reconnecting_at_once() {
-    let node = minebox_regtest::Bcoin::start().await.unwrap();
+    let node = common::core().await;
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(&node, dir.path(), Limits::default()).await;
     let port = server.stratum_addr("btc").unwrap().port();

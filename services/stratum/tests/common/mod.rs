@@ -1,10 +1,12 @@
-//! Shared set-up for the stratum integration tests: a real bcoin regtest node, the server
+//! Shared set-up for the stratum integration tests: a real Bitcoin Core regtest node (the
+//! program the box runs; bcoin where a test wants a second implementation), the server
 //! started in-process against it, and a raw line client for the hostile tests.
 #![allow(dead_code)]
 
 pub mod process;
 
-use minebox_regtest::Bcoin;
+use minebox_node_rpc::NodeClient;
+use minebox_regtest::{Bcoin, Core};
 use minebox_stratum::connection::Limits;
 use minebox_stratum::payout::CoinPayouts;
 use minebox_stratum::service::{self, CoinConfig, Running, ServiceConfig};
@@ -16,8 +18,31 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+/// A regtest node the server can mine on: Bitcoin Core by default, bcoin as the second
+/// implementation.
+pub trait TestNode {
+    fn client(&self) -> NodeClient;
+}
+
+impl TestNode for Core {
+    fn client(&self) -> NodeClient {
+        Core::client(self)
+    }
+}
+
+impl TestNode for Bcoin {
+    fn client(&self) -> NodeClient {
+        Bcoin::client(self)
+    }
+}
+
+/// Starts Bitcoin Core regtest, or says how to get it.
+pub async fn core() -> Core {
+    Core::start().await.expect("Bitcoin Core starts (../shared/peers/bin/bitcoind; scripts/setup installs libzmq5)")
+}
+
 pub struct Stack {
-    pub node: Bcoin,
+    pub node: Core,
     pub server: Running,
     pub dir: tempfile::TempDir,
 }
@@ -26,7 +51,7 @@ pub fn regtest_network() -> minebox_coin::Network {
     minebox_coin::Registry::embedded().get("btc").unwrap().network("regtest").unwrap().clone()
 }
 
-pub fn coin_config(node: &Bcoin) -> CoinConfig {
+pub fn coin_config(node: &impl TestNode) -> CoinConfig {
     CoinConfig {
         coin: "btc".into(),
         network: "regtest".into(),
@@ -51,7 +76,7 @@ pub fn coin_config(node: &Bcoin) -> CoinConfig {
     }
 }
 
-pub async fn start_server(node: &Bcoin, dir: &std::path::Path, limits: Limits) -> Running {
+pub async fn start_server(node: &impl TestNode, dir: &std::path::Path, limits: Limits) -> Running {
     service::start(ServiceConfig {
         coins: vec![coin_config(node)],
         database: dir.join("state.db"),
@@ -65,7 +90,7 @@ pub async fn start_server(node: &Bcoin, dir: &std::path::Path, limits: Limits) -
 }
 
 pub async fn stack(limits: Limits) -> Stack {
-    let node = Bcoin::start().await.expect("bcoin starts (run scripts/setup to install it)");
+    let node = core().await;
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(&node, dir.path(), limits).await;
     Stack { node, server, dir }
