@@ -168,7 +168,7 @@ async fn send_a_segwit_transaction(node: &minebox_regtest::Core) -> bitcoin::Txi
             sequence: Sequence::MAX,
             witness,
         }],
-        output: vec![TxOut { value: Amount::from_sat(4_999_000_000), script_pubkey: address.script_pubkey() }],
+        output: vec![TxOut { value: Amount::from_sat(4_999_990_000), script_pubkey: address.script_pubkey() }],
     };
     let raw = bitcoin::consensus::encode::serialize_hex(&tx);
     let txid: String = client.call("sendrawtransaction", serde_json::json!([raw])).await.expect("Core takes the spend");
