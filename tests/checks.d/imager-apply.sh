@@ -88,4 +88,10 @@ long=$(printf '%.0s\303\251' $(seq 40))
 sed "s/\"correct horse battery\"/\"$long\"/" "$work/network-config" >"$work/nc-long"
 LC_ALL=C.UTF-8 bash --posix "$apply" "$work/user-data" "$work/nc-long" "$work/d6" 2>/dev/null
 [ ! -e "$work/d6/etc/wpa_supplicant/wpa_supplicant-wlan0.conf" ] || fail "wrote an 80-byte passphrase (bash counted 40 characters)"
+# An SSID whose hex dump has two equal 16-byte lines: od without -v writes "*" for the
+# repeat, which wpa_supplicant refuses (found by the imager_apply fuzz target).
+sed 's/"Home Net 2.4":/"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA":/' "$work/network-config" >"$work/nc-repeat"
+sh "$apply" "$work/user-data" "$work/nc-repeat" "$work/d7" 2>/dev/null
+grep -qx "	ssid=$(printf '41%.0s' $(seq 32))" "$work/d7/etc/wpa_supplicant/wpa_supplicant-wlan0.conf" \
+  || fail "a 32-byte SSID of one letter was not written as 64 hex digits: $(cat "$work/d7/etc/wpa_supplicant/wpa_supplicant-wlan0.conf")"
 echo "imager-apply: ok (hostname, user+hash+key, ssh, Wi-Fi, time zone, keyboard; hostile values refused)"
