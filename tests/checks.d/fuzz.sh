@@ -42,8 +42,10 @@ for target in $(cargo fuzz list); do
   extra=()
   [ "$target" = stratum_session ] && extra=(-len_control=0 -max_len=2048)
   # -timeout: one input taking this long is a hang; -rss_limit_mb: the box has 4-8 GB.
+  # -seed: a fixed mutation sequence, so a red check means the code changed, not that this
+  # run was luckier than the last (MINEBOX_FUZZ_SEED=0 picks a random one, for longer runs).
   if cargo fuzz run "${flags[@]}" "$target" "$scratch/$target" "corpus/$target" -- \
-      -max_total_time="$secs" -timeout=25 -rss_limit_mb=2048 \
+      -max_total_time="$secs" -seed="${MINEBOX_FUZZ_SEED:-1}" -timeout=25 -rss_limit_mb=2048 \
       -artifact_prefix="$root/fuzz/artifacts/$target/" -print_final_stats=1 "${extra[@]}" >"$log" 2>&1; then
     done_line=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | tail -n1)
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n1)
