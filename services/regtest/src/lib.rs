@@ -121,22 +121,12 @@ impl Core {
             .stderr(out)
             .kill_on_drop(true);
         self.child = Some(cmd.spawn().map_err(RegtestError::CoreSpawn)?);
-        let client = self.client();
-        let limit = Duration::from_secs(60);
-        let started = Instant::now();
-        loop {
-            // Core answers -28 ("Loading block index…") until it is ready.
-            if client.get_best_block_hash().await.is_ok() {
-                return Ok(());
-            }
-            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()).is_some();
-            if exited || started.elapsed() > limit {
-                let mut log = std::fs::read_to_string(self.datadir.path().join("stdout.log")).unwrap_or_default();
-                log += &std::fs::read_to_string(self.debug_log()).unwrap_or_default();
-                return Err(RegtestError::CoreNotReady(limit, tail(&log, 2000)));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        // Core answers -28 ("Loading block index…") until it is ready.
+        wait_until_answering(&self.client(), &mut self.child).await.map_err(|limit| {
+            let mut log = std::fs::read_to_string(self.datadir.path().join("stdout.log")).unwrap_or_default();
+            log += &std::fs::read_to_string(self.debug_log()).unwrap_or_default();
+            RegtestError::CoreNotReady(limit, tail(&log, 2000))
+        })
     }
 
     pub fn rpc_url(&self) -> String {
@@ -242,6 +232,23 @@ fn hex_lower(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Waits until a node just spawned answers RPC: `Err(limit)` when it exits first or takes
+/// longer than a minute, so the caller can attach the node's own log.
+async fn wait_until_answering(client: &NodeClient, child: &mut Option<Child>) -> Result<(), Duration> {
+    let limit = Duration::from_secs(60);
+    let started = Instant::now();
+    loop {
+        if client.get_best_block_hash().await.is_ok() {
+            return Ok(());
+        }
+        let exited = child.as_mut().and_then(|c| c.try_wait().ok().flatten()).is_some();
+        if exited || started.elapsed() > limit {
+            return Err(limit);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn tail(s: &str, n: usize) -> String {
     let chars: Vec<char> = s.chars().collect();
     chars[chars.len().saturating_sub(n)..].iter().collect()
@@ -307,23 +314,10 @@ impl Bcoin {
             .stderr(log)
             .kill_on_drop(true);
         self.child = Some(cmd.spawn().map_err(RegtestError::Spawn)?);
-        let client = self.client();
-        let limit = Duration::from_secs(60);
-        let started = Instant::now();
-        loop {
-            if client.get_best_block_hash().await.is_ok() {
-                return Ok(());
-            }
-            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()).is_some();
-            if exited || started.elapsed() > limit {
-                let log = std::fs::read_to_string(self.prefix.path().join("stdout.log")).unwrap_or_default();
-                return Err(RegtestError::NotReady(
-                    limit,
-                    log.chars().rev().take(2000).collect::<String>().chars().rev().collect(),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_until_answering(&self.client(), &mut self.child).await.map_err(|limit| {
+            let log = std::fs::read_to_string(self.prefix.path().join("stdout.log")).unwrap_or_default();
+            RegtestError::NotReady(limit, tail(&log, 2000))
+        })
     }
 
     pub fn rpc_url(&self) -> String {
