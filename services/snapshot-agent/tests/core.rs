@@ -145,6 +145,15 @@ async fn stratum_server(node: &Core, dir: &Path) -> (tokio::process::Child, std:
     (child, stratum)
 }
 
+/// Core's deterministic chain dumped at 200 and published as a signed utxo snapshot under
+/// `dir/tree`: the chain and the key that signed it.
+async fn published_200(dir: &Path) -> (Vec<bitcoin::Block>, SecretKey) {
+    let chain = dumped_200(dir).await;
+    let key = SecretKey::generate();
+    publish_kind(&dir.join("utxo.dat"), &dir.join("tree"), &key, Kind::Utxo, "regtest", 200, CORE_ASSUMEUTXO_200);
+    (chain, key)
+}
+
 async fn chainstates(node: &NodeClient) -> Value {
     node.call("getchainstates", serde_json::json!([])).await.unwrap()
 }
@@ -152,17 +161,7 @@ async fn chainstates(node: &NodeClient) -> Value {
 #[tokio::test]
 async fn a_utxo_snapshot_from_core_is_loaded_mined_on_and_validated_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
-    let chain = dumped_200(dir.path()).await;
-    let key = SecretKey::generate();
-    publish_kind(
-        &dir.path().join("utxo.dat"),
-        &dir.path().join("tree"),
-        &key,
-        Kind::Utxo,
-        "regtest",
-        200,
-        CORE_ASSUMEUTXO_200,
-    );
+    let (chain, key) = published_200(dir.path()).await;
     let nginx = Nginx::serve(&dir.path().join("tree"), None);
 
     // The box's fresh node: headers first, no blocks.
@@ -351,17 +350,7 @@ async fn bad_snapshots_are_refused_with_the_reason_and_the_running_chain_is_kept
 #[tokio::test]
 async fn the_cli_hands_a_utxo_snapshot_to_the_running_node_and_keeps_its_datadir() {
     let dir = tempfile::tempdir().unwrap();
-    let chain = dumped_200(dir.path()).await;
-    let key = SecretKey::generate();
-    publish_kind(
-        &dir.path().join("utxo.dat"),
-        &dir.path().join("tree"),
-        &key,
-        Kind::Utxo,
-        "regtest",
-        200,
-        CORE_ASSUMEUTXO_200,
-    );
+    let (chain, key) = published_200(dir.path()).await;
     std::fs::write(dir.path().join("key.pub"), key.public().to_file()).unwrap();
     let nginx = Nginx::serve(&dir.path().join("tree"), None);
     let b = Core::start().await.unwrap();
