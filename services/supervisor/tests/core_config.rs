@@ -120,6 +120,9 @@ async fn assert_core_takes_the_config(network: &str) {
             let l = l.to_ascii_lowercase();
             l.contains("warning") || l.contains("error") || l.contains("ignored") || l.contains("unknown")
         })
+        // About the machine running the test, not the config: Core warns on first start when the
+        // disk has less free space than the prune target (10 GiB here), and CI's disks may not.
+        .filter(|l| !l.contains("may not accommodate the block files"))
         .collect();
     assert!(answered, "bitcoind on {network} did not come up with the supervisor's config:\n{}", lines.join("\n"));
     assert!(complaints.is_empty(), "bitcoind on {network} complained about the supervisor's config:\n{complaints:#?}");

@@ -1,15 +1,33 @@
 //! What the workspace's tests share (a dev-dependency only; nothing here ships).
 //!
-//! - [`free_port`]: a local TCP port nobody listens on, for a peer the test starts.
+//! - [`free_port`]: a local TCP port nobody listens on, for a peer the test starts, outside the
+//!   range the kernel gives outgoing connections.
 //! - [`noise`]: deterministic bytes that neither compress nor repeat, standing in for block
 //!   files: real data sizes and real chunking without storing fixtures.
 
-/// A TCP port on 127.0.0.1 free at the moment of asking (the OS's choice).
+/// A TCP port on 127.0.0.1 free at the moment of asking, below the kernel's ephemeral range.
+///
+/// Why not the OS's choice (`bind(0)`): that port comes from the ephemeral range, which every
+/// outgoing connection on the machine draws its local port from too. A test that picks a port
+/// now and listens on it later (a miner's port going up during an update's trial boot) could find
+/// it taken by some other test's HTTP client in between, and fail with "address in use" for no
+/// fault of the code under test. Ports 20000..32768 are never handed out that way.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free local port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 32_768 - FIRST;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Each test runs in its own process under nextest: start each process at a different place.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let start = std::process::id().wrapping_mul(2_654_435_761).wrapping_add(nanos);
+    for _ in 0..SPAN {
+        let port = (FIRST + (start.wrapping_add(NEXT.fetch_add(7, Ordering::Relaxed)) % SPAN)) as u16;
+        let free = |ip: &str| std::net::TcpListener::bind((ip, port)).is_ok();
+        if free("127.0.0.1") && free("0.0.0.0") {
+            return port;
+        }
+    }
+    panic!("no free local port in {FIRST}..32768");
 }
 
 /// `n` bytes of xorshift64 output from `seed`: the same for the same seed, different for
