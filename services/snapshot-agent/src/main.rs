@@ -65,7 +65,7 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    minebox_systemd::init_logging();
+    minebox_platform::lifecycle::init_logging();
     let cli = Cli::parse();
     let Some(command) = cli.command else {
         let Some(config) = cli.config else {
@@ -99,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
     opts.bandwidth = limit_bytes_per_sec;
     opts.clock_trusted = !untrusted_clock;
     opts.ca_cert = ca_cert;
-    minebox_systemd::ready();
+    minebox_platform::lifecycle::ready();
     if let (Some(url), Some(cookie)) = (node_url, node_cookie) {
         // A utxo snapshot goes to the running node (loadtxoutset), its datadir kept.
         let node = minebox_node_rpc::NodeClient::new(&url, minebox_node_rpc::Auth::CookieFile(cookie))?;
@@ -165,7 +165,7 @@ async fn serve(
     let listener =
         tokio::net::TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!(%listen, "snapshot agent up");
-    minebox_systemd::ready();
-    axum::serve(listener, router(agent)).with_graceful_shutdown(minebox_systemd::terminated()).await?;
+    minebox_platform::lifecycle::ready();
+    axum::serve(listener, router(agent)).with_graceful_shutdown(minebox_platform::lifecycle::terminated()).await?;
     Ok(())
 }

@@ -26,7 +26,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    minebox_systemd::init_logging();
+    minebox_platform::lifecycle::init_logging();
     let cli = Cli::parse();
     let app = minebox_status::app::App::new(minebox_status::app::Options {
         config: cli.config,
@@ -43,8 +43,8 @@ async fn main() -> anyhow::Result<()> {
     if app.accounts.setup_needed()? {
         tracing::info!("no admin password yet: the first visitor of the page chooses it");
     }
-    minebox_systemd::ready();
-    minebox_status::serve(Arc::new(app), listener, minebox_systemd::terminated()).await?;
+    minebox_platform::lifecycle::ready();
+    minebox_status::serve(Arc::new(app), listener, minebox_platform::lifecycle::terminated()).await?;
     tracing::info!("status page stopped");
     Ok(())
 }

@@ -171,7 +171,7 @@ fn firewall(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    minebox_systemd::init_logging();
+    minebox_platform::lifecycle::init_logging();
     let cli = Cli::parse();
     if let Some(Cmd::Firewall { config, defaults, close, print, nft }) = &cli.command {
         return firewall(config, defaults.as_deref(), *close, *print, nft);
@@ -182,8 +182,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let running = service::start(config).await?;
     tracing::info!(api = %running.api, "ready");
-    minebox_systemd::ready();
-    running.run_until(minebox_systemd::terminated()).await;
+    minebox_platform::lifecycle::ready();
+    running.run_until(minebox_platform::lifecycle::terminated()).await;
     Ok(())
 }
 

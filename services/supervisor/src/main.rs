@@ -29,7 +29,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    minebox_systemd::init_logging();
+    minebox_platform::lifecycle::init_logging();
     let cli = Cli::parse();
     let registry = match &cli.coins {
         Some(dir) => minebox_coin::Registry::load_dir(dir)?,
@@ -55,8 +55,8 @@ async fn main() -> anyhow::Result<()> {
     let api = settings.supervisor.api.parse().context("supervisor.api must be host:port")?;
     let sup = minebox_supervisor::start(&settings, backend, policy, api).await?;
     tracing::info!(api = %sup.api, "supervisor ready");
-    minebox_systemd::ready();
-    minebox_systemd::terminated().await;
+    minebox_platform::lifecycle::ready();
+    minebox_platform::lifecycle::terminated().await;
     tracing::info!("stopping every node cleanly");
     sup.stop().await;
     Ok(())

@@ -60,7 +60,7 @@ async fn main() -> ExitCode {
 }
 
 async fn daemon(cli: &Cli) -> anyhow::Result<()> {
-    minebox_systemd::init_logging();
+    minebox_platform::lifecycle::init_logging();
     let cfg = settings(cli)?;
     let listener = tokio::net::TcpListener::bind(cfg.api).await.with_context(|| format!("binding {}", cfg.api))?;
     let (updater, handle, commands) = Updater::new(cfg.clone()).await?;
@@ -70,9 +70,9 @@ async fn daemon(cli: &Cli) -> anyhow::Result<()> {
     let worker = tokio::spawn(updater.run(commands));
     let app = minebox_updater::api::router(handle);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    minebox_systemd::ready();
+    minebox_platform::lifecycle::ready();
     tokio::select! {
-        _ = minebox_systemd::terminated() => tracing::info!("stopping (a download resumes at the next start)"),
+        _ = minebox_platform::lifecycle::terminated() => tracing::info!("stopping (a download resumes at the next start)"),
         r = worker => r.context("the updater worker stopped")?,
         r = server => r?.context("the API server stopped")?,
     }
