@@ -46,6 +46,12 @@ done
 [ "$(grep -l 'CAP_NET_BIND_SERVICE' "$units"/*.service | xargs -n1 basename)" = minebox-status.service ] ||
   fail "CAP_NET_BIND_SERVICE granted beyond minebox-status"
 [ -f "$units/minebox-node@.service" ] || fail "no minebox-node@.service template"
+# A chain a snapshot replaced is the node user's to delete (docs/supervisor.md, "Who owns what
+# under /data"): the node's unit removes it before every start, and may write there.
+grep -qx 'ExecStartPre=-/usr/bin/minebox-snapshot-agent remove-retired --dest /data/nodes/%i' "$units/minebox-node@.service" ||
+  fail "minebox-node@.service does not delete the chain a snapshot replaced before it starts"
+grep -Eq '^ReadWritePaths=.* -/data/nodes/\.%i\.retired( |$)' "$units/minebox-node@.service" ||
+  fail "minebox-node@.service may not write /data/nodes/.%i.retired"
 grep -q '^RuntimeWatchdogSec=' "$root/overlay/etc/systemd/system.conf.d/10-watchdog.conf" || fail "PID 1 does not feed the watchdog"
 grep -q '^SystemMaxUse=' "$root/overlay/etc/systemd/journald.conf.d/10-minebox.conf" || fail "journal has no size cap"
 echo "units: ok ($(find "$units" -maxdepth 1 -name '*.service' | wc -l) units verified)"

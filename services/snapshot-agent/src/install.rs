@@ -448,14 +448,12 @@ async fn download_verified(
     Err(AgentError::Tampered { what: format!("chunk {hash}") })
 }
 
-/// Puts the complete staging area in place of `dest`, keeping the old data until the new is in.
+/// Puts the complete staging area in place of `dest`, keeping the old data until the new is
+/// in. The old directory is retired ([`crate::retire`]): its chain files are the node's, which
+/// the agent may not delete; the node's unit deletes them before the node's next start.
 fn swap(dest: &Path, state: &Path, staging: &Path, manifest: &Manifest) -> Result<(), AgentError> {
-    let old = state.join("previous");
-    if dest.exists() {
-        if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(io(&old))?;
-        }
-        std::fs::rename(dest, &old).map_err(io(dest))?;
+    if std::fs::symlink_metadata(dest).is_ok() {
+        crate::retire::retire(dest, dest, &format!("replaced-by-v{}", manifest.version)).map_err(io(dest))?;
     }
     std::fs::rename(staging, dest).map_err(io(staging))?;
     let _ = std::fs::remove_file(dest.join(".complete"));
@@ -472,8 +470,17 @@ fn swap(dest: &Path, state: &Path, staging: &Path, manifest: &Manifest) -> Resul
         key_id: manifest.key_id.clone(),
     };
     self::record(dest, &record)?;
-    if old.exists() {
-        let _ = std::fs::remove_dir_all(&old);
+    // Where an older agent set the replaced directory aside (and could not delete it).
+    let legacy = state.join("previous");
+    if legacy.exists() {
+        let _ = crate::retire::retire(&legacy, dest, "previous");
+    }
+    // What the agent may delete itself goes now (all of it when it runs as the node's user
+    // or as root); the rest at the node's next start.
+    let left = crate::retire::remove_retired(dest);
+    if left.left > 0 {
+        tracing::info!(dir = %crate::retire::retired_dir(dest).display(), entries = left.left,
+            "the replaced chain's files are the node's: its unit deletes them before it starts");
     }
     Ok(())
 }

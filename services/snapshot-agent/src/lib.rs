@@ -5,11 +5,13 @@
 //! - [`fetch`]: HTTP(S) with Range resume, retries with backoff, bandwidth limit.
 //! - [`progress`]: what the status page shows while it runs.
 //! - [`service`]: the box's service: install on request, between stopping and starting the node.
+//! - [`retire`]: the data directory a snapshot replaced, deleted by the node's own user.
 //! - [`utxo`]: handing an assumeutxo file to Bitcoin Core and following its validation.
 
 pub mod fetch;
 pub mod install;
 pub mod progress;
+pub mod retire;
 pub mod service;
 pub mod utxo;
 

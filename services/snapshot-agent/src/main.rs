@@ -61,6 +61,14 @@ enum Cmd {
         #[arg(long)]
         node_cookie: Option<PathBuf>,
     },
+    /// Delete the data directory a snapshot replaced (`.<name>.retired` beside DEST). The
+    /// node's unit runs this as the node's user before every start: the old chain's files
+    /// are that user's, which the agent's own user may not delete.
+    RemoveRetired {
+        /// The node's data directory (its retired directory is beside it).
+        #[arg(long)]
+        dest: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -73,6 +81,20 @@ async fn main() -> anyhow::Result<()> {
         };
         return serve(&config, cli.defaults.as_deref(), &cli.keys, cli.listen).await;
     };
+    let command = match command {
+        Cmd::RemoveRetired { dest } => {
+            let dir = minebox_snapshot_agent::retire::retired_dir(&dest);
+            let r = minebox_snapshot_agent::retire::remove_retired(&dest);
+            if r.files > 0 {
+                tracing::info!(dir = %dir.display(), files = r.files, bytes = r.bytes, "deleted the chain a snapshot replaced");
+            }
+            if let Some(e) = r.first_error {
+                anyhow::bail!("{} entries of {} left: {e}", r.left, dir.display());
+            }
+            return Ok(());
+        }
+        install @ Cmd::Install { .. } => install,
+    };
     let Cmd::Install {
         url,
         pubkeys,
@@ -84,7 +106,10 @@ async fn main() -> anyhow::Result<()> {
         api,
         node_url,
         node_cookie,
-    } = command;
+    } = command
+    else {
+        unreachable!("remove-retired returned above")
+    };
     let keys = PublicKey::read_all(&pubkeys)?;
     let progress = SharedProgress::default();
     if let Some(addr) = api {
