@@ -104,6 +104,33 @@ try {
   await until("memory figures", async () => /of/.test(await page.textContent("#system")));
   await page.screenshot({ path: `${shots}/system.png`, fullPage: true });
 
+  log("updates page follows a utxo snapshot install through every phase, then background validation");
+  // The agent's answers (services/snapshot-agent: service.rs list, progress.rs), served in
+  // turn; the page must follow them by itself, without a reload.
+  const agentSays = (phase, extra = {}) => ({ coins: [{ coin: "btc", network: "regtest", installable: true,
+    available: { height: 200, bytes: 8_000_000, kind: "utxo", trust: "checked by Bitcoin Core against its own assumeutxo hash", created: 1, version: 1 },
+    installed: phase === "done" ? { version: 1, height: 200, kind: "utxo", trust: "checked by Bitcoin Core" } : null,
+    progress: { phase, bytes_total: 8_000_000, bytes_done: phase === "downloading" ? 2_000_000 : 8_000_000, bytes_reused: 0, bytes_received: 2_000_000,
+      chunks_total: 4, chunks_downloaded: 1, rate_bytes_per_sec: 1e6, eta_secs: phase === "downloading" ? 6 : null, error: null, validation: null, load_secs: null, ...extra } }], busy: phase === "done" ? null : "btc" });
+  let agent = agentSays("downloading");
+  await page.route("**/api/v1/snapshots", (route) => route.fulfill({ json: agent }));
+  await page.goto(`${base}/#updates`);
+  const navs = await page.evaluate(() => window.performance.getEntriesByType("navigation").length);
+  const phaseText = () => page.textContent('[data-testid="snapshot-phase-btc"]');
+  await until("downloading shown", async () => /Downloading: 2\.0 MB of 8\.0 MB/.test(await phaseText()));
+  agent = agentSays("loading");
+  await until("loading the UTXO set shown", async () => /Loading the UTXO set/.test(await phaseText()), 30);
+  agent = agentSays("done", { load_secs: 2.5, validation: { headers: 200, snapshot_tip: 201, background_height: 150, snapshot_height: 200, fully_validated: false } });
+  await until("background validation shown", async () =>
+    /block 150 of 200 .*height 201/.test(await page.textContent('[data-testid="snapshot-validation-btc"]')), 30);
+  assert.match(await phaseText(), /Installed: height 200, UTXO set loaded in 3 s/);
+  await page.screenshot({ path: `${shots}/snapshot-validating.png`, fullPage: true });
+  agent = agentSays("done", { load_secs: 2.5, validation: { headers: 201, snapshot_tip: 201, background_height: null, snapshot_height: 200, fully_validated: true } });
+  await until("background validation complete", async () =>
+    /complete/.test(await page.textContent('[data-testid="snapshot-validation-btc"]')), 30);
+  assert.equal(await page.evaluate(() => window.performance.getEntriesByType("navigation").length), navs, "no reload happened");
+  await page.unroute("**/api/v1/snapshots");
+
   log("a setting round-trips: saved, on disk, shown after a reload");
   await page.goto(`${base}/#settings`);
   await page.waitForSelector('fieldset[data-coin="btc"]');

@@ -307,26 +307,83 @@ async function renderNodes() {
   }));
 }
 
-async function renderUpdates() {
+// A snapshot install, phase by phase, in words (the agent's progress.rs phases).
+const SNAPSHOT_PHASES = {
+  verifying: "Checking the signature and the index",
+  reusing: "Reusing data already on the disk",
+  downloading: "Downloading",
+  syncing: "Writing to the disk",
+  swapping: "Putting the new data in place",
+  loading: "Loading the UTXO set into the node (loadtxoutset); the node keeps running on its own chain meanwhile",
+  done: "Installed",
+  failed: "Failed",
+};
+const SNAPSHOT_BUSY = ["verifying", "reusing", "downloading", "syncing", "swapping", "loading"];
+
+function snapshotProgress(c) {
+  const p = c.progress || {};
+  const v = p.validation;
+  const parts = [];
+  if (p.phase && p.phase !== "idle") {
+    const words = SNAPSHOT_PHASES[p.phase] || p.phase;
+    let line = words;
+    if (["downloading", "reusing", "syncing"].includes(p.phase)) {
+      line += `: ${bytes(p.bytes_done)} of ${bytes(p.bytes_total)}${p.eta_secs ? ` · ${duration(p.eta_secs)} left` : ""}`;
+    } else if (p.phase === "done" && c.installed) {
+      line += `: height ${c.installed.height}${p.load_secs ? `, UTXO set loaded in ${duration(p.load_secs)}` : ""}`;
+    }
+    parts.push(h("div", {},
+      p.phase === "loading" ? h("progress", {}) : h("progress", { max: p.bytes_total || 1, value: p.phase === "done" ? (p.bytes_total || 1) : p.bytes_done }),
+      " ", h("span", { "data-testid": `snapshot-phase-${c.coin}` }, line)));
+    if (p.error) parts.push(h("p", { class: "error" }, p.error));
+  }
+  if (v) {
+    // Core's getchainstates: mining runs on the snapshot chainstate at once; the node checks
+    // the blocks below the snapshot in the background.
+    const target = v.snapshot_height ?? (c.installed ? c.installed.height : null);
+    const text = v.fully_validated
+      ? "Background validation complete: the node has checked every block from genesis to the snapshot."
+      : `Background validation: block ${v.background_height ?? "–"} of ${target ?? "–"}` +
+        `${v.background_height !== null && v.background_height !== undefined && target ? ` (${pct(v.background_height / target)})` : ""}` +
+        ` · the node is at height ${v.snapshot_tip ?? "–"} and mines meanwhile`;
+    parts.push(h("div", {},
+      v.fully_validated ? null : h("progress", { max: target || 1, value: v.background_height || 0 }),
+      " ", h("span", { "data-testid": `snapshot-validation-${c.coin}` }, text)));
+  }
+  return parts;
+}
+
+// While an install runs or the node validates in the background, the section follows it.
+function snapshotsActive(s) {
+  return (s.coins || []).some((c) => c.progress && (SNAPSHOT_BUSY.includes(c.progress.phase) ||
+    (c.progress.validation && !c.progress.validation.fully_validated)));
+}
+
+async function renderSnapshots() {
+  clearTimeout(renderSnapshots.timer);
   const admin = state.session.role === "admin";
-  const snap = $("snapshots"), upd = $("updates");
+  const snap = $("snapshots");
   try {
     const s = await api("GET", "/api/v1/snapshots");
     snap.replaceChildren(...(s.coins || []).map((c) => h("div", { class: "snapshot" },
       h("h2", {}, c.coin.toUpperCase()),
       c.available ? h("p", {}, `Available: height ${c.available.height}, ${bytes(c.available.bytes)}, `,
         h("strong", {}, c.available.trust)) : h("p", { class: "muted" }, c.error || "no snapshot published for this coin"),
-      c.progress && c.progress.phase !== "idle" ? h("div", {},
-        h("progress", { max: c.progress.bytes_total || 1, value: c.progress.bytes_done }),
-        ` ${c.progress.phase} ${bytes(c.progress.bytes_done)} of ${bytes(c.progress.bytes_total)}`,
-        c.progress.eta_secs ? ` · ${duration(c.progress.eta_secs)} left` : "", c.progress.error ? h("p", { class: "error" }, c.progress.error) : null) : null,
+      ...snapshotProgress(c),
       c.available && c.installable === false ? h("p", { class: "muted" }, "The node is external: install snapshots on its own host.") : null,
       admin && c.available && c.installable !== false ? h("button", { onclick: async () => {
-        try { await api("POST", `/api/v1/snapshots/${c.coin}/install`); toast("snapshot download started"); } catch (e) { toast(e.message); }
+        try { await api("POST", `/api/v1/snapshots/${c.coin}/install`); toast("snapshot download started"); renderSnapshots(); } catch (e) { toast(e.message); }
       } }, "Download and install") : null)));
+    if (snapshotsActive(s) && state.page === "updates") renderSnapshots.timer = setTimeout(renderSnapshots, 3000);
   } catch (e) {
     snap.replaceChildren(h("p", { class: "muted" }, e.message));
   }
+}
+
+async function renderUpdates() {
+  const admin = state.session.role === "admin";
+  const upd = $("updates");
+  await renderSnapshots();
   try {
     const [u, hist] = await Promise.all([api("GET", "/api/v1/updates"), api("GET", "/api/v1/updates/history")]);
     const p = u.progress;
