@@ -221,7 +221,7 @@ async fn run(cli: &Cli, state: PathBuf) -> anyhow::Result<bool> {
                     continue;
                 }
                 n += 1;
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     load.block_wanted.store(true, Relaxed);
                 } else {
                     if let Err(e) = stack.rpc("generatetoaddress", json!([1, stack::OTHER])).await {

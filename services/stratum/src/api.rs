@@ -163,7 +163,7 @@ struct WorkersQuery {
 async fn workers(State(s): State<ApiState>, Query(q): Query<WorkersQuery>) -> impl IntoResponse {
     let t = unix_now();
     let mut all: Vec<WorkerStats> =
-        s.stats.snapshot().into_iter().filter(|w| q.coin.as_ref().map_or(true, |c| *c == w.coin)).collect();
+        s.stats.snapshot().into_iter().filter(|w| q.coin.as_ref().is_none_or(|c| *c == w.coin)).collect();
     let total = all.len();
     let seen = |w: &WorkerStats| w.last_seen.max(w.last_share_at);
     all.sort_by(|a, b| seen(b).cmp(&seen(a)).then_with(|| a.worker.cmp(&b.worker)));
@@ -188,7 +188,7 @@ async fn miners(State(s): State<ApiState>, Query(q): Query<CoinFilter>) -> Json<
     let out = s
         .coins
         .iter()
-        .filter(|c| q.coin.as_ref().map_or(true, |x| *x == c.pool.ctx.coin))
+        .filter(|c| q.coin.as_ref().is_none_or(|x| *x == c.pool.ctx.coin))
         .flat_map(|c| c.pool.live.list().into_iter().map(|m| MinerView { coin: c.pool.ctx.coin.clone(), miner: m }))
         .collect();
     Json(out)

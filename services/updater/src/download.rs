@@ -66,7 +66,7 @@ pub async fn fetch(
         have = 0;
     }
     let total_hint = want.size.unwrap_or(0);
-    if want.size.map_or(true, |s| have < s) {
+    if want.size.is_none_or(|s| have < s) {
         let mut req = client.get(url);
         if have > 0 {
             req = req.header(RANGE, format!("bytes={have}-"));
