@@ -1,9 +1,9 @@
 //! How a MineBox daemon lives under systemd (and behaves the same outside it).
 //!
-//! - [`init_logging`]: structured journald fields when started by systemd, plain stderr
+//! - [`init_logging`] writes structured journald fields when started by systemd, plain stderr
 //!   (colour only on a terminal) otherwise; `RUST_LOG` filters, `info` by default.
-//! - [`ready`]: `READY=1`, and a watchdog keep-alive at half the unit's `WatchdogSec`.
-//! - [`terminated`]: resolves on SIGTERM or Ctrl-C and says `STOPPING=1`.
+//! - [`ready`] says `READY=1` and starts a watchdog keep-alive at half the unit's `WatchdogSec`.
+//! - [`terminated`] resolves on SIGTERM or Ctrl-C and says `STOPPING=1`.
 
 use std::io::IsTerminal;
 use std::time::Duration;
