@@ -5,8 +5,8 @@
 //! that first-visit setup. The file is read on every login rather than cached, so a reset
 //! from the console takes effect without a restart.
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{rand_core::OsRng, Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,14 +47,14 @@ struct AccountsFile {
 
 pub struct Accounts {
     path: PathBuf,
-    hasher: Argon2<'static>,
+    params: Params,
     /// Passwords checked against a hash so far: what a login flood costs, for tests and logs.
     checked: AtomicU64,
 }
 
 impl Accounts {
     pub fn new(path: &Path) -> Accounts {
-        Accounts { path: path.to_path_buf(), hasher: hasher(), checked: AtomicU64::new(0) }
+        Accounts { path: path.to_path_buf(), params: params(), checked: AtomicU64::new(0) }
     }
 
     /// True until the first visitor has chosen the admin password.
@@ -99,7 +99,7 @@ impl Accounts {
                     path: self.path.display().to_string(),
                     message: e.to_string(),
                 })?;
-                if self.hasher.verify_password(password.as_bytes(), &parsed).is_ok() {
+                if verify_in_place(password.as_bytes(), &parsed) {
                     return Ok(Some(role));
                 }
             }
@@ -127,7 +127,18 @@ impl Accounts {
 
     fn hash(&self, password: &str) -> String {
         let salt = SaltString::generate(&mut OsRng);
-        self.hasher.hash_password(password.as_bytes(), &salt).expect("argon2 with valid parameters").to_string()
+        let mut salt_buf = [0u8; 64];
+        let salt_bytes = salt.as_salt().decode_b64(&mut salt_buf).expect("a generated salt decodes");
+        let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+        hash_in_place(&self.params, password.as_bytes(), salt_bytes, &mut out).expect("argon2 with valid parameters");
+        PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&self.params).expect("params render"),
+            salt: Some(salt.as_salt()),
+            hash: Some(Output::new(&out).expect("a 32-byte output")),
+        }
+        .to_string()
     }
 
     fn read(&self) -> Result<AccountsFile, AccountsError> {
@@ -159,11 +170,53 @@ fn check(password: &str) -> Result<(), AccountsError> {
     Ok(())
 }
 
+thread_local! {
+    /// This thread's argon2 memory, allocated at its first hash and kept. Hashing runs on the
+    /// page's two hashing threads (`hashing`), so the page holds two hashes' worth (38 MiB)
+    /// for good instead of allocating 19 MiB per sign-in and leaving the freed blocks to the
+    /// allocator, which kept them (docs/soak.md: ~400 MiB after a few dozen sign-ins).
+    static MEMORY: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// argon2id of `password` into `out`, in this thread's kept memory.
+fn hash_in_place(params: &Params, password: &[u8], salt: &[u8], out: &mut [u8]) -> Result<(), argon2::Error> {
+    MEMORY.with(|memory| {
+        let mut memory = memory.borrow_mut();
+        if memory.len() != params.block_count() {
+            *memory = vec![Block::default(); params.block_count()];
+        }
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone()).hash_password_into_with_memory(
+            password,
+            salt,
+            out,
+            &mut memory[..],
+        )
+    })
+}
+
+/// Whether `password` matches a stored argon2id hash (constant-time comparison of the outputs).
+fn verify_in_place(password: &[u8], stored: &PasswordHash<'_>) -> bool {
+    let (Some(salt), Some(expected)) = (stored.salt, stored.hash) else { return false };
+    if stored.algorithm != Algorithm::Argon2id.ident() || stored.version.is_some_and(|v| v != u32::from(Version::V0x13))
+    {
+        return false;
+    }
+    let Ok(params) = Params::try_from(stored) else { return false };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else { return false };
+    let mut out = vec![0u8; expected.len()];
+    if hash_in_place(&params, password, salt, &mut out).is_err() {
+        return false;
+    }
+    // `Output`'s equality is constant-time: no timing hint of how much of a guess matched.
+    Output::new(&out).is_ok_and(|computed| computed == expected)
+}
+
 /// argon2id with OWASP's smallest recommended memory (19 MiB, 2 passes): about 60 ms on
 /// a Pi 5; `session::LoginGate` runs at most two at once and one per client address, so a
 /// flood cannot take more than two cores and 38 MiB, nor delay other addresses.
-fn hasher() -> Argon2<'static> {
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(19 * 1024, 2, 1, None).expect("argon2 params"))
+fn params() -> Params {
+    Params::new(19 * 1024, 2, 1, None).expect("argon2 params")
 }
 
 #[cfg(test)]

@@ -282,6 +282,10 @@ fn signed_in(token: &str, csrf: &str, role: Role, status: StatusCode) -> Respons
     (status, [(header::SET_COOKIE, cookie)], Json(json!({ "role": role, "csrf_token": csrf }))).into_response()
 }
 
+fn stopped(e: crate::hashing::Stopped) -> ApiError {
+    ApiError::new(503, e.to_string())
+}
+
 fn refused(r: Refusal) -> Response {
     let status = if r == Refusal::Full { 503 } else { 429 };
     let mut resp = ApiError::new(status, r.message()).into_response();
@@ -296,12 +300,7 @@ async fn setup(State(app): State<Arc<App>>, Json(body): Json<PasswordBody>) -> A
     };
     let app2 = app.clone();
     // The pool place goes with the hash: a client hanging up does not free it early.
-    tokio::task::spawn_blocking(move || {
-        let _slot = slot;
-        app2.accounts.set_first_admin(&body.password)
-    })
-    .await
-    .expect("hash task")?;
+    app.gate.hash(slot, move || app2.accounts.set_first_admin(&body.password)).await.map_err(stopped)??;
     tracing::info!("status page admin password set (first visit)");
     let (token, csrf) = app.sessions.create(Role::Admin);
     Ok(signed_in(&token, &csrf, Role::Admin, StatusCode::CREATED))
@@ -328,18 +327,19 @@ async fn login(
     let app2 = app.clone();
     // The attempt and the pool place go with the hash: a client hanging up mid-check frees
     // neither early, and its attempt counts as a miss.
-    let role = tokio::task::spawn_blocking(move || {
-        let _slot = slot;
-        let role = app2.accounts.verify(&body.password);
-        match &role {
-            Ok(Some(_)) => attempt.succeeded(),
-            Ok(None) => attempt.failed(),
-            Err(_) => attempt.withdrawn(),
-        }
-        role
-    })
-    .await
-    .expect("hash task")?;
+    let role = app
+        .gate
+        .hash(slot, move || {
+            let role = app2.accounts.verify(&body.password);
+            match &role {
+                Ok(Some(_)) => attempt.succeeded(),
+                Ok(None) => attempt.failed(),
+                Err(_) => attempt.withdrawn(),
+            }
+            role
+        })
+        .await
+        .map_err(stopped)??;
     match role {
         Some(role) => {
             let (token, csrf) = app.sessions.create(role);
@@ -376,20 +376,20 @@ async fn password(State(app): State<Arc<App>>, headers: HeaderMap, Json(body): J
     };
     let app2 = app.clone();
     let role = body.role;
-    tokio::task::spawn_blocking(move || {
-        let _slot = slot;
-        if app2.accounts.verify(&body.current_password)? != Some(Role::Admin) {
-            return Err(ApiError::new(403, "the current admin password is wrong"));
-        }
-        if let (Role::Viewer, Some(p)) = (body.role, &body.password) {
-            if app2.accounts.verify(p)? == Some(Role::Admin) {
-                return Err(ApiError::new(422, "the viewer password must differ from the admin password"));
+    app.gate
+        .hash(slot, move || {
+            if app2.accounts.verify(&body.current_password)? != Some(Role::Admin) {
+                return Err(ApiError::new(403, "the current admin password is wrong"));
             }
-        }
-        app2.accounts.set(body.role, body.password.as_deref()).map_err(ApiError::from)
-    })
-    .await
-    .expect("hash task")?;
+            if let (Role::Viewer, Some(p)) = (body.role, &body.password) {
+                if app2.accounts.verify(p)? == Some(Role::Admin) {
+                    return Err(ApiError::new(422, "the viewer password must differ from the admin password"));
+                }
+            }
+            app2.accounts.set(body.role, body.password.as_deref()).map_err(ApiError::from)
+        })
+        .await
+        .map_err(stopped)??;
     // Every other session of that role signed in with the old password: it ends. The
     // admin who made the change stays signed in (they just proved the current password).
     let mine = session_token(&headers);

@@ -7,7 +7,8 @@
 //!
 //! - [`api`]: the REST API under /api/v1, the sign-in guard and CSRF check.
 //! - [`accounts`]: admin and viewer passwords (argon2id), first-visit setup.
-//! - [`session`]: in-memory sessions, CSRF tokens, the login throttle.
+//! - [`session`]: in-memory sessions, CSRF tokens, the login throttle; [`hashing`]: the two
+//!   threads that hash passwords.
 //! - [`overview`]: the per-coin overview; [`odds`]: time to a block; [`sync`]: node sync ETA.
 //! - [`upstream`]: the box's services as clients; [`feed`]: live events to open pages.
 //! - [`config`]: the settings the page edits, checked before they are written.
@@ -21,6 +22,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod feed;
+pub mod hashing;
 pub mod journal;
 pub mod limits;
 pub mod metrics;

@@ -96,6 +96,8 @@ pub struct LoginGate {
     pool: Arc<tokio::sync::Semaphore>,
     /// Sign-ins waiting for a place in the pool (bounded: the rest are told to retry).
     waiting: AtomicUsize,
+    /// The pool's threads, one per place.
+    threads: crate::hashing::HashThreads,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -207,6 +209,7 @@ impl LoginGate {
             clients: Arc::default(),
             pool: Arc::new(tokio::sync::Semaphore::new(POOL)),
             waiting: AtomicUsize::new(0),
+            threads: crate::hashing::HashThreads::start(POOL),
         }
     }
 
@@ -262,6 +265,21 @@ impl LoginGate {
             return Err(Refusal::Full);
         }
         Ok(self.pool.clone().acquire_owned().await.expect("hash pool is never closed"))
+    }
+
+    /// Runs `f` (password hashing) on the pool's threads. The place goes with the job: a
+    /// client hanging up mid-check does not free it before the hash is done.
+    pub async fn hash<T: Send + 'static>(
+        &self,
+        slot: HashSlot,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, crate::hashing::Stopped> {
+        self.threads
+            .run(move || {
+                let _slot = slot;
+                f()
+            })
+            .await
     }
 }
 
