@@ -169,3 +169,124 @@ class SimMiner:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+# Bitcoin Core on the host (issue 13): the height-200 chain whose UTXO set regtest's
+# chainparams list for assumeutxo, and a node that has it.
+
+CORE_ASSUMEUTXO_200 = "385901ccbd69dff6bbd00065d01fb8a9e464dede7cfe0372443884f9b1dcf6b9"
+_REGTEST_GENESIS = bytes.fromhex("0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206")[::-1]
+_REGTEST_GENESIS_TIME = 1296688602
+_REGTEST_BITS = 0x207FFFFF
+
+
+def _sha256d(b: bytes) -> bytes:
+    return hashlib.sha256(hashlib.sha256(b).digest()).digest()
+
+
+def _script_num(n: int) -> bytes:
+    """`CScript() << n` for a block height: OP_1..OP_16, else a minimal little-endian push."""
+    if 1 <= n <= 16:
+        return bytes([0x50 + n])
+    body = n.to_bytes((n.bit_length() + 8) // 8, "little")  # room for the sign bit
+    return bytes([len(body)]) + body
+
+
+def core_deterministic_chain(n: int) -> list[tuple[bytes, bytes]]:
+    """Bitcoin Core's `CreateBlockChain` (src/test/util/mining.cpp), the same as
+    minebox_regtest::core_deterministic_chain: `n` blocks after regtest genesis, each version
+    4, time genesis + height, genesis bits, the lowest nonce from 0 up, one coinbase (version
+    2, lock time height - 1, sequence 0xfffffffe, script sig `<height> OP_0`, the subsidy to
+    P2WSH(OP_TRUE)). Returns (80-byte header, serialized block) per height."""
+    target = (_REGTEST_BITS & 0xFFFFFF) << (8 * ((_REGTEST_BITS >> 24) - 3))
+    pays_to = b"\x00\x20" + hashlib.sha256(b"\x51").digest()
+    prev, out = _REGTEST_GENESIS, []
+    for height in range(1, n + 1):
+        script_sig = _script_num(height) + b"\x00"
+        subsidy = (50 * 100_000_000) >> (height // 150)
+        tx = (
+            (2).to_bytes(4, "little") + b"\x01" + b"\x00" * 32 + b"\xff\xff\xff\xff"
+            + bytes([len(script_sig)]) + script_sig + (0xFFFFFFFE).to_bytes(4, "little")
+            + b"\x01" + subsidy.to_bytes(8, "little") + bytes([len(pays_to)]) + pays_to
+            + (height - 1).to_bytes(4, "little")
+        )  # fmt: skip
+        fixed = (
+            (4).to_bytes(4, "little") + prev + _sha256d(tx)
+            + (_REGTEST_GENESIS_TIME + height).to_bytes(4, "little") + _REGTEST_BITS.to_bytes(4, "little")
+        )  # fmt: skip
+        nonce = 0
+        while int.from_bytes(_sha256d(fixed + nonce.to_bytes(4, "little")), "little") > target:
+            nonce += 1
+        header = fixed + nonce.to_bytes(4, "little")
+        prev = _sha256d(header)
+        out.append((header, header + b"\x01" + tx))
+    return out
+
+
+def block_hash(header: bytes) -> str:
+    return _sha256d(header)[::-1].hex()
+
+
+class HostCore:
+    """Bitcoin Core (../shared/peers/bin/bitcoind) in regtest on host loopback: RPC for the
+    test, P2P listening for the box (which reaches it at 10.0.2.2 through QEMU's user
+    networking). `download@127.0.0.1`: a node in initial block download (a regtest tip dated
+    2011 keeps it there) ignores peers' getheaders unless they have that permission."""
+
+    def __init__(self, workdir: Path):
+        self.dir = Path(workdir)
+        (self.dir / "data").mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.p2p = free_port()
+        self.password = secrets.token_hex(16)
+        peers = Path(os.environ.get("MINEBOX_PEERS", ROOT.parent / "shared/peers"))
+        self.log = open(self.dir / "bitcoind.log", "ab")
+        self.proc = subprocess.Popen(
+            [
+                str(peers / "bin/bitcoind"), "-regtest", f"-datadir={self.dir / 'data'}", "-server=1",
+                f"-rpcport={self.port}", "-rpcbind=127.0.0.1", "-rpcallowip=127.0.0.1", "-rpcuser=minebox",
+                f"-rpcpassword={self.password}", f"-port={self.p2p}", f"-bind=127.0.0.1:{self.p2p}", "-listen=1",
+                "-whitelist=download@127.0.0.1", "-listenonion=0", "-dnsseed=0", "-fixedseeds=0",
+                "-disablewallet=1", "-printtoconsole=1", "-nodebuglogfile=1",
+            ],
+            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        for _ in range(600):
+            try:
+                self.rpc("getblockcount")
+                return
+            except (OSError, RuntimeError):
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"bitcoind exited; see {self.dir / 'bitcoind.log'}")
+                time.sleep(0.1)
+        raise RuntimeError("bitcoind did not answer RPC")
+
+    def rpc(self, method: str, *params, timeout: float = 60):
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/",
+            data=json.dumps({"jsonrpc": "1.0", "method": method, "params": list(params), "id": 1}).encode(),
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": "Basic " + base64.b64encode(f"minebox:{self.password}".encode()).decode(),
+            },
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                answer = json.load(r)
+        except urllib.error.HTTPError as e:
+            # Core answers RPC errors with HTTP 500 and the error in the body.
+            try:
+                answer = json.load(e)
+            except ValueError:
+                raise RuntimeError(f"bitcoind {method}: HTTP {e.code}") from None
+        if answer.get("error"):
+            raise RuntimeError(f"bitcoind {method}: {answer['error']}")
+        return answer["result"]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()

@@ -44,6 +44,16 @@ fn whole(bytes: &[u8]) -> Option<u8> {
     (bytes.len() == 4 * MIB && bytes.iter().all(|b| *b == first)).then_some(first)
 }
 
+/// The writer is not left writing when the test fails before killing it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The writer the next test kills: run as a child process of this test binary, it replaces
 /// the file with 4 MiB of 'a', then of 'b', ... until killed (bounded, should nobody kill it).
 #[test]
@@ -51,7 +61,7 @@ fn whole(bytes: &[u8]) -> Option<u8> {
 fn writer_child() {
     let Some(path) = std::env::var_os(WRITER_ENV) else { return };
     let (a, b) = (vec![b'a'; 4 * MIB], vec![b'b'; 4 * MIB]);
-    for i in 0..100_000 {
+    for i in 0..1_000 {
         atomic_write(Path::new(&path), if i % 2 == 0 { &a } else { &b }).unwrap();
     }
 }
@@ -61,12 +71,14 @@ fn a_writer_killed_mid_write_leaves_the_old_file_or_the_new_one() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.json");
     for round in 0..5 {
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["writer_child", "--exact", "--ignored", "--nocapture"])
-            .env(WRITER_ENV, &path)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = KillOnDrop(
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["writer_child", "--exact", "--ignored", "--nocapture"])
+                .env(WRITER_ENV, &path)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         // Read while it writes: every read sees one whole version. Kill it once it has
         // replaced the file a few times (after both 'a' and 'b' were seen).
         let (mut seen_a, mut seen_b) = (0, 0);
@@ -82,8 +94,8 @@ fn a_writer_killed_mid_write_leaves_the_old_file_or_the_new_one() {
                 Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "round {round}"),
             }
         }
-        process::send(child.id(), Signal::SIGKILL).unwrap();
-        let status = child.wait().unwrap();
+        process::send(child.0.id(), Signal::SIGKILL).unwrap();
+        let status = child.0.wait().unwrap();
         assert_eq!(status.signal(), Some(Signal::SIGKILL as i32), "round {round}: the writer was killed");
         let bytes = std::fs::read(&path).unwrap();
         assert!(whole(&bytes).is_some(), "round {round}: killed mid-write left {} bytes", bytes.len());

@@ -80,16 +80,11 @@ fn walk(root: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
+use minebox_platform::clock::unix_secs as now;
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so readers never see half.
+/// Writes `bytes` to `path` so that readers (and a publisher killed half-way) never leave half.
 fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("part");
-    std::fs::write(&tmp, bytes).with_context(|| format!("{}", tmp.display()))?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    minebox_platform::fs::atomic_write(path, bytes).with_context(|| format!("{}", path.display()))
 }
 
 /// Network magic of Bitcoin Core's chains, as `dumptxoutset` writes it into the file.
@@ -181,9 +176,9 @@ pub fn publish(req: &Request, key: &SecretKey) -> anyhow::Result<(Manifest, Repo
                 std::fs::create_dir_all(dest.parent().expect("chunk dir"))?;
                 let compressed = zstd::bulk::compress(data, req.level)?;
                 report.bytes_added_compressed += compressed.len() as u64;
-                let tmp = dest.with_extension("part");
-                std::fs::write(&tmp, &compressed)?;
-                std::fs::rename(&tmp, &dest)?;
+                // Durable before it exists under its name: a chunk present is never written
+                // again, so a torn one would stay torn for every device.
+                minebox_platform::fs::atomic_write(&dest, &compressed)?;
                 report.chunks_added += 1;
             }
             refs.push(ChunkRef { hash: hex, size: piece.size });

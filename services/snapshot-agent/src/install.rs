@@ -103,26 +103,18 @@ pub fn utxo_dir(dest: &Path) -> PathBuf {
 pub fn record(dest: &Path, what: &Installed) -> Result<(), AgentError> {
     let state = state_dir(dest);
     std::fs::create_dir_all(&state).map_err(io(&state))?;
-    let tmp = state.join("installed.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(what).expect("serializes")).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, state.join("installed.json")).map_err(io(&tmp))?;
-    sync_dir(&state);
-    Ok(())
+    let path = state.join("installed.json");
+    minebox_platform::fs::atomic_write(&path, serde_json::to_vec_pretty(what).expect("serializes")).map_err(io(&path))
 }
 
 pub fn installed(dest: &Path) -> Option<Installed> {
     std::fs::read(state_dir(dest).join("installed.json")).ok().and_then(|b| serde_json::from_slice(&b).ok())
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
+use minebox_platform::clock::unix_secs as now;
 
 fn free_bytes(path: &Path) -> Option<u64> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: statvfs fills the zeroed struct we own from a NUL-terminated path.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
+    minebox_platform::fs::free_space(path).ok()
 }
 
 /// The staging area becomes the node's data directory, and the node runs as another user

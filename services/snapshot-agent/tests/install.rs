@@ -358,9 +358,9 @@ async fn the_cli_reports_progress_on_its_api_and_keeps_to_the_bandwidth_limit() 
 async fn the_installed_tree_is_usable_by_the_nodes_group_and_closed_to_others() {
     use std::os::unix::fs::PermissionsExt;
     let w = World::new(4).await;
-    let old_umask = unsafe { libc::umask(0o077) };
+    let old_umask = minebox_platform::process::set_umask(0o077);
     let installed = w.install().await;
-    unsafe { libc::umask(old_umask) };
+    minebox_platform::process::set_umask(old_umask);
     installed.unwrap();
     let mut stack = vec![w.dest()];
     let mut files = 0;

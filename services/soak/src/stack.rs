@@ -316,7 +316,7 @@ impl Stack {
     /// Kills the node (a crash); the supervisor starts it again.
     pub async fn crash_node(&self) -> anyhow::Result<()> {
         let pid = self.node_pid().await.context("no node pid from the supervisor")?;
-        let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status().await;
+        let _ = minebox_platform::process::send(pid, minebox_platform::process::Signal::SIGKILL);
         wait_for("the supervisor to notice the crash", Duration::from_secs(30), || async {
             self.node_pid().await != Some(pid)
         })
@@ -355,12 +355,9 @@ impl Stack {
     pub async fn stop(&self) {
         loop {
             let Some(mut s) = self.services.lock().expect("services").pop() else { break };
-            if let Some(pid) = s.child.id() {
-                let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
-            }
-            if tokio::time::timeout(Duration::from_secs(20), s.child.wait()).await.is_err() {
-                eprintln!("soak: {} did not stop within 20 s of SIGTERM; killing it", s.name);
-                let _ = s.child.kill().await;
+            let stopped = minebox_platform::process::terminate(&mut s.child, Duration::from_secs(20)).await;
+            if stopped.is_ok_and(|s| s.killed) {
+                eprintln!("soak: {} did not stop within 20 s of SIGTERM; killed it", s.name);
             }
         }
     }

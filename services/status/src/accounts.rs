@@ -155,7 +155,9 @@ impl Accounts {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).ok();
         }
-        minebox_settings::write_atomically(&self.path, &text, 0o600)
+        minebox_platform::fs::AtomicWrite::to(&self.path)
+            .mode(0o600)
+            .write(text.as_bytes())
             .map_err(|e| AccountsError::File { path: self.path.display().to_string(), message: e.to_string() })
     }
 }

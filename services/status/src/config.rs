@@ -162,7 +162,9 @@ pub fn apply(files: &ConfigFiles, edit: &ConfigEdit, registry: &Registry) -> Res
     if let Some(dir) = files.user.parent() {
         std::fs::create_dir_all(dir).ok();
     }
-    minebox_settings::write_atomically(&files.user, &text, minebox_settings::SETTINGS_MODE)
+    minebox_platform::fs::AtomicWrite::to(&files.user)
+        .mode(minebox_settings::SETTINGS_MODE)
+        .write(text.as_bytes())
         .map_err(|e| ConfigError::Write { path: files.user.display().to_string(), message: e.to_string() })?;
     Ok(settings)
 }

@@ -164,6 +164,4 @@ pub async fn build(
     Overview { at, coins, system, problems }
 }
 
-pub fn minebox_time() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-}
+pub use minebox_platform::clock::unix_secs_f64 as minebox_time;

@@ -57,9 +57,9 @@ pub fn read(src: &Sources) -> System {
         s.memory_total_bytes = meminfo(&m, "MemTotal:");
         s.memory_available_bytes = meminfo(&m, "MemAvailable:");
     }
-    if let Ok(v) = rustix::fs::statvfs(&src.data) {
-        s.disk_total_bytes = v.f_blocks * v.f_frsize;
-        s.disk_free_bytes = v.f_bavail * v.f_frsize;
+    if let Ok(d) = minebox_platform::fs::disk_space(&src.data) {
+        s.disk_total_bytes = d.total_bytes;
+        s.disk_free_bytes = d.available_bytes;
     }
     s.disk_path = src.data.display().to_string();
     s.uptime_secs = text(src.proc.join("uptime"))

@@ -15,9 +15,7 @@ use std::sync::{Arc, Mutex};
 pub const WINDOWS: [f64; 3] = [60.0, 3600.0, 86_400.0];
 
 /// The wall clock in unix seconds, the time base of every rate and timestamp here.
-pub fn unix_now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
+pub use minebox_platform::clock::unix_secs_f64 as unix_now;
 
 /// Work behind one share of difficulty 1.
 pub const HASHES_PER_DIFF1: f64 = 4_294_967_296.0;

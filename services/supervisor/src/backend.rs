@@ -108,19 +108,11 @@ fn write_node_file(path: &Path, text: &str) -> Result<(), BackendError> {
     let err = |e: std::io::Error| BackendError::Write { path: path.display().to_string(), message: e.to_string() };
     let dir = path.parent().expect("a node file is in the node's directory");
     let staging = dir.parent().unwrap_or(dir);
-    let name = format!(
-        ".{}.{}.tmp",
-        dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
-    );
-    let tmp = staging.join(name);
-    std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(NODE_FILE_MODE)))
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            err(e)
-        })
+    minebox_platform::fs::AtomicWrite::to(path)
+        .mode(NODE_FILE_MODE)
+        .staged_in(staging)
+        .write(text.as_bytes())
+        .map_err(err)
 }
 
 fn write_config(launch: &Launch) -> Result<(), BackendError> {
@@ -153,18 +145,12 @@ impl ProcessBackend {
                 s = child.wait() => s,
                 grace = stop_rx => {
                     let grace = grace.unwrap_or(Duration::from_secs(30));
-                    if let Some(pid) = child.id() {
-                        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-                        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-                    }
-                    match tokio::time::timeout(grace, child.wait()).await {
-                        Ok(s) => s,
-                        Err(_) => {
-                            tracing::warn!(pid, "node did not stop in time; killing it");
-                            let _ = child.kill().await;
-                            child.wait().await
+                    minebox_platform::process::terminate(&mut child, grace).await.map(|stopped| {
+                        if stopped.killed {
+                            tracing::warn!(pid, "node did not stop in time; killed it");
                         }
-                    }
+                        stopped.status
+                    })
                 }
             };
             let exit = match status {
@@ -403,11 +389,12 @@ mod tests {
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
         // /data/nodes as tmpfiles.d makes it: setgid, the node's group. (As root, a group
         // that is not the test's own shows where the files' group comes from.)
-        let node_gid = if unsafe { libc::geteuid() } == 0 { 65534 } else { unsafe { libc::getegid() } };
+        let made = std::fs::metadata(dir.path()).unwrap(); // made by the test: its euid and egid
+        let node_gid = if made.uid() == 0 { 65534 } else { made.gid() };
         std::os::unix::fs::chown(dir.path(), None, Some(node_gid)).unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o2770)).unwrap();
         // The service's UMask=0077.
-        let old_umask = unsafe { libc::umask(0o077) };
+        let old_umask = minebox_platform::process::set_umask(0o077);
         let log = Arc::new(Mutex::new(Vec::new()));
         let b = SystemdBackend { systemctl: Systemctl::Recorder(log.clone()) };
         let limits = Resources { memory_max_mib: 640, cpu_weight: 50, io_weight: 50 };
@@ -425,7 +412,7 @@ mod tests {
         std::fs::set_permissions(&node_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         let r = b.start(&launch(dir.path()), &limits).await.unwrap();
         r.stop(Duration::from_secs(1)).await;
-        unsafe { libc::umask(old_umask) };
+        minebox_platform::process::set_umask(old_umask);
         assert_eq!(mode(&node_dir), 0o770);
     }
 
@@ -453,6 +440,6 @@ mod tests {
         let r = ProcessBackend.start(&l).await.unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         let exit = r.stop(Duration::from_millis(300)).await.unwrap();
-        assert_eq!(exit.signal, Some(libc::SIGKILL));
+        assert_eq!(exit.signal, Some(minebox_platform::process::Signal::SIGKILL as i32));
     }
 }

@@ -5,8 +5,7 @@
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 pub const RPC_USER: &str = "minebox";
@@ -55,16 +54,11 @@ pub fn load_or_create(secrets: &Path, coin: &str) -> Result<Credentials, Credent
         return Ok(Credentials { user: user.to_string(), password: password.to_string(), path });
     }
     let password = hex::encode(rand::random::<[u8; 32]>());
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f =
-            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o640).open(&tmp).map_err(io)?;
-        // Explicitly: the service's UMask=0077 would take the group's read bit away.
-        f.set_permissions(std::fs::Permissions::from_mode(0o640)).map_err(io)?;
-        f.write_all(format!("{RPC_USER}:{password}").as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, &path).map_err(io)?;
+    // The mode explicitly: the service's UMask=0077 would take the group's read bit away.
+    minebox_platform::fs::AtomicWrite::to(&path)
+        .mode(0o640)
+        .write(format!("{RPC_USER}:{password}").as_bytes())
+        .map_err(io)?;
     Ok(Credentials { user: RPC_USER.to_string(), password, path })
 }
 

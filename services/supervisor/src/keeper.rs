@@ -91,13 +91,7 @@ enum Wake {
 }
 
 fn free_mib(path: &std::path::Path) -> Option<u64> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: statvfs writes into the zeroed struct we own; the path is NUL-terminated.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return None;
-    }
-    Some(s.f_bavail as u64 * s.f_frsize as u64 / (1024 * 1024))
+    minebox_platform::fs::free_space(path).ok().map(|b| b / (1024 * 1024))
 }
 
 impl Keeper {

@@ -84,8 +84,7 @@ async fn wait_state(sup: &Supervisor, want: NodeState, timeout: Duration) -> min
 }
 
 fn alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid as i32, 0) == 0 }
+    minebox_platform::process::exists(pid)
 }
 
 #[tokio::test]
@@ -108,7 +107,7 @@ async fn starts_a_node_reaches_synced_and_restarts_it_after_kill_9() {
     assert_eq!(client.get_blockchain_info().await.unwrap().chain, "regtest");
 
     // kill -9: the supervisor notices, says so, and starts it again.
-    unsafe { libc::kill(first_pid as i32, libc::SIGKILL) };
+    minebox_platform::process::send(first_pid, minebox_platform::process::Signal::SIGKILL).unwrap();
     let v = wait_state(&sup, NodeState::Crashed, Duration::from_secs(10)).await;
     assert!(v.detail.contains("signal 9"), "{}", v.detail);
     let v = wait_state(&sup, NodeState::Synced, Duration::from_secs(60)).await;

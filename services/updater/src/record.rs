@@ -2,6 +2,7 @@
 //! trial reboot, so the next boot knows what it is testing) and the history of results.
 //! Both live in the state directory on /data.
 
+use minebox_platform::fs::AtomicWrite;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -62,7 +63,7 @@ pub struct Records {
 
 /// Unix time in seconds (what the status page formats in the user's time zone).
 pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    minebox_platform::clock::unix_secs().max(0) as u64
 }
 
 impl Records {
@@ -93,7 +94,7 @@ impl Records {
     /// Replaces the attempt record durably (temporary file, fsync, rename, fsync dir).
     pub fn set_attempt(&self, a: &Attempt) -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(a).expect("attempt serializes");
-        minebox_settings::write_atomically(&self.attempt_path(), &text, 0o600)
+        AtomicWrite::to(&self.attempt_path()).mode(0o600).write(text.as_bytes())
     }
 
     pub fn clear_attempt(&self) -> std::io::Result<()> {
@@ -111,7 +112,7 @@ impl Records {
             entries.reverse();
             entries.push(e.clone());
             let text: String = entries.iter().map(|e| serde_json::to_string(e).expect("entry") + "\n").collect();
-            return minebox_settings::write_atomically(&self.history_path(), &text, 0o600);
+            return AtomicWrite::to(&self.history_path()).mode(0o600).write(text.as_bytes());
         }
         let mut line = serde_json::to_string(e).expect("entry serializes") + "\n";
         // After a torn append the file does not end in a newline: start a fresh line.

@@ -384,7 +384,7 @@ impl Updater {
             return;
         }
         // Tried once per file: a stick left in does not reinstall at every boot.
-        let _ = minebox_settings::write_atomically(&seen_path, &id, 0o600);
+        let _ = minebox_platform::fs::AtomicWrite::to(&seen_path).mode(0o600).write(id.as_bytes());
         tracing::info!(bundle = %bundle.display(), "installing the bundle found on the USB stick");
         let _ = self.install(Source::File(bundle), Reboot::Window).await;
     }

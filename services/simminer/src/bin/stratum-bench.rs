@@ -252,7 +252,7 @@ async fn run(cli: &Cli, miners: usize) -> anyhow::Result<RunResult> {
         let _ = t.await;
     }
     // SIGTERM, as systemd would: the server closes connections and writes statistics.
-    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+    let _ = minebox_platform::process::send(pid, minebox_platform::process::Signal::SIGTERM);
     let _ = tokio::time::timeout(Duration::from_secs(10), server.wait()).await;
     Ok(r)
 }
