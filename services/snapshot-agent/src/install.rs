@@ -237,6 +237,12 @@ fn hash_region(file: &std::fs::File, offset: u64, size: u32) -> Option<String> {
 }
 
 pub async fn install(opts: Options, progress: SharedProgress) -> Result<Report, AgentError> {
+    install_then(opts, progress, Phase::Done).await
+}
+
+/// [`install`], showing `then` once the files are in place: a `utxo` file is still to be
+/// loaded by the node ([`Phase::Loading`]), and the page must not say `done` before it is.
+pub async fn install_then(opts: Options, progress: SharedProgress, then: Phase) -> Result<Report, AgentError> {
     let mut http =
         reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).read_timeout(opts.request_timeout);
     if let Some(ca) = &opts.ca_cert {
@@ -260,7 +266,7 @@ pub async fn install(opts: Options, progress: SharedProgress) -> Result<Report, 
             return Err(AgentError::Rollback { offered: manifest.version, installed: have.version });
         }
         if manifest.version == have.version && opts.dest.exists() {
-            progress.set_phase(Phase::Done);
+            progress.set_phase(then);
             return Ok(Report { version: have.version, already_installed: true, ..Default::default() });
         }
     }
@@ -275,7 +281,7 @@ pub async fn install(opts: Options, progress: SharedProgress) -> Result<Report, 
     }
     progress.set_phase(Phase::Swapping);
     swap(&opts.dest, &state, &staging, &manifest)?;
-    progress.set_phase(Phase::Done);
+    progress.set_phase(then);
     Ok(Report {
         version: manifest.version,
         bytes_total: manifest.total_bytes,

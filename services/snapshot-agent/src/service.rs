@@ -217,8 +217,17 @@ async fn list(State(a): State<Arc<Agent>>) -> Json<Value> {
     let mut coins = Vec::new();
     for src in &a.coins {
         let offer = if a.enabled { a.offer(src).await } else { Err("snapshots are switched off in Settings".into()) };
-        let p = a.progress_of(&src.coin).get();
+        let mut p = a.progress_of(&src.coin).get();
         let installed = install::installed(&src.dest);
+        // After a restart of the agent (a reboot during the hours of background validation)
+        // nothing follows the node any more: ask it, so the page still shows how far it is.
+        if p.phase == Phase::Idle && installed.as_ref().is_some_and(|i| i.kind == minebox_snapshot::Kind::Utxo) {
+            if let Some(node) = &src.node {
+                if let Ok(Ok(v)) = tokio::time::timeout(Duration::from_secs(3), utxo::validation(node)).await {
+                    p.validation = Some(v);
+                }
+            }
+        }
         coins.push(json!({
             "coin": src.coin,
             "network": src.network,

@@ -106,6 +106,9 @@ pub struct Validation {
     pub snapshot_tip: Option<u64>,
     /// Height the background validation has reached (None once it finished).
     pub background_height: Option<u64>,
+    /// The snapshot's height: where the background validation ends.
+    #[serde(default)]
+    pub snapshot_height: Option<u64>,
     /// True once the node validated the snapshot from genesis and dropped the extra chainstate.
     pub fully_validated: bool,
 }
@@ -140,8 +143,20 @@ pub async fn load(node: &NodeClient, file: &Path) -> Result<serde_json::Value, U
 pub async fn validation(node: &NodeClient) -> Result<Validation, UtxoError> {
     let s: ChainStates = node.call("getchainstates", serde_json::json!([])).await?;
     let snapshot = s.chainstates.iter().find(|c| c.snapshot_blockhash.is_some() && !c.validated);
-    let background = s.chainstates.iter().find(|c| c.snapshot_blockhash.is_none() && !c.validated);
+    // The background chainstate is the one not from a snapshot; Core reports it
+    // `validated: true` (every block in it was validated), so that flag does not find it.
+    let background = s.chainstates.iter().find(|c| c.snapshot_blockhash.is_none());
+    let base = s.chainstates.iter().find_map(|c| c.snapshot_blockhash.clone());
+    let snapshot_height = match base {
+        Some(hash) => node
+            .call::<serde_json::Value>("getblockheader", serde_json::json!([hash]))
+            .await
+            .ok()
+            .and_then(|h| h["height"].as_u64()),
+        None => None,
+    };
     Ok(Validation {
+        snapshot_height,
         headers: s.headers,
         snapshot_tip: s.chainstates.iter().find(|c| c.snapshot_blockhash.is_some()).map(|c| c.blocks),
         background_height: if snapshot.is_some() { background.map(|c| c.blocks) } else { None },
@@ -183,7 +198,8 @@ pub async fn install(
     let datadir = opts.dest.clone();
     let dir = install::utxo_dir(&datadir);
     opts.dest = dir.clone();
-    install::install(opts, progress.clone()).await?;
+    // Straight from the swap to `loading`: the page never shows `done` before Core has the set.
+    install::install_then(opts, progress.clone(), Phase::Loading).await?;
     let got = install::installed(&dir).ok_or(UtxoInstallError::Republished)?;
     // The publisher may have published again between the check and the download.
     if got.height != m.height || got.network != m.network || got.kind != m.kind || got.coin != m.coin {

@@ -424,3 +424,60 @@ async fn the_agents_allowed_heights_are_the_ones_bitcoin_core_lists() {
         assert_eq!(minebox_snapshot_agent::utxo::allowed_heights(chain), listed, "{chain}: {e}");
     }
 }
+
+/// What the status page shows of a `utxo` install from `loadtxoutset` until background
+/// validation completes, and after the agent restarts meanwhile (a reboot during the hours a
+/// Pi validates): the snapshot's height, the background chainstate's height below it, and
+/// completion, all from the node's `getchainstates`.
+#[tokio::test]
+async fn the_page_follows_background_validation_to_the_end_even_after_the_agent_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (chain, key) = published_200(dir.path()).await;
+    let nginx = Nginx::serve(&dir.path().join("tree"), None);
+    let b = Core::start().await.unwrap();
+    b.submit_headers(&chain).await.unwrap();
+    let url = format!("http://127.0.0.1:{}", nginx.port);
+    let (coin, _) = install_via_service(&url, &key, "regtest", &b).await;
+    assert_eq!(coin["progress"]["phase"], "done", "{coin}");
+    let v = &coin["progress"]["validation"];
+    assert_eq!(
+        (&v["snapshot_height"], &v["background_height"], &v["fully_validated"]),
+        (&Value::from(200), &Value::from(0), &Value::Bool(false)),
+        "where background validation is, and where it ends: {coin}"
+    );
+
+    // The agent restarts: a new one, with nothing in memory, lists the coin again.
+    let (sup, _) = stand_in_supervisor().await;
+    let source = CoinSource {
+        coin: "btc".into(),
+        network: "regtest".into(),
+        url,
+        dest: b.datadir().to_path_buf(),
+        managed: true,
+        node: Some(b.client()),
+    };
+    let agent = Arc::new(Agent::new(vec![source], vec![key.public()], &sup, true));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}/api/v1/snapshots", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, router(agent)).await });
+    let listed = || async { reqwest::get(&api).await.unwrap().json::<Value>().await.unwrap()["coins"][0].clone() };
+    let coin = listed().await;
+    let v = &coin["progress"]["validation"];
+    assert_eq!(
+        (&v["snapshot_height"], &v["background_height"]),
+        (&Value::from(200), &Value::from(0)),
+        "after a restart the page still shows background validation: {coin}"
+    );
+
+    // The blocks arrive; the page shows validation complete.
+    b.submit_blocks(&chain).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let coin = listed().await;
+        if coin["progress"]["validation"]["fully_validated"] == true {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "the page never showed validation complete: {coin}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
