@@ -197,6 +197,13 @@ pub async fn install(
     precheck(node, m).await?;
     let datadir = opts.dest.clone();
     let dir = install::utxo_dir(&datadir);
+    // The node's user (another than the agent's) opens the file through the group: every
+    // directory on the way must let the group in. The service's UMask=0077 would make the
+    // state directory 0700 and Core could not open the file ("Couldn't open file").
+    let state = install::state_dir(&datadir);
+    std::fs::create_dir_all(&state)
+        .and_then(|()| std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o770)))
+        .map_err(|e| AgentError::Io { path: state.display().to_string(), message: e.to_string() })?;
     opts.dest = dir.clone();
     // Straight from the swap to `loading`: the page never shows `done` before Core has the set.
     install::install_then(opts, progress.clone(), Phase::Loading).await?;

@@ -431,6 +431,8 @@ async fn the_agents_allowed_heights_are_the_ones_bitcoin_core_lists() {
 /// completion, all from the node's `getchainstates`.
 #[tokio::test]
 async fn the_page_follows_background_validation_to_the_end_even_after_the_agent_restarts() {
+    // As the agent's unit runs it (UMask=0077); this test has its own process under nextest.
+    unsafe { libc::umask(0o077) };
     let dir = tempfile::tempdir().unwrap();
     let (chain, key) = published_200(dir.path()).await;
     let nginx = Nginx::serve(&dir.path().join("tree"), None);
@@ -439,6 +441,11 @@ async fn the_page_follows_background_validation_to_the_end_even_after_the_agent_
     let url = format!("http://127.0.0.1:{}", nginx.port);
     let (coin, _) = install_via_service(&url, &key, "regtest", &b).await;
     assert_eq!(coin["progress"]["phase"], "done", "{coin}");
+    // The node runs as another user than the agent and reads the file through the group.
+    use std::os::unix::fs::PermissionsExt;
+    let state = install::state_dir(b.datadir());
+    let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o770, "{}: the node's user must get through it to the utxo file", state.display());
     let v = &coin["progress"]["validation"];
     assert_eq!(
         (&v["snapshot_height"], &v["background_height"], &v["fully_validated"]),
