@@ -1,6 +1,7 @@
-//! The box's way of running: one settings file; the supervisor runs the node (bcoin under
-//! the process backend here), the stratum binary reads the same file, finds the node and
-//! its credentials, and follows the supervisor's events.
+//! The box's way of running: one settings file; the supervisor runs the node (Bitcoin Core,
+//! as on the box, under the process backend here, with the config file the supervisor
+//! writes), the stratum binary reads the same file, finds the node, its credentials and its
+//! ZMQ endpoint, and follows the supervisor's events.
 
 mod common;
 
@@ -31,13 +32,15 @@ payout_address = "{address}"
 stratum_port = {stratum_port}
 start_difficulty = 0.0001
 min_difficulty = 0.00000001
-node_flavour = "bcoin"
-node_command = ["node", "{bcoin}"]
+node_flavour = "bitcoin-core"
+node_command = ["{bitcoind}"]
 rpc_port = {rpc}
 p2p_port = {p2p}
+zmq_port = {zmq}
 "#,
         d = dir.path().display(),
-        bcoin = minebox_regtest::bcoin_path().display(),
+        bitcoind = minebox_regtest::bitcoind_path().display(),
+        zmq = free_port(),
         rpc = free_port(),
         p2p = free_port(),
     );
@@ -85,6 +88,14 @@ p2p_port = {p2p}
     .await
     .unwrap();
     assert!(report.accepted >= 2, "{report:?}");
+    // Regtest's target is far easier than the share difficulty: every share was a block,
+    // and the supervisor's Core took them.
+    let client = minebox_node_rpc::NodeClient::new(
+        &sup.view("btc").unwrap().rpc_url,
+        minebox_node_rpc::Auth::CookieFile(dir.path().join("secrets/btc-rpc.cookie")),
+    )
+    .unwrap();
+    assert!(client.get_blockchain_info().await.unwrap().blocks >= 2);
 
     let mut c = common::Raw::connect(addr).await;
     c.handshake(&format!("{address}.watch")).await;
@@ -94,6 +105,22 @@ p2p_port = {p2p}
         tokio::time::timeout(Duration::from_secs(60), c.notify()).await.expect("fresh work after the node came back");
     assert_eq!(job["method"], "mining.notify");
     assert!(sup.view("btc").unwrap().restarts >= 1);
+    // Mining resumes: a share after the restart is a block the restarted Core takes.
+    let height = client.get_blockchain_info().await.expect("the restarted node answers").blocks;
+    let report = minebox_simminer::mine_shares(
+        &format!("stratum+tcp://{addr}"),
+        &format!("{address}.rig"),
+        1,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert!(report.accepted >= 1, "{report:?}");
+    let started = Instant::now();
+    while client.get_blockchain_info().await.unwrap().blocks <= height {
+        assert!(started.elapsed() < Duration::from_secs(30), "no block reached the restarted node");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let _ = tokio::process::Command::new("kill").arg("-TERM").arg(stratum.id().unwrap().to_string()).status().await;
     let status =

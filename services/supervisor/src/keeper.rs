@@ -275,7 +275,6 @@ impl Keeper {
         let mut tick = tokio::time::interval(self.policy.health_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_height: Option<(u64, Instant)> = None;
-        let mut synced_once = false;
         let mut exited = running.exited.clone();
         loop {
             let wake = tokio::select! {
@@ -306,19 +305,18 @@ impl Keeper {
                             return Ended::DiskLow(why);
                         }
                     }
-                    let state = self.observe(health::probe(&client, &plan.data_dir).await, &mut last_height);
-                    if let Some(state) = state {
-                        // Synced for the first time with a cache sized for initial sync:
-                        // restart once with the smaller cache, leaving memory for the rest.
-                        if state == NodeState::Synced && !synced_once {
-                            synced_once = true;
-                            if *phase == Phase::InitialSync && plan.dbcache_mib.is_some() {
-                                *phase = Phase::Synced;
-                                tracing::info!(coin = %self.coin.id, "synced: restarting the node with a smaller dbcache");
-                                self.stop_node(&client, running).await;
-                                return Ended::Restart;
-                            }
-                            *phase = Phase::Synced;
+                    // Caught up with a cache sized for initial sync: the node is restarted once
+                    // with the smaller cache, leaving memory for the rest. It is not reported
+                    // synced before that restart: the page, the API and the stratum server would
+                    // take a node (and a pid) that is about to go down for a ready one.
+                    let resize_cache = *phase == Phase::InitialSync && plan.dbcache_mib.is_some();
+                    let probed = health::probe(&client, &plan.data_dir).await;
+                    if self.observe(probed, &mut last_height, !resize_cache) == Some(NodeState::Synced) {
+                        *phase = Phase::Synced;
+                        if resize_cache {
+                            tracing::info!(coin = %self.coin.id, "synced: restarting the node with a smaller dbcache");
+                            self.stop_node(&client, running).await;
+                            return Ended::Restart;
                         }
                     }
                 }
@@ -327,10 +325,13 @@ impl Keeper {
     }
 
     /// One health probe's result into the view (and events); the state, if the node answered.
+    /// Without `may_report_synced`, a synced node is shown as starting (it is about to be
+    /// restarted) and no synced event is sent.
     fn observe(
         &self,
         probed: Result<Health, minebox_node_rpc::RpcError>,
         last_height: &mut Option<(u64, Instant)>,
+        may_report_synced: bool,
     ) -> Option<NodeState> {
         let h = match probed {
             Ok(h) => h,
@@ -350,6 +351,14 @@ impl Keeper {
         }
         let still_for = last_height.map(|(_, t)| t.elapsed()).unwrap_or_default();
         let state = health::classify(&h, still_for, self.policy.stall_after);
+        if state == NodeState::Synced && !may_report_synced {
+            self.view.lock().expect("view lock").health = Some(h.clone());
+            self.set(
+                NodeState::Starting,
+                format!("caught up at height {}: restarting with the smaller cache for a synced node", h.blocks),
+            );
+            return Some(state);
+        }
         let detail = match state {
             NodeState::Syncing => {
                 format!("{:.1}% ({} of {} blocks)", h.verification_progress * 100.0, h.blocks, h.headers)
@@ -414,7 +423,7 @@ impl Keeper {
                 _ = tick.tick(), if client.is_some() => {
                     let client = client.as_ref().expect("checked");
                     // No data directory here: disk use is whatever the node reports.
-                    self.observe(health::probe(client, std::path::Path::new("")).await, &mut last_height);
+                    self.observe(health::probe(client, std::path::Path::new("")).await, &mut last_height, true);
                 }
             }
         }
