@@ -10,7 +10,7 @@ MINEBOX_SERVICES_SITE_METHOD = local
 MINEBOX_SERVICES_LICENSE = MIT or Apache-2.0
 MINEBOX_SERVICES_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
 	--exclude /target --exclude '/target-*' --exclude node_modules \
-	--exclude /out --exclude /tests/artifacts --exclude '*.img' --exclude '*.img.xz'
+	--exclude /out --exclude /.cache --exclude /tests/artifacts --exclude '*.img' --exclude '*.img.xz'
 
 MINEBOX_SERVICES_BINARIES = \
 	minebox-stratum \
