@@ -19,6 +19,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use minebox_api::{snapshot, stratum, supervisor, updater};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -64,7 +65,7 @@ type ApiResult = Result<Response, ApiError>;
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/api/v1/health", get(health))
+        .route(minebox_api::status::HEALTH, get(health))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/auth/session", get(session))
         .route("/api/v1/auth/setup", post(setup))
@@ -73,17 +74,17 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/auth/password", put(password))
         .route("/api/v1/overview", get(overview))
         .route("/api/v1/events", get(events))
-        .route("/api/v1/stratum", get(|s: State<Arc<App>>| pass(s, Service::Stratum, "/api/v1/stratum")))
+        .route("/api/v1/stratum", get(|s: State<Arc<App>>| pass(s, Service::Stratum, stratum::STATUS)))
         .route("/api/v1/workers", get(workers))
         .route("/api/v1/miners", get(miners))
         .route("/api/v1/blocks", get(blocks))
         .route("/api/v1/hashrate", get(hashrate))
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/nodes/{coin}/{action}", post(node_action))
-        .route("/api/v1/snapshots", get(|s: State<Arc<App>>| pass(s, Service::Snapshots, "/api/v1/snapshots")))
+        .route("/api/v1/snapshots", get(|s: State<Arc<App>>| pass(s, Service::Snapshots, snapshot::LIST)))
         .route("/api/v1/snapshots/{coin}/install", post(snapshot_install))
-        .route("/api/v1/updates", get(|s: State<Arc<App>>| pass(s, Service::Updates, "/api/v1/update")))
-        .route("/api/v1/updates/history", get(|s: State<Arc<App>>| pass(s, Service::Updates, "/api/v1/update/history")))
+        .route("/api/v1/updates", get(|s: State<Arc<App>>| pass(s, Service::Updates, updater::STATUS)))
+        .route("/api/v1/updates/history", get(|s: State<Arc<App>>| pass(s, Service::Updates, updater::HISTORY)))
         .route("/api/v1/updates/{action}", post(update_action))
         .route("/api/v1/system", get(system))
         .route("/api/v1/journal/{service}", get(journal))
@@ -252,8 +253,8 @@ async fn as_json_error(resp: Response) -> Response {
     out
 }
 
-async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+async fn health() -> Json<minebox_api::status::Health> {
+    Json(minebox_api::status::Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() })
 }
 
 async fn openapi() -> Response {
@@ -480,7 +481,7 @@ fn with_coin(path: &str, coin: &Option<String>) -> Result<String, ApiError> {
 async fn workers(State(app): State<Arc<App>>, Query(q): Query<WorkersQuery>) -> ApiResult {
     let limit = q.limit.unwrap_or(WORKERS_PAGE).clamp(1, WORKERS_MAX);
     let offset = q.offset.unwrap_or(0).min(1_000_000);
-    let path = with_coin("/api/v1/stratum/workers", &q.coin)?;
+    let path = with_coin(stratum::WORKERS, &q.coin)?;
     let mut page = app.up.get_page(Service::Stratum, &path, limit, offset).await?;
     // The decaying-average internals mean nothing to a reader; the hashrates say it.
     for w in &mut page.items {
@@ -498,7 +499,7 @@ async fn workers(State(app): State<Arc<App>>, Query(q): Query<WorkersQuery>) -> 
 }
 
 async fn miners(State(app): State<Arc<App>>, Query(q): Query<CoinQuery>) -> ApiResult {
-    Ok(Json(app.up.get(Service::Stratum, &with_coin("/api/v1/stratum/miners", &q.coin)?).await?).into_response())
+    Ok(Json(app.up.get(Service::Stratum, &with_coin(stratum::MINERS, &q.coin)?).await?).into_response())
 }
 
 #[derive(Deserialize)]
@@ -508,7 +509,7 @@ struct BlocksQuery {
 }
 
 async fn blocks(State(app): State<Arc<App>>, Query(q): Query<BlocksQuery>) -> ApiResult {
-    let mut path = with_coin("/api/v1/stratum/blocks", &q.coin)?;
+    let mut path = with_coin(stratum::BLOCKS, &q.coin)?;
     if let Some(l) = q.limit {
         path.push(if path.contains('?') { '&' } else { '?' });
         path.push_str(&format!("limit={}", l.clamp(1, 1000)));
@@ -525,7 +526,7 @@ struct HashrateQuery {
 
 async fn hashrate(State(app): State<Arc<App>>, Query(q): Query<HashrateQuery>) -> ApiResult {
     valid_coin(&q.coin)?;
-    let mut url = reqwest::Url::parse("http://x/api/v1/stratum/hashrate").expect("static url");
+    let mut url = reqwest::Url::parse(&format!("http://x{}", stratum::HASHRATE)).expect("static url");
     url.query_pairs_mut().append_pair("coin", &q.coin);
     if let Some(w) = &q.worker {
         url.query_pairs_mut().append_pair("worker", w);
@@ -549,25 +550,25 @@ fn public_node(mut n: Value) -> Value {
 }
 
 async fn nodes(State(app): State<Arc<App>>) -> ApiResult {
-    let v = app.up.get(Service::Supervisor, "/api/v1/nodes").await?;
+    let v = app.up.get(Service::Supervisor, supervisor::NODES).await?;
     let list: Vec<Value> = v.as_array().cloned().unwrap_or_default().into_iter().map(public_node).collect();
     Ok(Json(list).into_response())
 }
 
 async fn node_action(State(app): State<Arc<App>>, Path((coin, action)): Path<(String, String)>) -> ApiResult {
     valid_coin(&coin)?;
-    if action != "start" && action != "stop" {
+    let Some(act) = supervisor::NodeAction::parse(&action) else {
         return Err(ApiError::new(404, "nodes can be started or stopped"));
-    }
-    app.up.post(Service::Supervisor, &format!("/api/v1/nodes/{coin}/{action}"), None).await?;
+    };
+    app.up.post(Service::Supervisor, &act.path(&coin), None).await?;
     tracing::info!(coin, action, "node action from the status page");
-    let v = app.up.get(Service::Supervisor, &format!("/api/v1/nodes/{coin}")).await?;
+    let v = app.up.get(Service::Supervisor, &supervisor::node(&coin)).await?;
     Ok(Json(public_node(v)).into_response())
 }
 
 async fn snapshot_install(State(app): State<Arc<App>>, Path(coin): Path<String>) -> ApiResult {
     valid_coin(&coin)?;
-    let v = app.up.post(Service::Snapshots, &format!("/api/v1/snapshots/{coin}/install"), None).await?;
+    let v = app.up.post(Service::Snapshots, &snapshot::install(&coin), None).await?;
     Ok(Json(v).into_response())
 }
 
@@ -577,12 +578,10 @@ async fn update_action(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    match action.as_str() {
-        "check" | "install" | "usb" => {
-            Ok(Json(app.up.post(Service::Updates, &format!("/api/v1/update/{action}"), None).await?).into_response())
-        }
-        "upload" => upload(&app, &headers, body).await,
-        _ => Err(ApiError::new(404, "update actions: check, install, usb, upload")),
+    match updater::Action::parse(&action) {
+        Some(updater::Action::Upload) => upload(&app, &headers, body).await,
+        Some(a) => Ok(Json(app.up.post(Service::Updates, a.path(), None).await?).into_response()),
+        None => Err(ApiError::new(404, "update actions: check, install, usb, upload")),
     }
 }
 
@@ -600,7 +599,7 @@ async fn upload(app: &App, headers: &HeaderMap, body: Body) -> ApiResult {
     let resp = app
         .up
         .client()
-        .post(app.up.url(Service::Updates, "/api/v1/update/upload"))
+        .post(app.up.url(Service::Updates, updater::UPLOAD))
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_LENGTH, len)
         .timeout(std::time::Duration::from_secs(3600))

@@ -10,7 +10,6 @@ use crate::system;
 use crate::upstream::Upstreams;
 use minebox_coin::Registry;
 use minebox_settings::Settings;
-use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::RwLock;
@@ -26,7 +25,7 @@ pub struct App {
     pub up: Upstreams,
     pub tracker: SyncTracker,
     pub system: system::Sources,
-    pub events: broadcast::Sender<Value>,
+    pub events: broadcast::Sender<crate::feed::PageEvent>,
     /// A settings change was saved but the services have not been restarted to read it.
     pub restart_required: AtomicBool,
     /// Largest offline update bundle accepted through the page.

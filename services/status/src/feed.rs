@@ -3,53 +3,50 @@
 //! seconds while at least one page is open (no page open, no polling).
 
 use crate::app::App;
-use futures::StreamExt;
-use serde_json::{json, Value};
+use crate::overview::Overview;
+use minebox_api::sse::{self, Backoff};
+use minebox_api::{stratum, supervisor};
+use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
 /// How often an open page gets a new overview.
 pub const OVERVIEW_EVERY: Duration = Duration::from_secs(3);
-/// Longest SSE line accepted from a service; longer means something is wrong.
-const MAX_LINE: usize = 64 << 10;
 
-/// Follows a service's SSE stream forever, reconnecting with backoff, and republishes each
-/// event (a JSON object with a `kind`) tagged with its source.
-pub async fn follow(http: reqwest::Client, url: String, source: &'static str, tx: broadcast::Sender<Value>) {
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        match http.get(&url).timeout(Duration::from_secs(24 * 3600)).send().await {
-            Ok(resp) if resp.status().is_success() => {
-                backoff = Duration::from_secs(1);
-                let mut stream = resp.bytes_stream();
-                let mut line = Vec::new();
-                'read: while let Some(Ok(chunk)) = stream.next().await {
-                    for &b in chunk.iter() {
-                        if b == b'\n' {
-                            if let Some(data) = line.strip_prefix(b"data:") {
-                                if let Ok(mut v) = serde_json::from_slice::<Value>(data) {
-                                    if let Some(o) = v.as_object_mut() {
-                                        o.insert("source".into(), json!(source));
-                                        let _ = tx.send(v);
-                                    }
-                                }
-                            }
-                            line.clear();
-                        } else if line.len() < MAX_LINE {
-                            line.push(b);
-                        } else {
-                            break 'read;
-                        }
-                    }
-                }
-            }
-            Ok(resp) => tracing::debug!(url, status = %resp.status(), "event stream refused"),
-            Err(e) => tracing::debug!(url, error = %e, "event stream not reachable"),
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(30));
-    }
+/// What open pages are sent: each service's events as it sent them, with a `source`
+/// naming the service, and the overview with `kind: "overview"`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum PageEvent {
+    Service(ServiceEvent),
+    Overview {
+        kind: &'static str,
+        #[serde(flatten)]
+        overview: Box<Overview>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum ServiceEvent {
+    Stratum(stratum::Event),
+    Supervisor(supervisor::Event),
+}
+
+/// Follows a service's event stream for good, reconnecting with backoff, and republishes
+/// each event as the page's (`wrap` tags it with its source).
+pub async fn follow<E: serde::de::DeserializeOwned>(
+    http: reqwest::Client,
+    url: String,
+    wrap: fn(E) -> ServiceEvent,
+    tx: broadcast::Sender<PageEvent>,
+) {
+    let backoff = Backoff { first: Duration::from_secs(1), max: Duration::from_secs(30) };
+    sse::follow(&http, &url, backoff, |ev| {
+        let _ = tx.send(PageEvent::Service(wrap(ev)));
+    })
+    .await
 }
 
 /// Sends block-found notifications for every block the stratum server reports.
@@ -57,17 +54,17 @@ pub async fn notifier(app: Arc<App>) {
     let mut rx = app.events.subscribe();
     loop {
         match rx.recv().await {
-            Ok(ev) => {
-                if let Some(block) = crate::notify::BlockFound::from_event(&ev) {
-                    let (webhook, ntfy) = app.notify_targets();
-                    let http = app.up.client().clone();
-                    tokio::spawn(async move {
-                        for e in crate::notify::send(&http, &webhook, &ntfy, &block).await {
-                            tracing::warn!(error = %e, "block-found notification not delivered");
-                        }
-                    });
-                }
+            Ok(PageEvent::Service(ServiceEvent::Stratum(ev))) => {
+                let Some(block) = crate::notify::BlockFound::from_event(ev) else { continue };
+                let (webhook, ntfy) = app.notify_targets();
+                let http = app.up.client().clone();
+                tokio::spawn(async move {
+                    for e in crate::notify::send(&http, &webhook, &ntfy, &block).await {
+                        tracing::warn!(error = %e, "block-found notification not delivered");
+                    }
+                });
             }
+            Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(_)) => continue,
             Err(broadcast::error::RecvError::Closed) => return,
         }
@@ -84,9 +81,7 @@ pub async fn overviews(app: Arc<App>) {
         if app.events.receiver_count() <= 1 {
             continue;
         }
-        let o = app.overview().await;
-        let mut v = serde_json::to_value(o).expect("overview serializes");
-        v["kind"] = json!("overview");
-        let _ = app.events.send(v);
+        let overview = Box::new(app.overview().await);
+        let _ = app.events.send(PageEvent::Overview { kind: "overview", overview });
     }
 }

@@ -47,14 +47,14 @@ pub async fn serve(
     let feeds = [
         tokio::spawn(feed::follow(
             http.clone(),
-            app.up.url(upstream::Service::Stratum, "/api/v1/stratum/events"),
-            "stratum",
+            app.up.url(upstream::Service::Stratum, minebox_api::stratum::EVENTS),
+            feed::ServiceEvent::Stratum,
             app.events.clone(),
         )),
         tokio::spawn(feed::follow(
             http,
-            app.up.url(upstream::Service::Supervisor, "/api/v1/events"),
-            "supervisor",
+            app.up.url(upstream::Service::Supervisor, minebox_api::supervisor::EVENTS),
+            feed::ServiceEvent::Supervisor,
             app.events.clone(),
         )),
         tokio::spawn(feed::notifier(app.clone())),

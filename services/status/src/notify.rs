@@ -2,7 +2,8 @@
 //! text POST, the way ntfy.sh and self-hosted ntfy take messages). Targets are read from
 //! the settings at the moment of the event, so a change on the page applies at once.
 
-use serde_json::{json, Value};
+use minebox_api::stratum;
+use serde_json::json;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -15,14 +16,14 @@ pub struct BlockFound {
 }
 
 impl BlockFound {
-    pub fn from_event(v: &Value) -> Option<BlockFound> {
-        (v["kind"] == "block_found").then(|| BlockFound {
-            coin: v["coin"].as_str().unwrap_or_default().to_string(),
-            height: v["height"].as_u64().unwrap_or(0),
-            hash: v["hash"].as_str().unwrap_or_default().to_string(),
-            worker: v["worker"].as_str().unwrap_or_default().to_string(),
-            reward_sats: v["reward_sats"].as_u64().unwrap_or(0),
-        })
+    /// The block a stratum event announces, if it announces one.
+    pub fn from_event(ev: stratum::Event) -> Option<BlockFound> {
+        match ev {
+            stratum::Event::BlockFound { coin, height, hash, worker, reward_sats } => {
+                Some(BlockFound { coin, height, hash, worker, reward_sats })
+            }
+            _ => None,
+        }
     }
 
     pub fn headline(&self) -> String {

@@ -7,9 +7,10 @@ use crate::odds::{odds, Odds};
 use crate::sync::SyncTracker;
 use crate::system::System;
 use crate::upstream::{Service, Upstreams};
+use minebox_api::stratum::{self, Hashrates};
+use minebox_api::supervisor;
 use minebox_settings::Settings;
 use serde::Serialize;
-use serde_json::Value;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Overview {
@@ -37,16 +38,6 @@ pub struct CoinOverview {
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
-pub struct Hashrates {
-    #[serde(rename = "1m")]
-    pub m1: f64,
-    #[serde(rename = "1h")]
-    pub h1: f64,
-    #[serde(rename = "24h")]
-    pub d1: f64,
-}
-
-#[derive(Debug, Clone, Serialize, Default)]
 pub struct NodeSummary {
     /// The supervisor's state (starting, syncing, synced, stalled, stopped, crashed, ...),
     /// or `unknown` when the supervisor does not answer.
@@ -70,14 +61,6 @@ pub struct StratumSummary {
     pub listening: bool,
 }
 
-fn f(v: &Value, path: &[&str]) -> Option<f64> {
-    path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_f64)
-}
-
-fn u(v: &Value, path: &[&str]) -> Option<u64> {
-    path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_u64)
-}
-
 pub async fn build(
     up: &Upstreams,
     settings: &Settings,
@@ -86,59 +69,37 @@ pub async fn build(
     system: System,
 ) -> Overview {
     let (stratum, nodes, miners) = tokio::join!(
-        up.get(Service::Stratum, "/api/v1/stratum"),
-        up.get(Service::Supervisor, "/api/v1/nodes"),
-        up.get(Service::Stratum, "/api/v1/stratum/miners"),
+        up.get_as::<Vec<stratum::CoinStatus>>(Service::Stratum, stratum::STATUS),
+        up.get_as::<Vec<supervisor::Node>>(Service::Supervisor, supervisor::NODES),
+        up.get_as::<Vec<stratum::Miner>>(Service::Stratum, stratum::MINERS),
     );
     let mut problems = Vec::new();
-    let stratum = stratum.map_err(|e| problems.push(e.to_string())).unwrap_or(Value::Null);
-    let nodes = nodes.map_err(|e| problems.push(e.to_string())).unwrap_or(Value::Null);
-    let miners = miners.unwrap_or(Value::Null);
+    let stratum = stratum.map_err(|e| problems.push(e.to_string())).unwrap_or_default();
+    let nodes = nodes.map_err(|e| problems.push(e.to_string())).unwrap_or_default();
+    let miners = miners.unwrap_or_default();
     let at = minebox_time();
-    let empty = Vec::new();
     let coins = settings
         .coins
         .values()
         .filter(|c| c.enabled)
         .map(|c| {
-            let s = stratum
-                .as_array()
-                .unwrap_or(&empty)
-                .iter()
-                .find(|s| s["coin"] == c.id.as_str())
-                .cloned()
-                .unwrap_or(Value::Null);
-            let n = nodes
-                .as_array()
-                .unwrap_or(&empty)
-                .iter()
-                .find(|n| n["coin"] == c.id.as_str())
-                .cloned()
-                .unwrap_or(Value::Null);
-            let progress = f(&n, &["health", "verification_progress"]);
+            let s = stratum.iter().find(|s| s.coin == c.id);
+            let n = nodes.iter().find(|n| n.coin == c.id);
+            let health = n.and_then(|n| n.health.as_ref());
+            let progress = health.map(|h| h.verification_progress);
             let node = NodeSummary {
-                state: n["state"].as_str().unwrap_or("unknown").to_string(),
-                detail: n["detail"].as_str().unwrap_or("").to_string(),
-                blocks: u(&n, &["health", "blocks"]),
-                headers: u(&n, &["health", "headers"]),
+                state: n.map_or("unknown", |n| n.state.as_str()).to_string(),
+                detail: n.map(|n| n.detail.clone()).unwrap_or_default(),
+                blocks: health.map(|h| h.blocks),
+                headers: health.map(|h| h.headers),
                 progress,
                 eta_secs: progress.and_then(|p| tracker.observe(&c.id, at, p)),
-                peers: u(&n, &["health", "peers"]),
-                version: n["health"]["version"].as_str().map(str::to_string),
+                peers: health.map(|h| h.peers),
+                version: health.map(|h| h.version.clone()),
             };
-            let hashrate = Hashrates {
-                m1: f(&s, &["hashrate", "1m"]).unwrap_or(0.0),
-                h1: f(&s, &["hashrate", "1h"]).unwrap_or(0.0),
-                d1: f(&s, &["hashrate", "24h"]).unwrap_or(0.0),
-            };
-            let session_best = miners
-                .as_array()
-                .unwrap_or(&empty)
-                .iter()
-                .filter(|m| m["coin"] == c.id.as_str())
-                .filter_map(|m| m["best_share"].as_f64())
-                .fold(0.0, f64::max);
-            let difficulty = f(&s, &["node", "network_difficulty"]).unwrap_or(0.0);
+            let hashrate = s.map(|s| s.hashrate).unwrap_or_default();
+            let session_best = miners.iter().filter(|m| m.coin == c.id).map(|m| m.miner.best_share).fold(0.0, f64::max);
+            let difficulty = s.map_or(0.0, |s| s.node.network_difficulty);
             // The hour's average when there is one: a minute's figure swings too much for odds.
             let rate = if hashrate.h1 > 0.0 { hashrate.h1 } else { hashrate.m1 };
             CoinOverview {
@@ -149,14 +110,14 @@ pub async fn build(
                 stratum: StratumSummary {
                     port: c.stratum_port,
                     user: format!("{}.bitaxe1", c.payout_address),
-                    listening: !s.is_null(),
+                    listening: s.is_some(),
                 },
-                miners: u(&s, &["miners"]).unwrap_or(0),
-                workers: u(&s, &["workers"]).unwrap_or(0),
+                miners: s.map_or(0, |s| s.miners as u64),
+                workers: s.map_or(0, |s| s.workers as u64),
                 hashrate,
-                best_share_all_time: f(&s, &["best_share"]).unwrap_or(0.0),
+                best_share_all_time: s.map_or(0.0, |s| s.best_share),
                 best_share_session: session_best,
-                blocks_found: u(&s, &["blocks_found"]).unwrap_or(0),
+                blocks_found: s.map_or(0, |s| s.blocks_found),
                 odds: odds(difficulty, rate),
             }
         })

@@ -40,6 +40,8 @@ pub enum UpstreamError {
     Refused { service: Service, status: u16, message: String },
     #[error("the {}'s answer is larger than the page reads ({} KiB); ask for fewer entries (limit)", .service.name(), .bytes >> 10)]
     TooLarge { service: Service, bytes: usize },
+    #[error("the {} answered something this page does not read ({detail}); update the box so its services are one version", .service.name())]
+    Unreadable { service: Service, detail: String },
 }
 
 impl UpstreamError {
@@ -101,6 +103,16 @@ impl Upstreams {
         self.send(service, self.http.get(self.url(service, path))).await
     }
 
+    /// An answer read as the type the service's API module says it is.
+    pub async fn get_as<T: serde::de::DeserializeOwned>(
+        &self,
+        service: Service,
+        path: &str,
+    ) -> Result<T, UpstreamError> {
+        let body = self.body(service, self.http.get(self.url(service, path))).await?;
+        serde_json::from_slice(&body).map_err(|e| UpstreamError::Unreadable { service, detail: e.to_string() })
+    }
+
     pub async fn post(&self, service: Service, path: &str, body: Option<&Value>) -> Result<Value, UpstreamError> {
         let mut req = self.http.post(self.url(service, path));
         if let Some(b) = body {
@@ -110,6 +122,15 @@ impl Upstreams {
     }
 
     async fn send(&self, service: Service, req: reqwest::RequestBuilder) -> Result<Value, UpstreamError> {
+        let body = self.body(service, req).await?;
+        if body.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&body).or_else(|_| Ok(Value::String(String::from_utf8_lossy(&body).into_owned())))
+    }
+
+    /// The body of a successful answer; a refusal as the error it is.
+    async fn body(&self, service: Service, req: reqwest::RequestBuilder) -> Result<Vec<u8>, UpstreamError> {
         let unreachable = |e: reqwest::Error| UpstreamError::Unreachable { service, detail: short(&e) };
         let mut resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
@@ -127,10 +148,7 @@ impl Upstreams {
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(300).collect());
             return Err(UpstreamError::Refused { service, status: status.as_u16(), message });
         }
-        if body.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&body).or_else(|_| Ok(Value::String(String::from_utf8_lossy(&body).into_owned())))
+        Ok(body)
     }
 }
 

@@ -3,16 +3,17 @@
 //! Listens on localhost only; the status service is what faces the LAN (with a login).
 
 use crate::event::Event;
-use crate::pool::{LiveMiner, Pool};
+use crate::pool::Pool;
 use crate::stats::unix_now;
 use crate::stats::{Registry, WorkerStats};
 use crate::store::{BlockRecord, Store};
-use crate::work::{NodeStatus, SharedNodeStatus};
+use crate::work::SharedNodeStatus;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use minebox_api::stratum::{self as routes, CoinStatus, Hashrates, Job, Miner};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -35,45 +36,6 @@ pub struct ApiState {
 }
 
 #[derive(Serialize)]
-struct CoinStatus {
-    coin: String,
-    network: String,
-    listen: String,
-    /// "miner" or "owner" (see the `payout` module), and the owner's address; both null
-    /// when the server runs without one (flags mode).
-    payout_policy: Option<&'static str>,
-    payout_address: Option<String>,
-    miners: usize,
-    workers: usize,
-    hashrate: Hashrates,
-    best_share: f64,
-    blocks_found: u64,
-    node: NodeStatus,
-    job: Option<JobView>,
-    rejected_before_authorize: std::collections::HashMap<&'static str, u64>,
-}
-
-#[derive(Serialize, Default)]
-struct Hashrates {
-    #[serde(rename = "1m")]
-    m1: f64,
-    #[serde(rename = "1h")]
-    h1: f64,
-    #[serde(rename = "24h")]
-    d1: f64,
-}
-
-#[derive(Serialize)]
-struct JobView {
-    height: u64,
-    prev_hash: String,
-    transactions: usize,
-    coinbase_value_sats: u64,
-    network_difficulty: f64,
-    age_secs: f64,
-}
-
-#[derive(Serialize)]
 struct WorkerView {
     #[serde(flatten)]
     stats: WorkerStats,
@@ -87,13 +49,13 @@ fn hashrates(w: &WorkerStats, t: f64) -> Hashrates {
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/api/v1/stratum", get(status))
-        .route("/api/v1/stratum/workers", get(workers))
-        .route("/api/v1/stratum/miners", get(miners))
-        .route("/api/v1/stratum/blocks", get(blocks))
-        .route("/api/v1/stratum/hashrate", get(hashrate))
-        .route("/api/v1/stratum/events", get(events))
-        .route("/healthz", get(|| async { "ok" }))
+        .route(routes::STATUS, get(status))
+        .route(routes::WORKERS, get(workers))
+        .route(routes::MINERS, get(miners))
+        .route(routes::BLOCKS, get(blocks))
+        .route(routes::HASHRATE, get(hashrate))
+        .route(routes::EVENTS, get(events))
+        .route(minebox_api::HEALTHZ, get(|| async { "ok" }))
         .with_state(state)
 }
 
@@ -108,12 +70,9 @@ async fn status(State(s): State<ApiState>) -> Json<Vec<CoinStatus>> {
             let mine: Vec<&WorkerStats> = workers.iter().filter(|w| &w.coin == coin).collect();
             let mut total = Hashrates::default();
             for w in &mine {
-                let h = hashrates(w, t);
-                total.m1 += h.m1;
-                total.h1 += h.h1;
-                total.d1 += h.d1;
+                total += hashrates(w, t);
             }
-            let job = c.pool.work.borrow().as_ref().map(|tpl| JobView {
+            let job = c.pool.work.borrow().as_ref().map(|tpl| Job {
                 height: tpl.height,
                 prev_hash: tpl.prev_hash.to_string(),
                 transactions: tpl.transactions.len(),
@@ -125,7 +84,7 @@ async fn status(State(s): State<ApiState>) -> Json<Vec<CoinStatus>> {
                 coin: coin.clone(),
                 network: c.pool.network.clone(),
                 listen: c.listen.clone(),
-                payout_policy: c.pool.ctx.payouts.owner().map(|o| o.policy.as_str()),
+                payout_policy: c.pool.ctx.payouts.owner().map(|o| o.policy.as_str().to_string()),
                 payout_address: c.pool.ctx.payouts.owner().map(|o| o.address.clone()),
                 miners: c.pool.live.len(),
                 workers: mine.iter().filter(|w| w.connections > 0).count(),
@@ -134,7 +93,12 @@ async fn status(State(s): State<ApiState>) -> Json<Vec<CoinStatus>> {
                 blocks_found: mine.iter().map(|w| w.blocks).sum(),
                 node: c.node.lock().expect("status lock").clone(),
                 job,
-                rejected_before_authorize: s.stats.anonymous_rejects(coin),
+                rejected_before_authorize: s
+                    .stats
+                    .anonymous_rejects(coin)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
             }
         })
         .collect();
@@ -177,19 +141,12 @@ async fn workers(State(s): State<ApiState>, Query(q): Query<WorkersQuery>) -> im
     ([("x-total-count", total.to_string())], Json(out))
 }
 
-#[derive(Serialize)]
-struct MinerView {
-    coin: String,
-    #[serde(flatten)]
-    miner: LiveMiner,
-}
-
-async fn miners(State(s): State<ApiState>, Query(q): Query<CoinFilter>) -> Json<Vec<MinerView>> {
+async fn miners(State(s): State<ApiState>, Query(q): Query<CoinFilter>) -> Json<Vec<Miner>> {
     let out = s
         .coins
         .iter()
         .filter(|c| q.coin.as_ref().is_none_or(|x| *x == c.pool.ctx.coin))
-        .flat_map(|c| c.pool.live.list().into_iter().map(|m| MinerView { coin: c.pool.ctx.coin.clone(), miner: m }))
+        .flat_map(|c| c.pool.live.list().into_iter().map(|m| Miner { coin: c.pool.ctx.coin.clone(), miner: m }))
         .collect();
     Json(out)
 }

@@ -163,7 +163,8 @@ pub async fn serve(
     let mut malformed = 0u32;
     let connected = Instant::now();
     let mut last_message = Instant::now();
-    pool.live.insert(conn_id, LiveMiner::new(peer, unix_now()));
+    pool.live
+        .insert(conn_id, LiveMiner { peer: peer.to_string(), connected_at: unix_now() as i64, ..LiveMiner::default() });
 
     let reason = loop {
         let deadline = if session.is_authorized() {

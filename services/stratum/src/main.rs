@@ -272,8 +272,10 @@ fn from_settings(cli: &Cli, path: &std::path::Path) -> anyhow::Result<ServiceCon
         // (API answering, healthy) rather than crash-loop until restarted with a coin enabled.
         tracing::warn!("{}: no coin is enabled; enable one under [coins.<id>] with a payout_address", path.display());
     }
-    let supervisor_events =
-        cli.supervisor_events.clone().or_else(|| Some(format!("http://{}/api/v1/events", settings.supervisor.api)));
+    let supervisor_events = cli
+        .supervisor_events
+        .clone()
+        .or_else(|| Some(format!("http://{}{}", settings.supervisor.api, minebox_api::supervisor::EVENTS)));
     Ok(ServiceConfig {
         coins,
         database: settings.paths.state.clone(),

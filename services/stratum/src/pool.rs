@@ -5,9 +5,7 @@ use crate::connection::Limits;
 use crate::job::Template;
 use crate::quiet_log::QuietLog;
 use crate::session::{PoolContext, Session};
-use serde::Serialize;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 
@@ -32,34 +30,8 @@ impl Pool {
     }
 }
 
-/// A connected miner as the status page shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct LiveMiner {
-    pub peer: String,
-    pub connected_at: i64,
-    pub user_agent: String,
-    pub workers: Vec<String>,
-    pub difficulty: f64,
-    pub accepted: u64,
-    pub rejected: u64,
-    /// Best share of this connection (the "session best" on the status page).
-    pub best_share: f64,
-}
-
-impl LiveMiner {
-    pub fn new(peer: SocketAddr, now: f64) -> LiveMiner {
-        LiveMiner {
-            peer: peer.to_string(),
-            connected_at: now as i64,
-            user_agent: String::new(),
-            workers: Vec::new(),
-            difficulty: 0.0,
-            accepted: 0,
-            rejected: 0,
-            best_share: 0.0,
-        }
-    }
-}
+/// A connected miner as the status page shows it (one type with the API's readers).
+pub use minebox_api::stratum::LiveMiner;
 
 #[derive(Default)]
 pub struct LiveMiners {

@@ -14,7 +14,6 @@ use crate::stats::unix_now;
 use bitcoin::hashes::Hash;
 use bitcoin::{Amount, BlockHash};
 use minebox_node_rpc::{BlockTemplate, NodeClient, RpcError};
-use serde::Serialize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -35,20 +34,7 @@ pub struct WorkConfig {
 }
 
 /// What the status page shows about the node behind this coin's work.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct NodeStatus {
-    pub reachable: bool,
-    pub last_error: Option<String>,
-    pub height: Option<u64>,
-    pub best_hash: Option<String>,
-    pub template_at: Option<i64>,
-    pub template_transactions: usize,
-    pub template_fees_sats: u64,
-    pub coinbase_value_sats: u64,
-    pub network_difficulty: f64,
-    /// How new blocks are noticed: "zmq" or "poll".
-    pub block_notify: &'static str,
-}
+pub use minebox_api::stratum::NodeStatus;
 
 pub type SharedNodeStatus = Arc<Mutex<NodeStatus>>;
 
@@ -86,10 +72,10 @@ impl WorkFeed {
             tokio::spawn(async move {
                 minebox_node_rpc::hashblock::forward(&endpoint, notify_tx, shutdown).await;
             });
-            self.status.lock().expect("status lock").block_notify = "zmq";
+            self.status.lock().expect("status lock").block_notify = "zmq".into();
         } else {
             drop(notify_tx);
-            self.status.lock().expect("status lock").block_notify = "poll";
+            self.status.lock().expect("status lock").block_notify = "poll".into();
         }
         let poll = if self.config.zmq_hashblock.is_some() {
             // ZMQ does the real work; the poll is a safety net for a dropped notification.

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use minebox_api::supervisor as routes;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
@@ -21,12 +22,12 @@ pub struct ApiState {
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/api/v1/nodes", get(list))
-        .route("/api/v1/nodes/{coin}", get(one))
-        .route("/api/v1/nodes/{coin}/start", post(start))
-        .route("/api/v1/nodes/{coin}/stop", post(stop))
-        .route("/api/v1/events", get(events))
-        .route("/healthz", get(|| async { "ok" }))
+        .route(routes::NODES, get(list))
+        .route(routes::NODE, get(one))
+        .route(routes::NODE_START, post(start))
+        .route(routes::NODE_STOP, post(stop))
+        .route(routes::EVENTS, get(events))
+        .route(minebox_api::HEALTHZ, get(|| async { "ok" }))
         .with_state(state)
 }
 

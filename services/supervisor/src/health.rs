@@ -2,43 +2,12 @@
 //! verification progress, initial download, peers, mempool and disk use.
 
 use minebox_node_rpc::{NodeClient, RpcError};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NodeState {
-    /// Started; its RPC does not answer yet (or it is warming up).
-    Starting,
-    Syncing,
-    Synced,
-    /// Syncing, but the height has not moved for a long time.
-    Stalled,
-    /// Died; a restart is pending.
-    Crashed,
-    /// Died too often in a short time; not restarted until a user starts it.
-    CrashLoop,
-    /// Stopped cleanly because the disk was nearly full.
-    StoppedForDisk,
-    Stopped,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Health {
-    pub chain: String,
-    pub blocks: u64,
-    pub headers: u64,
-    pub verification_progress: f64,
-    pub initial_block_download: bool,
-    pub peers: u64,
-    pub mempool_transactions: u64,
-    pub mempool_bytes: u64,
-    pub pruned: bool,
-    /// Bytes the node's data directory uses on disk.
-    pub disk_bytes: u64,
-    pub version: String,
-}
+/// The node's state and health as the API shows them: one type with its readers.
+pub use minebox_api::supervisor::{Health, NodeState};
 
 #[derive(Deserialize)]
 struct Mempool {

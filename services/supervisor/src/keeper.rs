@@ -8,7 +8,6 @@ use crate::health::{self, Health, NodeState};
 use crate::launch::{self, Launch, Phase};
 use minebox_node_rpc::{Auth, NodeClient};
 use minebox_settings::{CoinSettings, NodeKind};
-use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,24 +51,8 @@ impl Default for Policy {
     }
 }
 
-/// What the API shows for a node.
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeView {
-    pub coin: String,
-    pub network: String,
-    pub flavour: String,
-    pub state: NodeState,
-    /// Why the node is in this state, in words (crash reason, disk, ...).
-    pub detail: String,
-    pub health: Option<Health>,
-    pub pid: Option<u32>,
-    pub restarts: u32,
-    pub rpc_url: String,
-    pub zmq_hashblock: Option<String>,
-    /// The file with the RPC credentials (the secret itself never leaves the box's disk).
-    pub credentials_file: PathBuf,
-    pub backend: &'static str,
-}
+/// What the API shows for a node: one type with the API's readers.
+pub use minebox_api::supervisor::Node as NodeView;
 
 pub type SharedView = Arc<Mutex<NodeView>>;
 
@@ -396,7 +379,7 @@ impl Keeper {
             v.credentials_file = self.coin.rpc_cookie.clone();
             v.zmq_hashblock = (self.coin.node_flavour != "bcoin")
                 .then(|| format!("tcp://{}:{}", self.coin.rpc_host, self.coin.zmq_port));
-            v.backend = "external";
+            v.backend = "external".into();
         }
         let client = if self.coin.enabled {
             match NodeClient::new(&rpc_url, Auth::CookieFile(self.coin.rpc_cookie.clone())) {

@@ -73,7 +73,7 @@ pub async fn start(
             rpc_url: String::new(),
             zmq_hashblock: None,
             credentials_file: Default::default(),
-            backend: backend.name(),
+            backend: backend.name().to_string(),
         }));
         let (tx, rx) = mpsc::channel(8);
         let k = Keeper {

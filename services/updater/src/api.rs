@@ -16,19 +16,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
+use minebox_api::updater as routes;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 pub fn router(handle: Handle) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/api/v1/update", get(status))
-        .route("/api/v1/update/history", get(history))
-        .route("/api/v1/update/check", post(check))
-        .route("/api/v1/update/install", post(install))
-        .route("/api/v1/update/upload", post(upload).layer(DefaultBodyLimit::disable()))
-        .route("/api/v1/update/usb", post(usb))
+        .route(minebox_api::HEALTHZ, get(|| async { "ok" }))
+        .route(routes::STATUS, get(status))
+        .route(routes::HISTORY, get(history))
+        .route(routes::CHECK, post(check))
+        .route(routes::INSTALL, post(install))
+        .route(routes::UPLOAD, post(upload).layer(DefaultBodyLimit::disable()))
+        .route(routes::USB, post(usb))
         .with_state(handle)
 }
 

@@ -3,6 +3,7 @@
 //! status page answering its health endpoint, and the supervisor answering for the nodes.
 
 use crate::config::HealthConfig;
+use minebox_api as api;
 use serde::Serialize;
 use std::time::Duration;
 use tokio::process::Command;
@@ -60,12 +61,15 @@ impl HealthCheck {
             checks.push(Check { name: format!("stratum {addr}"), ok, detail });
         }
         let status = &self.config.status_url;
-        let page = match self.get(&format!("{status}/api/v1/health")).await {
-            Ok(()) => Ok(()),
-            Err(first) => self.get(&format!("{status}/healthz")).await.map_err(|e| format!("{first}; {e}")),
+        let page = match self.get::<api::status::Health>(&format!("{status}{}", api::status::HEALTH)).await {
+            Ok(_) => Ok(()),
+            Err(first) => {
+                self.get_ok(&format!("{status}{}", api::HEALTHZ)).await.map(drop).map_err(|e| format!("{first}; {e}"))
+            }
         };
         checks.push(check("status page", page));
-        let nodes = self.get(&format!("{}/api/v1/nodes", self.config.supervisor_url)).await;
+        let nodes_url = format!("{}{}", self.config.supervisor_url, api::supervisor::NODES);
+        let nodes = self.get::<Vec<api::supervisor::Node>>(&nodes_url).await.map(drop);
         checks.push(check("supervisor nodes", nodes));
         Report { healthy: checks.iter().all(|c| c.ok), checks }
     }
@@ -84,12 +88,20 @@ impl HealthCheck {
         }
     }
 
-    async fn get(&self, url: &str) -> Result<(), String> {
+    /// A 2xx answer, whatever it says (the page's plain `/healthz`).
+    async fn get_ok(&self, url: &str) -> Result<reqwest::Response, String> {
         match self.client.get(url).send().await {
-            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) if r.status().is_success() => Ok(r),
             Ok(r) => Err(format!("{url}: HTTP {}", r.status())),
             Err(e) => Err(format!("{url}: {e}")),
         }
+    }
+
+    /// A 2xx answer that reads as what the service's API says it answers: a port that
+    /// answers something else is not the service.
+    async fn get<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, String> {
+        let r = self.get_ok(url).await?;
+        r.json().await.map_err(|e| format!("{url}: not the answer this service gives ({e})"))
     }
 }
 

@@ -1,0 +1,158 @@
+//! The stratum server's local API (127.0.0.1 only), read by the status page.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// `GET`: one [`CoinStatus`] per coin served.
+pub const STATUS: &str = "/api/v1/stratum";
+/// `GET ?coin=&limit=&offset=`: workers, most recently seen first; the total in `X-Total-Count`.
+pub const WORKERS: &str = "/api/v1/stratum/workers";
+/// `GET ?coin=`: the connected miners, as [`Miner`]s.
+pub const MINERS: &str = "/api/v1/stratum/miners";
+/// `GET ?coin=&limit=`: blocks found, newest first.
+pub const BLOCKS: &str = "/api/v1/stratum/blocks";
+/// `GET ?coin=&worker=&since=`: hashrate history.
+pub const HASHRATE: &str = "/api/v1/stratum/hashrate";
+/// `GET`: [`Event`]s as server-sent events.
+pub const EVENTS: &str = "/api/v1/stratum/events";
+
+/// Hashrate in hashes per second, averaged over a minute, an hour and a day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Hashrates {
+    #[serde(rename = "1m")]
+    pub m1: f64,
+    #[serde(rename = "1h")]
+    pub h1: f64,
+    #[serde(rename = "24h")]
+    pub d1: f64,
+}
+
+impl std::ops::AddAssign for Hashrates {
+    fn add_assign(&mut self, o: Hashrates) {
+        self.m1 += o.m1;
+        self.h1 += o.h1;
+        self.d1 += o.d1;
+    }
+}
+
+/// One coin's server: `GET /api/v1/stratum` answers a list of these.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CoinStatus {
+    pub coin: String,
+    pub network: String,
+    pub listen: String,
+    /// "miner" or "owner" (see the stratum server's `payout` module), and the owner's
+    /// address; both null when the server runs without one (flags mode).
+    pub payout_policy: Option<String>,
+    pub payout_address: Option<String>,
+    pub miners: usize,
+    pub workers: usize,
+    pub hashrate: Hashrates,
+    pub best_share: f64,
+    pub blocks_found: u64,
+    pub node: NodeStatus,
+    pub job: Option<Job>,
+    /// Shares refused before the miner authorized, by reason.
+    #[serde(deserialize_with = "crate::or_default")]
+    pub rejected_before_authorize: HashMap<String, u64>,
+}
+
+/// What the status page shows about the node behind this coin's work.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeStatus {
+    pub reachable: bool,
+    pub last_error: Option<String>,
+    pub height: Option<u64>,
+    pub best_hash: Option<String>,
+    pub template_at: Option<i64>,
+    pub template_transactions: usize,
+    pub template_fees_sats: u64,
+    pub coinbase_value_sats: u64,
+    pub network_difficulty: f64,
+    /// How new blocks are noticed: "zmq" or "poll".
+    pub block_notify: String,
+}
+
+/// The job miners are working on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Job {
+    pub height: u64,
+    pub prev_hash: String,
+    pub transactions: usize,
+    pub coinbase_value_sats: u64,
+    pub network_difficulty: f64,
+    pub age_secs: f64,
+}
+
+/// A connected miner: `GET /api/v1/stratum/miners` answers a list of these.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Miner {
+    pub coin: String,
+    #[serde(flatten)]
+    pub miner: LiveMiner,
+}
+
+/// A connected miner as the stratum server keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LiveMiner {
+    pub peer: String,
+    pub connected_at: i64,
+    pub user_agent: String,
+    pub workers: Vec<String>,
+    pub difficulty: f64,
+    pub accepted: u64,
+    pub rejected: u64,
+    /// Best share of this connection (the "session best" on the status page).
+    pub best_share: f64,
+}
+
+/// Things worth telling the status page (and, through it, the owner) as they happen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// A share met the network target; the block is recorded and being submitted.
+    BlockFound {
+        coin: String,
+        height: u64,
+        hash: String,
+        worker: String,
+        reward_sats: u64,
+    },
+    /// The node took the block.
+    BlockAccepted {
+        coin: String,
+        height: u64,
+        hash: String,
+    },
+    /// The node refused the block, with its reason.
+    BlockRejected {
+        coin: String,
+        height: u64,
+        hash: String,
+        reason: String,
+    },
+    /// The block lost a race: another block is at its height in the best chain.
+    BlockOrphaned {
+        coin: String,
+        height: u64,
+        hash: String,
+    },
+    /// The network moved on; miners were sent clean jobs.
+    NewBlock {
+        coin: String,
+        height: u64,
+    },
+    NodeDown {
+        coin: String,
+        error: String,
+    },
+    NodeUp {
+        coin: String,
+    },
+}

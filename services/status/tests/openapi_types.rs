@@ -1,0 +1,221 @@
+//! The OpenAPI document the page serves is checked against the types that make the
+//! answers: a sample of each type, serialized as the services serialize it, must match
+//! its schema (types, required fields, null only where nullable), and every property the
+//! schema documents must be a field of the type, every field of the type a documented
+//! property. A field renamed or added in `minebox-api` (or the overview) without the
+//! document fails here, not in a user's client. The check covers the subset of JSON
+//! Schema the document uses ($ref, type, nullable, properties, required, items,
+//! additionalProperties, minItems/maxItems, enum).
+
+use minebox_api::{stratum, supervisor};
+use minebox_status::overview::{CoinOverview, NodeSummary, Overview, StratumSummary};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+fn document() -> Value {
+    serde_json::from_str(minebox_status::api::OPENAPI).expect("the OpenAPI document is JSON")
+}
+
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema.get("$ref").and_then(Value::as_str) {
+        Some(r) => {
+            let name = r.strip_prefix("#/components/schemas/").expect("local schema refs");
+            &doc["components"]["schemas"][name]
+        }
+        None => schema,
+    }
+}
+
+/// Every way `value` departs from `schema`, as `path: problem`.
+fn check(doc: &Value, schema: &Value, value: &Value, path: &str, allowed_extra: &[&str], out: &mut Vec<String>) {
+    let schema = resolve(doc, schema);
+    if value.is_null() {
+        if !schema["nullable"].as_bool().unwrap_or(false) {
+            out.push(format!("{path}: null, but the schema is not nullable"));
+        }
+        return;
+    }
+    let ty = schema["type"].as_str().unwrap_or("");
+    let ok = match ty {
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        "" => true,
+        other => panic!("{path}: schema type {other} not understood by this check"),
+    };
+    if !ok {
+        out.push(format!("{path}: {value} is not of type {ty}"));
+        return;
+    }
+    if let Some(e) = schema.get("enum").and_then(Value::as_array) {
+        if !e.contains(value) {
+            out.push(format!("{path}: {value} is not one of {e:?}"));
+        }
+    }
+    if let Some(items) = value.as_array() {
+        if let Some(min) = schema["minItems"].as_u64() {
+            if (items.len() as u64) < min {
+                out.push(format!("{path}: fewer than {min} items"));
+            }
+        }
+        if let Some(max) = schema["maxItems"].as_u64() {
+            if items.len() as u64 > max {
+                out.push(format!("{path}: more than {max} items"));
+            }
+        }
+        if let Some(item) = schema.get("items") {
+            for (i, v) in items.iter().enumerate() {
+                check(doc, item, v, &format!("{path}[{i}]"), &[], out);
+            }
+        }
+    }
+    let Some(obj) = value.as_object() else { return };
+    let props = schema.get("properties").and_then(Value::as_object);
+    for r in schema["required"].as_array().into_iter().flatten() {
+        if !obj.contains_key(r.as_str().unwrap()) {
+            out.push(format!("{path}: required property {r} missing"));
+        }
+    }
+    if let Some(props) = props {
+        for (k, s) in props {
+            match obj.get(k) {
+                Some(v) => check(doc, s, v, &format!("{path}.{k}"), &[], out),
+                None => out.push(format!("{path}.{k}: documented, but the type has no such field")),
+            }
+        }
+        for k in obj.keys() {
+            if !props.contains_key(k) && !allowed_extra.contains(&k.as_str()) {
+                out.push(format!("{path}.{k}: a field of the type the document does not describe"));
+            }
+        }
+    } else if let Some(extra) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+        for (k, v) in obj {
+            check(doc, extra, v, &format!("{path}.{k}"), &[], out);
+        }
+    }
+}
+
+fn problems(schema: &str, value: impl serde::Serialize, allowed_extra: &[&str]) -> Vec<String> {
+    let doc = document();
+    let schema_ref = json!({ "$ref": format!("#/components/schemas/{schema}") });
+    let mut out = Vec::new();
+    check(&doc, &schema_ref, &serde_json::to_value(value).unwrap(), schema, allowed_extra, &mut out);
+    out
+}
+
+fn coin_status(job: Option<stratum::Job>) -> stratum::CoinStatus {
+    stratum::CoinStatus {
+        coin: "btc".into(),
+        network: "regtest".into(),
+        listen: "0.0.0.0:3333".into(),
+        payout_policy: Some("owner".into()),
+        payout_address: Some("bcrt1qexample".into()),
+        miners: 2,
+        workers: 3,
+        hashrate: stratum::Hashrates { m1: 1.5e12, h1: 1.0e12, d1: 9.0e11 },
+        best_share: 12345.5,
+        blocks_found: 1,
+        node: stratum::NodeStatus { reachable: true, block_notify: "zmq".into(), ..Default::default() },
+        job,
+        rejected_before_authorize: HashMap::from([("unauthorized".to_string(), 4)]),
+    }
+}
+
+fn node(health: Option<supervisor::Health>) -> supervisor::Node {
+    supervisor::Node {
+        coin: "btc".into(),
+        network: "regtest".into(),
+        flavour: "core".into(),
+        state: supervisor::NodeState::CrashLoop,
+        detail: "exited 3 times in 10 minutes".into(),
+        health,
+        pid: Some(42),
+        restarts: 3,
+        rpc_url: "http://127.0.0.1:18443".into(),
+        zmq_hashblock: None,
+        credentials_file: "/var/lib/minebox/secrets/btc.cookie".into(),
+        backend: "systemd".into(),
+    }
+}
+
+#[test]
+fn the_stratum_answers_match_the_document() {
+    let job = stratum::Job {
+        height: 101,
+        prev_hash: "00".repeat(32),
+        transactions: 3,
+        coinbase_value_sats: 5_000_000_000,
+        network_difficulty: 4.6e-10,
+        age_secs: 1.5,
+    };
+    for status in [coin_status(Some(job)), coin_status(None)] {
+        assert_eq!(problems("StratumCoin", &status, &[]), Vec::<String>::new());
+    }
+    let miner = stratum::Miner {
+        coin: "btc".into(),
+        miner: stratum::LiveMiner {
+            peer: "10.0.0.7:51234".into(),
+            connected_at: 1_700_000_000,
+            user_agent: "bitaxe/2.4".into(),
+            workers: vec!["bcrt1qexample.w1".into()],
+            difficulty: 512.0,
+            accepted: 10,
+            rejected: 1,
+            best_share: 9000.0,
+        },
+    };
+    assert_eq!(problems("Miner", &miner, &[]), Vec::<String>::new());
+}
+
+/// What the supervisor keeps for the services only (the page removes it before serving).
+const NODE_PRIVATE: &[&str] = &["credentials_file", "rpc_url", "pid", "zmq_hashblock"];
+
+#[test]
+fn the_supervisor_answers_match_the_document() {
+    let health = supervisor::Health { chain: "regtest".into(), blocks: 10, headers: 10, ..Default::default() };
+    for n in [node(Some(health)), node(None)] {
+        assert_eq!(problems("Node", &n, NODE_PRIVATE), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn the_overview_matches_the_document() {
+    let coin = CoinOverview {
+        coin: "btc".into(),
+        name: "Bitcoin".into(),
+        network: "main".into(),
+        node: NodeSummary { state: "synced".into(), blocks: Some(10), progress: Some(1.0), ..Default::default() },
+        stratum: StratumSummary { port: 3333, user: "bc1qexample.bitaxe1".into(), listening: true },
+        miners: 1,
+        workers: 1,
+        hashrate: stratum::Hashrates { m1: 1.0e12, h1: 1.0e12, d1: 1.0e12 },
+        best_share_all_time: 1.0,
+        best_share_session: 1.0,
+        blocks_found: 0,
+        odds: minebox_status::odds::odds(1.0e14, 1.0e12),
+    };
+    let o = Overview {
+        at: 1.7e9,
+        coins: vec![coin],
+        system: minebox_status::system::System { load: [0.1, 0.2, 0.3], ..Default::default() },
+        problems: vec!["the stratum server is not answering".into()],
+    };
+    // restart_required is added by the route, not a field of the overview.
+    let mut v = serde_json::to_value(&o).unwrap();
+    v["restart_required"] = json!(false);
+    assert_eq!(problems("Overview", v, &[]), Vec::<String>::new());
+}
+
+#[test]
+fn a_field_the_document_lacks_is_found() {
+    // The check itself: a renamed field shows up both ways.
+    let mut v = serde_json::to_value(coin_status(None)).unwrap();
+    let best = v.as_object_mut().unwrap().remove("best_share").unwrap();
+    v["best_share_ever"] = best;
+    let p = problems("StratumCoin", v, &[]);
+    assert!(p.iter().any(|p| p.contains("best_share: documented")), "{p:?}");
+    assert!(p.iter().any(|p| p.contains("best_share_ever: a field")), "{p:?}");
+}
