@@ -20,8 +20,8 @@ fn registry() -> &'static Registry {
     R.get_or_init(Registry::embedded)
 }
 
-fn port_of(listen: &str) -> Option<u16> {
-    listen.rsplit_once(':')?.1.parse().ok()
+fn port_of(listen: &std::net::SocketAddr) -> Option<u16> {
+    Some(listen.port())
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -4,14 +4,18 @@
 //! directory on the image): its networks, ports, node, segwit or not, snapshot kind and
 //! address format. Code asks the registry; a new SHA-256d coin is a new file, not a patch.
 //!
-//! - [`Registry`], [`Coin`], [`Network`]: the descriptors.
+//! - [`Registry`], [`Coin`], [`Network`]: the descriptors; [`Registry::image`] is how every
+//!   service loads them (built in, plus the image's [`IMAGE_COINS_DIR`]).
+//! - [`NodeFlavour`]: the node programs and how they differ.
 //! - [`address`]: turning a payout address into the script a coinbase pays.
 //! - [`cashaddr`]: the CashAddr format of Bitcoin Cash and eCash.
 
 pub mod address;
 pub mod cashaddr;
+pub mod flavour;
 
 pub use address::{AddressError, AddressFormat, Payout, PayoutKind};
+pub use flavour::{Configured, NodeFlavour, UnknownFlavour};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -24,6 +28,10 @@ const EMBEDDED: [(&str, &str); 4] = [
     ("xec.toml", include_str!("../../../coins/xec.toml")),
     ("bsv.toml", include_str!("../../../coins/bsv.toml")),
 ];
+
+/// Where an image puts coin descriptors beyond the built-in ones (overlay/usr/share/minebox/coins);
+/// a descriptor there with a built-in coin's id replaces it. Absent: the built-in set only.
+pub const IMAGE_COINS_DIR: &str = "/usr/share/minebox/coins";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoinError {
@@ -48,7 +56,7 @@ pub enum SnapshotKind {
 #[derive(Debug, Clone, Deserialize)]
 pub struct NodeSpec {
     /// Which node software: `bitcoin-core`, `bitcoin-cash-node`, `bitcoin-abc`, `sv-node`.
-    pub flavour: String,
+    pub flavour: NodeFlavour,
     pub binary: String,
     /// The smallest `-prune` value (MiB) the node accepts.
     pub min_prune_mib: u64,
@@ -62,7 +70,7 @@ fn in_image_by_default() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Ports {
     pub p2p_port: u16,
     pub rpc_port: u16,
@@ -71,7 +79,7 @@ pub struct Ports {
 }
 
 /// One network of a coin (main, test, signet, regtest).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Network {
     #[serde(skip)]
     pub coin: String,
@@ -140,7 +148,24 @@ impl Registry {
         Registry { coins }
     }
 
-    /// Every `*.toml` descriptor in `dir` (the image installs them in /usr/share/minebox/coins).
+    /// The registry every service uses: the built-in descriptors, and those in `dir`
+    /// ([`IMAGE_COINS_DIR`] on the box) over them, so a coin file added to an image is known
+    /// to every service alike. A missing directory adds nothing; a broken file is an error.
+    pub fn image(dir: &Path) -> Result<Registry, CoinError> {
+        let mut registry = Registry::embedded();
+        if dir.is_dir() {
+            registry.coins.extend(Registry::load_dir(dir)?.coins);
+        }
+        Ok(registry)
+    }
+
+    /// The registry of this box: [`Registry::image`] of [`IMAGE_COINS_DIR`]. Every service
+    /// loads it so, and so knows the same coins.
+    pub fn installed() -> Result<Registry, CoinError> {
+        Registry::image(Path::new(IMAGE_COINS_DIR))
+    }
+
+    /// Every `*.toml` descriptor in `dir`, and nothing else.
     pub fn load_dir(dir: &Path) -> Result<Registry, CoinError> {
         let io = |e: std::io::Error| CoinError::Io { dir: dir.display().to_string(), message: e.to_string() };
         let mut coins = BTreeMap::new();
@@ -204,8 +229,8 @@ mod tests {
         assert!(!bch.segwit);
         assert_eq!(bch.min_tx_size(), 100);
         assert_eq!(bch.snapshot, SnapshotKind::Datadir);
-        assert_eq!(r.get("xec").unwrap().node.flavour, "bitcoin-abc");
-        assert_eq!(r.get("bsv").unwrap().node.flavour, "sv-node");
+        assert_eq!(r.get("xec").unwrap().node.flavour, NodeFlavour::BitcoinAbc);
+        assert_eq!(r.get("bsv").unwrap().node.flavour, NodeFlavour::SvNode);
     }
 
     #[test]
@@ -232,6 +257,19 @@ mod tests {
     fn a_broken_descriptor_names_its_file() {
         let e = parse("coins/bad.toml", "id = 1").unwrap_err().to_string();
         assert!(e.starts_with("coin descriptor coins/bad.toml:"), "{e}");
+    }
+
+    #[test]
+    fn a_coin_file_in_the_image_directory_joins_the_built_in_coins() {
+        let dir = tempfile::tempdir().unwrap();
+        let btc = EMBEDDED[0].1;
+        std::fs::write(dir.path().join("tbtc.toml"), btc.replace("id = \"btc\"", "id = \"tbtc\"")).unwrap();
+        let r = Registry::image(dir.path()).unwrap();
+        assert_eq!(r.ids(), vec!["bch", "bsv", "btc", "tbtc", "xec"]);
+        assert_eq!(Registry::image(&dir.path().join("absent")).unwrap().ids(), Registry::embedded().ids());
+        std::fs::write(dir.path().join("bad.toml"), "id = 1").unwrap();
+        let e = Registry::image(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("bad.toml"), "{e}");
     }
 
     #[test]

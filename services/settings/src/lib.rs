@@ -1,6 +1,8 @@
 //! The MineBox settings: one file the user edits (on the box `/data/minebox/minebox.toml`,
 //! written by the status page), over a read-only file of image defaults
-//! (`/etc/minebox/defaults.toml`). Every service reads them through this crate.
+//! (`/etc/minebox/defaults.toml`, the one place every default is written). Every service
+//! reads them through this crate, and only through it: what a service gets is typed and
+//! checked, so no service parses or checks a value again.
 //!
 //! Both files are parsed on their own first, so a mistake is reported with the file it is
 //! in and the key it is under; then the user's values are laid over the defaults and the
@@ -8,142 +10,51 @@
 //! that do not collide, prune sizes the node accepts). A service refuses to start on a
 //! wrong value rather than guess.
 //!
-//! - [`Settings`]: the merged, checked settings; [`CoinSettings`]: one coin's choices.
-//! - [`SettingsError`]: file, key, and what would be valid.
+//! One module per section; a new key is a field in its section's `File` (as written) and
+//! its resolved struct, a line in `resolve`, and its default in defaults.toml:
+//! - [`paths`]: data directories; [`stratum`], [`supervisor`], [`snapshots`], [`updates`],
+//!   [`notify`], [`status`]: one service each; [`coins`]: one table per coin, over
+//!   `[coin_defaults]` and the coin's descriptor.
+//! - ports (private): no two listeners on one port, across all sections.
+//! - [`Settings`]: the merged, checked settings; [`SettingsError`]: file, key, and what
+//!   would be valid; [`write_atomically`]: how the page saves the user's file.
 
+pub mod coins;
+mod error;
+mod file;
+pub mod notify;
+pub mod paths;
+mod ports;
+pub mod snapshots;
+pub mod status;
+pub mod stratum;
+pub mod supervisor;
+pub mod updates;
+mod write;
+
+pub use coins::{CoinSettings, NodeKind, PayoutPolicy, DIFFICULTY_RANGE, SHARES_PER_MINUTE_RANGE};
+pub use error::SettingsError;
+pub use minebox_coin::NodeFlavour;
+pub use notify::NotifySettings;
+pub use paths::Paths;
+pub use snapshots::SnapshotSettings;
+pub use status::StatusSettings;
+pub use stratum::StratumSettings;
+pub use supervisor::{Backend, SupervisorSettings};
+pub use updates::{RebootWindow, UpdateSettings};
+pub use write::{write_atomically, SETTINGS_MODE};
+
+use file::Layer;
 use minebox_coin::{Coin, Network, Registry};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The image defaults compiled in (the very file the image installs as
 /// /etc/minebox/defaults.toml), used when no defaults file is given (development).
 pub const EMBEDDED_DEFAULTS: &str = include_str!("../../../overlay/etc/minebox/defaults.toml");
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum SettingsError {
-    #[error("{file}: {key}: {message}")]
-    Value { file: String, key: String, message: String },
-    #[error("{file}: {message}")]
-    Syntax { file: String, message: String },
-    #[error("{file}: cannot read it: {message}")]
-    Io { file: String, message: String },
-}
-
-// The files as written: every key optional, unknown keys refused.
-
-#[derive(Debug, Default, Deserialize, Serialize, Clone)]
-#[serde(default, deny_unknown_fields)]
-struct FileSettings {
-    paths: Option<FilePaths>,
-    stratum: Option<FileStratum>,
-    supervisor: Option<FileSupervisor>,
-    snapshots: Option<FileSnapshots>,
-    updates: Option<FileUpdates>,
-    notify: Option<FileNotify>,
-    status: Option<FileStatus>,
-    coins: BTreeMap<String, FileCoin>,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize, Clone)]
-#[serde(default, deny_unknown_fields)]
-struct FilePaths {
-    nodes: Option<PathBuf>,
-    secrets: Option<PathBuf>,
-    state: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize, Clone)]
-#[serde(default, deny_unknown_fields)]
-struct FileStratum {
-    api: Option<String>,
-    coinbase_tag: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize, Clone)]
-#[serde(default, deny_unknown_fields)]
-struct FileSupervisor {
-    api: Option<String>,
-    backend: Option<String>,
-    disk_reserve_mib: Option<u64>,
-    stall_after_secs: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize, Clone)]
-#[serde(default, deny_unknown_fields)]
-struct FileSnapshots {
-    enabled: Option<bool>,
-    url: Option<String>,
-    api: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize, Clone)]
-#[serde(default, deny_unknown_fields)]
-struct FileUpdates {
-    channel: Option<String>,
-    manifest_url: Option<String>,
-    keys: Option<PathBuf>,
-    auto_install: Option<bool>,
-    reboot_window: Option<String>,
-    check_every_hours: Option<u64>,
-    api: Option<String>,
-    health_timeout_secs: Option<u64>,
-    health_units: Option<Vec<String>>,
-    status_url: Option<String>,
-    usb_dir: Option<PathBuf>,
-    max_bundle_mib: Option<u64>,
-    state_dir: Option<PathBuf>,
-    os_release: Option<PathBuf>,
-    rauc: Option<PathBuf>,
-    rauc_system_conf: Option<PathBuf>,
-    tryboot: Option<PathBuf>,
-    reboot_command: Option<Vec<String>>,
-    rollback_command: Option<Vec<String>>,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize, Clone)]
-#[serde(default, deny_unknown_fields)]
-struct FileNotify {
-    webhook: Option<String>,
-    ntfy: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize, Clone)]
-#[serde(default, deny_unknown_fields)]
-struct FileStatus {
-    listen: Option<String>,
-    accounts: Option<PathBuf>,
-    apply: Option<Vec<String>>,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize, Clone)]
-#[serde(default, deny_unknown_fields)]
-struct FileCoin {
-    enabled: Option<bool>,
-    network: Option<String>,
-    payout_address: Option<String>,
-    payout_policy: Option<String>,
-    stratum_port: Option<u16>,
-    start_difficulty: Option<f64>,
-    min_difficulty: Option<f64>,
-    max_difficulty: Option<f64>,
-    shares_per_minute: Option<f64>,
-    prune_mib: Option<u64>,
-    disk_budget_gib: Option<u64>,
-    memory_budget_mib: Option<u64>,
-    max_connections: Option<u32>,
-    node_flavour: Option<String>,
-    node_command: Option<Vec<String>>,
-    node: Option<String>,
-    rpc_host: Option<String>,
-    rpc_cookie: Option<PathBuf>,
-    rpc_port: Option<u16>,
-    p2p_port: Option<u16>,
-    zmq_port: Option<u16>,
-}
-
-// The merged, checked settings.
-
+/// The merged, checked settings.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Settings {
     pub paths: Paths,
@@ -154,191 +65,6 @@ pub struct Settings {
     pub notify: NotifySettings,
     pub status: StatusSettings,
     pub coins: BTreeMap<String, CoinSettings>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Paths {
-    pub nodes: PathBuf,
-    pub secrets: PathBuf,
-    pub state: PathBuf,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StratumSettings {
-    pub api: String,
-    pub coinbase_tag: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    Systemd,
-    Process,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SupervisorSettings {
-    pub api: String,
-    pub backend: Backend,
-    pub disk_reserve_mib: u64,
-    pub stall_after_secs: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SnapshotSettings {
-    pub enabled: bool,
-    pub url: String,
-    /// The snapshot agent's local API (available snapshots, install, progress).
-    pub api: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct UpdateSettings {
-    pub channel: String,
-    /// Where the channel manifest is; `{channel}` and `{compatible}` are substituted.
-    pub manifest_url: String,
-    /// Directory of pinned minisign public keys (`update-*.pub`) the manifest must verify against.
-    pub keys: PathBuf,
-    pub auto_install: bool,
-    /// Local time `HH:MM-HH:MM` in which the trial reboot may happen, or `any`.
-    pub reboot_window: String,
-    pub check_every_hours: u64,
-    pub api: String,
-    pub health_timeout_secs: u64,
-    /// Units that must be active after a trial boot.
-    pub health_units: Vec<String>,
-    /// The status page's base URL (its `/api/v1/health` or `/healthz` must answer).
-    pub status_url: String,
-    /// Where a USB stick is mounted: `*.raucb` found under it are offered for install.
-    pub usb_dir: PathBuf,
-    /// Largest bundle downloaded or uploaded.
-    pub max_bundle_mib: u64,
-    /// Downloads, the attempt in progress and the history.
-    pub state_dir: PathBuf,
-    /// The running image's version (`VERSION_ID` / `IMAGE_VERSION`).
-    pub os_release: PathBuf,
-    pub rauc: PathBuf,
-    pub rauc_system_conf: PathBuf,
-    pub tryboot: PathBuf,
-    /// Starts the trial boot of the freshly installed slot.
-    pub reboot_command: Vec<String>,
-    /// A normal reboot, back into the slot that boots by default (after a failed trial).
-    pub rollback_command: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct NotifySettings {
-    pub webhook: String,
-    pub ntfy: String,
-}
-
-/// Whose address a block found by a miner pays (`coins.<id>.payout_policy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum PayoutPolicy {
-    /// The default: a miner that authorizes with a valid address of the coin is paid to
-    /// it; a bare worker name (a Bitaxe set up with just a name) mines to `payout_address`.
-    #[default]
-    Miner,
-    /// Every block pays `payout_address`; what a miner sends is only its worker name.
-    Owner,
-}
-
-impl PayoutPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PayoutPolicy::Miner => "miner",
-            PayoutPolicy::Owner => "owner",
-        }
-    }
-}
-
-/// Who runs a coin's node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeKind {
-    /// The supervisor starts, watches and stops it on this box (the default).
-    Managed,
-    /// Someone else runs it (the user's own node, a VPS's node host, a test's regtest node):
-    /// the supervisor only watches its health; the stratum server mines on it.
-    External,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StatusSettings {
-    /// Where the status page listens: the LAN on the box, localhost in development.
-    pub listen: String,
-    /// The admin and viewer password hashes; the recovery console deletes this file to
-    /// let the next visitor set a new admin password.
-    pub accounts: PathBuf,
-    /// What runs after the status page saved a settings change, so services read it
-    /// (empty: nothing; the page then says a restart is needed).
-    pub apply: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CoinSettings {
-    pub id: String,
-    pub enabled: bool,
-    pub network: String,
-    /// The owner's address: paid for miners that send no address of their own, and for
-    /// every miner under `payout_policy = "owner"`.
-    pub payout_address: String,
-    pub payout_policy: PayoutPolicy,
-    pub stratum_port: u16,
-    pub start_difficulty: f64,
-    pub min_difficulty: f64,
-    pub max_difficulty: f64,
-    pub shares_per_minute: f64,
-    /// Block files kept, MiB; 0 keeps every block (no pruning).
-    pub prune_mib: u64,
-    pub disk_budget_gib: u64,
-    pub memory_budget_mib: u64,
-    pub max_connections: u32,
-    /// Node software; the descriptor's unless overridden (e.g. `bcoin` in development).
-    pub node_flavour: String,
-    /// Program and leading arguments that start the node.
-    pub node_command: Vec<String>,
-    /// `node = "managed"` (default) or `"external"`.
-    pub node: NodeKind,
-    /// Where the node's RPC listens: 127.0.0.1 for a managed node, any host for an external one.
-    pub rpc_host: String,
-    /// The RPC credentials file (`user:password`, as a cookie file): the supervisor writes it
-    /// for a managed node; for an external node the user puts it there. Default
-    /// `<paths.secrets>/<coin>-rpc.cookie`.
-    pub rpc_cookie: PathBuf,
-    /// Node ports: the descriptor's defaults unless overridden (two boxes' worth of nodes
-    /// on one machine, tests).
-    pub rpc_port: u16,
-    pub p2p_port: u16,
-    pub zmq_port: u16,
-}
-
-/// Where each value came from, for error messages.
-struct Source<'a> {
-    user: (&'a str, &'a FileSettings),
-    defaults: (&'a str, &'a FileSettings),
-}
-
-impl Source<'_> {
-    /// The file a coin key is set in (the user's if there, else the defaults').
-    fn coin_file(&self, coin: &str, set_in_user: bool) -> String {
-        if set_in_user || self.user.1.coins.contains_key(coin) { self.user.0 } else { self.defaults.0 }.to_string()
-    }
-}
-
-fn parse_file(file: &str, text: &str) -> Result<FileSettings, SettingsError> {
-    toml::from_str(text).map_err(|e| {
-        let message = e.message().to_string();
-        let line = e.span().and_then(|s| text.get(..s.start)).map(|t| t.matches('\n').count() + 1);
-        SettingsError::Syntax {
-            file: file.to_string(),
-            message: match line {
-                Some(l) => format!("line {l}: {message}"),
-                None => message,
-            },
-        }
-    })
 }
 
 fn read(path: &Path) -> Result<String, SettingsError> {
@@ -370,10 +96,9 @@ impl Settings {
         defaults: &str,
         registry: &Registry,
     ) -> Result<Settings, SettingsError> {
-        let d = parse_file(defaults_name, defaults)?;
-        let u = parse_file(user_name, user)?;
-        let src = Source { user: (user_name, &u), defaults: (defaults_name, &d) };
-        resolve(&src, registry)
+        let d = file::parse(defaults_name, defaults)?;
+        let u = file::parse(user_name, user)?;
+        resolve((user_name, &u), (defaults_name, &d), registry)
     }
 
     /// The user's settings file as text over the built-in image defaults: parsed and checked
@@ -388,473 +113,46 @@ impl Settings {
         &'a self,
         registry: &'a Registry,
     ) -> impl Iterator<Item = (&'a CoinSettings, &'a Coin, &'a Network)> + 'a {
-        self.coins.values().filter(|c| c.enabled).filter_map(move |c| {
-            let coin = registry.get(&c.id)?;
-            let net = coin.network(&c.network).ok()?;
-            Some((c, coin, net))
-        })
+        self.coins.values().filter(|c| c.enabled).filter_map(move |c| Some((c, registry.get(&c.id)?, &c.network)))
     }
 }
 
-/// The settings file's mode: every MineBox service reads it through the group (minebox);
-/// nobody else may (payout addresses, webhook URLs).
-pub const SETTINGS_MODE: u32 = 0o640;
-
-/// Replaces the user's settings file atomically: a power cut leaves the old file or the
-/// new one, never half of each (write a temporary file, fsync, rename, fsync the directory).
-///
-/// `mode` is set explicitly, whatever the writer's umask: the settings file is
-/// [`SETTINGS_MODE`], secrets 0o600.
-pub fn write_atomically(path: &Path, contents: &str, mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("settings")));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        // fchmod is not masked by the umask (0077 for the status page: a settings file only
-        // its writer could read made the stratum server crash-loop, found on the twin).
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.write_all(contents.as_bytes())?;
-        f.sync_all()?;
+fn resolve(
+    u: (&str, &file::FileSettings),
+    d: (&str, &file::FileSettings),
+    registry: &Registry,
+) -> Result<Settings, SettingsError> {
+    // Each section from the user's table over the defaults' table.
+    macro_rules! layer {
+        ($section:ident) => {
+            &Layer {
+                prefix: stringify!($section).into(),
+                user: u.1.$section.as_ref(),
+                defaults: d.1.$section.as_ref(),
+                user_file: u.0,
+                defaults_file: d.0,
+            }
+        };
     }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
-fn pick<T: Clone>(user: Option<&T>, defaults: Option<&T>) -> Option<T> {
-    user.or(defaults).cloned()
-}
-
-fn resolve(src: &Source, registry: &Registry) -> Result<Settings, SettingsError> {
-    let (u, d) = (src.user.1, src.defaults.1);
-    let missing = |key: &str| SettingsError::Value {
-        file: src.defaults.0.to_string(),
-        key: key.to_string(),
-        message: "missing (the image defaults must set it)".into(),
+    let paths = paths::resolve(layer!(paths))?;
+    let settings = Settings {
+        stratum: stratum::resolve(layer!(stratum))?,
+        supervisor: supervisor::resolve(layer!(supervisor))?,
+        snapshots: snapshots::resolve(layer!(snapshots))?,
+        updates: updates::resolve(layer!(updates))?,
+        notify: notify::resolve(layer!(notify))?,
+        status: status::resolve(layer!(status))?,
+        coins: coins::resolve(u, d, &paths.secrets, registry)?,
+        paths,
     };
-    macro_rules! get {
-        ($section:ident . $field:ident) => {
-            pick(
-                u.$section.as_ref().and_then(|s| s.$field.as_ref()),
-                d.$section.as_ref().and_then(|s| s.$field.as_ref()),
-            )
-            .ok_or_else(|| missing(concat!(stringify!($section), ".", stringify!($field))))?
-        };
-    }
-    let backend_name: String = get!(supervisor.backend);
-    let backend = match backend_name.as_str() {
-        "systemd" => Backend::Systemd,
-        "process" => Backend::Process,
-        other => {
-            let file = if u.supervisor.as_ref().and_then(|s| s.backend.as_ref()).is_some() {
-                src.user.0
-            } else {
-                src.defaults.0
-            };
-            return Err(SettingsError::Value {
-                file: file.to_string(),
-                key: "supervisor.backend".into(),
-                message: format!("{other:?} is not a backend; use \"systemd\" (the box) or \"process\" (development)"),
-            });
-        }
-    };
-    let mut settings = Settings {
-        paths: Paths { nodes: get!(paths.nodes), secrets: get!(paths.secrets), state: get!(paths.state) },
-        stratum: StratumSettings { api: get!(stratum.api), coinbase_tag: get!(stratum.coinbase_tag) },
-        supervisor: SupervisorSettings {
-            api: get!(supervisor.api),
-            backend,
-            disk_reserve_mib: get!(supervisor.disk_reserve_mib),
-            stall_after_secs: get!(supervisor.stall_after_secs),
-        },
-        snapshots: SnapshotSettings {
-            enabled: get!(snapshots.enabled),
-            url: get!(snapshots.url),
-            api: get!(snapshots.api),
-        },
-        updates: UpdateSettings {
-            channel: get!(updates.channel),
-            manifest_url: get!(updates.manifest_url),
-            keys: get!(updates.keys),
-            auto_install: get!(updates.auto_install),
-            reboot_window: get!(updates.reboot_window),
-            check_every_hours: get!(updates.check_every_hours),
-            api: get!(updates.api),
-            health_timeout_secs: get!(updates.health_timeout_secs),
-            health_units: get!(updates.health_units),
-            status_url: get!(updates.status_url),
-            usb_dir: get!(updates.usb_dir),
-            max_bundle_mib: get!(updates.max_bundle_mib),
-            state_dir: get!(updates.state_dir),
-            os_release: get!(updates.os_release),
-            rauc: get!(updates.rauc),
-            rauc_system_conf: get!(updates.rauc_system_conf),
-            tryboot: get!(updates.tryboot),
-            reboot_command: get!(updates.reboot_command),
-            rollback_command: get!(updates.rollback_command),
-        },
-        notify: NotifySettings { webhook: get!(notify.webhook), ntfy: get!(notify.ntfy) },
-        status: StatusSettings {
-            listen: get!(status.listen),
-            accounts: get!(status.accounts),
-            apply: get!(status.apply),
-        },
-        coins: BTreeMap::new(),
-    };
-    if settings.stratum.coinbase_tag.len() > 40 {
-        return Err(SettingsError::Value {
-            file: src.user.0.to_string(),
-            key: "stratum.coinbase_tag".into(),
-            message: "at most 40 bytes (the coinbase input script is limited to 100)".into(),
-        });
-    }
-
-    let ids: std::collections::BTreeSet<&String> = d.coins.keys().chain(u.coins.keys()).collect();
-    for id in ids {
-        let (cu, cd) = (u.coins.get(id), d.coins.get(id));
-        let file = src.coin_file(id, cu.is_some());
-        let err = |key: &str, message: String| SettingsError::Value {
-            file: file.clone(),
-            key: format!("coins.{id}.{key}"),
-            message,
-        };
-        let Some(coin) = registry.get(id) else {
-            return Err(SettingsError::Value {
-                file,
-                key: format!("coins.{id}"),
-                message: format!("unknown coin; known coins: {}", registry.ids().join(", ")),
-            });
-        };
-        macro_rules! c {
-            ($field:ident) => {
-                pick(cu.and_then(|c| c.$field.as_ref()), cd.and_then(|c| c.$field.as_ref()))
-            };
-        }
-        let enabled = c!(enabled).unwrap_or(false);
-        let network_name = c!(network).unwrap_or_else(|| "main".into());
-        let network = coin.network(&network_name).map_err(|e| err("network", e.to_string()))?;
-        let payout_address = c!(payout_address).unwrap_or_default();
-        if enabled {
-            if payout_address.is_empty() {
-                return Err(err(
-                    "payout_address",
-                    format!("required for an enabled coin: the {} address blocks pay", coin.name),
-                ));
-            }
-            network.parse_address(&payout_address).map_err(|e| err("payout_address", e.to_string()))?;
-        }
-        let payout_policy = match c!(payout_policy).as_deref().unwrap_or("miner") {
-            "miner" => PayoutPolicy::Miner,
-            "owner" => PayoutPolicy::Owner,
-            other => {
-                return Err(err(
-                    "payout_policy",
-                    format!(
-                        "{other:?} is not a payout policy; use \"miner\" (a miner's own address is paid, \
-                         a bare worker name mines to payout_address) or \"owner\" (every block pays payout_address)"
-                    ),
-                ))
-            }
-        };
-        let stratum_port = c!(stratum_port).unwrap_or(network.ports.stratum_port);
-        if stratum_port < 1024 {
-            return Err(err(
-                "stratum_port",
-                format!(
-                    "{stratum_port} is a privileged port; use 1024-65535 (the default for {} {network_name} is {})",
-                    coin.name, network.ports.stratum_port
-                ),
-            ));
-        }
-        let min_difficulty = c!(min_difficulty).unwrap_or(1.0);
-        let max_difficulty = c!(max_difficulty).unwrap_or(1e15);
-        let start_difficulty = c!(start_difficulty).unwrap_or(1024.0);
-        for (key, value) in [
-            ("min_difficulty", min_difficulty),
-            ("max_difficulty", max_difficulty),
-            ("start_difficulty", start_difficulty),
-        ] {
-            // NaN, infinities, 0, negatives and subnormals (5e-324) all fail this: a share
-            // target computed from them is NaN or infinite, and every share is rejected.
-            if !DIFFICULTY_RANGE.contains(&value) {
-                return Err(err(
-                    key,
-                    format!(
-                        "{value:e} is not a share difficulty; use a number from {:e} to {:e} \
-                         (a Bitaxe starts near 1000; CPU miners on regtest use about 1e-8)",
-                        DIFFICULTY_RANGE.start(),
-                        DIFFICULTY_RANGE.end()
-                    ),
-                ));
-            }
-        }
-        if min_difficulty > max_difficulty {
-            return Err(err(
-                "min_difficulty",
-                format!("{min_difficulty:e} is above max_difficulty ({max_difficulty:e}); the minimum must be at most the maximum"),
-            ));
-        }
-        if !(min_difficulty..=max_difficulty).contains(&start_difficulty) {
-            return Err(err(
-                "start_difficulty",
-                format!(
-                    "{start_difficulty:e} must lie between min_difficulty ({min_difficulty:e}) and max_difficulty ({max_difficulty:e})"
-                ),
-            ));
-        }
-        let shares_per_minute = c!(shares_per_minute).unwrap_or(10.0);
-        if !SHARES_PER_MINUTE_RANGE.contains(&shares_per_minute) {
-            return Err(err(
-                "shares_per_minute",
-                format!(
-                    "{shares_per_minute:e} is out of range; use a number from {} to {}",
-                    SHARES_PER_MINUTE_RANGE.start(),
-                    SHARES_PER_MINUTE_RANGE.end()
-                ),
-            ));
-        }
-        let disk_budget_gib = c!(disk_budget_gib).unwrap_or(40);
-        // Solo mining needs the UTXO set and the mempool, not old blocks: pruned by default,
-        // keeping a quarter of the disk budget for block files (the rest is chainstate).
-        // Saturating: any u64 in the file must give an answer, not an overflow.
-        let prune_mib =
-            c!(prune_mib).unwrap_or_else(|| (disk_budget_gib.saturating_mul(1024) / 4).max(coin.node.min_prune_mib));
-        if prune_mib != 0 && prune_mib < coin.node.min_prune_mib {
-            return Err(err(
-                "prune_mib",
-                format!(
-                    "{prune_mib} is below the node's minimum of {} MiB; use at least {} or 0 to keep every block",
-                    coin.node.min_prune_mib, coin.node.min_prune_mib
-                ),
-            ));
-        }
-        let memory_budget_mib = c!(memory_budget_mib).unwrap_or(2048);
-        if memory_budget_mib < 512 {
-            return Err(err("memory_budget_mib", "at least 512: a node needs that much to run".into()));
-        }
-        let node_flavour = c!(node_flavour).unwrap_or_else(|| coin.node.flavour.clone());
-        let node_command = c!(node_command).unwrap_or_else(|| vec![coin.node.binary.clone()]);
-        if node_command.is_empty() {
-            return Err(err("node_command", "must name the node program".into()));
-        }
-        let node = match c!(node).as_deref().unwrap_or("managed") {
-            "managed" => NodeKind::Managed,
-            "external" => NodeKind::External,
-            other => {
-                return Err(err(
-                    "node",
-                    format!("{other:?} is not a node kind; use \"managed\" (MineBox runs it) or \"external\" (yours)"),
-                ))
-            }
-        };
-        // A node the image does not ship cannot be run by the box; say so here rather than
-        // let the supervisor fail to start a program that is not there. A development
-        // `node_command` names a program of the user's, which is fine.
-        if enabled && node == NodeKind::Managed && !coin.node.in_image && c!(node_command).is_none() {
-            return Err(err(
-                "node",
-                format!(
-                    "the MineBox image has no {} node; {} is mined through a node of yours: set node = \"external\" with rpc_host, rpc_port and rpc_cookie",
-                    coin.name, coin.name
-                ),
-            ));
-        }
-        let rpc_host = c!(rpc_host).unwrap_or_else(|| "127.0.0.1".into());
-        let rpc_cookie = c!(rpc_cookie).unwrap_or_else(|| settings.paths.secrets.join(format!("{id}-rpc.cookie")));
-        if node == NodeKind::Managed {
-            if rpc_host != "127.0.0.1" {
-                return Err(err(
-                    "rpc_host",
-                    "a node MineBox runs listens on 127.0.0.1 only; for a node elsewhere set node = \"external\""
-                        .into(),
-                ));
-            }
-            if c!(rpc_cookie).is_some() {
-                return Err(err(
-                    "rpc_cookie",
-                    "MineBox makes the credentials of a node it runs; set it only with node = \"external\"".into(),
-                ));
-            }
-        } else if rpc_host.is_empty() || rpc_host.contains(['/', ' ', '@']) {
-            return Err(err("rpc_host", format!("{rpc_host:?} is not a host name or address")));
-        }
-        settings.coins.insert(
-            id.clone(),
-            CoinSettings {
-                id: id.clone(),
-                enabled,
-                network: network_name,
-                payout_address,
-                payout_policy,
-                stratum_port,
-                start_difficulty,
-                min_difficulty,
-                max_difficulty,
-                shares_per_minute,
-                prune_mib,
-                disk_budget_gib,
-                memory_budget_mib,
-                max_connections: c!(max_connections).unwrap_or(16),
-                node_flavour,
-                node_command,
-                node,
-                rpc_host,
-                rpc_cookie,
-                rpc_port: c!(rpc_port).unwrap_or(network.ports.rpc_port),
-                p2p_port: c!(p2p_port).unwrap_or(network.ports.p2p_port),
-                zmq_port: c!(zmq_port).unwrap_or(network.ports.zmq_port),
-            },
-        );
-    }
-    check_ports(&settings, src, registry)?;
+    ports::check(&settings, u, d.0, registry)?;
     Ok(settings)
-}
-
-/// Share difficulties the settings accept (start, min and max). Below 2^-32 (about 2.3e-10)
-/// the share target passes every hash, so nothing lower means anything; 1e-9 still leaves
-/// CPU miners on regtest (1e-8 in scripts/run-local and the system tests) their setting.
-/// 1e18 is four orders of magnitude above Bitcoin's network difficulty (about 1e14 in 2025).
-pub const DIFFICULTY_RANGE: std::ops::RangeInclusive<f64> = 1e-9..=1e18;
-
-/// Shares each miner is asked for per minute.
-pub const SHARES_PER_MINUTE_RANGE: std::ops::RangeInclusive<f64> = 0.1..=600.0;
-
-/// TCP ports the box always has in use, whatever the settings say.
-const BOX_PORTS: [(u16, &str); 3] = [(22, "SSH"), (80, "the status page"), (443, "HTTPS")];
-
-/// One listener on the box: its port, the settings key that chose it, in which file, and
-/// what it is, for an error that names both users of a port.
-struct PortUser {
-    port: u16,
-    file: String,
-    key: String,
-    what: String,
-    /// Set in the user's file (else a default): the one to blame in a clash.
-    in_user: bool,
-}
-
-fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// Refuses two listeners on one port: the second could not start (a stratum server on the
-/// node's RPC port, or on the status page's, crash-loops). Counted: the box's own ports,
-/// every service's local API and the status page, and for each enabled coin its stratum
-/// port and the ports of its node when that node listens on this box (a managed node; an
-/// external one on localhost). Disabled coins run nothing.
-fn check_ports(s: &Settings, src: &Source, registry: &Registry) -> Result<(), SettingsError> {
-    let u = src.user.1;
-    let service_file = |in_user: bool| if in_user { src.user.0 } else { src.defaults.0 }.to_string();
-    let mut users: Vec<PortUser> = Vec::new();
-    let services = [
-        (
-            "stratum.api",
-            &s.stratum.api,
-            "the stratum server's local API",
-            u.stratum.as_ref().is_some_and(|x| x.api.is_some()),
-        ),
-        (
-            "supervisor.api",
-            &s.supervisor.api,
-            "the supervisor's API",
-            u.supervisor.as_ref().is_some_and(|x| x.api.is_some()),
-        ),
-        (
-            "snapshots.api",
-            &s.snapshots.api,
-            "the snapshot agent's API",
-            u.snapshots.as_ref().is_some_and(|x| x.api.is_some()),
-        ),
-        ("updates.api", &s.updates.api, "the updater's API", u.updates.as_ref().is_some_and(|x| x.api.is_some())),
-        ("status.listen", &s.status.listen, "the status page", u.status.as_ref().is_some_and(|x| x.listen.is_some())),
-    ];
-    for (key, address, what, in_user) in services {
-        // Port 0 (a free port picked at start, in tests) and a malformed address (refused by
-        // the service itself, which parses it) cannot clash.
-        let Some(port) = address.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).filter(|&p| p != 0) else {
-            continue;
-        };
-        users.push(PortUser {
-            port,
-            file: service_file(in_user),
-            key: key.into(),
-            what: format!("{what} ({key} = {address:?})"),
-            in_user,
-        });
-    }
-    for c in s.coins.values().filter(|c| c.enabled) {
-        let name = registry.get(&c.id).map(|coin| coin.name.as_str()).unwrap_or(&c.id);
-        let file = src.coin_file(&c.id, false);
-        let fc = u.coins.get(&c.id);
-        let mut add = |field: &str, port: u16, what: String| {
-            let key = format!("coins.{}.{field}", c.id);
-            let in_user = fc.is_some_and(|f| match field {
-                "stratum_port" => f.stratum_port.is_some(),
-                "rpc_port" => f.rpc_port.is_some(),
-                "p2p_port" => f.p2p_port.is_some(),
-                _ => f.zmq_port.is_some(),
-            });
-            users.push(PortUser { port, file: file.clone(), what: format!("{what} ({key})"), key, in_user });
-        };
-        add("stratum_port", c.stratum_port, format!("the {name} stratum port"));
-        let local = c.node == NodeKind::Managed || is_loopback(&c.rpc_host);
-        if local {
-            add("rpc_port", c.rpc_port, format!("the {name} node's RPC port"));
-            // Only a node MineBox runs is known to listen for peers on p2p_port.
-            if c.node == NodeKind::Managed {
-                add("p2p_port", c.p2p_port, format!("the {name} node's P2P port"));
-            }
-            // bcoin (development) publishes no ZMQ.
-            if c.node_flavour != "bcoin" {
-                add("zmq_port", c.zmq_port, format!("the {name} node's ZMQ port"));
-            }
-        }
-    }
-    let clash = |blamed: &PortUser, message: String| SettingsError::Value {
-        file: blamed.file.clone(),
-        key: blamed.key.clone(),
-        message,
-    };
-    for (i, user) in users.iter().enumerate() {
-        if let Some((_, what)) = BOX_PORTS.iter().find(|(p, _)| *p == user.port) {
-            // The status page itself listens on 80 on the box.
-            if !(user.port == 80 && user.key == "status.listen") {
-                return Err(clash(
-                    user,
-                    format!("{} is used by the box itself ({what}); choose another port", user.port),
-                ));
-            }
-        }
-        let Some(first) = users[..i].iter().find(|o| o.port == user.port) else { continue };
-        // Name the key the user chose (a default is rarely the mistake), and the other user.
-        let (blamed, other) = if first.in_user && !user.in_user { (first, user) } else { (user, first) };
-        if blamed.key.ends_with(".stratum_port") && other.key.ends_with(".stratum_port") {
-            let coin = other.key.trim_start_matches("coins.").trim_end_matches(".stratum_port");
-            return Err(clash(
-                blamed,
-                format!("{} is already the stratum port of {coin}; give each coin its own port", user.port),
-            ));
-        }
-        return Err(clash(
-            blamed,
-            format!(
-                "{} is also {}; two listeners cannot share a port (one of them would not start): choose another port",
-                user.port, other.what
-            ),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn load(user: &str) -> Result<Settings, SettingsError> {
         Settings::from_texts("minebox.toml", user, "defaults.toml", EMBEDDED_DEFAULTS, &Registry::embedded())
@@ -886,7 +184,7 @@ payout_address = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
         let btc = &s.coins["btc"];
         assert_eq!(btc.stratum_port, 3363);
         assert_eq!(btc.prune_mib, 10240, "pruned by default: a quarter of 40 GiB");
-        assert_eq!(btc.node_flavour, "bitcoin-core");
+        assert_eq!(btc.node_flavour, NodeFlavour::BitcoinCore);
         assert_eq!(s.enabled_coins(&Registry::embedded()).count(), 1);
     }
 
@@ -1125,6 +423,75 @@ rpc_port = 18443
         // CPU miners on regtest (scripts/run-local, the system tests) keep their settings.
         let s = load(&format!("{REGTEST_BTC}start_difficulty = 0.0001\nmin_difficulty = 0.00000001\n")).unwrap();
         assert_eq!(s.coins["btc"].min_difficulty, 1e-8);
+    }
+
+    #[test]
+    fn values_come_out_typed_so_no_service_parses_them_again() {
+        let s = load(&format!("{REGTEST_BTC}[updates]\nreboot_window = \"any\"\n")).unwrap();
+        assert_eq!(s.stratum.api, "127.0.0.1:3390".parse::<std::net::SocketAddr>().unwrap());
+        assert_eq!(s.status.listen.port(), 80);
+        assert_eq!(s.updates.reboot_window, RebootWindow::Any);
+        assert_eq!(s.updates.check_every, std::time::Duration::from_secs(6 * 3600));
+        assert_eq!(
+            s.updates.manifest_url_for("minebox-rpi5"),
+            "https://updates.minebox.example/v1/stable/minebox-rpi5.json"
+        );
+        let btc = &s.coins["btc"];
+        assert_eq!(btc.network.name, "regtest");
+        assert_eq!(
+            btc.payout.as_ref().map(|p| p.to_string()),
+            Some("bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".into())
+        );
+        assert_eq!(btc.zmq_hashblock().as_deref(), Some("tcp://127.0.0.1:28362"));
+        let bcoin = load(&format!("{REGTEST_BTC}node_flavour = \"bcoin\"\nnode_command = [\"node\"]\n")).unwrap();
+        assert_eq!(bcoin.coins["btc"].zmq_hashblock(), None, "bcoin publishes no ZMQ");
+        let (_, key, message) = refused(&format!("{REGTEST_BTC}node_flavour = \"btcd\"\n"));
+        assert_eq!(key, "coins.btc.node_flavour");
+        assert!(message.contains("use bitcoin-core, bitcoin-cash-node"), "{message}");
+    }
+
+    #[test]
+    fn the_updaters_and_the_pages_checks_run_for_every_service() {
+        // Once in the updater only (updater/config.rs), now for every service.
+        let (_, key, message) = refused("[updates]\napi = \"0.0.0.0:3393\"\n");
+        assert_eq!(key, "updates.api");
+        assert!(message.starts_with("0.0.0.0:3393 is not a loopback"), "{message}");
+        let (_, key, message) = refused("[updates]\nreboot_window = \"night\"\n");
+        assert_eq!(key, "updates.reboot_window");
+        assert!(message.contains("HH:MM-HH:MM"), "{message}");
+        for (text, want) in [
+            ("[updates]\ncheck_every_hours = 0\n", "updates.check_every_hours"),
+            ("[updates]\nmax_bundle_mib = 0\n", "updates.max_bundle_mib"),
+            ("[updates]\nreboot_command = []\n", "updates.reboot_command"),
+            ("[updates]\nrollback_command = []\n", "updates.rollback_command"),
+            // Once on the status page only (status/config.rs): a hand-edited file is checked too.
+            ("[updates]\nchannel = \"Bad Channel\"\n", "updates.channel"),
+            ("[notify]\nwebhook = \"file:///etc/passwd\"\n", "notify.webhook"),
+            ("[notify]\nntfy = \"not a url\"\n", "notify.ntfy"),
+            ("[snapshots]\nurl = \"ftp://x/\"\n", "snapshots.url"),
+            ("[stratum]\napi = \"localhost\"\n", "stratum.api"),
+        ] {
+            let (file, key, _) = refused(text);
+            assert_eq!((file.as_str(), key.as_str()), ("minebox.toml", want), "{text}");
+        }
+    }
+
+    #[test]
+    fn coin_defaults_come_from_the_image_defaults_file_only() {
+        let e = load("[coin_defaults]\nenabled = true\n").unwrap_err().to_string();
+        assert!(e.contains("coin_defaults: set by the image defaults only"), "{e}");
+        // The image decides every coin's defaults in defaults.toml, not in code.
+        let defaults = EMBEDDED_DEFAULTS.replace("max_connections = 16", "max_connections = 40");
+        let s =
+            Settings::from_texts("minebox.toml", "[coins.bch]\n", "defaults.toml", &defaults, &Registry::embedded())
+                .unwrap();
+        assert_eq!(s.coins["bch"].max_connections, 40);
+        let defaults = EMBEDDED_DEFAULTS.replace("max_connections = 16", "");
+        let e =
+            Settings::from_texts("minebox.toml", "[coins.bch]\n", "defaults.toml", &defaults, &Registry::embedded())
+                .unwrap_err()
+                .to_string();
+        assert_eq!(e, "defaults.toml: coin_defaults.max_connections: missing (the image defaults must set it)");
     }
 
     #[test]

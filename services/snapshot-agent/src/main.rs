@@ -161,32 +161,33 @@ async fn serve(
     listen: Option<String>,
 ) -> anyhow::Result<()> {
     use minebox_snapshot_agent::service::{router, Agent, CoinSource};
-    let registry = minebox_coin::Registry::embedded();
+    let registry = minebox_coin::Registry::installed()?;
     let settings = minebox_settings::Settings::load(Some(config), defaults, &registry)?;
     let keys = PublicKey::pinned(keys_dir, "snapshot")?;
     if keys.is_empty() {
         tracing::warn!(dir = %keys_dir.display(), "no pinned snapshot keys (snapshot-*.pub): every snapshot will be refused");
     }
-    let base = settings.snapshots.url.trim_end_matches('/').to_string();
+    let base = settings.snapshots.url.as_str().trim_end_matches('/').to_string();
     let coins = settings
         .coins
         .values()
         .filter(|c| c.enabled)
         .map(|c| CoinSource {
             coin: c.id.clone(),
-            network: c.network.clone(),
-            url: format!("{base}/{}/{}", c.id, c.network),
+            network: c.network.name.clone(),
+            url: format!("{base}/{}/{}", c.id, c.network.name),
             dest: settings.paths.nodes.join(&c.id),
             managed: c.node == minebox_settings::NodeKind::Managed,
             node: minebox_node_rpc::NodeClient::new(
-                &format!("http://{}:{}/", c.rpc_host, c.rpc_port),
+                &c.rpc_url(),
                 minebox_node_rpc::Auth::CookieFile(c.rpc_cookie.clone()),
             )
             .ok(),
         })
         .collect();
-    let agent = std::sync::Arc::new(Agent::new(coins, keys, &settings.supervisor.api, settings.snapshots.enabled));
-    let listen = listen.unwrap_or(settings.snapshots.api.clone());
+    let supervisor = settings.supervisor.api.to_string();
+    let agent = std::sync::Arc::new(Agent::new(coins, keys, &supervisor, settings.snapshots.enabled));
+    let listen = listen.unwrap_or_else(|| settings.snapshots.api.to_string());
     let listener =
         tokio::net::TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!(%listen, "snapshot agent up");

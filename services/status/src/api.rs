@@ -626,9 +626,13 @@ struct JournalQuery {
     lines: Option<usize>,
 }
 
-async fn journal(Path(service): Path<String>, Query(q): Query<JournalQuery>) -> ApiResult {
+async fn journal(
+    State(app): State<Arc<App>>,
+    Path(service): Path<String>,
+    Query(q): Query<JournalQuery>,
+) -> ApiResult {
     use crate::journal::{last_lines, JournalError};
-    match last_lines(&service, q.lines.unwrap_or(50)).await {
+    match last_lines(&service, q.lines.unwrap_or(50), &app.registry).await {
         Ok(lines) => Ok(Json(json!({ "service": service, "lines": lines, "available": true })).into_response()),
         Err(JournalError::Unknown(s)) => Err(ApiError::new(404, JournalError::Unknown(s).to_string())),
         // Development machines often have no journal for these units: say so, not 5xx.

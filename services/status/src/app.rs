@@ -54,10 +54,10 @@ impl App {
         let files = ConfigFiles { user: opts.config, defaults: opts.defaults };
         let settings = files.load(&opts.registry)?;
         let up = Upstreams::new(
-            &settings.stratum.api,
-            &settings.supervisor.api,
-            &settings.snapshots.api,
-            &settings.updates.api,
+            &settings.stratum.api.to_string(),
+            &settings.supervisor.api.to_string(),
+            &settings.snapshots.api.to_string(),
+            &settings.updates.api.to_string(),
         );
         let accounts = Accounts::new(&opts.accounts.unwrap_or_else(|| settings.status.accounts.clone()));
         let data = opts.data_dir.unwrap_or_else(|| {

@@ -121,7 +121,7 @@ pub fn view(settings: &Settings, registry: &Registry) -> ConfigView {
             });
             let cfg = CoinConfig {
                 name,
-                network: c.map(|c| c.network.clone()).unwrap_or_else(|| "main".into()),
+                network: c.map(|c| c.network.name.clone()).unwrap_or_else(|| "main".into()),
                 enabled: Some(c.is_some_and(|c| c.enabled)),
                 payout_address: Some(c.map(|c| c.payout_address.clone()).unwrap_or_default()),
                 stratum_port: c.map(|c| c.stratum_port),
@@ -155,7 +155,7 @@ pub fn apply(files: &ConfigFiles, edit: &ConfigEdit, registry: &Registry) -> Res
     let mut doc: toml_edit::DocumentMut = current
         .parse()
         .map_err(|e| ConfigError::Invalid(format!("{}: {e}; fix or delete the file", files.user.display())))?;
-    edit_document(&mut doc, edit, registry)?;
+    edit_document(&mut doc, edit);
     let text = doc.to_string();
     let (dname, dtext) = files.defaults_text()?;
     let settings = Settings::from_texts(&files.user.display().to_string(), &text, &dname, &dtext, registry)?;
@@ -188,28 +188,10 @@ fn set<V: Into<toml_edit::Value>>(t: &mut toml_edit::Table, key: &str, v: Option
     }
 }
 
-fn edit_document(doc: &mut toml_edit::DocumentMut, edit: &ConfigEdit, registry: &Registry) -> Result<(), ConfigError> {
+/// Lays the edit over the document. Nothing is checked here: the result is checked as a
+/// whole by the settings crate, as every service checks it, before it is written.
+fn edit_document(doc: &mut toml_edit::DocumentMut, edit: &ConfigEdit) {
     for (id, c) in &edit.coins {
-        if registry.get(id).is_none() {
-            return Err(ConfigError::Invalid(format!(
-                "unknown coin {id:?}; known coins: {}",
-                registry.ids().join(", ")
-            )));
-        }
-        for (key, v) in [
-            ("start_difficulty", c.start_difficulty),
-            ("min_difficulty", c.min_difficulty),
-            ("max_difficulty", c.max_difficulty),
-        ] {
-            if v.is_some_and(|v| !v.is_finite() || v <= 0.0) {
-                return Err(ConfigError::Invalid(format!("coins.{id}.{key}: must be a number above 0")));
-            }
-        }
-        if let Some(a) = &c.payout_address {
-            if a.len() > 128 || a.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
-                return Err(ConfigError::Invalid(format!("coins.{id}.payout_address: not an address")));
-            }
-        }
         let t = table(doc, &["coins", id]);
         set(t, "enabled", c.enabled);
         set(t, "payout_address", c.payout_address.clone());
@@ -220,24 +202,9 @@ fn edit_document(doc: &mut toml_edit::DocumentMut, edit: &ConfigEdit, registry: 
         set(t, "payout_policy", c.payout_policy.clone());
     }
     if let Some(u) = &edit.updates {
-        if let Some(ch) = &u.channel {
-            if ch.is_empty()
-                || ch.len() > 32
-                || !ch.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            {
-                return Err(ConfigError::Invalid(
-                    "updates.channel: lowercase letters, digits and '-' (e.g. stable, beta)".into(),
-                ));
-            }
-        }
         set(table(doc, &["updates"]), "channel", u.channel.clone());
     }
     if let Some(n) = &edit.notify {
-        for (key, v) in [("webhook", &n.webhook), ("ntfy", &n.ntfy)] {
-            if let Some(url) = v.as_deref().filter(|u| !u.is_empty()) {
-                check_url(url).map_err(|m| ConfigError::Invalid(format!("notify.{key}: {m}")))?;
-            }
-        }
         let t = table(doc, &["notify"]);
         set(t, "webhook", n.webhook.clone());
         set(t, "ntfy", n.ntfy.clone());
@@ -245,15 +212,6 @@ fn edit_document(doc: &mut toml_edit::DocumentMut, edit: &ConfigEdit, registry: 
     if let Some(s) = &edit.snapshots {
         set(table(doc, &["snapshots"]), "enabled", s.enabled);
     }
-    Ok(())
-}
-
-fn check_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL ({e})"))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(format!("{url:?}: use an http:// or https:// address"));
-    }
-    Ok(())
 }
 
 /// Runs the configured apply command (restart the services that read the settings).

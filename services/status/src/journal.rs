@@ -2,20 +2,18 @@
 //! readable without a shell. Read through `journalctl` (the status user is in the
 //! systemd-journal group), bounded in lines and time.
 
+use minebox_coin::Registry;
 use serde::Serialize;
 use std::time::Duration;
 
-/// The units whose journal the page may show; anything else is refused.
+/// The units whose journal the page may show, beside one node per coin of the registry
+/// (`node-<coin>`, `minebox-node@<coin>.service`); anything else is refused.
 pub const SERVICES: &[(&str, &str)] = &[
     ("stratum", "minebox-stratum.service"),
     ("supervisor", "minebox-supervisor.service"),
     ("status", "minebox-status.service"),
     ("snapshot-agent", "minebox-snapshot-agent.service"),
     ("updater", "minebox-updater.service"),
-    ("node-btc", "minebox-node@btc.service"),
-    ("node-bch", "minebox-node@bch.service"),
-    ("node-xec", "minebox-node@xec.service"),
-    ("node-bsv", "minebox-node@bsv.service"),
     ("firstboot", "minebox-firstboot.service"),
 ];
 
@@ -40,15 +38,21 @@ pub enum JournalError {
     Unavailable(String),
 }
 
-pub fn unit_of(service: &str) -> Result<&'static str, JournalError> {
-    SERVICES.iter().find(|(n, _)| *n == service).map(|(_, u)| *u).ok_or_else(|| JournalError::Unknown(service.into()))
+pub fn unit_of(service: &str, registry: &Registry) -> Result<String, JournalError> {
+    if let Some((_, unit)) = SERVICES.iter().find(|(n, _)| *n == service) {
+        return Ok(unit.to_string());
+    }
+    match service.strip_prefix("node-") {
+        Some(coin) if registry.get(coin).is_some() => Ok(format!("minebox-node@{coin}.service")),
+        _ => Err(JournalError::Unknown(service.into())),
+    }
 }
 
-pub async fn last_lines(service: &str, lines: usize) -> Result<Vec<Line>, JournalError> {
-    let unit = unit_of(service)?;
+pub async fn last_lines(service: &str, lines: usize, registry: &Registry) -> Result<Vec<Line>, JournalError> {
+    let unit = unit_of(service, registry)?;
     let lines = lines.clamp(1, MAX_LINES);
     let run = tokio::process::Command::new("journalctl")
-        .args(["--no-pager", "-o", "json", "-n", &lines.to_string(), "-u", unit])
+        .args(["--no-pager", "-o", "json", "-n", &lines.to_string(), "-u", &unit])
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(5), run)
@@ -104,8 +108,21 @@ mod tests {
 
     #[test]
     fn only_minebox_units() {
-        assert_eq!(unit_of("stratum").unwrap(), "minebox-stratum.service");
-        assert!(unit_of("sshd").is_err());
-        assert!(unit_of("../../etc/shadow").is_err());
+        let r = Registry::embedded();
+        assert_eq!(unit_of("stratum", &r).unwrap(), "minebox-stratum.service");
+        assert_eq!(unit_of("node-bsv", &r).unwrap(), "minebox-node@bsv.service");
+        assert!(unit_of("sshd", &r).is_err());
+        assert!(unit_of("../../etc/shadow", &r).is_err());
+        assert!(unit_of("node-doge", &r).is_err());
+        assert!(unit_of("node-../../x", &r).is_err());
+    }
+
+    #[test]
+    fn a_coin_added_to_the_image_has_its_node_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let btc = include_str!("../../../coins/btc.toml");
+        std::fs::write(dir.path().join("tbtc.toml"), btc.replace("id = \"btc\"", "id = \"tbtc\"")).unwrap();
+        let r = Registry::image(dir.path()).unwrap();
+        assert_eq!(unit_of("node-tbtc", &r).unwrap(), "minebox-node@tbtc.service");
     }
 }

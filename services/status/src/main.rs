@@ -31,11 +31,11 @@ async fn main() -> anyhow::Result<()> {
     let app = minebox_status::app::App::new(minebox_status::app::Options {
         config: cli.config,
         defaults: cli.defaults,
-        registry: minebox_coin::Registry::embedded(),
+        registry: minebox_coin::Registry::installed()?,
         accounts: cli.accounts,
         data_dir: cli.data_dir,
     })?;
-    let listen = cli.listen.unwrap_or_else(|| app.settings().status.listen);
+    let listen = cli.listen.unwrap_or_else(|| app.settings().status.listen.to_string());
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}; is another web server running there?"))?;

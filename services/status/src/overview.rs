@@ -105,7 +105,7 @@ pub async fn build(
             CoinOverview {
                 coin: c.id.clone(),
                 name: registry.get(&c.id).map(|x| x.name.clone()).unwrap_or_else(|| c.id.clone()),
-                network: c.network.clone(),
+                network: c.network.name.clone(),
                 node,
                 stratum: StratumSummary {
                     port: c.stratum_port,

@@ -154,7 +154,7 @@ fn firewall(
     let ports = if close {
         Vec::new()
     } else {
-        let registry = minebox_coin::Registry::embedded();
+        let registry = minebox_coin::Registry::installed()?;
         let settings = minebox_settings::Settings::load(Some(config), defaults, &registry)?;
         firewall::stratum_ports(&settings, &registry)
     };
@@ -221,30 +221,25 @@ fn limits(cli: &Cli) -> anyhow::Result<Limits> {
 
 /// Settings mode (the box): every enabled coin of the settings file.
 fn from_settings(cli: &Cli, path: &std::path::Path) -> anyhow::Result<ServiceConfig> {
-    let registry = minebox_coin::Registry::embedded();
+    let registry = minebox_coin::Registry::installed()?;
     let settings = minebox_settings::Settings::load(Some(path), cli.defaults.as_deref(), &registry)?;
     let mut coins = Vec::new();
     for (c, coin, network) in settings.enabled_coins(&registry) {
         // The supervisor writes these credentials for a node it runs (the user, for an
         // external node); the stratum only reads them.
-        let node = minebox_node_rpc::NodeClient::new(
-            &format!("http://{}:{}/", c.rpc_host, c.rpc_port),
-            minebox_node_rpc::Auth::CookieFile(c.rpc_cookie.clone()),
-        )?;
+        let node =
+            minebox_node_rpc::NodeClient::new(&c.rpc_url(), minebox_node_rpc::Auth::CookieFile(c.rpc_cookie.clone()))?;
+        // An enabled coin's address was checked for its network by the settings.
+        let owner = c.payout.as_ref().with_context(|| format!("coins.{}.payout_address: required", c.id))?;
         coins.push(CoinConfig {
             coin: c.id.clone(),
-            network: c.network.clone(),
+            network: network.name.clone(),
             listen: SocketAddr::new(cli.bind, c.stratum_port),
             node,
-            // bcoin (development) has no ZMQ; every real node MineBox runs publishes it.
-            zmq_hashblock: (c.node_flavour != "bcoin").then(|| format!("tcp://{}:{}", c.rpc_host, c.zmq_port)),
+            zmq_hashblock: c.zmq_hashblock(),
             segwit: coin.segwit,
             min_tx_size: coin.min_tx_size(),
-            // The settings checked the address for this network already.
-            payouts: Box::new(
-                WithOwner::new(network.clone(), &c.payout_address, c.payout_policy)
-                    .map_err(|e| anyhow::anyhow!("coins.{}.payout_address: {e}", c.id))?,
-            ),
+            payouts: Box::new(WithOwner::checked(network.clone(), owner, c.payout_policy)),
             vardiff: {
                 let v = VardiffConfig {
                     shares_per_minute: c.shares_per_minute,
@@ -279,7 +274,7 @@ fn from_settings(cli: &Cli, path: &std::path::Path) -> anyhow::Result<ServiceCon
     Ok(ServiceConfig {
         coins,
         database: settings.paths.state.clone(),
-        api_listen: settings.stratum.api.parse().context("stratum.api must be host:port")?,
+        api_listen: settings.stratum.api,
         stats_flush: Duration::from_secs(cli.stats_flush_secs),
         limits: limits(cli)?,
         supervisor_events,

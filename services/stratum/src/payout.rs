@@ -38,6 +38,12 @@ impl WithOwner {
         let owner = Owner::new(&coin, address, policy)?;
         Ok(WithOwner { coin, owner })
     }
+
+    /// The owner's address as the settings already checked it for `network`.
+    pub fn checked(network: minebox_coin::Network, payout: &minebox_coin::Payout, policy: Policy) -> WithOwner {
+        let owner = Owner { address: payout.to_string(), script: payout.script_pubkey().clone(), policy };
+        WithOwner { coin: CoinPayouts(network), owner }
+    }
 }
 
 impl PayoutPolicy for WithOwner {

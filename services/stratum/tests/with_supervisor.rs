@@ -53,7 +53,7 @@ zmq_port = {zmq}
         &settings,
         minebox_supervisor::backend::Backend::Process(minebox_supervisor::backend::ProcessBackend),
         policy,
-        settings.supervisor.api.parse().unwrap(),
+        settings.supervisor.api,
     )
     .await
     .unwrap();

@@ -372,13 +372,12 @@ impl Keeper {
     /// (health, sync, stalls) through its RPC with the credentials file the user provided;
     /// never started, stopped or restarted. Start/stop requests change nothing.
     async fn watch_external(&self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
-        let rpc_url = format!("http://{}:{}/", self.coin.rpc_host, self.coin.rpc_port);
+        let rpc_url = self.coin.rpc_url();
         {
             let mut v = self.view.lock().expect("view lock");
             v.rpc_url = rpc_url.clone();
             v.credentials_file = self.coin.rpc_cookie.clone();
-            v.zmq_hashblock = (self.coin.node_flavour != "bcoin")
-                .then(|| format!("tcp://{}:{}", self.coin.rpc_host, self.coin.zmq_port));
+            v.zmq_hashblock = self.coin.zmq_hashblock();
             v.backend = "external".into();
         }
         let client = if self.coin.enabled {

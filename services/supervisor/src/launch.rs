@@ -7,6 +7,7 @@
 //! a modest peer count, no wallet.
 
 use crate::credentials::{self, Credentials};
+use minebox_coin::Configured;
 use minebox_settings::CoinSettings;
 use std::path::{Path, PathBuf};
 
@@ -42,23 +43,10 @@ pub fn dbcache_mib(memory_budget_mib: u64, phase: Phase) -> u64 {
     }
 }
 
-/// The `-chain` name Bitcoin Core uses for a MineBox network name.
-fn core_chain(flavour: &str, network: &str) -> &'static str {
-    match (flavour, network) {
-        (_, "main") => "main",
-        ("bitcoin-core", "test") => "testnet4",
-        (_, "test") => "test",
-        (_, "signet") => "signet",
-        _ => "regtest",
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     #[error("{0}")]
     Credentials(#[from] credentials::CredentialsError),
-    #[error("node flavour {0:?} is unknown; use bitcoin-core, bitcoin-cash-node, bitcoin-abc, sv-node or bcoin")]
-    UnknownFlavour(String),
 }
 
 pub fn plan(coin: &CoinSettings, nodes_dir: &Path, secrets_dir: &Path, phase: Phase) -> Result<Launch, LaunchError> {
@@ -68,9 +56,9 @@ pub fn plan(coin: &CoinSettings, nodes_dir: &Path, secrets_dir: &Path, phase: Ph
     let zmq = format!("tcp://127.0.0.1:{}", coin.zmq_port);
     let program = coin.node_command[0].clone();
     let mut args: Vec<String> = coin.node_command[1..].to_vec();
-    match coin.node_flavour.as_str() {
-        "bitcoin-core" | "bitcoin-cash-node" | "bitcoin-abc" | "sv-node" => {
-            let chain = core_chain(&coin.node_flavour, &coin.network);
+    let chain = coin.node_flavour.chain(&coin.network.name);
+    match coin.node_flavour.configured() {
+        configured @ (Configured::FileWithNetworkSections | Configured::FileWithNetworkFlag) => {
             let dbcache = dbcache_mib(coin.memory_budget_mib, phase);
             let salt = hex::encode(rand::random::<[u8; 16]>());
             let mut options = vec![
@@ -94,7 +82,7 @@ pub fn plan(coin: &CoinSettings, nodes_dir: &Path, secrets_dir: &Path, phase: Ph
                 "printtoconsole=1".into(),
                 "nodebuglogfile=1".into(),
             ];
-            let config = if coin.node_flavour == "bitcoin-core" {
+            let config = if configured == Configured::FileWithNetworkSections {
                 // Bitcoin Core reads network-specific options only from the network's section.
                 options.insert(1, format!("chain={chain}"));
                 let section = format!("[{chain}]");
@@ -125,16 +113,11 @@ pub fn plan(coin: &CoinSettings, nodes_dir: &Path, secrets_dir: &Path, phase: Ph
                 dbcache_mib: Some(dbcache),
             })
         }
-        "bcoin" => {
+        Configured::CommandLine => {
             // Development and tests only: bcoin takes everything on the command line; its
             // API key is the RPC password (any user name is accepted).
-            let network = match coin.network.as_str() {
-                "main" => "main",
-                "test" => "testnet",
-                other => other,
-            };
             args.extend([
-                format!("--network={network}"),
+                format!("--network={chain}"),
                 "--memory=false".into(),
                 "--http-host=127.0.0.1".into(),
                 format!("--http-port={}", coin.rpc_port),
@@ -160,7 +143,6 @@ pub fn plan(coin: &CoinSettings, nodes_dir: &Path, secrets_dir: &Path, phase: Ph
                 dbcache_mib: None,
             })
         }
-        other => Err(LaunchError::UnknownFlavour(other.to_string())),
     }
 }
 

@@ -63,8 +63,8 @@ pub async fn start(
     for coin in settings.coins.values() {
         let view = Arc::new(Mutex::new(NodeView {
             coin: coin.id.clone(),
-            network: coin.network.clone(),
-            flavour: coin.node_flavour.clone(),
+            network: coin.network.name.clone(),
+            flavour: coin.node_flavour.to_string(),
             state: NodeState::Stopped,
             detail: String::new(),
             health: None,

@@ -1,6 +1,5 @@
 //! `minebox-supervisor`: runs the coin nodes the settings file enables.
 
-use anyhow::Context;
 use clap::Parser;
 use minebox_supervisor::backend::{Backend, ProcessBackend, Systemctl, SystemdBackend};
 use minebox_supervisor::keeper::Policy;
@@ -22,7 +21,7 @@ struct Cli {
     /// Override where node data directories go.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Coin descriptors directory (built-in descriptors when absent).
+    /// Coin descriptors beside the built-in ones (the image's /usr/share/minebox/coins when absent).
     #[arg(long)]
     coins: Option<PathBuf>,
 }
@@ -32,8 +31,8 @@ async fn main() -> anyhow::Result<()> {
     minebox_platform::lifecycle::init_logging();
     let cli = Cli::parse();
     let registry = match &cli.coins {
-        Some(dir) => minebox_coin::Registry::load_dir(dir)?,
-        None => minebox_coin::Registry::embedded(),
+        Some(dir) => minebox_coin::Registry::image(dir)?,
+        None => minebox_coin::Registry::installed()?,
     };
     // A wrong value stops the service here, with the file and key in the message.
     let mut settings = minebox_settings::Settings::load(Some(&cli.config), cli.defaults.as_deref(), &registry)?;
@@ -41,19 +40,21 @@ async fn main() -> anyhow::Result<()> {
         settings.paths.nodes = d.join("nodes");
         settings.paths.secrets = d.join("secrets");
     }
-    let backend_name = cli.backend.unwrap_or_else(|| format!("{:?}", settings.supervisor.backend).to_lowercase());
-    let backend = match backend_name.as_str() {
-        "systemd" => Backend::Systemd(SystemdBackend { systemctl: Systemctl::Real }),
-        "process" => Backend::Process(ProcessBackend),
-        other => anyhow::bail!("--backend {other}: use systemd or process"),
+    let backend = match cli.backend.as_deref().map(str::parse) {
+        None => settings.supervisor.backend,
+        Some(Ok(b)) => b,
+        Some(Err(_)) => anyhow::bail!("--backend {}: use systemd or process", cli.backend.unwrap_or_default()),
+    };
+    let backend = match backend {
+        minebox_settings::Backend::Systemd => Backend::Systemd(SystemdBackend { systemctl: Systemctl::Real }),
+        minebox_settings::Backend::Process => Backend::Process(ProcessBackend),
     };
     let policy = Policy {
         disk_reserve_mib: settings.supervisor.disk_reserve_mib,
         stall_after: Duration::from_secs(settings.supervisor.stall_after_secs),
         ..Policy::default()
     };
-    let api = settings.supervisor.api.parse().context("supervisor.api must be host:port")?;
-    let sup = minebox_supervisor::start(&settings, backend, policy, api).await?;
+    let sup = minebox_supervisor::start(&settings, backend, policy, settings.supervisor.api).await?;
     tracing::info!(api = %sup.api, "supervisor ready");
     minebox_platform::lifecycle::ready();
     minebox_platform::lifecycle::terminated().await;

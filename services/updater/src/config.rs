@@ -1,6 +1,7 @@
-//! The `[updates]` settings, resolved into what the updater works with.
+//! The `[updates]` settings (typed and checked by the settings crate) gathered into what the
+//! updater works with, with the few values it takes from other sections.
 
-use crate::window::RebootWindow;
+use minebox_settings::RebootWindow;
 use minebox_settings::Settings;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,54 +40,28 @@ pub struct HealthConfig {
     pub timeout: Duration,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("updates.{key}: {message}")]
-pub struct ConfigError {
-    key: &'static str,
-    message: String,
-}
-
-fn err(key: &'static str, message: impl ToString) -> ConfigError {
-    ConfigError { key, message: message.to_string() }
-}
-
 impl Config {
-    pub fn from_settings(s: &Settings) -> Result<Config, ConfigError> {
+    /// What the updater works with, from settings the settings crate has checked (every
+    /// check of `[updates]` lives there; nothing is parsed or refused here).
+    pub fn from_settings(s: &Settings) -> Config {
         let u = &s.updates;
-        let api: SocketAddr = u.api.parse().map_err(|_| err("api", format!("{:?} is not host:port", u.api)))?;
-        // The API installs software and reboots the box: never beyond this machine.
-        if !api.ip().is_loopback() {
-            return Err(err("api", format!("{api} is not a loopback address; use 127.0.0.1:PORT")));
-        }
-        if u.check_every_hours == 0 {
-            return Err(err("check_every_hours", "at least 1"));
-        }
-        if u.reboot_command.is_empty() {
-            return Err(err("reboot_command", "must name a program"));
-        }
-        if u.rollback_command.is_empty() {
-            return Err(err("rollback_command", "must name a program"));
-        }
-        if u.max_bundle_mib == 0 {
-            return Err(err("max_bundle_mib", "at least 1"));
-        }
-        Ok(Config {
+        Config {
             channel: u.channel.clone(),
             manifest_url: u.manifest_url.clone(),
             keys_dir: u.keys.clone(),
             auto_install: u.auto_install,
-            window: u.reboot_window.parse().map_err(|e| err("reboot_window", e))?,
-            check_every: Duration::from_secs(u.check_every_hours * 3600),
-            api,
+            window: u.reboot_window,
+            check_every: u.check_every,
+            api: u.api,
             health: HealthConfig {
                 units: u.health_units.clone(),
                 stratum_ports: s.coins.values().filter(|c| c.enabled).map(|c| c.stratum_port).collect(),
-                status_url: u.status_url.trim_end_matches('/').to_string(),
+                status_url: u.status_url.clone(),
                 supervisor_url: format!("http://{}", s.supervisor.api),
-                timeout: Duration::from_secs(u.health_timeout_secs),
+                timeout: u.health_timeout,
             },
             usb_dir: u.usb_dir.clone(),
-            max_bundle_bytes: u.max_bundle_mib * 1024 * 1024,
+            max_bundle_bytes: u.max_bundle_bytes,
             state_dir: u.state_dir.clone(),
             os_release: u.os_release.clone(),
             rauc: u.rauc.clone(),
@@ -94,7 +69,7 @@ impl Config {
             tryboot: u.tryboot.clone(),
             reboot_command: u.reboot_command.clone(),
             rollback_command: u.rollback_command.clone(),
-        })
+        }
     }
 
     /// The manifest URL for this channel and board.
@@ -108,16 +83,15 @@ mod tests {
     use super::*;
     use minebox_coin::Registry;
 
-    fn load(user: &str) -> Result<Config, ConfigError> {
+    fn load(user: &str) -> Result<Config, minebox_settings::SettingsError> {
         let s = Settings::from_texts(
             "minebox.toml",
             user,
             "defaults.toml",
             minebox_settings::EMBEDDED_DEFAULTS,
             &Registry::embedded(),
-        )
-        .unwrap();
-        Config::from_settings(&s)
+        )?;
+        Ok(Config::from_settings(&s))
     }
 
     #[test]
@@ -132,7 +106,7 @@ mod tests {
     #[test]
     fn a_public_api_address_and_a_bad_window_are_refused() {
         let e = load("[updates]\napi = \"0.0.0.0:3393\"\n").unwrap_err();
-        assert!(e.to_string().starts_with("updates.api: 0.0.0.0:3393 is not a loopback"), "{e}");
+        assert!(e.to_string().starts_with("minebox.toml: updates.api: 0.0.0.0:3393 is not a loopback"), "{e}");
         let e = load("[updates]\nreboot_window = \"night\"\n").unwrap_err();
         assert!(e.to_string().contains("updates.reboot_window"), "{e}");
     }

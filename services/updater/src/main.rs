@@ -41,9 +41,9 @@ enum Cmd {
 }
 
 fn settings(cli: &Cli) -> anyhow::Result<Config> {
-    let registry = minebox_coin::Registry::embedded();
+    let registry = minebox_coin::Registry::installed()?;
     let s = minebox_settings::Settings::load(Some(&cli.config), cli.defaults.as_deref(), &registry)?;
-    Ok(Config::from_settings(&s)?)
+    Ok(Config::from_settings(&s))
 }
 
 #[tokio::main]

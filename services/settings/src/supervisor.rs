@@ -1,0 +1,54 @@
+//! `[supervisor]`: how nodes are run and watched.
+
+use crate::file::{get, refuse, socket_addr, Layer};
+use crate::SettingsError;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct File {
+    pub api: Option<String>,
+    backend: Option<String>,
+    disk_reserve_mib: Option<u64>,
+    stall_after_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Systemd,
+    Process,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Backend, String> {
+        match s {
+            "systemd" => Ok(Backend::Systemd),
+            "process" => Ok(Backend::Process),
+            other => Err(format!("{other:?} is not a backend; use \"systemd\" (the box) or \"process\" (development)")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SupervisorSettings {
+    pub api: SocketAddr,
+    pub backend: Backend,
+    /// Stop a node cleanly when less than this much disk is free.
+    pub disk_reserve_mib: u64,
+    /// A syncing node whose height has not moved for this long is reported as stalled.
+    pub stall_after_secs: u64,
+}
+
+pub(crate) fn resolve(l: &Layer<'_, File>) -> Result<SupervisorSettings, SettingsError> {
+    let backend: String = get!(l, backend);
+    let backend = backend.parse().map_err(|m: String| refuse!(l, backend, m))?;
+    Ok(SupervisorSettings {
+        api: socket_addr(l, "api", l.in_user(|s| s.api.as_ref()), &get!(l, api))?,
+        backend,
+        disk_reserve_mib: get!(l, disk_reserve_mib),
+        stall_after_secs: get!(l, stall_after_secs),
+    })
+}
