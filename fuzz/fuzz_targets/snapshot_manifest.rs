@@ -1,7 +1,7 @@
 //! The snapshot manifest and its minisign signature (services/snapshot/src/manifest.rs,
-//! minisign.rs), in the order the agent reads them (services/snapshot-agent/src/install.rs,
-//! fetch_verified): the signature file is parsed and checked against the pinned keys, then
-//! the manifest is parsed.
+//! services/minisign), in the order the agent reads them (services/snapshot/src/verify.rs,
+//! `verify_manifest`): the signature file is parsed and checked against the pinned keys,
+//! then the manifest is parsed.
 //!
 //! An input without a NUL is a manifest, signed here with the pinned key (so the fuzzer gets
 //! past the signature into the manifest parser); an input with one is manifest bytes, a

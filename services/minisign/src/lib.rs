@@ -1,5 +1,6 @@
 //! Ed25519 signatures in minisign's format, so anyone can check a manifest with the stock
-//! tool: `minisign -Vm manifest.json -p minebox.pub`.
+//! tool: `minisign -Vm manifest.json -p minebox.pub`. Snapshots and updates both use it; keys
+//! are pinned by role (`snapshot-*.pub`, `update-*.pub`), see [`PublicKey::pinned`].
 //!
 //! Public key file: an untrusted comment line, then base64 of `"Ed" || key_id (8 bytes) ||
 //! public key (32)`. Signature file: untrusted comment, base64 of `"ED" || key_id ||

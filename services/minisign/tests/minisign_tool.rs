@@ -1,7 +1,7 @@
 //! Our signatures against the stock minisign tool (Debian's), both ways it matters: the
 //! tool accepts what we sign, and refuses it when anything changed.
 
-use minebox_snapshot::minisign::SecretKey;
+use minebox_minisign::SecretKey;
 use std::process::Command;
 
 #[test]

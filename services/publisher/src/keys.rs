@@ -1,7 +1,7 @@
 //! Signing keys on the publisher's disk.
 
 use anyhow::{bail, Context};
-use minebox_snapshot::minisign::SecretKey;
+use minebox_minisign::SecretKey;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;

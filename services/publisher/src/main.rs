@@ -1,9 +1,9 @@
 //! `minebox-publisher`: make, sign and check MineBox snapshots.
 
 use clap::{Parser, Subcommand};
+use minebox_minisign::PublicKey;
 use minebox_publisher::{keys, publish, verify};
 use minebox_snapshot::manifest::Kind;
-use minebox_snapshot::minisign::PublicKey;
 use std::path::PathBuf;
 
 #[derive(Parser)]

@@ -3,11 +3,11 @@
 //! missing.
 
 use anyhow::{bail, Context};
+use minebox_minisign::SecretKey;
 use minebox_snapshot::chunk;
 use minebox_snapshot::index::{ChunkRef, FileEntry, Index};
 use minebox_snapshot::layout;
 use minebox_snapshot::manifest::{Kind, Manifest, FORMAT};
-use minebox_snapshot::minisign::SecretKey;
 use sha2::{Digest, Sha256};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -160,15 +160,14 @@ pub fn publish(req: &Request, key: &SecretKey) -> anyhow::Result<(Manifest, Repo
     };
     std::fs::create_dir_all(req.out.join("chunks"))?;
     let mut report = Report::default();
-    let mut index = Index::default();
+    let mut files = Vec::new();
     for (rel, path) in &sources {
         let meta = std::fs::metadata(path)?;
         let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
         let reader = std::io::BufReader::with_capacity(1 << 20, file);
         let mut refs = Vec::new();
         chunk::chunk(reader, |piece, data| {
-            let hex = hex::encode(piece.hash);
-            let dest = req.out.join(layout::chunk_path(&hex));
+            let dest = req.out.join(layout::chunk_path(&piece.hash));
             if dest.exists() {
                 report.chunks_reused += 1;
                 report.bytes_reused += piece.size as u64;
@@ -181,21 +180,21 @@ pub fn publish(req: &Request, key: &SecretKey) -> anyhow::Result<(Manifest, Repo
                 minebox_platform::fs::atomic_write(&dest, &compressed)?;
                 report.chunks_added += 1;
             }
-            refs.push(ChunkRef { hash: hex, size: piece.size });
+            refs.push(ChunkRef { hash: piece.hash, size: piece.size });
             Ok(())
         })
         .with_context(|| format!("chunking {}", path.display()))?;
         report.chunks += refs.len();
         report.files += 1;
         report.total_bytes += meta.len();
-        index.files.push(FileEntry {
+        files.push(FileEntry {
             path: rel.clone(),
             size: meta.len(),
             mode: meta.permissions().mode() & 0o777,
             chunks: refs,
         });
     }
-    index.check().context("the index built from the source is not valid")?;
+    let index = Index::new(files).context("the index built from the source is not valid")?;
     let index_bytes = serde_json::to_vec(&index)?;
     let created = now();
     let manifest = Manifest {

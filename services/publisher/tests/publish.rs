@@ -135,3 +135,44 @@ fn a_utxo_file_is_published_only_for_the_block_and_chain_it_was_dumped_at() {
     let (m, _) = publish(&req("regtest", base), &key).unwrap();
     assert_eq!(m.block_hash, base);
 }
+
+/// `verify` checks a tree as a device does (the same `minebox_snapshot::verify`): a manifest
+/// signed by the right key but whose total the index does not add up to, or that names
+/// another key than the one that signed it, is refused, not reported "ok".
+#[test]
+fn verify_refuses_what_a_device_refuses() {
+    use minebox_publisher::publish::{publish, Request};
+    use minebox_publisher::verify::verify;
+    use minebox_snapshot::manifest::{Kind, Manifest};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("node/blocks")).unwrap();
+    std::fs::write(dir.path().join("node/blocks/blk00000.dat"), noise(1 << 20, 9)).unwrap();
+    let key = minebox_minisign::SecretKey::generate();
+    let tree = dir.path().join("tree");
+    let req = Request {
+        source: dir.path().join("node"),
+        kind: Kind::Datadir,
+        coin: "btc".into(),
+        network: "regtest".into(),
+        height: 1,
+        block_hash: "11".repeat(32),
+        version: 1,
+        expires_in_secs: 3600,
+        out: tree.clone(),
+        level: 3,
+    };
+    let (m, _) = publish(&req, &key).unwrap();
+    verify(&tree, &[key.public()]).unwrap();
+    let wrong_total = Manifest { total_bytes: m.total_bytes + 1, ..m.clone() };
+    let wrong_key = Manifest { key_id: "0000000000000000".into(), ..m.clone() };
+    for (what, manifest, says) in [
+        ("total", wrong_total, "index.json (Merkle root) does not match"),
+        ("key", wrong_key, "names key 0000000000000000"),
+    ] {
+        let bytes = manifest.to_bytes();
+        std::fs::write(tree.join("manifest.json.minisig"), key.sign(&bytes, "minebox btc regtest")).unwrap();
+        std::fs::write(tree.join("manifest.json"), bytes).unwrap();
+        let e = verify(&tree, &[key.public()]).expect_err(what).to_string();
+        assert!(e.contains(says), "{what}: {e}");
+    }
+}

@@ -1,9 +1,12 @@
 //! Getting bytes from the snapshot server: whole small documents, and chunks resumed with
 //! HTTP Range (If-Range guards against a file that changed between two attempts), retried
-//! with backoff on server errors and timeouts, under an optional bandwidth limit.
+//! with backoff on server errors and timeouts, under an optional bandwidth limit; and the
+//! snapshot's documents fetched and checked by the format's one `verify`.
 
 use crate::AgentError;
 use futures::StreamExt;
+use minebox_snapshot::minisign::{PublicKey, SignError};
+use minebox_snapshot::{layout, Verified, VerifyError};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -194,4 +197,40 @@ impl Fetcher {
         }
         Err(AgentError::Unreachable { url, tries: self.retries + 1, last })
     }
+}
+
+impl From<VerifyError> for AgentError {
+    fn from(e: VerifyError) -> AgentError {
+        match e {
+            VerifyError::Signature(e) => AgentError::Signature(e),
+            VerifyError::Malformed { what, why } => AgentError::Malformed { what, why },
+            VerifyError::Tampered { what } => AgentError::Tampered { what },
+        }
+    }
+}
+
+/// Fetches the manifest, its signature and the index, and checks them
+/// (`minebox_snapshot::verify_manifest`, then `verify_index`).
+pub async fn fetch_verified(f: &Fetcher, keys: &[PublicKey], clock_trusted: bool) -> Result<Verified, AgentError> {
+    // The publisher replaces the signature and the manifest one after the other; a reader
+    // caught between the two sees a mismatch, so a bad signature is fetched once more.
+    let mut tries = 0;
+    let signed = loop {
+        let manifest_bytes = f.document(layout::MANIFEST, 64 * 1024).await?;
+        let sig_text = f.document(layout::SIGNATURE, 4096).await?;
+        match minebox_snapshot::verify_manifest(&manifest_bytes, &String::from_utf8_lossy(&sig_text), keys) {
+            Ok(signed) => break signed,
+            Err(VerifyError::Signature(SignError::BadSignature)) if tries == 0 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let manifest = signed.manifest();
+    if clock_trusted && minebox_platform::clock::unix_secs() > manifest.expires {
+        return Err(AgentError::Expired { expires: manifest.expires });
+    }
+    let index_bytes = f.document(layout::INDEX, manifest.index_size.max(1) + 1).await?;
+    Ok(signed.verify_index(&index_bytes)?)
 }

@@ -6,16 +6,16 @@
 //! by hash, partial downloads continue with HTTP Range). Once marked complete, the swap is
 //! two renames on one filesystem; a run that finds a complete staging area finishes it.
 
-use crate::fetch::{Bandwidth, Fetcher};
+use crate::fetch::{fetch_verified, Bandwidth, Fetcher};
 use crate::progress::{Phase, SharedProgress};
 use crate::AgentError;
 use minebox_snapshot::chunk;
 use minebox_snapshot::index::Index;
 use minebox_snapshot::layout;
 use minebox_snapshot::manifest::Manifest;
-use minebox_snapshot::minisign::{PublicKey, SignatureFile};
+use minebox_snapshot::minisign::PublicKey;
+use minebox_snapshot::ChunkHash;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -111,8 +111,6 @@ pub fn installed(dest: &Path) -> Option<Installed> {
     std::fs::read(state_dir(dest).join("installed.json")).ok().and_then(|b| serde_json::from_slice(&b).ok())
 }
 
-use minebox_platform::clock::unix_secs as now;
-
 fn free_bytes(path: &Path) -> Option<u64> {
     minebox_platform::fs::free_space(path).ok()
 }
@@ -151,59 +149,11 @@ fn sync_dir(path: &Path) {
     }
 }
 
-/// Fetches and checks the manifest, its signature, and the index.
-pub async fn fetch_verified(
-    f: &Fetcher,
-    keys: &[PublicKey],
-    clock_trusted: bool,
-) -> Result<(Manifest, Index), AgentError> {
-    // The publisher replaces the signature and the manifest one after the other; a reader
-    // caught between the two sees a mismatch, so a bad signature is fetched once more.
-    let mut tries = 0;
-    let (manifest_bytes, key_id) = loop {
-        let manifest_bytes = f.document(layout::MANIFEST, 64 * 1024).await?;
-        let sig_text = f.document(layout::SIGNATURE, 4096).await?;
-        let sig = SignatureFile::parse(&String::from_utf8_lossy(&sig_text))?;
-        match sig.verify(&manifest_bytes, keys) {
-            Ok(k) => break (manifest_bytes, k.id.to_string()),
-            Err(minebox_snapshot::minisign::SignError::BadSignature) if tries == 0 => {
-                tries += 1;
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
-    let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
-        .map_err(|e| AgentError::Malformed { what: "manifest", why: e.to_string() })?;
-    if manifest.key_id != key_id {
-        return Err(AgentError::Malformed {
-            what: "manifest",
-            why: format!("names key {} but was signed by {key_id}", manifest.key_id),
-        });
-    }
-    if clock_trusted && now() > manifest.expires {
-        return Err(AgentError::Expired { expires: manifest.expires });
-    }
-    let index_bytes = f.document(layout::INDEX, manifest.index_size.max(1) + 1).await?;
-    if index_bytes.len() as u64 != manifest.index_size
-        || hex::encode(Sha256::digest(&index_bytes)) != manifest.index_sha256
-    {
-        return Err(AgentError::Tampered { what: "index.json".into() });
-    }
-    let index: Index = serde_json::from_slice(&index_bytes)
-        .map_err(|e| AgentError::Malformed { what: "index", why: e.to_string() })?;
-    index.check().map_err(|e| AgentError::Malformed { what: "index", why: e.to_string() })?;
-    if hex::encode(index.merkle_root()) != manifest.merkle_root || index.total_bytes() != manifest.total_bytes {
-        return Err(AgentError::Tampered { what: "index.json (Merkle root)".into() });
-    }
-    Ok((manifest, index))
-}
-
 /// Where a chunk's bytes go: every (staged file, offset) holding it.
 type Targets = Vec<(Arc<std::fs::File>, u64)>;
 
 /// Where a chunk's bytes can be found on disk already.
-type LocalChunks = HashMap<String, (PathBuf, u64, u32)>;
+type LocalChunks = HashMap<ChunkHash, (PathBuf, u64, u32)>;
 
 /// Chunks the files already in `dir` the same way the publisher did.
 fn local_chunks(dir: &Path) -> LocalChunks {
@@ -218,7 +168,7 @@ fn local_chunks(dir: &Path) -> LocalChunks {
                 Ok(t) if t.is_file() => {
                     if let Ok(file) = std::fs::File::open(&p) {
                         let _ = chunk::chunk(std::io::BufReader::with_capacity(1 << 20, file), |piece, _| {
-                            out.entry(hex::encode(piece.hash)).or_insert((p.clone(), piece.offset, piece.size));
+                            out.entry(piece.hash).or_insert((p.clone(), piece.offset, piece.size));
                             Ok(())
                         });
                     }
@@ -230,10 +180,10 @@ fn local_chunks(dir: &Path) -> LocalChunks {
     out
 }
 
-fn hash_region(file: &std::fs::File, offset: u64, size: u32) -> Option<String> {
+fn hash_region(file: &std::fs::File, offset: u64, size: u32) -> Option<ChunkHash> {
     let mut buf = vec![0u8; size as usize];
     file.read_exact_at(&mut buf, offset).ok()?;
-    Some(hex::encode(Sha256::digest(&buf)))
+    Some(ChunkHash::of(&buf))
 }
 
 pub async fn install(opts: Options, progress: SharedProgress) -> Result<Report, AgentError> {
@@ -260,7 +210,7 @@ pub async fn install_then(opts: Options, progress: SharedProgress, then: Phase) 
         received: received.clone(),
     });
     progress.set_phase(Phase::Verifying);
-    let (manifest, index) = fetch_verified(&fetcher, &opts.keys, opts.clock_trusted).await?;
+    let (manifest, index) = fetch_verified(&fetcher, &opts.keys, opts.clock_trusted).await?.into_parts();
     if let Some(have) = installed(&opts.dest) {
         if manifest.version < have.version {
             return Err(AgentError::Rollback { offered: manifest.version, installed: have.version });
@@ -316,12 +266,12 @@ async fn stage(
     progress.start(manifest.total_bytes, manifest.chunk_count);
 
     // Open every staged file at its final size; note where each chunk goes.
-    let mut wants: HashMap<String, Targets> = HashMap::new();
-    let mut sizes: HashMap<String, u32> = HashMap::new();
+    let mut wants: HashMap<ChunkHash, Targets> = HashMap::new();
+    let mut sizes: HashMap<ChunkHash, u32> = HashMap::new();
     let mut files = Vec::new();
     progress.set_phase(Phase::Reusing);
     let local = if opts.dest.exists() { local_chunks(&opts.dest) } else { HashMap::new() };
-    for entry in &index.files {
+    for entry in index.files() {
         let path = staging.join(&entry.path);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
@@ -338,22 +288,22 @@ async fn stage(
         let mut offset = 0u64;
         for c in &entry.chunks {
             // Resumed: a region already holding the right bytes is done.
-            if resumed && hash_region(&file, offset, c.size).as_deref() == Some(c.hash.as_str()) {
+            if resumed && hash_region(&file, offset, c.size) == Some(c.hash) {
                 progress.add_done(c.size as u64, 0);
             } else if let Some((src, src_off, size)) = local.get(&c.hash) {
                 let mut buf = vec![0u8; *size as usize];
                 let src_file = std::fs::File::open(src).map_err(io(src))?;
                 src_file.read_exact_at(&mut buf, *src_off).map_err(io(src))?;
-                if hex::encode(Sha256::digest(&buf)) == c.hash {
+                if ChunkHash::of(&buf) == c.hash {
                     file.write_all_at(&buf, offset).map_err(io(&path))?;
                     progress.add_done(c.size as u64, c.size as u64);
                 } else {
-                    wants.entry(c.hash.clone()).or_default().push((file.clone(), offset));
+                    wants.entry(c.hash).or_default().push((file.clone(), offset));
                 }
             } else {
-                wants.entry(c.hash.clone()).or_default().push((file.clone(), offset));
+                wants.entry(c.hash).or_default().push((file.clone(), offset));
             }
-            sizes.insert(c.hash.clone(), c.size);
+            sizes.insert(c.hash, c.size);
             offset += c.size as u64;
         }
         files.push((path, entry.mode, file));
@@ -361,7 +311,7 @@ async fn stage(
 
     // Download what is missing, a few chunks at a time.
     progress.set_phase(Phase::Downloading);
-    let queue: Vec<(String, Targets)> = wants.into_iter().collect();
+    let queue: Vec<(ChunkHash, Targets)> = wants.into_iter().collect();
     let queue = Arc::new(std::sync::Mutex::new(queue));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..opts.parallel.max(1) {
@@ -375,10 +325,10 @@ async fn stage(
             loop {
                 let Some((hash, targets)) = queue.lock().expect("queue").pop() else { return Ok::<(), AgentError>(()) };
                 let size = sizes[&hash];
-                let plain = download_verified(&fetcher, &chunk_dir, &hash, size, retries).await?;
+                let plain = download_verified(&fetcher, &chunk_dir, hash, size, retries).await?;
                 for (file, offset) in &targets {
                     file.write_all_at(&plain, *offset)
-                        .map_err(|e| AgentError::Io { path: hash.clone(), message: e.to_string() })?;
+                        .map_err(|e| AgentError::Io { path: hash.to_string(), message: e.to_string() })?;
                     progress.add_done(size as u64, 0);
                 }
                 progress.add_downloaded_chunk();
@@ -422,22 +372,22 @@ async fn stage(
 async fn download_verified(
     f: &Fetcher,
     dir: &Path,
-    hash: &str,
+    hash: ChunkHash,
     size: u32,
     retries: u32,
 ) -> Result<Vec<u8>, AgentError> {
     let part = dir.join(format!("{hash}.zst.part"));
-    let rel = layout::chunk_path(hash);
+    let rel = layout::chunk_path(&hash);
     for attempt in 0..=retries {
         f.chunk_to_file(&rel, &part).await?;
         let compressed = std::fs::read(&part).map_err(io(&part))?;
         let ok = zstd::bulk::decompress(&compressed, size as usize)
             .ok()
-            .filter(|plain| plain.len() == size as usize && hex::encode(Sha256::digest(plain)) == hash);
+            .filter(|plain| plain.len() == size as usize && ChunkHash::of(plain) == hash);
         match ok {
             Some(plain) => return Ok(plain),
             None => {
-                tracing::warn!(chunk = hash, attempt, "chunk failed verification; downloading it again");
+                tracing::warn!(chunk = %hash, attempt, "chunk failed verification; downloading it again");
                 let _ = std::fs::remove_file(&part);
                 let _ = std::fs::remove_file(part.with_extension("etag"));
             }

@@ -101,8 +101,9 @@ impl Agent {
             bandwidth: None,
             received: Default::default(),
         };
-        let o = install::fetch_verified(&fetcher, &self.keys, true)
+        let o = crate::fetch::fetch_verified(&fetcher, &self.keys, true)
             .await
+            .map(minebox_snapshot::Verified::into_parts)
             .map(|(m, _)| Offer {
                 height: m.height,
                 bytes: m.total_bytes,
@@ -148,7 +149,8 @@ impl Agent {
             bandwidth: None,
             received: Default::default(),
         };
-        let (m, _) = install::fetch_verified(&fetcher, &self.keys, true).await.map_err(|e| e.to_string())?;
+        let (m, _) =
+            crate::fetch::fetch_verified(&fetcher, &self.keys, true).await.map_err(|e| e.to_string())?.into_parts();
         if m.coin != src.coin || m.network != src.network {
             return Err(format!(
                 "refused: the snapshot is for {} {}, this node is {} {}",

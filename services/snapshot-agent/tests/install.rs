@@ -48,10 +48,10 @@ impl World {
     }
 }
 
-fn first_chunk(tree: &std::path::Path) -> String {
+fn first_chunk(tree: &std::path::Path) -> minebox_snapshot::ChunkHash {
     let index: minebox_snapshot::Index =
         serde_json::from_slice(&std::fs::read(tree.join("index.json")).unwrap()).unwrap();
-    index.files[0].chunks[0].hash.clone()
+    index.files()[0].chunks[0].hash
 }
 
 #[tokio::test]
@@ -81,7 +81,7 @@ async fn every_transport_fault_is_detected_and_recovered() {
         w.fault(&format!("{chunk}.zst"), kind, 1);
         w.install().await.unwrap_or_else(|e| panic!("{name}: {e}"));
         same_tree(&w.dir.path().join("source"), &w.dest());
-        let asked = w.proxy.requests.lock().unwrap().iter().filter(|p| p.contains(&chunk)).count();
+        let asked = w.proxy.requests.lock().unwrap().iter().filter(|p| p.contains(&chunk.to_hex())).count();
         assert!(asked >= 2, "{name}: the chunk was fetched again ({asked} requests)");
     }
 }
@@ -178,10 +178,10 @@ async fn an_update_downloads_only_the_difference() {
     let w = World::new(32).await;
     let first = w.install().await.unwrap();
     let tree = w.dir.path().join("tree");
-    let chunks_of = |tree: &std::path::Path| -> std::collections::HashSet<String> {
+    let chunks_of = |tree: &std::path::Path| -> std::collections::HashSet<minebox_snapshot::ChunkHash> {
         let index: minebox_snapshot::Index =
             serde_json::from_slice(&std::fs::read(tree.join("index.json")).unwrap()).unwrap();
-        index.chunks().map(|c| c.hash.clone()).collect()
+        index.chunks().map(|c| c.hash).collect()
     };
     let before = chunks_of(&tree);
     // Change 64 KiB in the middle of the block file and publish again.
@@ -191,7 +191,7 @@ async fn an_update_downloads_only_the_difference() {
     bytes[mid..mid + (64 << 10)].copy_from_slice(&noise(64 << 10, 42));
     std::fs::write(&blk, bytes).unwrap();
     publish_tree(&w.dir.path().join("source"), &tree, &w.key, 2, 86_400);
-    let new: Vec<String> = chunks_of(&tree).difference(&before).cloned().collect();
+    let new: Vec<minebox_snapshot::ChunkHash> = chunks_of(&tree).difference(&before).cloned().collect();
     let new_bytes: u64 =
         new.iter().map(|h| std::fs::metadata(tree.join(minebox_snapshot::layout::chunk_path(h))).unwrap().len()).sum();
     let second = w.install().await.unwrap();

@@ -2,7 +2,7 @@
 //! inserting or changing bytes in a file only changes the chunks around the change, and a
 //! device holding the previous snapshot downloads only the difference.
 
-use sha2::{Digest, Sha256};
+use crate::hash::ChunkHash;
 use std::io::Read;
 
 /// FastCDC 2020 sizes: 2 MiB average (the 1-4 MiB range), 512 KiB to 8 MiB.
@@ -15,7 +15,7 @@ pub const MAX_SIZE: u32 = 8 * 1024 * 1024;
 pub struct Piece {
     pub offset: u64,
     pub size: u32,
-    pub hash: [u8; 32],
+    pub hash: ChunkHash,
 }
 
 /// Cuts a stream into chunks, handing each one's bytes to `each` (to compress or compare)
@@ -30,7 +30,7 @@ pub fn chunk<R: Read>(
             fastcdc::v2020::Error::IoError(io) => io,
             other => std::io::Error::other(other.to_string()),
         })?;
-        let hash: [u8; 32] = Sha256::digest(&c.data).into();
+        let hash = ChunkHash::of(&c.data);
         let piece = Piece { offset: c.offset, size: c.length as u32, hash };
         each(&piece, &c.data)?;
         out.push(piece);

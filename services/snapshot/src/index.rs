@@ -1,14 +1,19 @@
 //! The chunk index: every file of the snapshot as a sequence of chunks, and the Merkle root
 //! over the whole chunk list that the signed manifest commits to.
+//!
+//! An [`Index`] exists only checked: parsing runs the checks (serde goes through
+//! [`Index::new`]), and the publisher builds one with [`Index::new`] too, so code that holds
+//! an `Index` never has to remember to check it.
 
+use crate::hash::ChunkHash;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Component, Path};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRef {
-    /// SHA-256 of the uncompressed chunk, hex.
-    pub hash: String,
+    /// SHA-256 of the uncompressed chunk (hex in index.json).
+    pub hash: ChunkHash,
     pub size: u32,
 }
 
@@ -23,8 +28,23 @@ pub struct FileEntry {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(try_from = "Unchecked")]
 pub struct Index {
-    pub files: Vec<FileEntry>,
+    files: Vec<FileEntry>,
+}
+
+/// index.json as parsed, before the checks; never leaves this module.
+#[derive(Deserialize)]
+struct Unchecked {
+    files: Vec<FileEntry>,
+}
+
+impl TryFrom<Unchecked> for Index {
+    type Error = IndexError;
+
+    fn try_from(u: Unchecked) -> Result<Index, IndexError> {
+        Index::new(u.files)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,22 +53,36 @@ pub enum IndexError {
     UnsafePath(String),
     #[error("index file {path}: chunk sizes add up to {sum}, the file says {size}")]
     SizeMismatch { path: String, sum: u64, size: u64 },
-    #[error("index chunk hash {0:?} is not 64 hex digits")]
-    BadHash(String),
     #[error("index lists {0} twice")]
     Duplicate(String),
 }
 
-/// A Merkle leaf commits to a chunk's hash and size.
+/// A Merkle leaf commits to a chunk's hash and size. The hash goes in as its 64 hex digits,
+/// as the format has always had it (docs/snapshot-format.md): published roots stay valid.
 fn leaf(c: &ChunkRef) -> [u8; 32] {
+    let mut hex = [0u8; 64];
+    hex::encode_to_slice(c.hash.as_bytes(), &mut hex).expect("64 hex digits for 32 bytes");
     let mut h = Sha256::new();
     h.update([0u8]);
-    h.update(c.hash.as_bytes());
+    h.update(hex);
     h.update(c.size.to_le_bytes());
     h.finalize().into()
 }
 
 impl Index {
+    /// A checked index: refuses paths that could escape the install directory, sizes that
+    /// do not add up and duplicate files (an index is data from the network; chunk hashes
+    /// were already checked when parsed into [`ChunkHash`]).
+    pub fn new(files: Vec<FileEntry>) -> Result<Index, IndexError> {
+        let index = Index { files };
+        index.check()?;
+        Ok(index)
+    }
+
+    pub fn files(&self) -> &[FileEntry] {
+        &self.files
+    }
+
     /// Every chunk reference in index order.
     pub fn chunks(&self) -> impl Iterator<Item = &ChunkRef> {
         self.files.iter().flat_map(|f| f.chunks.iter())
@@ -85,9 +119,7 @@ impl Index {
         level[0]
     }
 
-    /// Refuses paths that could escape the install directory, sizes that do not add up,
-    /// malformed hashes and duplicate files: an index is data from the network.
-    pub fn check(&self) -> Result<(), IndexError> {
+    fn check(&self) -> Result<(), IndexError> {
         let mut seen = std::collections::HashSet::new();
         for f in &self.files {
             let p = Path::new(&f.path);
@@ -102,11 +134,6 @@ impl Index {
             if sum != f.size {
                 return Err(IndexError::SizeMismatch { path: f.path.clone(), sum, size: f.size });
             }
-            for c in &f.chunks {
-                if c.hash.len() != 64 || !c.hash.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
-                    return Err(IndexError::BadHash(c.hash.clone()));
-                }
-            }
         }
         Ok(())
     }
@@ -117,7 +144,7 @@ mod tests {
     use super::*;
 
     fn c(h: u8, size: u32) -> ChunkRef {
-        ChunkRef { hash: hex::encode([h; 32]), size }
+        ChunkRef { hash: ChunkHash::from_bytes([h; 32]), size }
     }
 
     #[test]
@@ -142,5 +169,42 @@ mod tests {
         }
         let i = Index { files: vec![FileEntry { path: "a".into(), size: 5, mode: 0o644, chunks: vec![c(1, 4)] }] };
         assert!(matches!(i.check(), Err(IndexError::SizeMismatch { .. })));
+    }
+
+    /// index.json and the Merkle root are byte for byte what docs/snapshot-format.md says
+    /// (leaves over the hash's hex text), so trees published before `ChunkHash` still verify.
+    #[test]
+    fn index_json_and_its_root_are_as_the_format_says() {
+        let (h1, h2) = ("01".repeat(32), "ab".repeat(32));
+        let text = format!(
+            r#"{{"files":[{{"path":"a","size":30,"mode":420,"chunks":[{{"hash":"{h1}","size":10}},{{"hash":"{h2}","size":20}}]}},{{"path":"b/c","size":5,"mode":384,"chunks":[{{"hash":"{h1}","size":5}}]}}]}}"#
+        );
+        let index: Index = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&index).unwrap(), text);
+        // sha256(1 || sha256(1 || leaf(h1,10) || leaf(h2,20)) || leaf(h1,5)), computed apart.
+        assert_eq!(
+            hex::encode(index.merkle_root()),
+            "af15a5aeb9c848e5137e403d8cdda11800bb663f83fda35b596dfe7b0d208daf"
+        );
+    }
+
+    /// An index from the network cannot be had unchecked: parsing refuses what `check`
+    /// refuses, and a hash that is not 64 lower-case hex digits.
+    #[test]
+    fn a_hostile_index_is_refused_as_it_is_parsed() {
+        let h = "01".repeat(32);
+        let file = |path: &str, size: u64, hash: &str| {
+            format!(r#"{{"path":"{path}","size":{size},"mode":420,"chunks":[{{"hash":"{hash}","size":5}}]}}"#)
+        };
+        for (what, files) in [
+            ("escaping path", file("../etc/passwd", 5, &h)),
+            ("sizes", file("a", 6, &h)),
+            ("twice", format!("{},{}", file("a", 5, &h), file("a", 5, &h))),
+            ("upper-case hash", file("a", 5, &h.replace('a', "A").replace("01", "0A"))),
+            ("short hash", file("a", 5, &h[2..])),
+        ] {
+            let text = format!(r#"{{"files":[{files}]}}"#);
+            assert!(serde_json::from_str::<Index>(&text).is_err(), "{what}: {text}");
+        }
     }
 }

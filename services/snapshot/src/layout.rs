@@ -5,7 +5,10 @@ pub const MANIFEST: &str = "manifest.json";
 pub const SIGNATURE: &str = "manifest.json.minisig";
 pub const INDEX: &str = "index.json";
 
-/// `chunks/ab/abcdef...zst` for a chunk's hex hash (two-level fan-out keeps directories small).
-pub fn chunk_path(hash_hex: &str) -> String {
-    format!("chunks/{}/{hash_hex}.zst", &hash_hex[..2])
+use crate::hash::ChunkHash;
+
+/// `chunks/ab/abcdef...zst` for a chunk's hash (two-level fan-out keeps directories small).
+pub fn chunk_path(hash: &ChunkHash) -> String {
+    let hex = hash.to_hex();
+    format!("chunks/{}/{hex}.zst", &hex[..2])
 }

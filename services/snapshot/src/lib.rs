@@ -10,14 +10,22 @@
 //! chunks/ab/abcd....zst    each chunk zstd-compressed, named by its plain SHA-256
 //! ```
 //!
-//! - [`manifest`], [`index`]: the two documents; [`minisign`]: keys and signatures.
+//! - [`manifest`], [`index`]: the two documents; [`hash`]: a chunk's name.
+//! - [`verify()`]: the one check of a published tree's documents, for the publisher and the
+//!   device alike; what passes is a [`Verified`] manifest and index.
 //! - [`chunk`]: content-defined chunking; [`layout`]: where things are in a tree.
+//! - [`minisign`]: keys and signatures (the minebox-minisign crate, which the updater
+//!   shares; re-exported because [`verify()`] takes its keys).
 
 pub mod chunk;
+pub mod hash;
 pub mod index;
 pub mod layout;
 pub mod manifest;
-pub mod minisign;
+pub mod verify;
 
+pub use hash::ChunkHash;
 pub use index::{ChunkRef, FileEntry, Index};
 pub use manifest::{Kind, Manifest};
+pub use minebox_minisign as minisign;
+pub use verify::{verify, verify_manifest, SignedManifest, Verified, VerifyError};

@@ -4,7 +4,7 @@
 //! directory. A manifest is acted on only if its signature verifies, it is for this
 //! board, and it names another version than the one running.
 
-use minebox_snapshot::minisign::{PublicKey, SecretKey, SignError, SignatureFile};
+use minebox_minisign::{PublicKey, SecretKey, SignError, SignatureFile};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 

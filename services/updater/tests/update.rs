@@ -172,7 +172,7 @@ async fn manifests_with_a_bad_signature_or_an_unknown_key_are_refused() {
 
     // Signed properly, but by a key the box does not pin.
     std::fs::remove_file(rig.path("keys/update-release.pub")).unwrap();
-    let other = minebox_snapshot::minisign::SecretKey::generate();
+    let other = minebox_minisign::SecretKey::generate();
     std::fs::write(rig.path("keys/update-other.pub"), other.public().to_file()).unwrap();
     rig.publish(&b, "2.0", "bundles");
     let (code, s) = rig.post("/api/v1/update/check", None).await;

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use minebox_snapshot::minisign::SecretKey;
+use minebox_minisign::SecretKey;
 use minebox_updater::Manifest;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;

@@ -10,7 +10,7 @@
 
 #![allow(dead_code)]
 
-use minebox_snapshot::minisign::SecretKey;
+use minebox_minisign::SecretKey;
 use minebox_test_support::free_port;
 use serde_json::Value;
 use std::io::Write;
