@@ -139,9 +139,8 @@ async fn main() -> anyhow::Result<()> {
             bandwidth: None,
             received: Default::default(),
         };
-        let (m, _) = minebox_snapshot_agent::fetch::fetch_verified(&fetcher, &opts.keys, opts.clock_trusted)
-            .await?
-            .into_parts();
+        let (m, _) =
+            minebox_snapshot_agent::fetch::fetch_verified(&fetcher, &opts.keys, opts.clock_trusted).await?.into_parts();
         if m.kind == minebox_snapshot::Kind::Utxo {
             let version = minebox_snapshot_agent::utxo::install(opts, &node, &m, &progress).await?;
             println!("{}", serde_json::json!({"version": version, "load_secs": progress.get().load_secs}));

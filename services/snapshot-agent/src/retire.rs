@@ -44,10 +44,8 @@ pub fn retire(old: &Path, dest: &Path, tag: &str) -> std::io::Result<()> {
     match std::fs::rename(old, &retired) {
         Ok(()) => Ok(()),
         Err(_) if std::fs::symlink_metadata(&retired).is_ok_and(|m| m.is_dir()) => {
-            let stamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
+            let stamp =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
             std::fs::rename(old, retired.join(format!("{tag}-{stamp}")))
         }
         Err(e) => Err(e),
@@ -164,13 +162,16 @@ mod tests {
         .expect("the node unit template");
         let unit = unit.replace("%i", "btc");
         assert!(
-            unit.lines().any(|l| l.trim()
-                == "ExecStartPre=-/usr/bin/minebox-snapshot-agent remove-retired --dest /data/nodes/btc"),
+            unit.lines()
+                .any(|l| l.trim()
+                    == "ExecStartPre=-/usr/bin/minebox-snapshot-agent remove-retired --dest /data/nodes/btc"),
             "the node unit must remove the retired chain before each start, ignoring failure"
         );
         let rw = format!("-{}", retired_dir(Path::new("/data/nodes/btc")).display());
         assert!(
-            unit.lines().filter_map(|l| l.strip_prefix("ReadWritePaths=")).any(|l| l.split_whitespace().any(|p| p == rw)),
+            unit.lines()
+                .filter_map(|l| l.strip_prefix("ReadWritePaths="))
+                .any(|l| l.split_whitespace().any(|p| p == rw)),
             "the node unit must be allowed to write {rw}"
         );
     }

@@ -626,11 +626,7 @@ struct JournalQuery {
     lines: Option<usize>,
 }
 
-async fn journal(
-    State(app): State<Arc<App>>,
-    Path(service): Path<String>,
-    Query(q): Query<JournalQuery>,
-) -> ApiResult {
+async fn journal(State(app): State<Arc<App>>, Path(service): Path<String>, Query(q): Query<JournalQuery>) -> ApiResult {
     use crate::journal::{last_lines, JournalError};
     match last_lines(&service, q.lines.unwrap_or(50), &app.registry).await {
         Ok(lines) => Ok(Json(json!({ "service": service, "lines": lines, "available": true })).into_response()),
