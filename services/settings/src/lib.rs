@@ -228,6 +228,13 @@ stratum_port = 4000
     }
 
     #[test]
+    fn a_disk_reserve_too_small_for_a_clean_stop_is_refused() {
+        let e = load("[supervisor]\ndisk_reserve_mib = 10\n").unwrap_err();
+        assert!(e.to_string().contains("supervisor.disk_reserve_mib: 10 MiB is too little"), "{e}");
+        assert_eq!(load("[supervisor]\ndisk_reserve_mib = 64\n").unwrap().supervisor.disk_reserve_mib, 64);
+    }
+
+    #[test]
     fn a_prune_size_below_the_node_minimum_is_refused() {
         let e = load("[coins.btc]\nprune_mib = 100\n").unwrap_err();
         assert!(e.to_string().contains("coins.btc.prune_mib: 100 is below the node's minimum of 550 MiB"), "{e}");
