@@ -26,7 +26,8 @@ fuzz_target!(|data: &[u8]| {
             assert!(rel.starts_with("chunks/") && !rel.contains(".."), "{rel}");
         }
     }
-    let _ = index.files().iter().try_fold(0u64, |t, f| t.checked_add(f.size)).map(|t| assert_eq!(t, index.total_bytes()));
+    let _ =
+        index.files().iter().try_fold(0u64, |t, f| t.checked_add(f.size)).map(|t| assert_eq!(t, index.total_bytes()));
     let again: Index = serde_json::from_slice(&serde_json::to_vec(&index).expect("serializes")).expect("parses back");
     assert_eq!(again, index);
     assert_eq!(again.merkle_root(), root);
