@@ -1,5 +1,5 @@
 //! Raspberry Pi Imager's customisation parser: the shipped POSIX shell script
-//! overlay/usr/libexec/minebox/imager-apply (sed/awk reading Imager's cloud-init YAML),
+//! buildroot-external/overlay/usr/libexec/minebox/imager-apply (sed/awk reading Imager's cloud-init YAML),
 //! run for real on the fuzzed user-data and network-config with a scratch DATA_DIR.
 //!
 //! Input: the first byte chooses the shell (bit 0: bash in POSIX mode, /bin/sh on the Pi;

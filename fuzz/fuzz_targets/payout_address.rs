@@ -1,4 +1,4 @@
-//! Payout addresses (services/coin/src/address.rs, cashaddr.rs): what a miner types as its
+//! Payout addresses (crates/libs/coin/src/address.rs, cashaddr.rs): what a miner types as its
 //! stratum user, for every coin and network MineBox mines.
 //!
 //! Contract: never panics; an accepted address pays a non-empty standard output script,

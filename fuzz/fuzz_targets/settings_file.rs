@@ -1,4 +1,4 @@
-//! The settings file (services/settings): the user's minebox.toml, as the status page and
+//! The settings file (crates/libs/settings): the user's minebox.toml, as the status page and
 //! the user write it, laid over the image defaults and checked (`Settings::from_texts`, what
 //! every service runs at start and what the page runs on an edit).
 //!

@@ -1,5 +1,5 @@
-//! The snapshot index (services/snapshot/src/index.rs): index.json as the agent reads it
-//! from the network (services/snapshot/src/verify.rs, `verify_index`). Parsing runs the
+//! The snapshot index (crates/libs/snapshot/src/index.rs): index.json as the agent reads it
+//! from the network (crates/libs/snapshot/src/verify.rs, `verify_index`). Parsing runs the
 //! index's checks: there is no unchecked `Index`.
 //!
 //! Contract: parsing never panics; an index that parses is safe to install: every path

@@ -1,5 +1,5 @@
-//! The snapshot manifest and its minisign signature (services/snapshot/src/manifest.rs,
-//! services/minisign), in the order the agent reads them (services/snapshot/src/verify.rs,
+//! The snapshot manifest and its minisign signature (crates/libs/snapshot/src/manifest.rs,
+//! crates/libs/minisign), in the order the agent reads them (crates/libs/snapshot/src/verify.rs,
 //! `verify_manifest`): the signature file is parsed and checked against the pinned keys,
 //! then the manifest is parsed.
 //!
@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     let bytes = m.to_bytes();
     let back: Manifest = serde_json::from_slice(&bytes).expect("a manifest's own bytes parse");
     assert_eq!(back, m);
-    // The publisher's trusted comment (services/publisher/src/publish.rs).
+    // The publisher's trusted comment (crates/tools/publisher/src/publish.rs).
     let comment = format!("minebox {} {} {:?} height {} version {}", m.coin, m.network, m.kind, m.height, m.version)
         .to_lowercase();
     let sig = key().sign(&bytes, &comment);

@@ -1,4 +1,4 @@
-//! The stratum line parser (services/stratum/src/protocol.rs) on any line a miner can send.
+//! The stratum line parser (crates/daemons/stratum/src/protocol.rs) on any line a miner can send.
 //!
 //! The connection hands `parse_line` every UTF-8 line of at most MAX_LINE_BYTES, trimmed.
 //! Contract: never panics; whatever it accepts is within the bounds the server relies on

@@ -1,4 +1,4 @@
-//! A whole stratum `Session` (services/stratum/src/session.rs) fed message sequences.
+//! A whole stratum `Session` (crates/daemons/stratum/src/session.rs) fed message sequences.
 //!
 //! Each input is a server configuration that the settings crate accepts (difficulty bounds,
 //! share rate, payout policy; the owner's payout_address is a regtest address) and a sequence
@@ -299,7 +299,7 @@ fn check_difficulty(d: f64, min: f64, max: f64) {
 fuzz_target!(|input: Input| {
     let f = fixture();
     let Some(btc) = settings(&input.config, &f.addresses[0]) else { return };
-    // As the stratum server builds them in settings mode (services/stratum/src/main.rs).
+    // As the stratum server builds them in settings mode (crates/daemons/stratum/src/main.rs).
     let vardiff = VardiffConfig {
         shares_per_minute: btc.shares_per_minute,
         min: btc.min_difficulty,

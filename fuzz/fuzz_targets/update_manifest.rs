@@ -1,4 +1,4 @@
-//! The updater's channel manifest (services/updater/src/manifest.rs): `Manifest::verify`
+//! The updater's channel manifest (crates/daemons/updater/src/manifest.rs): `Manifest::verify`
 //! on the bytes and detached signature fetched from the update channel, then `applies`.
 //!
 //! An input without a NUL is a manifest, signed here with the pinned key (the fuzzer then

@@ -9,9 +9,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 fail() { echo "firewall: FAIL: $*" >&2; exit 1; }
 ns=(unshare -n); [ "$(id -u)" -eq 0 ] || ns=(unshare -rn)
-rules=$root/overlay/etc/nftables.conf
-dropin=$root/overlay/etc/systemd/system/sshd.service.d/10-minebox.conf
-unit=$root/overlay/etc/systemd/system/minebox-stratum.service
+rules=$root/buildroot-external/overlay/etc/nftables.conf
+dropin=$root/buildroot-external/overlay/etc/systemd/system/sshd.service.d/10-minebox.conf
+unit=$root/buildroot-external/overlay/etc/systemd/system/minebox-stratum.service
 bin=${MINEBOX_STRATUM_BIN:-$root/target/debug/minebox-stratum}
 [ -x "$bin" ] || fail "$bin missing: run cargo build -p minebox-stratum first (scripts/test does)"
 add=$(sed -n 's/^ExecStartPost=-//p' "$dropin")
@@ -24,7 +24,7 @@ settings=$tmp/minebox.toml
 unit_cmd() {
   sed -n "s/^$1=[-+]*//p" "$unit" | grep ' firewall' \
     | sed -e "s#/usr/bin/minebox-stratum#$bin#" -e "s#/data/minebox/minebox.toml#$settings#" \
-          -e "s#/etc/minebox/defaults.toml#$root/overlay/etc/minebox/defaults.toml#" || true
+          -e "s#/etc/minebox/defaults.toml#$root/buildroot-external/overlay/etc/minebox/defaults.toml#" || true
 }
 start=$(unit_cmd ExecStartPre); stop=$(unit_cmd ExecStopPost)
 [ -n "$start" ] || fail "minebox-stratum.service has no ExecStartPre= running 'minebox-stratum firewall'"

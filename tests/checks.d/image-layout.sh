@@ -14,11 +14,11 @@ mkdir -p "$in/minebox" "$in/rpi-firmware/overlays" "$work/rootpath" "$work/tmp" 
 head -c 8M /dev/urandom >"$in/Image"
 for dtb in bcm2712-rpi-5-b bcm2712-rpi-cm5-cm5io bcm2712d0-rpi-5-b; do head -c 80K /dev/urandom >"$in/$dtb.dtb"; done
 head -c 2K /dev/urandom >"$in/rpi-firmware/overlays/disable-bt.dtbo"
-cp "$root"/board/rpi5/{config.txt,cmdline-a.txt,cmdline-b.txt,autoboot.txt,slot-empty.txt} "$in/minebox/"
+cp "$root"/buildroot-external/board/rpi5/{config.txt,cmdline-a.txt,cmdline-b.txt,autoboot.txt,slot-empty.txt} "$in/minebox/"
 echo minebox >"$work/rootsrc/etc/hostname"
 mkfs.erofs -zlz4hc "$in/rootfs.erofs" "$work/rootsrc" >/dev/null
 
-genimage --config "$root/image.cfg" --rootpath "$work/rootpath" --tmppath "$work/tmp" \
+genimage --config "$root/buildroot-external/board/rpi5/image.cfg" --rootpath "$work/rootpath" --tmppath "$work/tmp" \
   --inputpath "$in" --outputpath "$work/out" >"$work/genimage.log" 2>&1 ||
   { cat "$work/genimage.log" >&2; fail "genimage could not build image.cfg"; }
 img=$work/out/minebox-rpi5.img
@@ -78,7 +78,7 @@ fsck.erofs "$work/root_a" >/dev/null 2>&1 || fail "root_a erofs is damaged"
 export MTOOLS_SKIP_CHECK=1
 # The firmware reads autoboot.txt from partition 1; its slots must be partitions 2 and 3.
 mtype -i "$work/p1.vfat" ::autoboot.txt >"$work/autoboot.txt"
-cmp -s "$work/autoboot.txt" "$root/board/rpi5/autoboot.txt" || fail "autoboot.txt on partition 1 differs from board/rpi5/autoboot.txt"
+cmp -s "$work/autoboot.txt" "$root/buildroot-external/board/rpi5/autoboot.txt" || fail "autoboot.txt on partition 1 differs from buildroot-external/board/rpi5/autoboot.txt"
 grep -qx 'tryboot_a_b=1' "$work/autoboot.txt" || fail "autoboot.txt lacks tryboot_a_b=1"
 grep -qx 'boot_partition=2' "$work/autoboot.txt" || fail "autoboot.txt does not boot partition 2 (boot_a)"
 
@@ -112,9 +112,9 @@ for slot in a:4:A b:5:B; do
   [ "$(wc -l <<<"$cmdline")" -eq 1 ] || fail "cmdline-$s.txt must be one line"
 done
 # Config and RAUC agree with the layout.
-grep -q "kernel_watchdog_timeout=" "$root/board/rpi5/config.txt" || fail "config.txt does not arm the watchdog"
+grep -q "kernel_watchdog_timeout=" "$root/buildroot-external/board/rpi5/config.txt" || fail "config.txt does not arm the watchdog"
 for n in 2 3 4 5; do
-  grep -q "by-partuuid/${uuid[$n]}" "$root/board/rpi5/rauc/system.conf" || fail "rauc system.conf does not name partition $n (${uuid[$n]})"
+  grep -q "by-partuuid/${uuid[$n]}" "$root/buildroot-external/board/common/rauc/system.conf" || fail "rauc system.conf does not name partition $n (${uuid[$n]})"
 done
 
 # Zeros in the empty slot compress away: the .img.xz users download stays small.
@@ -124,7 +124,7 @@ size_msg="($(( $(stat -c %s "$img") >> 20 )) MiB image, $(du -k "$work/img.xz" |
 # First boot on a bigger disk: the data partition and its ext4 grow to the end.
 mv "$img" "$work/disk.img"
 truncate -s +512M "$work/disk.img"
-sh "$root/overlay/usr/libexec/minebox/grow-data" "$work/disk.img" 6 >/dev/null 2>&1 || fail "grow-data failed"
+sh "$root/buildroot-external/overlay/usr/libexec/minebox/grow-data" "$work/disk.img" 6 >/dev/null 2>&1 || fail "grow-data failed"
 grown=$(sfdisk --json "$work/disk.img")
 last=$(jq .partitiontable.lastlba <<<"$grown")
 p6=$(jq '.partitiontable.partitions[5]' <<<"$grown")
@@ -132,7 +132,7 @@ p6=$(jq '.partitiontable.partitions[5]' <<<"$grown")
 [ "$(jq .start <<<"$p6")" -eq "${start[6]}" ] || fail "growing moved the data partition"
 [ "$(jq -r .uuid <<<"$p6" | tr 'A-F' 'a-f')" = "${uuid[6]}" ] || fail "growing changed the data PARTUUID"
 sfdisk --verify "$work/disk.img" >/dev/null 2>&1 || fail "GPT invalid after growing"
-sh "$root/overlay/usr/libexec/minebox/grow-data" "$work/disk.img" 6 >/dev/null 2>&1 || fail "grow-data is not idempotent"
+sh "$root/buildroot-external/overlay/usr/libexec/minebox/grow-data" "$work/disk.img" 6 >/dev/null 2>&1 || fail "grow-data is not idempotent"
 dd if="$work/disk.img" of="$work/data-grown.ext4" bs=4M iflag=skip_bytes,count_bytes skip=$((start[6] * 512)) count=$(($(jq .size <<<"$p6") * 512)) status=none
 e2fsck -fy "$work/data-grown.ext4" >/dev/null 2>&1 || true
 resize2fs "$work/data-grown.ext4" >/dev/null 2>&1 || fail "resize2fs on the grown partition"

@@ -4,7 +4,7 @@
 # into a scratch /data; then hostile values that must be refused.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-apply=$root/overlay/usr/libexec/minebox/imager-apply
+apply=$root/buildroot-external/overlay/usr/libexec/minebox/imager-apply
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 fail() { echo "imager-apply: FAIL: $*" >&2; exit 1; }
 

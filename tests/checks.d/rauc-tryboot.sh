@@ -26,7 +26,7 @@ cd "$work"
 mkdir -p data mnt dt slots
 sed -e "s|/dev/disk/by-partuuid/\(.*\)$|$work/slots/\1.img|" -e "s|/data/rauc|$work/data|" \
   -e "s|/etc/rauc/keyring.pem|$work/cert.pem|" -e "s|/run/rauc|$work/mnt|" \
-  -e "s|/usr/bin/minebox-tryboot|$work/backend|" "$root/board/rpi5/rauc/system.conf" >system.conf
+  -e "s|/usr/bin/minebox-tryboot|$work/backend|" -e "s|@BOARD_COMPATIBLE@|minebox-rpi5|" "$root/buildroot-external/board/common/rauc/system.conf" >system.conf
 for n in 2 3 4 5; do truncate -s 4M "slots/6d696e65-626f-7800-0000-00000000000$n.img"; done
 mkfs.vfat -n AUTOBOOT -C autoboot.vfat 16384 >/dev/null
 cat >backend <<EOS

@@ -24,7 +24,7 @@ printf '\0\0\0\2' >"$work/dt/partition"; printf '\0\0\0\0' >"$work/dt/tryboot"
 minebox-tryboot init
 
 # 3 = factory reset, confirmed.
-printf '3\nyes\n' | sh "$root/overlay/usr/sbin/minebox-recovery" >"$work/out1" 2>&1 || true
+printf '3\nyes\n' | sh "$root/buildroot-external/overlay/usr/sbin/minebox-recovery" >"$work/out1" 2>&1 || true
 [ "$(sha256sum <"$work/data/nodes/btc/blocks/blk00000.dat")" = "$sum" ] || fail "chain data changed"
 [ ! -e "$work/data/minebox/minebox.toml" ] || fail "settings not reset"
 [ ! -e "$work/data/minebox/ssh-enabled" ] || fail "SSH still enabled after reset"
@@ -36,13 +36,13 @@ grep -q "systemctl reboot" "$work/systemctl.log" || fail "no reboot after factor
 
 # 3 answered with anything but yes changes nothing.
 echo 'coins = ["bch"]' >"$work/data/minebox/minebox.toml"
-printf '3\nno\n' | sh "$root/overlay/usr/sbin/minebox-recovery" >/dev/null 2>&1 || true
+printf '3\nno\n' | sh "$root/buildroot-external/overlay/usr/sbin/minebox-recovery" >/dev/null 2>&1 || true
 grep -q bch "$work/data/minebox/minebox.toml" || fail "factory reset ran without a yes"
 
 # 4 = switch slot: B is empty (bad) so the first try is refused; insisting switches.
-printf '4\nyes\nno\n' | sh "$root/overlay/usr/sbin/minebox-recovery" >/dev/null 2>&1 || true
+printf '4\nyes\nno\n' | sh "$root/buildroot-external/overlay/usr/sbin/minebox-recovery" >/dev/null 2>&1 || true
 [ "$(minebox-tryboot get-primary)" = A ] || fail "switched to an empty slot without insisting"
-printf '4\nyes\nyes\n' | sh "$root/overlay/usr/sbin/minebox-recovery" >/dev/null 2>&1 || true
+printf '4\nyes\nyes\n' | sh "$root/buildroot-external/overlay/usr/sbin/minebox-recovery" >/dev/null 2>&1 || true
 [ "$(minebox-tryboot get-primary)" = B ] || fail "switch did not make B the default"
 grep -q "status page: http://" "$work/out1" || fail "menu does not show the status page address"
 echo "recovery: ok (factory reset keeps chain data, slot switch, status shown)"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs shellcheck on every shell script in the repository: *.sh files and anything whose first
-# line names sh or bash (scripts/, board/, overlay/, tests/). Sourced fragments without a
+# line names sh or bash (scripts/, buildroot-external/, tests/). Sourced fragments without a
 # shebang (scripts/setup.d, scripts/lib) are checked as bash, which is what sources them.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)

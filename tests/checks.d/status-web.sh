@@ -2,7 +2,7 @@
 # The status page against the real local stack (scripts/run-local --debug: bcoin regtest
 # under the supervisor, the stratum server with simulated Bitaxes, the snapshot agent, the
 # updater and the status service):
-#  1. end to end in real headless Chromium (tests/e2e/status.mjs): first-visit setup, live
+#  1. end to end in real headless Chromium (tests/web/status.mjs): first-visit setup, live
 #     numbers, every page, a setting round trip, notifications, CSRF, viewer role, login
 #     throttle; screenshots land in $MINEBOX_SCREENSHOTS (default target/screenshots);
 #  2. schemathesis fuzzes every operation of the served OpenAPI document as a signed-in
@@ -34,7 +34,7 @@ done
 curl -fs "http://$web/api/v1/health" >/dev/null || fail "the status page did not come up"
 
 echo "status-web: end-to-end in Chromium"
-node "$root/tests/e2e/status.mjs" "http://$web" "$state/box/minebox.toml" "$shots" || fail "end-to-end test"
+node "$root/tests/web/status.mjs" "http://$web" "$state/box/minebox.toml" "$shots" || fail "end-to-end test"
 
 echo "status-web: schemathesis against /api/v1/openapi.json"
 # The e2e test ends by tripping the login throttle for this address: wait it out.

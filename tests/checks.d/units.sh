@@ -5,13 +5,13 @@
 # unit named in the lead's service list exists. The units boot for real in the x86_64 twin.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-units=$root/overlay/etc/systemd/system
+units=$root/buildroot-external/overlay/etc/systemd/system
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 fail() { echo "units: FAIL: $*" >&2; exit 1; }
 
 cp "$units"/*.service "$work/"
 cp -r "$units"/*.d "$work/" 2>/dev/null || true
-# What systemd-fstab-generator makes from overlay/etc/fstab on the device.
+# What systemd-fstab-generator makes from buildroot-external/overlay/etc/fstab on the device.
 printf '[Mount]\nWhat=/dev/disk/by-partuuid/6d696e65-626f-7800-0000-000000000006\nWhere=/data\nType=ext4\n' >"$work/data.mount"
 printf '[Mount]\nWhat=/dev/disk/by-partuuid/6d696e65-626f-7800-0000-000000000001\nWhere=/autoboot\nType=vfat\n' >"$work/autoboot.mount"
 
@@ -39,8 +39,8 @@ for s in stratum supervisor snapshot-agent status updater; do
 done
 for s in stratum supervisor snapshot-agent status; do
   grep -Eq '^User=minebox-' "$units/minebox-$s.service" || fail "minebox-$s.service must run as its own user"
-  grep -q "^u minebox-${s%-agent} " "$root/overlay/usr/lib/sysusers.d/minebox.conf" ||
-    grep -q "^u minebox-snapshot " "$root/overlay/usr/lib/sysusers.d/minebox.conf" || fail "no sysusers entry for minebox-$s"
+  grep -q "^u minebox-${s%-agent} " "$root/buildroot-external/overlay/usr/lib/sysusers.d/minebox.conf" ||
+    grep -q "^u minebox-snapshot " "$root/buildroot-external/overlay/usr/lib/sysusers.d/minebox.conf" || fail "no sysusers entry for minebox-$s"
 done
 # Only the status page binds a privileged port, so only it holds CAP_NET_BIND_SERVICE.
 [ "$(grep -l 'CAP_NET_BIND_SERVICE' "$units"/*.service | xargs -n1 basename)" = minebox-status.service ] ||
@@ -52,6 +52,6 @@ grep -qx 'ExecStartPre=-/usr/bin/minebox-snapshot-agent remove-retired --dest /d
   fail "minebox-node@.service does not delete the chain a snapshot replaced before it starts"
 grep -Eq '^ReadWritePaths=.* -/data/nodes/\.%i\.retired( |$)' "$units/minebox-node@.service" ||
   fail "minebox-node@.service may not write /data/nodes/.%i.retired"
-grep -q '^RuntimeWatchdogSec=' "$root/overlay/etc/systemd/system.conf.d/10-watchdog.conf" || fail "PID 1 does not feed the watchdog"
-grep -q '^SystemMaxUse=' "$root/overlay/etc/systemd/journald.conf.d/10-minebox.conf" || fail "journal has no size cap"
+grep -q '^RuntimeWatchdogSec=' "$root/buildroot-external/overlay/etc/systemd/system.conf.d/10-watchdog.conf" || fail "PID 1 does not feed the watchdog"
+grep -q '^SystemMaxUse=' "$root/buildroot-external/overlay/etc/systemd/journald.conf.d/10-minebox.conf" || fail "journal has no size cap"
 echo "units: ok ($(find "$units" -maxdepth 1 -name '*.service' | wc -l) units verified)"

@@ -15,7 +15,7 @@ boots [all] next time, as on the Pi. A guest poweroff stays off until power_on()
 
 On a UEFI machine (the twin as a VPS image) there is no harness: `power_on(uefi=True)`
 starts QEMU with OVMF, the UEFI firmware, which runs GRUB from partition 1
-(EFI/BOOT/BOOTX64.EFI, board/twin/grub/grub.cfg); GRUB picks the slot from partition 1's
+(EFI/BOOT/BOOTX64.EFI, buildroot-external/board/twin/grub/grub.cfg); GRUB picks the slot from partition 1's
 grubenv, which the guest keeps in step with autoboot.txt and the tryboot request
 (twin-grubenv). No nvram disk then: the one-shot flag lives in grubenv.
 

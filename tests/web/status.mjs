@@ -1,0 +1,245 @@
+// End-to-end test of the status page in real headless Chromium (Debian's, driven by
+// playwright-core) against the real local stack: bcoin regtest under the supervisor, the
+// stratum server with simulated Bitaxes, the snapshot agent and the status service.
+//
+//   node tests/web/status.mjs http://127.0.0.1:18080 SETTINGS_FILE SCREENSHOT_DIR
+//
+// Exits non-zero on the first failed expectation, naming it.
+import { chromium } from "playwright-core";
+import http from "node:http";
+import fs from "node:fs";
+import assert from "node:assert/strict";
+
+const [base, settingsFile, shots] = process.argv.slice(2);
+fs.mkdirSync(shots, { recursive: true });
+const ADMIN = "correct horse battery";
+const VIEWER = "just looking around";
+
+// A real HTTP endpoint for the block-found webhook: it records what it receives.
+const hooks = [];
+const hookServer = http.createServer((req, res) => {
+  let body = "";
+  req.on("data", (c) => (body += c));
+  req.on("end", () => { try { hooks.push(JSON.parse(body)); } catch (_) { hooks.push({ raw: body }); } res.end("ok"); });
+});
+await new Promise((r) => hookServer.listen(0, "127.0.0.1", r));
+const hookUrl = `http://127.0.0.1:${hookServer.address().port}/hook`;
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync"],
+});
+let step = "start";
+const t0 = Date.now();
+function log(s) { step = s; console.log(`e2e: ${((Date.now() - t0) / 1000).toFixed(1)}s ${s}`); }
+async function until(what, fn, secs = 90) {
+  const end = Date.now() + secs * 1000;
+  let last;
+  while (Date.now() < end) {
+    try { last = await fn(); if (last) return last; } catch (e) { last = e.message; }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  throw new Error(`timed out waiting for ${what} (last: ${JSON.stringify(last)})`);
+}
+
+try {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await ctx.newPage();
+  const consoleErrors = [];
+  page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
+  page.on("pageerror", (e) => consoleErrors.push(e.message));
+
+  log("first visit asks for an admin password; nothing works before it");
+  const before = await page.request.get(`${base}/api/v1/overview`);
+  assert.equal(before.status(), 401, "API closed before setup");
+  await page.goto(base);
+  await page.waitForSelector("#auth:not([hidden])");
+  assert.match(await page.textContent("#auth-title"), /Welcome/);
+  await page.screenshot({ path: `${shots}/setup.png` });
+  await page.fill("#auth-password", "short");
+  assert.equal(await page.$eval("#auth-password", (el) => el.validity.valid), false, "the form refuses a short password");
+  const short = await page.request.post(`${base}/api/v1/auth/setup`, { data: { password: "short" } });
+  assert.equal(short.status(), 422, "and so does the server");
+  assert.match((await short.json()).error, /at least 8/);
+  await page.fill("#auth-password", ADMIN);
+  await page.fill("#auth-confirm", ADMIN);
+  await page.click("#auth-submit");
+
+  log("overview shows the coin, miners and live numbers");
+  await page.waitForSelector("#coin-btc");
+  await until("miners connected", async () => Number(await page.textContent('[data-testid="miners-btc"]')) >= 1);
+  await until("node synced", async () => (await page.textContent('[data-testid="node-state-btc"]')) === "synced");
+  await until("a hashrate", async () => !/^0 /.test(await page.textContent('[data-testid="hashrate-btc"]')));
+  assert.match(await page.textContent('[data-testid="stratum-url-btc"]'), /127\.0\.0\.1/);
+  const firstBlocks = Number(await page.textContent('[data-testid="blocks-btc"]'));
+  const firstAt = await page.evaluate(() => window.performance.getEntriesByType("navigation").length);
+  // Live: the count changes without any navigation (regtest blocks come every few seconds).
+  await until("the blocks count to rise live", async () => Number(await page.textContent('[data-testid="blocks-btc"]')) > firstBlocks, 120);
+  assert.equal(await page.evaluate(() => window.performance.getEntriesByType("navigation").length), firstAt, "no reload happened");
+  assert.match(await page.textContent("#live"), /live/);
+  await page.waitForSelector("#chart-btc .chart-box");
+  await page.screenshot({ path: `${shots}/overview.png`, fullPage: true });
+
+  log("miners page lists the simulated Bitaxes with their user agent");
+  await page.goto(`${base}/#miners`);
+  await until("worker rows", async () => (await page.locator("#workers tbody tr").count()) >= 3);
+  assert.match(await page.textContent("#workers"), /bitaxe\/BM1370/);
+  assert.match(await page.textContent("#workers"), /sim1/);
+  await page.screenshot({ path: `${shots}/miners.png`, fullPage: true });
+
+  log("blocks page shows accepted blocks");
+  await page.goto(`${base}/#blocks`);
+  await until("an accepted block", async () => /accepted|confirmed/.test(await page.textContent("#blocks tbody")));
+  await page.screenshot({ path: `${shots}/blocks.png`, fullPage: true });
+
+  log("nodes page");
+  await page.goto(`${base}/#nodes`);
+  await until("the node card", async () => /bcoin/.test(await page.textContent("#nodes")));
+  assert.doesNotMatch(await page.textContent("#nodes"), /cookie|credentials/i, "no credential paths on the page");
+  await page.screenshot({ path: `${shots}/nodes.png`, fullPage: true });
+
+  log("system page");
+  await page.goto(`${base}/#system`);
+  await until("memory figures", async () => /of/.test(await page.textContent("#system")));
+  await page.screenshot({ path: `${shots}/system.png`, fullPage: true });
+
+  log("updates page follows a utxo snapshot install through every phase, then background validation");
+  // The agent's answers (crates/daemons/snapshot-agent: service.rs list, progress.rs), served in
+  // turn; the page must follow them by itself, without a reload.
+  const agentSays = (phase, extra = {}) => ({ coins: [{ coin: "btc", network: "regtest", installable: true,
+    available: { height: 200, bytes: 8_000_000, kind: "utxo", trust: "checked by Bitcoin Core against its own assumeutxo hash", created: 1, version: 1 },
+    installed: phase === "done" ? { version: 1, height: 200, kind: "utxo", trust: "checked by Bitcoin Core" } : null,
+    progress: { phase, bytes_total: 8_000_000, bytes_done: phase === "downloading" ? 2_000_000 : 8_000_000, bytes_reused: 0, bytes_received: 2_000_000,
+      chunks_total: 4, chunks_downloaded: 1, rate_bytes_per_sec: 1e6, eta_secs: phase === "downloading" ? 6 : null, error: null, validation: null, load_secs: null, ...extra } }], busy: phase === "done" ? null : "btc" });
+  let agent = agentSays("downloading");
+  await page.route("**/api/v1/snapshots", (route) => route.fulfill({ json: agent }));
+  await page.goto(`${base}/#updates`);
+  const navs = await page.evaluate(() => window.performance.getEntriesByType("navigation").length);
+  const phaseText = () => page.textContent('[data-testid="snapshot-phase-btc"]');
+  await until("downloading shown", async () => /Downloading: 2\.0 MB of 8\.0 MB/.test(await phaseText()));
+  agent = agentSays("loading");
+  await until("loading the UTXO set shown", async () => /Loading the UTXO set/.test(await phaseText()), 30);
+  agent = agentSays("done", { load_secs: 2.5, validation: { headers: 200, snapshot_tip: 201, background_height: 150, snapshot_height: 200, fully_validated: false } });
+  await until("background validation shown", async () =>
+    /block 150 of 200 .*height 201/.test(await page.textContent('[data-testid="snapshot-validation-btc"]')), 30);
+  assert.match(await phaseText(), /Installed: height 200, UTXO set loaded in 3 s/);
+  await page.screenshot({ path: `${shots}/snapshot-validating.png`, fullPage: true });
+  agent = agentSays("done", { load_secs: 2.5, validation: { headers: 201, snapshot_tip: 201, background_height: null, snapshot_height: 200, fully_validated: true } });
+  await until("background validation complete", async () =>
+    /complete/.test(await page.textContent('[data-testid="snapshot-validation-btc"]')), 30);
+  assert.equal(await page.evaluate(() => window.performance.getEntriesByType("navigation").length), navs, "no reload happened");
+  await page.unroute("**/api/v1/snapshots");
+
+  log("a setting round-trips: saved, on disk, shown after a reload");
+  await page.goto(`${base}/#settings`);
+  await page.waitForSelector('fieldset[data-coin="btc"]');
+  await page.fill("#set-webhook", hookUrl);
+  await page.fill('fieldset[data-coin="btc"] [name=max_difficulty]', "123456");
+  await page.click("#settings-save");
+  await until("saved", async () => /Saved/.test(await page.textContent("#settings-result")));
+  const onDisk = fs.readFileSync(settingsFile, "utf8");
+  assert.match(onDisk, new RegExp(hookUrl.replace(/[/.]/g, "\\$&")));
+  assert.match(onDisk, /max_difficulty = 123456/);
+  assert.match(onDisk, /Written by scripts\/run-local/, "the file's own comment is kept");
+  await page.reload();
+  await page.waitForSelector('fieldset[data-coin="btc"]');
+  assert.equal(await page.inputValue("#set-webhook"), hookUrl);
+  assert.equal(await page.inputValue('fieldset[data-coin="btc"] [name=max_difficulty]'), "123456");
+  await page.screenshot({ path: `${shots}/settings.png`, fullPage: true });
+
+  log("a wrong payout address is refused with the key named, and nothing is written");
+  await page.fill('fieldset[data-coin="btc"] [name=payout_address]', "1BoatSLRHtKNngkdXEeobR76b53LETtpyT");
+  await page.click("#settings-save");
+  await until("the refusal", async () => /payout_address/.test(await page.textContent("#settings-result")));
+  assert.equal(fs.readFileSync(settingsFile, "utf8"), onDisk, "settings file untouched");
+
+  log("test notification and a real block-found notification reach the webhook");
+  await page.click("#notify-test");
+  await until("the test message", async () => hooks.some((h) => h.coin === "test"));
+  await until("a block_found notification", async () => hooks.some((h) => h.event === "block_found" && h.coin === "btc"), 120);
+
+  log("CSRF: a state change without the token, or from another origin, is refused");
+  const noToken = await page.request.post(`${base}/api/v1/nodes/btc/stop`);
+  assert.equal(noToken.status(), 403);
+  const wrongToken = await page.request.put(`${base}/api/v1/config`, { headers: { "X-CSRF-Token": "0".repeat(64) }, data: {} });
+  assert.equal(wrongToken.status(), 403);
+  const foreign = await page.request.post(`${base}/api/v1/auth/login`, { headers: { Origin: "http://evil.example" }, data: { password: ADMIN } });
+  assert.equal(foreign.status(), 403);
+  const session = await (await page.request.get(`${base}/api/v1/auth/session`)).json();
+  const withToken = await page.request.put(`${base}/api/v1/config`, { headers: { "X-CSRF-Token": session.csrf_token }, data: {} });
+  assert.equal(withToken.status(), 200, "the page's own token works");
+
+  log("a viewer login reads but cannot change");
+  const setViewer = await page.request.put(`${base}/api/v1/auth/password`, {
+    headers: { "X-CSRF-Token": session.csrf_token }, data: { role: "viewer", password: VIEWER, current_password: ADMIN } });
+  assert.equal(setViewer.status(), 200);
+  const vctx = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true });
+  const vpage = await vctx.newPage();
+  await vpage.goto(base);
+  await vpage.fill("#auth-password", VIEWER);
+  await vpage.click("#auth-submit");
+  await vpage.waitForSelector("#coin-btc");
+  await until("phone overview numbers", async () => Number(await vpage.textContent('[data-testid="miners-btc"]')) >= 1);
+  await vpage.screenshot({ path: `${shots}/overview-phone.png`, fullPage: true });
+  await vpage.goto(`${base}/#settings`);
+  await vpage.waitForSelector('fieldset[data-coin="btc"]');
+  assert.ok(await vpage.isDisabled("#settings-save"), "viewer cannot save");
+  const vs = await (await vpage.request.get(`${base}/api/v1/auth/session`)).json();
+  assert.equal(vs.role, "viewer");
+  const vput = await vpage.request.put(`${base}/api/v1/config`, { headers: { "X-CSRF-Token": vs.csrf_token }, data: {} });
+  assert.equal(vput.status(), 403);
+  // Signing out is for every role (issue 12: the viewer got 403).
+  await vpage.goto(`${base}/#overview`);
+  await vpage.click("#logout");
+  await vpage.waitForSelector("#auth:not([hidden])");
+  assert.equal((await vpage.request.get(`${base}/api/v1/overview`)).status(), 401, "the viewer signed out for real");
+  await vctx.close();
+
+  log("only the box's own names are served (DNS rebinding)");
+  const rebound = await new Promise((resolve, reject) => {
+    const u = new URL(`${base}/api/v1/health`);
+    http.get({ host: u.hostname, port: u.port, path: u.pathname, headers: { Host: "rebind.example" } }, (res) => {
+      let body = "";
+      res.on("data", (c) => (body += c));
+      res.on("end", () => resolve({ status: res.statusCode, body }));
+    }).on("error", reject);
+  });
+  assert.equal(rebound.status, 421);
+  assert.match(JSON.parse(rebound.body).error, /rebind\.example/);
+
+  log("secrets never appear in responses");
+  for (const path of ["/api/v1/nodes", "/api/v1/config", "/api/v1/overview", "/api/v1/stratum", "/metrics"]) {
+    const text = await (await page.request.get(`${base}${path}`)).text();
+    assert.doesNotMatch(text, /\$argon2|rpcpassword|credentials_file|\.cookie/, `${path} leaks a secret`);
+  }
+  const metrics = await (await page.request.get(`${base}/metrics`)).text();
+  assert.match(metrics, /minebox_blocks_found_total\{coin="btc"\} [1-9]/);
+  // Open to anyone on the LAN, so aggregates only: no payout address, no worker name.
+  const payout = /payout_address\s*=\s*"([^"]+)"/.exec(fs.readFileSync(settingsFile, "utf8"));
+  if (payout) assert.ok(!metrics.includes(payout[1]), "/metrics names the payout address");
+  assert.doesNotMatch(metrics, /worker=|sim1/, "/metrics names workers");
+
+  log("sign out, then the login throttle");
+  await page.goto(`${base}/#overview`);
+  await page.click("#logout");
+  await page.waitForSelector("#auth:not([hidden])");
+  assert.equal((await page.request.get(`${base}/api/v1/overview`)).status(), 401, "signed out for real");
+  for (let i = 0; i < 5; i++) {
+    await page.fill("#auth-password", `wrong password ${i}`);
+    await page.click("#auth-submit");
+    await until(`refusal ${i}`, async () => /wrong password|too many/.test(await page.textContent("#auth-error")));
+    await page.evaluate(() => (document.getElementById("auth-error").textContent = ""));
+  }
+  await page.fill("#auth-password", ADMIN);
+  await page.click("#auth-submit");
+  await until("the lockout", async () => /too many wrong passwords/.test(await page.textContent("#auth-error")));
+  assert.deepEqual(consoleErrors.filter((e) => !/401|403|429|Failed to load resource/.test(e)), [], "no script errors");
+  console.log(`e2e: PASS in ${((Date.now() - t0) / 1000).toFixed(0)} s; screenshots in ${shots}`);
+} catch (e) {
+  console.error(`e2e: FAIL at "${step}": ${e.stack || e}`);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+  hookServer.close();
+}
