@@ -2,8 +2,8 @@
 //! Every listed unit active, every enabled coin's stratum port accepting connections, the
 //! status page answering its health endpoint, and the supervisor answering for the nodes.
 
-use crate::config::HealthConfig;
 use minebox_api as api;
+use minebox_settings::Settings;
 use serde::Serialize;
 use std::time::Duration;
 use tokio::process::Command;
@@ -30,6 +30,30 @@ impl Report {
     /// The failing checks in one line, for the history.
     pub fn failures(&self) -> String {
         self.checks.iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.name, c.detail)).collect::<Vec<_>>().join("; ")
+    }
+}
+
+/// What "the box is healthy" means after a trial boot: gathered from several settings
+/// sections (every value was checked there; nothing is parsed here).
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    pub units: Vec<String>,
+    /// The enabled coins' stratum ports (miners connect there).
+    pub stratum_ports: Vec<u16>,
+    pub status_url: String,
+    pub supervisor_url: String,
+    pub timeout: Duration,
+}
+
+impl HealthConfig {
+    pub fn from_settings(s: &Settings) -> HealthConfig {
+        HealthConfig {
+            units: s.updates.health_units.clone(),
+            stratum_ports: s.coins.values().filter(|c| c.enabled).map(|c| c.stratum_port).collect(),
+            status_url: s.updates.status_url.clone(),
+            supervisor_url: format!("http://{}", s.supervisor.api),
+            timeout: s.updates.health_timeout,
+        }
     }
 }
 

@@ -7,7 +7,8 @@
 //! is committed, or marked bad and the box reboots into the old one. Bundles can also come
 //! from a USB stick or an upload through the status page.
 //!
-//! - [`config`]: the `[updates]` settings, checked and resolved.
+//! The `[updates]` settings come typed and checked from `minebox_settings::UpdateSettings`.
+//!
 //! - [`window`]: the local-time reboot window.
 //! - [`manifest`]: the channel manifest, its signature and whether it applies to this box.
 //! - [`download`]: resumable, size- and hash-checked downloads into the state directory.
@@ -21,7 +22,6 @@
 
 pub mod api;
 pub mod boot;
-pub mod config;
 pub mod download;
 pub mod health;
 pub mod manifest;
@@ -31,6 +31,5 @@ pub mod status;
 pub mod updater;
 pub mod window;
 
-pub use config::Config;
 pub use manifest::Manifest;
 pub use status::{State, Status};

@@ -3,9 +3,10 @@
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use minebox_settings::Settings;
 use minebox_updater::health::HealthCheck;
+use minebox_updater::health::HealthConfig;
 use minebox_updater::updater::Updater;
-use minebox_updater::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -40,10 +41,9 @@ enum Cmd {
     Health,
 }
 
-fn settings(cli: &Cli) -> anyhow::Result<Config> {
+fn settings(cli: &Cli) -> anyhow::Result<Settings> {
     let registry = minebox_coin::Registry::installed()?;
-    let s = minebox_settings::Settings::load(Some(&cli.config), cli.defaults.as_deref(), &registry)?;
-    Ok(Config::from_settings(&s))
+    Ok(Settings::load(Some(&cli.config), cli.defaults.as_deref(), &registry)?)
 }
 
 #[tokio::main]
@@ -61,9 +61,10 @@ async fn main() -> ExitCode {
 
 async fn daemon(cli: &Cli) -> anyhow::Result<()> {
     minebox_platform::lifecycle::init_logging();
-    let cfg = settings(cli)?;
+    let s = settings(cli)?;
+    let cfg = &s.updates;
     let listener = tokio::net::TcpListener::bind(cfg.api).await.with_context(|| format!("binding {}", cfg.api))?;
-    let (updater, handle, commands) = Updater::new(cfg.clone()).await?;
+    let (updater, handle, commands) = Updater::new(cfg.clone(), HealthConfig::from_settings(&s)).await?;
     let status = handle.status.borrow().clone();
     tracing::info!(api = %cfg.api, version = %status.current.version, slot = %status.current.slot,
         trial = status.current.trial, "updater ready");
@@ -80,12 +81,13 @@ async fn daemon(cli: &Cli) -> anyhow::Result<()> {
 }
 
 async fn command(cli: &Cli, cmd: &Cmd) -> anyhow::Result<ExitCode> {
-    let cfg = settings(cli)?;
+    let s = settings(cli)?;
+    let cfg = &s.updates;
     let base = format!("http://{}/api/v1/update", cfg.api);
     let client = reqwest::Client::new();
     let resp = match cmd {
         Cmd::Health => {
-            let report = HealthCheck::new(cfg.health.clone()).once().await;
+            let report = HealthCheck::new(HealthConfig::from_settings(&s)).once().await;
             println!("{}", serde_json::to_string_pretty(&report)?);
             return Ok(if report.healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }

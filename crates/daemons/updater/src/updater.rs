@@ -3,13 +3,14 @@
 //! [`Status`]; doing one thing at a time keeps slots, records and reboots consistent.
 
 use crate::boot;
-use crate::config::Config;
 use crate::download::{self, Expected};
 use crate::health::HealthCheck;
+use crate::health::HealthConfig;
 use crate::manifest::{self, Manifest};
 use crate::rauc::{self, Rauc};
 use crate::record::{now, Attempt, HistoryEntry, Outcome, Phase, Records};
 use crate::status::{Current, Progress, State, Status};
+use minebox_settings::UpdateSettings;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -54,7 +55,7 @@ pub struct Handle {
     pub commands: mpsc::Sender<Command>,
     pub status: watch::Receiver<Status>,
     pub records: Records,
-    pub config: Config,
+    pub config: UpdateSettings,
 }
 
 impl Handle {
@@ -67,7 +68,9 @@ impl Handle {
 }
 
 pub struct Updater {
-    cfg: Config,
+    cfg: UpdateSettings,
+    /// What the trial boot's health check probes (from several settings sections).
+    health: HealthConfig,
     rauc: Rauc,
     client: reqwest::Client,
     records: Records,
@@ -98,7 +101,10 @@ impl Failure {
 
 impl Updater {
     /// Learns what is running (board, version, slot, trial or not).
-    pub async fn new(cfg: Config) -> anyhow::Result<(Updater, Handle, mpsc::Receiver<Command>)> {
+    pub async fn new(
+        cfg: UpdateSettings,
+        health: HealthConfig,
+    ) -> anyhow::Result<(Updater, Handle, mpsc::Receiver<Command>)> {
         use anyhow::Context;
         let rauc = Rauc { bin: cfg.rauc.clone(), system_conf: cfg.rauc_system_conf.clone() };
         let rauc_status = rauc.status().await;
@@ -138,8 +144,19 @@ impl Updater {
             .build()?;
         let (tx, rx) = mpsc::channel(8);
         let handle = Handle { commands: tx, status: status_rx, records: records.clone(), config: cfg.clone() };
-        let mut u =
-            Updater { cfg, rauc, client, records, status, compatible, running, slot, trial, reboot_pending: false };
+        let mut u = Updater {
+            cfg,
+            health,
+            rauc,
+            client,
+            records,
+            status,
+            compatible,
+            running,
+            slot,
+            trial,
+            reboot_pending: false,
+        };
         // Settled before the API answers, so nobody reads a status from before the boot
         // was judged (a trial's health check, which takes long, runs in the worker).
         if !u.trial {
@@ -161,7 +178,7 @@ impl Updater {
         loop {
             // Re-read the wall clock at least every minute: the Pi has no RTC, and the
             // clock may jump when NTP sets it.
-            let window_wait = self.cfg.window.wait_now().min(Duration::from_secs(60));
+            let window_wait = self.cfg.reboot_window.wait_now().min(Duration::from_secs(60));
             tokio::select! {
                 cmd = commands.recv() => match cmd {
                     None => return,
@@ -183,7 +200,7 @@ impl Updater {
                     next_check = tokio::time::Instant::now() + every;
                 }
                 _ = tokio::time::sleep(window_wait), if self.reboot_pending => {
-                    if self.cfg.window.wait_now().is_zero() {
+                    if self.cfg.reboot_window.wait_now().is_zero() {
                         self.trial_reboot().await;
                     }
                 }
@@ -240,7 +257,7 @@ impl Updater {
     /// The state to rest in when nothing is running.
     fn rest(&self) {
         if self.reboot_pending {
-            let wait = self.cfg.window.wait_now();
+            let wait = self.cfg.reboot_window.wait_now();
             let at = chrono::Local::now() + chrono::Duration::from_std(wait).unwrap_or_default();
             self.set(|s| s.reboot_at = Some(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)));
             self.set_state(State::WaitingForWindow, None);
@@ -289,7 +306,7 @@ impl Updater {
         let from = attempt.as_ref().map(|a| a.from_version.clone()).unwrap_or_else(|| "unknown".into());
         self.set_state(State::Verifying, None);
         tracing::info!(%version, "trial boot: running the health check");
-        let report = HealthCheck::new(self.cfg.health.clone()).until_healthy().await;
+        let report = HealthCheck::new(self.health.clone()).until_healthy().await;
         if report.healthy {
             match self.rauc.mark(true, "booted").await {
                 Ok(()) => {
@@ -332,7 +349,7 @@ impl Updater {
     async fn check(&mut self) -> Result<Option<Manifest>, String> {
         self.set_state(State::Checking, None);
         let r = async {
-            let keys = manifest::pinned_keys(&self.cfg.keys_dir)?;
+            let keys = manifest::pinned_keys(&self.cfg.keys)?;
             let url = self.cfg.manifest_url_for(&self.compatible);
             let m = Manifest::fetch(&self.client, &url, &keys).await?;
             let newer = m.applies(&self.compatible, &self.running, self.cfg.max_bundle_bytes)?;
@@ -409,7 +426,7 @@ impl Updater {
                     s.pending = Some(version);
                     s.available = None;
                 });
-                if reboot == Reboot::Now || self.cfg.window.wait_now().is_zero() {
+                if reboot == Reboot::Now || self.cfg.reboot_window.wait_now().is_zero() {
                     self.trial_reboot().await;
                 } else {
                     self.rest();

@@ -140,3 +140,31 @@ pub(crate) fn resolve(l: &Layer<'_, File>) -> Result<UpdateSettings, SettingsErr
         rollback_command,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Settings;
+    use minebox_coin::Registry;
+    use std::time::Duration;
+
+    fn load(user: &str) -> Result<Settings, crate::SettingsError> {
+        Settings::from_texts("minebox.toml", user, "defaults.toml", crate::EMBEDDED_DEFAULTS, &Registry::embedded())
+    }
+
+    #[test]
+    fn image_defaults_resolve() {
+        let c = load("").unwrap().updates;
+        assert_eq!(c.api, "127.0.0.1:3393".parse().unwrap());
+        assert_eq!(c.manifest_url_for("minebox-rpi5"), "https://updates.minebox.example/v1/stable/minebox-rpi5.json");
+        assert_eq!(c.reboot_command, ["systemctl", "reboot", "--reboot-argument=0 tryboot"]);
+        assert_eq!(c.check_every, Duration::from_secs(6 * 3600));
+    }
+
+    #[test]
+    fn a_public_api_address_and_a_bad_window_are_refused() {
+        let e = load("[updates]\napi = \"0.0.0.0:3393\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("minebox.toml: updates.api: 0.0.0.0:3393 is not a loopback"), "{e}");
+        let e = load("[updates]\nreboot_window = \"night\"\n").unwrap_err();
+        assert!(e.to_string().contains("updates.reboot_window"), "{e}");
+    }
+}
