@@ -667,7 +667,7 @@ async fn config_put(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Api
 
 async fn notify_test(State(app): State<Arc<App>>) -> ApiResult {
     let (webhook, ntfy) = app.notify_targets();
-    if webhook.is_empty() && ntfy.is_empty() {
+    if webhook.is_none() && ntfy.is_none() {
         return Err(ApiError::new(409, "no notification target is set; add a webhook or ntfy URL in Settings"));
     }
     let test = crate::notify::BlockFound {

@@ -88,7 +88,7 @@ impl App {
         self.settings.read().expect("settings").clone()
     }
 
-    pub fn notify_targets(&self) -> (String, String) {
+    pub fn notify_targets(&self) -> (Option<reqwest::Url>, Option<reqwest::Url>) {
         let s = self.settings.read().expect("settings");
         (s.notify.webhook.clone(), s.notify.ntfy.clone())
     }

@@ -138,8 +138,8 @@ pub fn view(settings: &Settings, registry: &Registry) -> ConfigView {
         coins,
         updates: UpdatesConfig { channel: Some(settings.updates.channel.clone()) },
         notify: NotifyConfig {
-            webhook: Some(settings.notify.webhook.clone()),
-            ntfy: Some(settings.notify.ntfy.clone()),
+            webhook: Some(settings.notify.webhook.as_ref().map_or_else(String::new, |u| u.to_string())),
+            ntfy: Some(settings.notify.ntfy.as_ref().map_or_else(String::new, |u| u.to_string())),
         },
         snapshots: SnapshotsConfig { enabled: Some(settings.snapshots.enabled) },
     }

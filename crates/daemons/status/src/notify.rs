@@ -45,21 +45,26 @@ pub struct NotifyError {
 }
 
 /// Sends to every configured target; returns one error per target that failed (after a
-/// retry), so the caller can log them. An unset target ("") is skipped.
-pub async fn send(http: &reqwest::Client, webhook: &str, ntfy: &str, b: &BlockFound) -> Vec<NotifyError> {
+/// retry), so the caller can log them. An unset target (`None`) is skipped.
+pub async fn send(
+    http: &reqwest::Client,
+    webhook: &Option<reqwest::Url>,
+    ntfy: &Option<reqwest::Url>,
+    b: &BlockFound,
+) -> Vec<NotifyError> {
     let mut errors = Vec::new();
-    if !webhook.is_empty() {
+    if let Some(webhook) = webhook {
         let body = json!({
             "event": "block_found", "coin": b.coin, "height": b.height, "hash": b.hash,
             "worker": b.worker, "reward_sats": b.reward_sats, "message": b.headline(),
         });
-        if let Err(e) = retry(|| http.post(webhook).json(&body)).await {
+        if let Err(e) = retry(|| http.post(webhook.clone()).json(&body)).await {
             errors.push(NotifyError { target: "webhook".into(), message: e });
         }
     }
-    if !ntfy.is_empty() {
+    if let Some(ntfy) = ntfy {
         let text = b.headline();
-        let send = || http.post(ntfy).header("Title", "Block found").header("Tags", "tada").body(text.clone());
+        let send = || http.post(ntfy.clone()).header("Title", "Block found").header("Tags", "tada").body(text.clone());
         if let Err(e) = retry(send).await {
             errors.push(NotifyError { target: "ntfy".into(), message: e });
         }

@@ -11,20 +11,31 @@ pub(crate) struct File {
     ntfy: Option<String>,
 }
 
-/// Each target is empty (none) or an http(s) URL, checked here.
+/// Each target is none (`""` in the file) or an http(s) URL, checked here.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NotifySettings {
-    pub webhook: String,
-    pub ntfy: String,
+    /// Gets a JSON POST per found block.
+    #[serde(serialize_with = "or_empty")]
+    pub webhook: Option<url::Url>,
+    /// An ntfy topic URL: gets a plain-text POST per found block.
+    #[serde(serialize_with = "or_empty")]
+    pub ntfy: Option<url::Url>,
 }
 
 pub(crate) fn resolve(l: &Layer<'_, File>) -> Result<NotifySettings, SettingsError> {
     let (webhook, ntfy): (String, String) = (get!(l, webhook), get!(l, ntfy));
-    if !webhook.is_empty() {
-        http_url(&webhook).map_err(|m| refuse!(l, webhook, m))?;
-    }
-    if !ntfy.is_empty() {
-        http_url(&ntfy).map_err(|m| refuse!(l, ntfy, m))?;
-    }
+    let webhook = match webhook.as_str() {
+        "" => None,
+        u => Some(http_url(u).map_err(|m| refuse!(l, webhook, m))?),
+    };
+    let ntfy = match ntfy.as_str() {
+        "" => None,
+        u => Some(http_url(u).map_err(|m| refuse!(l, ntfy, m))?),
+    };
     Ok(NotifySettings { webhook, ntfy })
+}
+
+/// As the file writes it: the URL, or "" for none.
+fn or_empty<S: serde::Serializer>(u: &Option<url::Url>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(u.as_ref().map_or("", url::Url::as_str))
 }
