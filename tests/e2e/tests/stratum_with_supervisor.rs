@@ -46,7 +46,10 @@ zmq_port = {zmq}
     std::fs::write(&path, &settings_text).unwrap();
     let registry = minebox_coin::Registry::embedded();
     let settings = minebox_settings::Settings::load(Some(&path), None, &registry).unwrap();
-    let policy = minebox_supervisor::keeper::Policy { health_every: Duration::from_millis(200), ..Default::default() };
+    let policy = minebox_supervisor::keeper::Policy {
+        health_every: Duration::from_millis(200),
+        ..minebox_supervisor::keeper::Policy::from(&settings.supervisor)
+    };
     let sup = minebox_supervisor::start(
         &settings,
         minebox_supervisor::backend::Backend::Process(minebox_supervisor::backend::ProcessBackend),

@@ -7,7 +7,7 @@ use crate::event::Event;
 use crate::health::{self, Health, NodeState};
 use crate::launch::{self, Launch, Phase};
 use minebox_node_rpc::{Auth, NodeClient};
-use minebox_settings::{CoinSettings, NodeKind};
+use minebox_settings::{CoinSettings, NodeKind, SupervisorSettings};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,7 +21,8 @@ pub enum Command {
     Stop,
 }
 
-/// Timings, from the settings (tests shorten them).
+/// Timings and limits: the user-tunable ones from `[supervisor]` (their defaults live in
+/// defaults.toml), the rest the keeper's own pacing below. Tests build short ones.
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub health_every: Duration,
@@ -36,17 +37,30 @@ pub struct Policy {
     pub stop_grace: Duration,
 }
 
-impl Default for Policy {
-    fn default() -> Self {
+// Not settings keys: how the keeper paces itself is not the owner's choice (a longer
+// backoff or a looser crash-loop rule only hides a broken node for longer).
+/// Between health polls of a running node.
+const HEALTH_EVERY: Duration = Duration::from_secs(10);
+/// The first restart delay after a crash; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// This many crashes within [`CRASH_WINDOW`] is a crash loop: the keeper gives up.
+const CRASH_LOOP_AFTER: usize = 5;
+const CRASH_WINDOW: Duration = Duration::from_secs(600);
+/// A node flushing its chain state on the way down may take this long (Core on an SD card).
+const STOP_GRACE: Duration = Duration::from_secs(120);
+
+impl From<&SupervisorSettings> for Policy {
+    fn from(s: &SupervisorSettings) -> Policy {
         Policy {
-            health_every: Duration::from_secs(10),
-            first_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(60),
-            crash_loop_after: 5,
-            crash_window: Duration::from_secs(600),
-            stall_after: Duration::from_secs(1200),
-            disk_reserve_mib: 2048,
-            stop_grace: Duration::from_secs(120),
+            health_every: HEALTH_EVERY,
+            first_backoff: FIRST_BACKOFF,
+            max_backoff: MAX_BACKOFF,
+            crash_loop_after: CRASH_LOOP_AFTER,
+            crash_window: CRASH_WINDOW,
+            stall_after: s.stall_after,
+            disk_reserve_mib: s.disk_reserve_mib,
+            stop_grace: STOP_GRACE,
         }
     }
 }

@@ -4,7 +4,6 @@ use clap::Parser;
 use minebox_supervisor::backend::{Backend, ProcessBackend, Systemctl, SystemdBackend};
 use minebox_supervisor::keeper::Policy;
 use std::path::PathBuf;
-use std::time::Duration;
 
 #[derive(Parser)]
 #[command(version, about = "MineBox supervisor: runs and watches the coin nodes")]
@@ -49,11 +48,7 @@ async fn main() -> anyhow::Result<()> {
         minebox_settings::Backend::Systemd => Backend::Systemd(SystemdBackend { systemctl: Systemctl::Real }),
         minebox_settings::Backend::Process => Backend::Process(ProcessBackend),
     };
-    let policy = Policy {
-        disk_reserve_mib: settings.supervisor.disk_reserve_mib,
-        stall_after: Duration::from_secs(settings.supervisor.stall_after_secs),
-        ..Policy::default()
-    };
+    let policy = Policy::from(&settings.supervisor);
     let sup = minebox_supervisor::start(&settings, backend, policy, settings.supervisor.api).await?;
     tracing::info!(api = %sup.api, "supervisor ready");
     minebox_platform::lifecycle::ready();

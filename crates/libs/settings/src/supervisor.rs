@@ -4,6 +4,7 @@ use crate::file::{get, refuse, socket_addr, Layer};
 use crate::SettingsError;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 #[derive(Debug, Default, Deserialize, Serialize, Clone)]
 #[serde(default, deny_unknown_fields)]
@@ -39,7 +40,7 @@ pub struct SupervisorSettings {
     /// Stop a node cleanly when less than this much disk is free.
     pub disk_reserve_mib: u64,
     /// A syncing node whose height has not moved for this long is reported as stalled.
-    pub stall_after_secs: u64,
+    pub stall_after: Duration,
 }
 
 /// The least free space the disk guard may stop a node at. Bitcoin Core needs about 50 MiB
@@ -68,6 +69,6 @@ pub(crate) fn resolve(l: &Layer<'_, File>) -> Result<SupervisorSettings, Setting
         api: socket_addr(l, "api", l.in_user(|s| s.api.as_ref()), &get!(l, api))?,
         backend,
         disk_reserve_mib: disk_reserve(l)?,
-        stall_after_secs: get!(l, stall_after_secs),
+        stall_after: Duration::from_secs(get!(l, stall_after_secs)),
     })
 }
