@@ -19,7 +19,9 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
     /// The MineBox settings file: every enabled coin gets a listener, its node and
-    /// credentials come from the supervisor's layout. Without it, one coin from the flags.
+    /// credentials come from the supervisor's layout. Without it, one coin from the flags,
+    /// whose unset values are the image defaults (the coin's, for the coin flags).
+    /// --api, --database and --coinbase-tag override the settings in either mode.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Image defaults under the settings file (built-in defaults when absent).
@@ -34,12 +36,13 @@ struct Cli {
     /// Coin id from the coin descriptors (btc, bch, xec, bsv).
     #[arg(long, default_value = "btc")]
     coin: String,
-    /// Network of the coin (main, test, signet, regtest).
-    #[arg(long, default_value = "regtest")]
-    network: String,
-    /// Stratum listen address (the LAN needs 0.0.0.0; development keeps localhost).
-    #[arg(long, default_value = "127.0.0.1:3333")]
-    listen: SocketAddr,
+    /// Network of the coin (main, test, signet, regtest; default: the settings' network).
+    #[arg(long)]
+    network: Option<String>,
+    /// Stratum listen address (the LAN needs 0.0.0.0; default: localhost, the coin's
+    /// stratum port).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
     /// The owner's address (flags mode; settings mode uses coins.<id>.payout_address):
     /// miners that send a bare worker name mine to it. Without it every miner must send
     /// its own address.
@@ -47,8 +50,9 @@ struct Cli {
     payout_address: Option<String>,
     /// `miner`: a miner's own valid address is paid, a bare worker name pays
     /// --payout-address; `owner`: every block pays --payout-address.
-    #[arg(long, default_value = "miner", value_parser = ["miner", "owner"])]
-    payout_policy: String,
+    /// Default: the settings' payout_policy.
+    #[arg(long, value_parser = ["miner", "owner"])]
+    payout_policy: Option<String>,
     /// Node JSON-RPC URL (flags mode).
     #[arg(long, env = "MINEBOX_NODE_URL")]
     node_url: Option<String>,
@@ -63,22 +67,24 @@ struct Cli {
     /// The node's ZMQ hashblock endpoint, e.g. tcp://127.0.0.1:28332.
     #[arg(long)]
     zmq_hashblock: Option<String>,
-    /// SQLite state database.
-    #[arg(long, default_value = "state.db")]
-    database: PathBuf,
-    /// Local API for the status page.
-    #[arg(long, default_value = "127.0.0.1:3390")]
-    api: SocketAddr,
-    #[arg(long, default_value_t = VardiffConfig::default().start)]
-    start_difficulty: f64,
-    #[arg(long, default_value_t = VardiffConfig::default().min)]
-    min_difficulty: f64,
-    #[arg(long, default_value_t = VardiffConfig::default().max)]
-    max_difficulty: f64,
-    #[arg(long, default_value_t = VardiffConfig::default().shares_per_minute)]
-    shares_per_minute: f64,
-    #[arg(long, default_value = "/MineBox/")]
-    coinbase_tag: String,
+    /// SQLite state database (default: the settings' paths.state).
+    #[arg(long)]
+    database: Option<PathBuf>,
+    /// Local API for the status page (default: the settings' stratum.api).
+    #[arg(long)]
+    api: Option<SocketAddr>,
+    /// Share difficulty flags (flags mode; default: the coin's settings).
+    #[arg(long)]
+    start_difficulty: Option<f64>,
+    #[arg(long)]
+    min_difficulty: Option<f64>,
+    #[arg(long)]
+    max_difficulty: Option<f64>,
+    #[arg(long)]
+    shares_per_minute: Option<f64>,
+    /// Default: the settings' stratum.coinbase_tag.
+    #[arg(long)]
+    coinbase_tag: Option<String>,
     #[arg(long, default_value_t = 8)]
     extranonce2_size: usize,
     /// Seconds between fee refreshes of the template.
@@ -255,7 +261,7 @@ fn from_settings(cli: &Cli, path: &std::path::Path) -> anyhow::Result<ServiceCon
                 }
                 v.sanitized()
             },
-            coinbase_tag: settings.stratum.coinbase_tag.clone(),
+            coinbase_tag: cli.coinbase_tag.clone().unwrap_or_else(|| settings.stratum.coinbase_tag.clone()),
             extranonce2_len: cli.extranonce2_size,
             version_mask: 0x1fff_e000,
             template_refresh: Duration::from_secs(cli.template_refresh_secs),
@@ -273,8 +279,8 @@ fn from_settings(cli: &Cli, path: &std::path::Path) -> anyhow::Result<ServiceCon
         .or_else(|| Some(format!("http://{}{}", settings.supervisor.api, minebox_api::supervisor::EVENTS)));
     Ok(ServiceConfig {
         coins,
-        database: settings.paths.state.clone(),
-        api_listen: settings.stratum.api,
+        database: cli.database.clone().unwrap_or_else(|| settings.paths.state.clone()),
+        api_listen: cli.api.unwrap_or(settings.stratum.api),
         stats_flush: Duration::from_secs(cli.stats_flush_secs),
         limits: limits(cli)?,
         supervisor_events,
@@ -298,16 +304,35 @@ fn from_flags(cli: &Cli) -> anyhow::Result<ServiceConfig> {
     let coin = registry
         .get(&cli.coin)
         .with_context(|| format!("unknown coin {:?}; known: {}", cli.coin, registry.ids().join(", ")))?;
-    let network = coin.network(&cli.network)?.clone();
+    // What a flag leaves unset is what the settings give a coin with no table of its own
+    // (the image defaults and the coin's descriptor): defaults live in one place.
+    let (defaults_name, defaults) = match &cli.defaults {
+        Some(p) => (p.display().to_string(), std::fs::read_to_string(p).with_context(|| p.display().to_string())?),
+        None => ("(built-in defaults)".to_string(), minebox_settings::EMBEDDED_DEFAULTS.to_string()),
+    };
+    let settings = minebox_settings::Settings::from_texts(
+        "(flags)",
+        &format!("[coins.{}]\n", coin.id),
+        &defaults_name,
+        &defaults,
+        &registry,
+    )?;
+    let c = &settings.coins[&coin.id];
+    let network_name = cli.network.clone().unwrap_or_else(|| c.network.name.clone());
+    let network = coin.network(&network_name)?.clone();
     let vardiff = VardiffConfig {
-        shares_per_minute: cli.shares_per_minute,
-        min: cli.min_difficulty,
-        max: cli.max_difficulty,
-        start: cli.start_difficulty,
+        shares_per_minute: cli.shares_per_minute.unwrap_or(c.shares_per_minute),
+        min: cli.min_difficulty.unwrap_or(c.min_difficulty),
+        max: cli.max_difficulty.unwrap_or(c.max_difficulty),
+        start: cli.start_difficulty.unwrap_or(c.start_difficulty),
         ..VardiffConfig::default()
     };
     vardiff.check().context("--min-difficulty, --max-difficulty, --start-difficulty, --shares-per-minute")?;
-    let policy = if cli.payout_policy == "owner" { Policy::Owner } else { Policy::Miner };
+    let policy = match cli.payout_policy.as_deref() {
+        Some("owner") => Policy::Owner,
+        Some(_) => Policy::Miner,
+        None => c.payout_policy,
+    };
     let payouts: Box<dyn minebox_stratum::session::PayoutPolicy> = match &cli.payout_address {
         Some(a) => {
             Box::new(WithOwner::new(network.clone(), a, policy).map_err(|e| anyhow::anyhow!("--payout-address: {e}"))?)
@@ -318,22 +343,22 @@ fn from_flags(cli: &Cli) -> anyhow::Result<ServiceConfig> {
     Ok(ServiceConfig {
         coins: vec![CoinConfig {
             coin: coin.id.clone(),
-            network: cli.network.clone(),
-            listen: cli.listen,
+            network: network_name,
+            listen: cli.listen.unwrap_or(SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), c.stratum_port)),
             node,
             zmq_hashblock: cli.zmq_hashblock.clone(),
             segwit: coin.segwit,
             min_tx_size: coin.min_tx_size(),
             payouts,
             vardiff,
-            coinbase_tag: cli.coinbase_tag.clone(),
+            coinbase_tag: cli.coinbase_tag.clone().unwrap_or_else(|| settings.stratum.coinbase_tag.clone()),
             extranonce2_len: cli.extranonce2_size,
             version_mask: 0x1fff_e000,
             template_refresh: Duration::from_secs(cli.template_refresh_secs),
             block_poll: Duration::from_millis(cli.block_poll_ms),
         }],
-        database: cli.database.clone(),
-        api_listen: cli.api,
+        database: cli.database.clone().unwrap_or_else(|| settings.paths.state.clone()),
+        api_listen: cli.api.unwrap_or(settings.stratum.api),
         stats_flush: Duration::from_secs(cli.stats_flush_secs),
         limits: limits(cli)?,
         supervisor_events: cli.supervisor_events.clone(),
