@@ -37,13 +37,14 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(verified || !signed_here, "a signature made by the pinned key does not verify");
     let Ok(m) = serde_json::from_slice::<Manifest>(manifest) else { return };
-    let _ = m.kind.trust();
+    let _ = m.kind().trust();
     let bytes = m.to_bytes();
     let back: Manifest = serde_json::from_slice(&bytes).expect("a manifest's own bytes parse");
     assert_eq!(back, m);
     // The publisher's trusted comment (crates/tools/publisher/src/publish.rs).
-    let comment = format!("minebox {} {} {:?} height {} version {}", m.coin, m.network, m.kind, m.height, m.version)
-        .to_lowercase();
+    let comment =
+        format!("minebox {} {} {:?} height {} version {}", m.coin(), m.network(), m.kind(), m.height(), m.version())
+            .to_lowercase();
     let sig = key().sign(&bytes, &comment);
     SignatureFile::parse(&sig)
         .and_then(|s| s.verify(&bytes, &pinned).map(|_| ()))

@@ -228,9 +228,9 @@ pub async fn fetch_verified(f: &Fetcher, keys: &[PublicKey], clock_trusted: bool
         }
     };
     let manifest = signed.manifest();
-    if clock_trusted && minebox_platform::clock::unix_secs() > manifest.expires {
-        return Err(AgentError::Expired { expires: manifest.expires });
+    if clock_trusted && minebox_platform::clock::unix_secs() > manifest.expires() {
+        return Err(AgentError::Expired { expires: manifest.expires() });
     }
-    let index_bytes = f.document(layout::INDEX, manifest.index_size.max(1) + 1).await?;
+    let index_bytes = f.document(layout::INDEX, manifest.index_size().max(1) + 1).await?;
     Ok(signed.verify_index(&index_bytes)?)
 }

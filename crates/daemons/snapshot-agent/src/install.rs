@@ -212,10 +212,10 @@ pub async fn install_then(opts: Options, progress: SharedProgress, then: Phase) 
     progress.set_phase(Phase::Verifying);
     let (manifest, index) = fetch_verified(&fetcher, &opts.keys, opts.clock_trusted).await?.into_parts();
     if let Some(have) = installed(&opts.dest) {
-        if manifest.version < have.version {
-            return Err(AgentError::Rollback { offered: manifest.version, installed: have.version });
+        if manifest.version() < have.version {
+            return Err(AgentError::Rollback { offered: manifest.version(), installed: have.version });
         }
-        if manifest.version == have.version && opts.dest.exists() {
+        if manifest.version() == have.version && opts.dest.exists() {
             progress.set_phase(then);
             return Ok(Report { version: have.version, already_installed: true, ..Default::default() });
         }
@@ -224,7 +224,7 @@ pub async fn install_then(opts: Options, progress: SharedProgress, then: Phase) 
     std::fs::create_dir_all(&state).map_err(io(&state))?;
     // A utxo file is staged under here and read by the node's own user (loadtxoutset).
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(NODE_DIR_MODE)).map_err(io(&state))?;
-    let staging = state.join(format!("staging-v{}", manifest.version));
+    let staging = state.join(format!("staging-v{}", manifest.version()));
     let complete = staging.join(".complete");
     if !complete.exists() {
         stage(&opts, &manifest, &index, &fetcher, &staging, &progress).await?;
@@ -233,8 +233,8 @@ pub async fn install_then(opts: Options, progress: SharedProgress, then: Phase) 
     swap(&opts.dest, &state, &staging, &manifest)?;
     progress.set_phase(then);
     Ok(Report {
-        version: manifest.version,
-        bytes_total: manifest.total_bytes,
+        version: manifest.version(),
+        bytes_total: manifest.total_bytes(),
         bytes_reused: progress.get().bytes_reused,
         bytes_downloaded: received.load(Ordering::Relaxed),
         chunks_downloaded: progress.get().chunks_downloaded,
@@ -255,7 +255,7 @@ async fn stage(
     let parent = staging.parent().expect("staging has a parent");
     if !resumed {
         if let Some(free) = free_bytes(parent) {
-            let need = manifest.total_bytes + 64 * 1024 * 1024;
+            let need = manifest.total_bytes() + 64 * 1024 * 1024;
             if free < need {
                 return Err(AgentError::DiskFull { need, free });
             }
@@ -263,7 +263,7 @@ async fn stage(
     }
     let chunk_dir = staging.join(".chunks");
     std::fs::create_dir_all(&chunk_dir).map_err(io(&chunk_dir))?;
-    progress.start(manifest.total_bytes, manifest.chunk_count);
+    progress.start(manifest.total_bytes(), manifest.chunk_count());
 
     // Open every staged file at its final size; note where each chunk goes.
     let mut wants: HashMap<ChunkHash, Targets> = HashMap::new();
@@ -359,7 +359,7 @@ async fn stage(
     }
     open_to_node(staging).map_err(io(staging))?;
     let _ = std::fs::remove_dir_all(&chunk_dir);
-    std::fs::write(staging.join(".complete"), manifest.version.to_string()).map_err(io(staging))?;
+    std::fs::write(staging.join(".complete"), manifest.version().to_string()).map_err(io(staging))?;
     if let Ok(f) = std::fs::File::open(staging.join(".complete")) {
         let _ = f.sync_all();
     }
@@ -401,7 +401,7 @@ async fn download_verified(
 /// the agent may not delete; the node's unit deletes them before the node's next start.
 fn swap(dest: &Path, state: &Path, staging: &Path, manifest: &Manifest) -> Result<(), AgentError> {
     if std::fs::symlink_metadata(dest).is_ok() {
-        crate::retire::retire(dest, dest, &format!("replaced-by-v{}", manifest.version)).map_err(io(dest))?;
+        crate::retire::retire(dest, dest, &format!("replaced-by-v{}", manifest.version())).map_err(io(dest))?;
     }
     std::fs::rename(staging, dest).map_err(io(staging))?;
     let _ = std::fs::remove_file(dest.join(".complete"));
@@ -410,12 +410,12 @@ fn swap(dest: &Path, state: &Path, staging: &Path, manifest: &Manifest) -> Resul
     }
     sync_dir(state);
     let record = Installed {
-        coin: manifest.coin.clone(),
-        network: manifest.network.clone(),
-        kind: manifest.kind,
-        height: manifest.height,
-        version: manifest.version,
-        key_id: manifest.key_id.clone(),
+        coin: manifest.coin().to_string(),
+        network: manifest.network().to_string(),
+        kind: manifest.kind(),
+        height: manifest.height(),
+        version: manifest.version(),
+        key_id: manifest.key_id().to_string(),
     };
     self::record(dest, &record)?;
     // Where an older agent set the replaced directory aside (and could not delete it).

@@ -141,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
         };
         let (m, _) =
             minebox_snapshot_agent::fetch::fetch_verified(&fetcher, &opts.keys, opts.clock_trusted).await?.into_parts();
-        if m.kind == minebox_snapshot::Kind::Utxo {
+        if m.kind() == minebox_snapshot::Kind::Utxo {
             let version = minebox_snapshot_agent::utxo::install(opts, &node, &m, &progress).await?;
             println!("{}", serde_json::json!({"version": version, "load_secs": progress.get().load_secs}));
             println!("{}", serde_json::to_string(&minebox_snapshot_agent::utxo::validation(&node).await?)?);

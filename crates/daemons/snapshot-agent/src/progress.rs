@@ -1,45 +1,9 @@
 //! Install progress for the status page: phase, bytes, chunks, rate and ETA.
 
-use serde::Serialize;
+// The page reads these as the agent writes them: both ends use the types in minebox-api.
+pub use minebox_api::snapshot::{Phase, Progress};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    #[default]
-    Idle,
-    Verifying,
-    Reusing,
-    Downloading,
-    Syncing,
-    Swapping,
-    /// A `utxo` snapshot: Bitcoin Core is loading the set (`loadtxoutset`); the node keeps
-    /// running on its own chain meanwhile.
-    Loading,
-    Done,
-    Failed,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Progress {
-    pub phase: Phase,
-    pub bytes_total: u64,
-    pub bytes_done: u64,
-    pub bytes_reused: u64,
-    /// Bytes received from the network so far (compressed), counted as they arrive.
-    pub bytes_received: u64,
-    pub chunks_total: u64,
-    pub chunks_downloaded: u64,
-    pub rate_bytes_per_sec: f64,
-    pub eta_secs: Option<f64>,
-    pub error: Option<String>,
-    /// A `utxo` snapshot once loaded: the snapshot chainstate's tip and how far the node's
-    /// background validation of the chain below it has come.
-    pub validation: Option<crate::utxo::Validation>,
-    /// How long Bitcoin Core took to load the UTXO set (`loadtxoutset`), seconds.
-    pub load_secs: Option<f64>,
-}
 
 #[derive(Clone, Default)]
 pub struct SharedProgress {
@@ -88,7 +52,7 @@ impl SharedProgress {
     pub fn set_load_secs(&self, secs: f64) {
         self.inner.lock().expect("progress").0.load_secs = Some(secs);
     }
-    pub fn set_validation(&self, v: crate::utxo::Validation) {
+    pub fn set_validation(&self, v: minebox_api::snapshot::Validation) {
         self.inner.lock().expect("progress").0.validation = Some(v);
     }
     pub fn fail(&self, e: &dyn std::fmt::Display) {

@@ -15,9 +15,10 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use minebox_api::snapshot::{self as wire, CoinSnapshots, Installed, List, Offer, Started};
+use minebox_api::supervisor::NodeAction;
+use minebox_api::ErrorBody;
 use minebox_snapshot::minisign::PublicKey;
-use serde::Serialize;
-use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -49,17 +50,6 @@ pub struct Agent {
     busy: Mutex<Option<String>>,
     offered: Mutex<HashMap<String, Checked>>,
     http: reqwest::Client,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Offer {
-    pub height: u64,
-    pub bytes: u64,
-    pub kind: minebox_snapshot::Kind,
-    /// How far the user trusts this kind of snapshot, in words.
-    pub trust: &'static str,
-    pub created: i64,
-    pub version: u64,
 }
 
 /// What a coin's publisher offered when last asked, and when that was.
@@ -105,25 +95,29 @@ impl Agent {
             .await
             .map(minebox_snapshot::Verified::into_parts)
             .map(|(m, _)| Offer {
-                height: m.height,
-                bytes: m.total_bytes,
-                kind: m.kind,
-                trust: m.kind.trust(),
-                created: m.created,
-                version: m.version,
+                height: m.height(),
+                bytes: m.total_bytes(),
+                kind: wire_kind(m.kind()),
+                trust: m.kind().trust().into(),
+                created: m.created(),
+                version: m.version(),
             })
             .map_err(|e| e.to_string());
         self.offered.lock().expect("offers").insert(src.coin.clone(), (Instant::now(), o.clone()));
         o
     }
 
-    async fn node(&self, coin: &str, action: &str) -> Result<(), String> {
-        let url = format!("{}/api/v1/nodes/{coin}/{action}", self.supervisor);
+    async fn node(&self, coin: &str, action: NodeAction) -> Result<(), String> {
+        let url = format!("{}{}", self.supervisor, action.path(coin));
         let r = self.http.post(&url).send().await.map_err(|e| format!("the supervisor did not answer: {e}"))?;
         if r.status().is_success() {
             Ok(())
         } else {
-            Err(format!("the supervisor refused to {action} the {coin} node: {}", r.text().await.unwrap_or_default()))
+            Err(format!(
+                "the supervisor refused to {} the {coin} node: {}",
+                action.as_str(),
+                r.text().await.unwrap_or_default()
+            ))
         }
     }
 
@@ -151,22 +145,25 @@ impl Agent {
         };
         let (m, _) =
             crate::fetch::fetch_verified(&fetcher, &self.keys, true).await.map_err(|e| e.to_string())?.into_parts();
-        if m.coin != src.coin || m.network != src.network {
+        if m.coin() != src.coin || m.network() != src.network {
             return Err(format!(
                 "refused: the snapshot is for {} {}, this node is {} {}",
-                m.coin, m.network, src.coin, src.network
+                m.coin(),
+                m.network(),
+                src.coin,
+                src.network
             ));
         }
-        match m.kind {
+        match m.kind() {
             minebox_snapshot::Kind::Datadir => {
-                self.node(&src.coin, "stop").await?;
+                self.node(&src.coin, NodeAction::Stop).await?;
                 // The node must have let go of its files before they are swapped.
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 let opts = Options::new(&src.url, self.keys.clone(), &src.dest);
                 // The old data directory is untouched until the verified one is swapped in,
                 // so the node is started again after a failed install too.
                 let r = install::install(opts, progress.clone()).await.map_err(|e: AgentError| e.to_string());
-                if let Err(e) = self.node(&src.coin, "start").await {
+                if let Err(e) = self.node(&src.coin, NodeAction::Start).await {
                     tracing::warn!(coin = src.coin, error = %e, "node not restarted after the snapshot");
                 }
                 r.map(|r| r.version)
@@ -209,13 +206,13 @@ impl Agent {
 
 pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
-        .route("/api/v1/snapshots", get(list))
-        .route("/api/v1/snapshots/{coin}/install", post(start_install))
-        .route("/healthz", get(|| async { "ok" }))
+        .route(wire::LIST, get(list))
+        .route(wire::INSTALL, post(start_install))
+        .route(minebox_api::HEALTHZ, get(|| async { "ok" }))
         .with_state(agent)
 }
 
-async fn list(State(a): State<Arc<Agent>>) -> Json<Value> {
+async fn list(State(a): State<Arc<Agent>>) -> Json<List> {
     let mut coins = Vec::new();
     for src in &a.coins {
         let offer = if a.enabled { a.offer(src).await } else { Err("snapshots are switched off in Settings".into()) };
@@ -230,44 +227,67 @@ async fn list(State(a): State<Arc<Agent>>) -> Json<Value> {
                 }
             }
         }
-        coins.push(json!({
-            "coin": src.coin,
-            "network": src.network,
-            "available": offer.as_ref().ok(),
-            "error": offer.as_ref().err(),
-            "installable": src.managed,
-            "installed": installed.map(|i| json!({"version": i.version, "height": i.height, "kind": i.kind, "trust": i.kind.trust()})),
-            "progress": p,
-        }));
+        let (available, error) = match offer {
+            Ok(o) => (Some(o), None),
+            Err(e) => (None, Some(e)),
+        };
+        coins.push(CoinSnapshots {
+            coin: src.coin.clone(),
+            network: src.network.clone(),
+            available,
+            error,
+            installable: src.managed,
+            installed: installed.map(|i| Installed {
+                version: i.version,
+                height: i.height,
+                kind: wire_kind(i.kind),
+                trust: i.kind.trust().into(),
+            }),
+            progress: p,
+        });
     }
-    Json(json!({ "coins": coins, "busy": *a.busy.lock().expect("busy") }))
+    Json(List { coins, busy: a.busy.lock().expect("busy").clone() })
 }
 
-async fn start_install(State(a): State<Arc<Agent>>, UrlPath(coin): UrlPath<String>) -> (StatusCode, Json<Value>) {
+/// The format's kind as the API names it (the same names on the wire).
+fn wire_kind(k: minebox_snapshot::Kind) -> wire::Kind {
+    match k {
+        minebox_snapshot::Kind::Utxo => wire::Kind::Utxo,
+        minebox_snapshot::Kind::Datadir => wire::Kind::Datadir,
+    }
+}
+
+type Refused = (StatusCode, Json<ErrorBody>);
+
+fn refused(status: StatusCode, error: impl Into<String>) -> Refused {
+    (status, Json(ErrorBody::new(error)))
+}
+
+async fn start_install(
+    State(a): State<Arc<Agent>>,
+    UrlPath(coin): UrlPath<String>,
+) -> Result<(StatusCode, Json<Started>), Refused> {
     let Some(src) = a.coins.iter().find(|c| c.coin == coin).cloned() else {
-        return (StatusCode::NOT_FOUND, Json(json!({"error": format!("{coin} is not a coin this box mines")})));
+        return Err(refused(StatusCode::NOT_FOUND, format!("{coin} is not a coin this box mines")));
     };
     if !a.enabled {
-        return (StatusCode::CONFLICT, Json(json!({"error": "snapshots are switched off in Settings"})));
+        return Err(refused(StatusCode::CONFLICT, "snapshots are switched off in Settings"));
     }
     if !src.managed {
         let error = format!(
             "the {coin} node is external (node = \"external\"): the box installs snapshots only into nodes it runs; \
              install it on the node's own host"
         );
-        return (StatusCode::CONFLICT, Json(json!({ "error": error })));
+        return Err(refused(StatusCode::CONFLICT, error));
     }
     {
         let mut busy = a.busy.lock().expect("busy");
         if let Some(other) = busy.as_ref() {
-            return (
-                StatusCode::CONFLICT,
-                Json(json!({"error": format!("a {other} snapshot is being installed; wait for it")})),
-            );
+            return Err(refused(StatusCode::CONFLICT, format!("a {other} snapshot is being installed; wait for it")));
         }
         *busy = Some(coin.clone());
     }
     a.progress_of(&coin).set_phase(Phase::Verifying);
     tokio::spawn(a.clone().run_install(src));
-    (StatusCode::ACCEPTED, Json(json!({"started": coin})))
+    Ok((StatusCode::ACCEPTED, Json(Started { started: coin })))
 }

@@ -14,7 +14,7 @@ use crate::progress::{Phase, SharedProgress};
 use crate::AgentError;
 use minebox_node_rpc::{NodeClient, RpcError};
 use minebox_snapshot::Manifest;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
 
@@ -72,46 +72,33 @@ fn core_chain(network: &str) -> &str {
 pub async fn precheck(node: &NodeClient, m: &Manifest) -> Result<(), UtxoError> {
     let info: serde_json::Value = node.call("getblockchaininfo", serde_json::json!([])).await?;
     let chain = info["chain"].as_str().unwrap_or_default().to_string();
-    if core_chain(&m.network) != chain {
-        return Err(UtxoError::WrongChain { offered: m.network.clone(), node: chain });
+    if core_chain(m.network()) != chain {
+        return Err(UtxoError::WrongChain { offered: m.network().to_string(), node: chain });
     }
     let allowed = allowed_heights(&chain);
-    if !allowed.contains(&m.height) {
-        return Err(UtxoError::HeightNotListed { chain, height: m.height, allowed: allowed.to_vec() });
+    if !allowed.contains(&m.height()) {
+        return Err(UtxoError::HeightNotListed { chain, height: m.height(), allowed: allowed.to_vec() });
     }
     let tip = info["blocks"].as_u64().unwrap_or(0);
-    if tip >= m.height {
-        return Err(UtxoError::AlreadyPast { tip, height: m.height });
+    if tip >= m.height() {
+        return Err(UtxoError::AlreadyPast { tip, height: m.height() });
     }
-    match node.call::<serde_json::Value>("getblockheader", serde_json::json!([m.block_hash])).await {
-        Ok(h) if h["height"].as_u64() == Some(m.height) => Ok(()),
+    match node.call::<serde_json::Value>("getblockheader", serde_json::json!([m.block_hash()])).await {
+        Ok(h) if h["height"].as_u64() == Some(m.height()) => Ok(()),
         Ok(h) => Err(UtxoError::OtherBlock {
-            height: m.height,
+            height: m.height(),
             node_block: format!("at height {}", h["height"]),
-            snapshot_block: m.block_hash.clone(),
+            snapshot_block: m.block_hash().to_string(),
         }),
         // -5: "Block not found": not in the header chain (yet, or another chain's).
         Err(RpcError::Node { code: -5, .. }) => {
-            Err(UtxoError::HeadersNotSynced { block: m.block_hash.clone(), height: m.height })
+            Err(UtxoError::HeadersNotSynced { block: m.block_hash().to_string(), height: m.height() })
         }
         Err(e) => Err(e.into()),
     }
 }
 
-/// What `getchainstates` says about the snapshot chainstate and the background one.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Validation {
-    pub headers: u64,
-    /// Height of the snapshot chainstate's tip (mining can start from it).
-    pub snapshot_tip: Option<u64>,
-    /// Height the background validation has reached (None once it finished).
-    pub background_height: Option<u64>,
-    /// The snapshot's height: where the background validation ends.
-    #[serde(default)]
-    pub snapshot_height: Option<u64>,
-    /// True once the node validated the snapshot from genesis and dropped the extra chainstate.
-    pub fully_validated: bool,
-}
+pub use minebox_api::snapshot::Validation;
 
 #[derive(Deserialize)]
 struct ChainStates {
@@ -209,7 +196,7 @@ pub async fn install(
     install::install_then(opts, progress.clone(), Phase::Loading).await?;
     let got = install::installed(&dir).ok_or(UtxoInstallError::Republished)?;
     // The publisher may have published again between the check and the download.
-    if got.height != m.height || got.network != m.network || got.kind != m.kind || got.coin != m.coin {
+    if got.height != m.height() || got.network != m.network() || got.kind != m.kind() || got.coin != m.coin() {
         discard(&dir);
         return Err(UtxoInstallError::Republished);
     }

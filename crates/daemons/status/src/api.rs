@@ -11,7 +11,7 @@ use crate::config::{self, ConfigEdit};
 use crate::limits::{Conn, LocalAddr, StreamRefusal};
 use crate::session::Refusal;
 use crate::session::COOKIE;
-use crate::upstream::{Service, UpstreamError};
+use crate::upstream::{Forward, Service, UpstreamError};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -21,7 +21,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use minebox_api::{snapshot, stratum, supervisor, updater};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -74,17 +74,17 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/auth/password", put(password))
         .route("/api/v1/overview", get(overview))
         .route("/api/v1/events", get(events))
-        .route("/api/v1/stratum", get(|s: State<Arc<App>>| pass(s, Service::Stratum, stratum::STATUS)))
+        .route("/api/v1/stratum", get(stratum_status))
         .route("/api/v1/workers", get(workers))
         .route("/api/v1/miners", get(miners))
         .route("/api/v1/blocks", get(blocks))
         .route("/api/v1/hashrate", get(hashrate))
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/nodes/{coin}/{action}", post(node_action))
-        .route("/api/v1/snapshots", get(|s: State<Arc<App>>| pass(s, Service::Snapshots, snapshot::LIST)))
+        .route("/api/v1/snapshots", get(snapshots))
         .route("/api/v1/snapshots/{coin}/install", post(snapshot_install))
-        .route("/api/v1/updates", get(|s: State<Arc<App>>| pass(s, Service::Updates, updater::STATUS)))
-        .route("/api/v1/updates/history", get(|s: State<Arc<App>>| pass(s, Service::Updates, updater::HISTORY)))
+        .route("/api/v1/updates", get(|s: State<Arc<App>>| forward(s, Forward::Get(updater::STATUS))))
+        .route("/api/v1/updates/history", get(|s: State<Arc<App>>| forward(s, Forward::Get(updater::HISTORY))))
         .route("/api/v1/updates/{action}", post(update_action))
         .route("/api/v1/system", get(system))
         .route("/api/v1/journal/{service}", get(journal))
@@ -398,10 +398,17 @@ async fn password(State(app): State<Arc<App>>, headers: HeaderMap, Json(body): J
     Ok(Json(json!({ "changed": role })).into_response())
 }
 
-async fn overview(State(app): State<Arc<App>>) -> Json<Value> {
-    let mut v = serde_json::to_value(app.overview().await).expect("overview serializes");
-    v["restart_required"] = json!(app.restart_required.load(Ordering::Relaxed));
-    Json(v)
+/// An answer and whether saved settings wait for the services to restart.
+#[derive(serde::Serialize)]
+struct WithRestart<T> {
+    #[serde(flatten)]
+    answer: T,
+    restart_required: bool,
+}
+
+async fn overview(State(app): State<Arc<App>>) -> Json<WithRestart<crate::overview::Overview>> {
+    let answer = app.overview().await;
+    Json(WithRestart { answer, restart_required: app.restart_required.load(Ordering::Relaxed) })
 }
 
 async fn events(
@@ -439,8 +446,20 @@ async fn events(
     minebox_events::sse(&app.events, until).into_response()
 }
 
-async fn pass(State(app): State<Arc<App>>, service: Service, path: &str) -> ApiResult {
-    Ok(Json(app.up.get(service, path).await?).into_response())
+/// The updater's answers, passed on as it wrote them.
+async fn forward(State(app): State<Arc<App>>, req: Forward<'_>) -> ApiResult {
+    let body = app.up.forward(Service::Updates, req).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+async fn stratum_status(State(app): State<Arc<App>>) -> ApiResult {
+    let coins: Vec<stratum::CoinStatus> = app.up.get_as(Service::Stratum, stratum::STATUS).await?;
+    Ok(Json(coins).into_response())
+}
+
+async fn snapshots(State(app): State<Arc<App>>) -> ApiResult {
+    let list: snapshot::List = app.up.get_as(Service::Snapshots, snapshot::LIST).await?;
+    Ok(Json(list).into_response())
 }
 
 fn valid_coin(coin: &str) -> Result<(), ApiError> {
@@ -482,14 +501,9 @@ async fn workers(State(app): State<Arc<App>>, Query(q): Query<WorkersQuery>) -> 
     let limit = q.limit.unwrap_or(WORKERS_PAGE).clamp(1, WORKERS_MAX);
     let offset = q.offset.unwrap_or(0).min(1_000_000);
     let path = with_coin(stratum::WORKERS, &q.coin)?;
-    let mut page = app.up.get_page(Service::Stratum, &path, limit, offset).await?;
-    // The decaying-average internals mean nothing to a reader; the hashrates say it.
-    for w in &mut page.items {
-        if let Some(o) = w.as_object_mut() {
-            o.remove("rates");
-            o.remove("dirty");
-        }
-    }
+    // Read as the API's worker: the server's decaying-average internals are not part of it
+    // (they mean nothing to a reader; the hashrates say it).
+    let page = app.up.get_page::<stratum::Worker>(Service::Stratum, &path, limit, offset).await?;
     let mut r = Json(page.items).into_response();
     r.headers_mut().insert("x-more", HeaderValue::from_static(if page.more { "true" } else { "false" }));
     if let Some(t) = page.total {
@@ -499,7 +513,8 @@ async fn workers(State(app): State<Arc<App>>, Query(q): Query<WorkersQuery>) -> 
 }
 
 async fn miners(State(app): State<Arc<App>>, Query(q): Query<CoinQuery>) -> ApiResult {
-    Ok(Json(app.up.get(Service::Stratum, &with_coin(stratum::MINERS, &q.coin)?).await?).into_response())
+    let miners: Vec<stratum::Miner> = app.up.get_as(Service::Stratum, &with_coin(stratum::MINERS, &q.coin)?).await?;
+    Ok(Json(miners).into_response())
 }
 
 #[derive(Deserialize)]
@@ -514,7 +529,8 @@ async fn blocks(State(app): State<Arc<App>>, Query(q): Query<BlocksQuery>) -> Ap
         path.push(if path.contains('?') { '&' } else { '?' });
         path.push_str(&format!("limit={}", l.clamp(1, 1000)));
     }
-    Ok(Json(app.up.get(Service::Stratum, &path).await?).into_response())
+    let blocks: Vec<stratum::Block> = app.up.get_as(Service::Stratum, &path).await?;
+    Ok(Json(blocks).into_response())
 }
 
 #[derive(Deserialize)]
@@ -535,24 +551,34 @@ async fn hashrate(State(app): State<Arc<App>>, Query(q): Query<HashrateQuery>) -
         url.query_pairs_mut().append_pair("since", &s.to_string());
     }
     let path = format!("{}?{}", url.path(), url.query().unwrap_or(""));
-    Ok(Json(app.up.get(Service::Stratum, &path).await?).into_response())
+    let points: Vec<stratum::HashratePoint> = app.up.get_as(Service::Stratum, &path).await?;
+    Ok(Json(points).into_response())
 }
 
-/// The supervisor's view without what only the services need (credential file paths,
-/// process ids, RPC URLs).
-fn public_node(mut n: Value) -> Value {
-    if let Some(o) = n.as_object_mut() {
-        for k in ["credentials_file", "rpc_url", "pid", "zmq_hashblock"] {
-            o.remove(k);
-        }
+/// A node as the page shows it: the supervisor's [`supervisor::Node`] without what only the
+/// services need (credential file paths, process ids, RPC and ZMQ addresses).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PublicNode {
+    pub coin: String,
+    pub network: String,
+    pub flavour: String,
+    pub state: supervisor::NodeState,
+    pub detail: String,
+    pub health: Option<supervisor::Health>,
+    pub restarts: u32,
+    pub backend: String,
+}
+
+impl From<supervisor::Node> for PublicNode {
+    fn from(n: supervisor::Node) -> PublicNode {
+        let supervisor::Node { coin, network, flavour, state, detail, health, restarts, backend, .. } = n;
+        PublicNode { coin, network, flavour, state, detail, health, restarts, backend }
     }
-    n
 }
 
 async fn nodes(State(app): State<Arc<App>>) -> ApiResult {
-    let v = app.up.get(Service::Supervisor, supervisor::NODES).await?;
-    let list: Vec<Value> = v.as_array().cloned().unwrap_or_default().into_iter().map(public_node).collect();
-    Ok(Json(list).into_response())
+    let list: Vec<supervisor::Node> = app.up.get_as(Service::Supervisor, supervisor::NODES).await?;
+    Ok(Json(list.into_iter().map(PublicNode::from).collect::<Vec<_>>()).into_response())
 }
 
 async fn node_action(State(app): State<Arc<App>>, Path((coin, action)): Path<(String, String)>) -> ApiResult {
@@ -560,16 +586,16 @@ async fn node_action(State(app): State<Arc<App>>, Path((coin, action)): Path<(St
     let Some(act) = supervisor::NodeAction::parse(&action) else {
         return Err(ApiError::new(404, "nodes can be started or stopped"));
     };
-    app.up.post(Service::Supervisor, &act.path(&coin), None).await?;
+    app.up.post_ok(Service::Supervisor, &act.path(&coin)).await?;
     tracing::info!(coin, action, "node action from the status page");
-    let v = app.up.get(Service::Supervisor, &supervisor::node(&coin)).await?;
-    Ok(Json(public_node(v)).into_response())
+    let n: supervisor::Node = app.up.get_as(Service::Supervisor, &supervisor::node(&coin)).await?;
+    Ok(Json(PublicNode::from(n)).into_response())
 }
 
 async fn snapshot_install(State(app): State<Arc<App>>, Path(coin): Path<String>) -> ApiResult {
     valid_coin(&coin)?;
-    let v = app.up.post(Service::Snapshots, &snapshot::install(&coin), None).await?;
-    Ok(Json(v).into_response())
+    let started: snapshot::Started = app.up.post_as(Service::Snapshots, &snapshot::install(&coin)).await?;
+    Ok(Json(started).into_response())
 }
 
 async fn update_action(
@@ -580,7 +606,7 @@ async fn update_action(
 ) -> ApiResult {
     match updater::Action::parse(&action) {
         Some(updater::Action::Upload) => upload(&app, &headers, body).await,
-        Some(a) => Ok(Json(app.up.post(Service::Updates, a.path(), None).await?).into_response()),
+        Some(a) => forward(State(app), Forward::Post(a.path())).await,
         None => Err(ApiError::new(404, "update actions: check, install, usb, upload")),
     }
 }
@@ -608,12 +634,16 @@ async fn upload(app: &App, headers: &HeaderMap, body: Body) -> ApiResult {
         .await
         .map_err(|e| UpstreamError::Unreachable { service: Service::Updates, detail: e.to_string() })?;
     let status = resp.status().as_u16();
-    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    let body = resp.bytes().await.unwrap_or_default();
     if !(200..300).contains(&status) {
-        let msg = v["error"].as_str().unwrap_or("the updater refused the bundle").to_string();
+        let msg = serde_json::from_slice::<minebox_api::ErrorBody>(&body)
+            .map_or_else(|_| "the updater refused the bundle".to_string(), |e| e.error);
         return Err(ApiError::new(if status < 500 { status } else { 502 }, msg));
     }
-    Ok(Json(v).into_response())
+    // The updater's answer passes on as it wrote it (null if it was not JSON).
+    let body =
+        if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok() { body.to_vec() } else { b"null".to_vec() };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 async fn system(State(app): State<Arc<App>>) -> Json<crate::system::System> {
@@ -637,10 +667,9 @@ async fn journal(State(app): State<Arc<App>>, Path(service): Path<String>, Query
     }
 }
 
-async fn config_get(State(app): State<Arc<App>>) -> Json<Value> {
-    let mut v = serde_json::to_value(config::view(&app.settings(), &app.registry)).expect("config serializes");
-    v["restart_required"] = json!(app.restart_required.load(Ordering::Relaxed));
-    Json(v)
+async fn config_get(State(app): State<Arc<App>>) -> Json<WithRestart<config::ConfigView>> {
+    let answer = config::view(&app.settings(), &app.registry);
+    Json(WithRestart { answer, restart_required: app.restart_required.load(Ordering::Relaxed) })
 }
 
 async fn config_put(State(app): State<Arc<App>>, body: axum::body::Bytes) -> ApiResult {
@@ -660,9 +689,8 @@ async fn config_put(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Api
         }
     };
     app.restart_required.store(!applied, Ordering::Relaxed);
-    let mut v = serde_json::to_value(config::view(&settings, &app.registry)).expect("config serializes");
-    v["restart_required"] = json!(!applied);
-    Ok(Json(v).into_response())
+    let answer = config::view(&settings, &app.registry);
+    Ok(Json(WithRestart { answer, restart_required: !applied }).into_response())
 }
 
 async fn notify_test(State(app): State<Arc<App>>) -> ApiResult {

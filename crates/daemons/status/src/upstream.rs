@@ -1,7 +1,8 @@
 //! The box's own services, as the status page reads them: each serves a local API on
 //! 127.0.0.1 and the status page is the only thing facing the LAN.
 
-use serde_json::Value;
+use minebox_api::ErrorBody;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,34 +100,32 @@ impl Upstreams {
         &self.http
     }
 
-    pub async fn get(&self, service: Service, path: &str) -> Result<Value, UpstreamError> {
-        self.send(service, self.http.get(self.url(service, path))).await
-    }
-
     /// An answer read as the type the service's API module says it is.
-    pub async fn get_as<T: serde::de::DeserializeOwned>(
-        &self,
-        service: Service,
-        path: &str,
-    ) -> Result<T, UpstreamError> {
+    pub async fn get_as<T: DeserializeOwned>(&self, service: Service, path: &str) -> Result<T, UpstreamError> {
         let body = self.body(service, self.http.get(self.url(service, path))).await?;
-        serde_json::from_slice(&body).map_err(|e| UpstreamError::Unreadable { service, detail: e.to_string() })
+        read(service, &body)
     }
 
-    pub async fn post(&self, service: Service, path: &str, body: Option<&Value>) -> Result<Value, UpstreamError> {
-        let mut req = self.http.post(self.url(service, path));
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        self.send(service, req).await
+    /// A `POST` answered with the type the service's API module says.
+    pub async fn post_as<T: DeserializeOwned>(&self, service: Service, path: &str) -> Result<T, UpstreamError> {
+        let body = self.body(service, self.http.post(self.url(service, path))).await?;
+        read(service, &body)
     }
 
-    async fn send(&self, service: Service, req: reqwest::RequestBuilder) -> Result<Value, UpstreamError> {
-        let body = self.body(service, req).await?;
-        if body.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&body).or_else(|_| Ok(Value::String(String::from_utf8_lossy(&body).into_owned())))
+    /// A `POST` whose answer the page does not read, only whether it succeeded.
+    pub async fn post_ok(&self, service: Service, path: &str) -> Result<(), UpstreamError> {
+        self.body(service, self.http.post(self.url(service, path))).await.map(drop)
+    }
+
+    /// A service's JSON answer as it wrote it, for the page to pass on unread (the updater's,
+    /// whose answers are its own and shown by the page's script as they are). An empty
+    /// answer is `null`, text that is not JSON a JSON string.
+    pub async fn forward(&self, service: Service, req: Forward<'_>) -> Result<Vec<u8>, UpstreamError> {
+        let req = match req {
+            Forward::Get(path) => self.http.get(self.url(service, path)),
+            Forward::Post(path) => self.http.post(self.url(service, path)),
+        };
+        Ok(as_json(self.body(service, req).await?))
     }
 
     /// The body of a successful answer; a refusal as the error it is.
@@ -142,20 +141,46 @@ impl Upstreams {
             body.extend_from_slice(&chunk);
         }
         if !status.is_success() {
-            let message = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(300).collect());
+            let message = refusal(&body);
             return Err(UpstreamError::Refused { service, status: status.as_u16(), message });
         }
         Ok(body)
     }
 }
 
-/// One page of a list an upstream serves as a JSON array.
-#[derive(Debug, Default)]
-pub struct Page {
-    pub items: Vec<Value>,
+/// What [`Upstreams::forward`] passes on.
+pub enum Forward<'a> {
+    Get(&'a str),
+    Post(&'a str),
+}
+
+fn read<T: DeserializeOwned>(service: Service, body: &[u8]) -> Result<T, UpstreamError> {
+    serde_json::from_slice(body).map_err(|e| UpstreamError::Unreadable { service, detail: e.to_string() })
+}
+
+/// A refusal's sentence: the service's `{"error": ...}`, else the start of what it said.
+pub fn refusal(body: &[u8]) -> String {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => e.error,
+        Err(_) => String::from_utf8_lossy(body).chars().take(300).collect(),
+    }
+}
+
+/// `body` if it is JSON; else `null` for nothing and a JSON string for text.
+pub fn as_json(body: Vec<u8>) -> Vec<u8> {
+    if body.is_empty() {
+        b"null".to_vec()
+    } else if serde_json::from_slice::<IgnoredAny>(&body).is_ok() {
+        body
+    } else {
+        serde_json::to_vec(&String::from_utf8_lossy(&body)).expect("a string serializes")
+    }
+}
+
+/// One page of a list an upstream serves as a JSON array, its entries read as `T`.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
     /// More entries follow this page.
     pub more: bool,
     /// Entries in the whole list, when the upstream says (its `X-Total-Count`).
@@ -170,19 +195,19 @@ impl Upstreams {
     /// the query. The array is read entry by entry and the read stops once the page is
     /// full, so a list of any length costs at most the page: an upstream that ignores the
     /// paging (an older one) is paged here instead.
-    pub async fn get_page(
+    pub async fn get_page<T: DeserializeOwned + Clone>(
         &self,
         service: Service,
         path: &str,
         limit: usize,
         offset: usize,
-    ) -> Result<Page, UpstreamError> {
+    ) -> Result<Page<T>, UpstreamError> {
         let sep = if path.contains('?') { '&' } else { '?' };
         let url = self.url(service, &format!("{path}{sep}limit={limit}&offset={offset}"));
         let unreachable = |e: reqwest::Error| UpstreamError::Unreachable { service, detail: short(&e) };
         let mut resp = self.http.get(url).send().await.map_err(unreachable)?;
         if !resp.status().is_success() {
-            return self.send_response(service, resp).await.map(|_| Page::default());
+            return Err(self.refused(service, resp).await);
         }
         let total =
             resp.headers().get("x-total-count").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
@@ -194,7 +219,7 @@ impl Upstreams {
         // that it did not, and `paged` is the page cut here.
         'read: while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
             read += chunk.len();
-            for item in split.feed(&chunk).map_err(|detail| UpstreamError::Unreachable { service, detail })? {
+            for item in split.feed::<T>(&chunk).map_err(|detail| UpstreamError::Unreachable { service, detail })? {
                 if seen <= limit {
                     first.push(item.clone());
                 }
@@ -222,15 +247,12 @@ impl Upstreams {
         }
     }
 
-    async fn send_response(&self, service: Service, resp: reqwest::Response) -> Result<Value, UpstreamError> {
-        let unreachable = |e: reqwest::Error| UpstreamError::Unreachable { service, detail: short(&e) };
+    async fn refused(&self, service: Service, resp: reqwest::Response) -> UpstreamError {
         let status = resp.status();
-        let body = resp.bytes().await.map_err(unreachable)?;
-        let message = serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(300).collect());
-        Err(UpstreamError::Refused { service, status: status.as_u16(), message })
+        match resp.bytes().await {
+            Ok(body) => UpstreamError::Refused { service, status: status.as_u16(), message: refusal(&body) },
+            Err(e) => UpstreamError::Unreachable { service, detail: short(&e) },
+        }
     }
 }
 
@@ -250,7 +272,7 @@ impl ArraySplitter {
         self.ended
     }
 
-    fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Value>, String> {
+    fn feed<T: DeserializeOwned>(&mut self, chunk: &[u8]) -> Result<Vec<T>, String> {
         let mut out = Vec::new();
         for &b in chunk {
             if self.ended {
@@ -327,13 +349,13 @@ mod tests {
         let text = br#" [ {"worker":"a,]\"}","n":[1,2]} , {"worker":"b"} ,3 ] "#;
         for cut in 0..text.len() {
             let mut s = ArraySplitter::default();
-            let mut items = s.feed(&text[..cut]).unwrap();
-            items.extend(s.feed(&text[cut..]).unwrap());
+            let mut items: Vec<serde_json::Value> = s.feed(&text[..cut]).unwrap();
+            items.extend(s.feed::<serde_json::Value>(&text[cut..]).unwrap());
             assert!(s.done());
             assert_eq!(items.len(), 3, "cut at {cut}");
             assert_eq!(items[0]["worker"], "a,]\"}");
             assert_eq!(items[2], 3);
         }
-        assert!(ArraySplitter::default().feed(b"{\"error\":1}").is_err());
+        assert!(ArraySplitter::default().feed::<serde_json::Value>(b"{\"error\":1}").is_err());
     }
 }

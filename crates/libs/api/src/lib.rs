@@ -24,6 +24,18 @@ pub mod updater;
 /// Every daemon answers this with `ok` while it runs.
 pub const HEALTHZ: &str = "/healthz";
 
+/// How every daemon's API says no: a status code and this body, a sentence saying what to do.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+impl ErrorBody {
+    pub fn new(error: impl Into<String>) -> ErrorBody {
+        ErrorBody { error: error.into() }
+    }
+}
+
 /// The value if it reads as `T`, else `T`'s default: for a field a reader does not depend
 /// on, so that one odd value does not cost the reader the rest of the answer.
 pub(crate) fn or_default<'de, D, T>(d: D) -> Result<T, D::Error>

@@ -156,3 +156,76 @@ pub enum Event {
         coin: String,
     },
 }
+
+/// A worker (`address.name`) of one coin: `GET` [`WORKERS`] answers a list of these.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Worker {
+    pub coin: String,
+    pub worker: String,
+    pub accepted: u64,
+    pub accepted_difficulty: f64,
+    /// Shares refused, by reason.
+    pub rejected: HashMap<String, u64>,
+    pub best_share: f64,
+    pub best_share_at: i64,
+    pub last_share_at: i64,
+    /// Unix time the worker last authorized or sent a share.
+    pub last_seen: i64,
+    pub user_agent: String,
+    pub difficulty: f64,
+    pub connections: u32,
+    pub blocks: u64,
+    /// The address this worker's blocks pay (empty until it authorizes), and whose it is.
+    pub payout_address: String,
+    pub paid_to: Option<PaidTo>,
+    pub hashrate: Hashrates,
+}
+
+/// Whose address a worker's blocks pay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaidTo {
+    /// The address the miner authorized with.
+    Miner,
+    /// The box's `payout_address`.
+    Owner,
+}
+
+/// A block found: `GET` [`BLOCKS`] answers a list of these, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Block {
+    pub coin: String,
+    pub network: String,
+    pub height: u64,
+    pub hash: String,
+    pub worker: String,
+    pub reward_sats: u64,
+    pub share_difficulty: f64,
+    pub network_difficulty: f64,
+    /// Unix seconds.
+    pub found_at: i64,
+    pub status: BlockStatus,
+    /// The node's reason when it refused the block.
+    pub detail: String,
+    pub confirmations: i64,
+}
+
+/// Where a found block stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockStatus {
+    /// Recorded, not yet answered by the node (resubmitted after a crash).
+    #[default]
+    Submitting,
+    /// The node took it; confirmations are tracked.
+    Accepted,
+    /// The node refused it (the reason is kept).
+    Rejected,
+    /// It was accepted but another block won at its height.
+    Orphaned,
+}
+
+/// `GET` [`HASHRATE`] answers a list of these: unix seconds and hashes per second.
+pub type HashratePoint = (i64, f64);

@@ -83,6 +83,11 @@ impl Index {
         &self.files
     }
 
+    /// `index.json` as published (the manifest's size and SHA-256 are of these bytes).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an index serializes")
+    }
+
     /// Every chunk reference in index order.
     pub fn chunks(&self) -> impl Iterator<Item = &ChunkRef> {
         self.files.iter().flat_map(|f| f.chunks.iter())

@@ -96,9 +96,9 @@ fn main() -> anyhow::Result<()> {
             if let Ok(bytes) = std::fs::read(out.join(minebox_snapshot::layout::MANIFEST)) {
                 if let Ok(prev) = serde_json::from_slice::<minebox_snapshot::Manifest>(&bytes) {
                     anyhow::ensure!(
-                        version > prev.version,
+                        version > prev.version(),
                         "version {version} is not above the published {}; devices would refuse it",
-                        prev.version
+                        prev.version()
                     );
                 }
             }
@@ -117,7 +117,7 @@ fn main() -> anyhow::Result<()> {
             let (m, r) = publish::publish(&req, &key)?;
             println!(
                 "published {} {} height {} version {} signed by {}: {} files, {} bytes, {} chunks ({} added, {} compressed bytes; {} reused, {} bytes)",
-                m.coin, m.network, m.height, m.version, m.key_id, r.files, r.total_bytes, r.chunks, r.chunks_added, r.bytes_added_compressed, r.chunks_reused, r.bytes_reused
+                m.coin(), m.network(), m.height(), m.version(), m.key_id(), r.files, r.total_bytes, r.chunks, r.chunks_added, r.bytes_added_compressed, r.chunks_reused, r.bytes_reused
             );
         }
         Cmd::Upload { dir, to } => {
@@ -133,7 +133,11 @@ fn main() -> anyhow::Result<()> {
             let m = verify::verify(&dir, &keys)?;
             println!(
                 "ok: {} {} height {} version {}, {} chunks verified",
-                m.coin, m.network, m.height, m.version, m.chunk_count
+                m.coin(),
+                m.network(),
+                m.height(),
+                m.version(),
+                m.chunk_count()
             );
         }
     }

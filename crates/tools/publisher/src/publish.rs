@@ -7,8 +7,7 @@ use minebox_minisign::SecretKey;
 use minebox_snapshot::chunk;
 use minebox_snapshot::index::{ChunkRef, FileEntry, Index};
 use minebox_snapshot::layout;
-use minebox_snapshot::manifest::{Kind, Manifest, FORMAT};
-use sha2::{Digest, Sha256};
+use minebox_snapshot::manifest::{About, Kind, Manifest};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -195,10 +194,9 @@ pub fn publish(req: &Request, key: &SecretKey) -> anyhow::Result<(Manifest, Repo
         });
     }
     let index = Index::new(files).context("the index built from the source is not valid")?;
-    let index_bytes = serde_json::to_vec(&index)?;
+    let index_bytes = index.to_bytes();
     let created = now();
-    let manifest = Manifest {
-        format: FORMAT,
+    let about = About {
         coin: req.coin.clone(),
         network: req.network.clone(),
         kind: req.kind,
@@ -207,17 +205,16 @@ pub fn publish(req: &Request, key: &SecretKey) -> anyhow::Result<(Manifest, Repo
         version: req.version,
         created,
         expires: created + req.expires_in_secs,
-        key_id: key.id.to_string(),
-        index_sha256: hex::encode(Sha256::digest(&index_bytes)),
-        index_size: index_bytes.len() as u64,
-        merkle_root: hex::encode(index.merkle_root()),
-        chunk_count: report.chunks as u64,
-        total_bytes: report.total_bytes,
     };
+    let manifest = Manifest::new(about, key.id.to_string(), &index);
     let manifest_bytes = manifest.to_bytes();
     let comment = format!(
         "minebox {} {} {:?} height {} version {}",
-        manifest.coin, manifest.network, manifest.kind, manifest.height, manifest.version
+        manifest.coin(),
+        manifest.network(),
+        manifest.kind(),
+        manifest.height(),
+        manifest.version()
     )
     .to_lowercase();
     // Index first, then signature, then the manifest: a reader that sees a new manifest
