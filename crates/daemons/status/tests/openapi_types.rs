@@ -7,7 +7,7 @@
 //! Schema the document uses ($ref, type, nullable, properties, required, items,
 //! additionalProperties, minItems/maxItems, enum).
 
-use minebox_api::{stratum, supervisor};
+use minebox_api::{snapshot, stratum, supervisor};
 use minebox_status::overview::{CoinOverview, NodeSummary, Overview, StratumSummary};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -179,6 +179,116 @@ fn the_supervisor_answers_match_the_document() {
     for n in [node(Some(health)), node(None)] {
         assert_eq!(problems("Node", &n, NODE_PRIVATE), Vec::<String>::new());
     }
+}
+
+#[test]
+fn the_page_shows_nodes_without_what_only_the_services_need() {
+    // The page's node is its own type: nothing private needs hiding, no field is left over.
+    let health = supervisor::Health { chain: "regtest".into(), blocks: 10, headers: 10, ..Default::default() };
+    for n in [node(Some(health)), node(None)] {
+        let public = minebox_status::api::PublicNode::from(n);
+        assert_eq!(problems("Node", &public, &[]), Vec::<String>::new());
+        let v = serde_json::to_value(&public).unwrap();
+        for private in NODE_PRIVATE {
+            assert!(v.get(private).is_none(), "{private} reaches the page");
+        }
+    }
+}
+
+#[test]
+fn the_worker_and_block_lists_match_the_document() {
+    let worker = stratum::Worker {
+        coin: "btc".into(),
+        worker: "bcrt1qexample.w1".into(),
+        accepted: 10,
+        accepted_difficulty: 5120.0,
+        rejected: HashMap::from([("stale".to_string(), 1)]),
+        best_share: 9000.0,
+        best_share_at: 1_700_000_000,
+        last_share_at: 1_700_000_100,
+        last_seen: 1_700_000_100,
+        user_agent: "bitaxe/2.4".into(),
+        difficulty: 512.0,
+        connections: 1,
+        blocks: 0,
+        payout_address: "bcrt1qexample".into(),
+        paid_to: Some(stratum::PaidTo::Miner),
+        hashrate: stratum::Hashrates { m1: 1.0e12, h1: 1.0e12, d1: 1.0e12 },
+    };
+    assert_eq!(problems("Worker", &worker, &[]), Vec::<String>::new());
+    assert_eq!(problems("Worker", stratum::Worker { paid_to: None, ..worker }, &[]), Vec::<String>::new());
+    let block = stratum::Block {
+        coin: "btc".into(),
+        network: "regtest".into(),
+        height: 101,
+        hash: "00".repeat(32),
+        worker: "bcrt1qexample.w1".into(),
+        reward_sats: 5_000_000_000,
+        share_difficulty: 1.0,
+        network_difficulty: 4.6e-10,
+        found_at: 1_700_000_000,
+        status: stratum::BlockStatus::Accepted,
+        detail: String::new(),
+        confirmations: 3,
+    };
+    assert_eq!(problems("Block", &block, &[]), Vec::<String>::new());
+}
+
+#[test]
+fn the_snapshot_agents_answers_match_the_document() {
+    let validation = snapshot::Validation {
+        headers: 300,
+        snapshot_tip: Some(300),
+        background_height: Some(20),
+        snapshot_height: Some(200),
+        fully_validated: false,
+    };
+    let coin = |available, installed, progress| snapshot::CoinSnapshots {
+        coin: "btc".into(),
+        network: "regtest".into(),
+        available,
+        error: None,
+        installable: true,
+        installed,
+        progress,
+    };
+    let offer = snapshot::Offer {
+        height: 200,
+        bytes: 1 << 20,
+        kind: snapshot::Kind::Utxo,
+        trust: "verified by the node".into(),
+        created: 1_700_000_000,
+        version: 3,
+    };
+    let installed = snapshot::Installed {
+        version: 3,
+        height: 200,
+        kind: snapshot::Kind::Utxo,
+        trust: "verified by the node".into(),
+    };
+    let loading = snapshot::Progress {
+        phase: snapshot::Phase::Done,
+        bytes_total: 1 << 20,
+        bytes_done: 1 << 20,
+        eta_secs: Some(0.0),
+        validation: Some(validation),
+        load_secs: Some(1.5),
+        ..Default::default()
+    };
+    let failed = snapshot::Progress {
+        phase: snapshot::Phase::Failed,
+        error: Some("the publisher did not answer".into()),
+        ..Default::default()
+    };
+    let list = snapshot::List {
+        coins: vec![
+            coin(Some(offer), Some(installed), loading),
+            snapshot::CoinSnapshots { error: Some("no snapshot is published".into()), ..coin(None, None, failed) },
+        ],
+        busy: Some("btc".into()),
+    };
+    assert_eq!(problems("Snapshots", &list, &[]), Vec::<String>::new());
+    assert_eq!(problems("Snapshots", snapshot::List::default(), &[]), Vec::<String>::new());
 }
 
 #[test]
