@@ -6,15 +6,15 @@ use crate::event::Event;
 use crate::pool::Pool;
 use crate::stats::unix_now;
 use crate::stats::{Registry, WorkerStats};
-use crate::store::{BlockRecord, Store};
+use crate::store::Store;
 use crate::work::SharedNodeStatus;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use minebox_api::stratum::{self as routes, CoinStatus, Hashrates, Job, Miner};
-use serde::{Deserialize, Serialize};
+use minebox_api::stratum::{self as routes, Block, CoinStatus, Hashrates, Job, Miner, Worker};
+use serde::Deserialize;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
@@ -35,16 +35,31 @@ pub struct ApiState {
     pub shutdown: tokio_util::sync::CancellationToken,
 }
 
-#[derive(Serialize)]
-struct WorkerView {
-    #[serde(flatten)]
-    stats: WorkerStats,
-    hashrate: Hashrates,
-}
-
 fn hashrates(w: &WorkerStats, t: f64) -> Hashrates {
     let [m1, h1, d1] = w.rates.hashrates(t);
     Hashrates { m1, h1, d1 }
+}
+
+/// A worker as the API shows it (the contract's type): its statistics and hashrates at `t`.
+fn worker_view(w: WorkerStats, t: f64) -> Worker {
+    Worker {
+        hashrate: hashrates(&w, t),
+        coin: w.coin,
+        worker: w.worker,
+        accepted: w.accepted,
+        accepted_difficulty: w.accepted_difficulty,
+        rejected: w.rejected.into_iter().map(|(reason, n)| (reason.to_string(), n)).collect(),
+        best_share: w.best_share,
+        best_share_at: w.best_share_at,
+        last_share_at: w.last_share_at,
+        last_seen: w.last_seen,
+        user_agent: w.user_agent,
+        difficulty: w.difficulty,
+        connections: w.connections,
+        blocks: w.blocks,
+        payout_address: w.payout_address,
+        paid_to: w.paid_to,
+    }
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -132,12 +147,7 @@ async fn workers(State(s): State<ApiState>, Query(q): Query<WorkersQuery>) -> im
     let seen = |w: &WorkerStats| w.last_seen.max(w.last_share_at);
     all.sort_by(|a, b| seen(b).cmp(&seen(a)).then_with(|| a.worker.cmp(&b.worker)));
     let limit = q.limit.unwrap_or(WORKERS_PAGE).min(WORKERS_PAGE_MAX);
-    let out: Vec<WorkerView> = all
-        .into_iter()
-        .skip(q.offset.unwrap_or(0))
-        .take(limit)
-        .map(|w| WorkerView { hashrate: hashrates(&w, t), stats: w })
-        .collect();
+    let out: Vec<Worker> = all.into_iter().skip(q.offset.unwrap_or(0)).take(limit).map(|w| worker_view(w, t)).collect();
     ([("x-total-count", total.to_string())], Json(out))
 }
 
@@ -160,13 +170,13 @@ struct BlocksQuery {
 async fn blocks(
     State(s): State<ApiState>,
     Query(q): Query<BlocksQuery>,
-) -> Result<Json<Vec<BlockRecord>>, (StatusCode, String)> {
+) -> Result<Json<Vec<Block>>, (StatusCode, String)> {
     let store = s.store.clone();
     let limit = q.limit.unwrap_or(100).min(1000);
     tokio::task::spawn_blocking(move || store.blocks(q.coin.as_deref(), limit))
         .await
         .expect("store task")
-        .map(Json)
+        .map(|blocks| Json(blocks.into_iter().map(Block::from).collect()))
         .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
 }
 

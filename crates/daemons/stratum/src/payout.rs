@@ -15,7 +15,6 @@
 use crate::session::PayoutPolicy;
 use bitcoin::ScriptBuf;
 pub use minebox_settings::PayoutPolicy as Policy;
-use serde::Serialize;
 
 /// A coin network's address rules as a [`PayoutPolicy`].
 pub struct CoinPayouts(pub minebox_coin::Network);
@@ -72,15 +71,8 @@ impl Owner {
     }
 }
 
-/// Whose address a worker's blocks pay, as the API shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PaidTo {
-    /// The address the miner authorized with.
-    Miner,
-    /// The box's `payout_address`.
-    Owner,
-}
+/// Whose address a worker's blocks pay: the API's type, shared with the page.
+pub use minebox_api::stratum::PaidTo;
 
 /// What an authorize resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,6 @@
 
 use crate::stats::{Rates, WorkerStats};
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -24,40 +23,31 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
 }
 
-/// Where a found block stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BlockStatus {
-    /// Recorded, not yet answered by the node (resubmitted after a crash).
-    Submitting,
-    /// The node took it; confirmations are tracked.
-    Accepted,
-    /// The node refused it (the reason is kept).
-    Rejected,
-    /// It was accepted but another block won at its height.
-    Orphaned,
-}
+/// Where a found block stands: the API's type; the table stores it as its name.
+pub use minebox_api::stratum::BlockStatus;
 
-impl BlockStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            BlockStatus::Submitting => "submitting",
-            BlockStatus::Accepted => "accepted",
-            BlockStatus::Rejected => "rejected",
-            BlockStatus::Orphaned => "orphaned",
-        }
-    }
-    fn parse(s: &str) -> BlockStatus {
-        match s {
-            "accepted" => BlockStatus::Accepted,
-            "rejected" => BlockStatus::Rejected,
-            "orphaned" => BlockStatus::Orphaned,
-            _ => BlockStatus::Submitting,
-        }
+/// How the table stores a block's status.
+fn status_name(status: BlockStatus) -> &'static str {
+    match status {
+        BlockStatus::Submitting => "submitting",
+        BlockStatus::Accepted => "accepted",
+        BlockStatus::Rejected => "rejected",
+        BlockStatus::Orphaned => "orphaned",
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+fn status_from_name(s: &str) -> BlockStatus {
+    match s {
+        "accepted" => BlockStatus::Accepted,
+        "rejected" => BlockStatus::Rejected,
+        "orphaned" => BlockStatus::Orphaned,
+        _ => BlockStatus::Submitting,
+    }
+}
+
+/// A found block as the table keeps it: what the API shows ([`minebox_api::stratum::Block`])
+/// plus the block itself, for resubmission after a restart.
+#[derive(Debug, Clone)]
 pub struct BlockRecord {
     pub coin: String,
     pub network: String,
@@ -71,8 +61,26 @@ pub struct BlockRecord {
     pub status: BlockStatus,
     pub detail: String,
     pub confirmations: i64,
-    #[serde(skip)]
     pub block_hex: String,
+}
+
+impl From<BlockRecord> for minebox_api::stratum::Block {
+    fn from(b: BlockRecord) -> Self {
+        minebox_api::stratum::Block {
+            coin: b.coin,
+            network: b.network,
+            height: b.height,
+            hash: b.hash,
+            worker: b.worker,
+            reward_sats: b.reward_sats,
+            share_difficulty: b.share_difficulty,
+            network_difficulty: b.network_difficulty,
+            found_at: b.found_at,
+            status: b.status,
+            detail: b.detail,
+            confirmations: b.confirmations,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -168,7 +176,7 @@ impl Store {
                 b.share_difficulty,
                 b.network_difficulty,
                 b.found_at,
-                b.status.as_str(),
+                status_name(b.status),
                 b.detail,
                 b.confirmations,
                 b.block_hex
@@ -187,7 +195,7 @@ impl Store {
         let conn = self.conn.lock().expect("store lock");
         conn.execute(
             "UPDATE stratum_blocks SET status = ?2, detail = ?3, confirmations = ?4 WHERE hash = ?1",
-            params![hash, status.as_str(), detail, confirmations],
+            params![hash, status_name(status), detail, confirmations],
         )?;
         Ok(())
     }
@@ -211,7 +219,7 @@ impl Store {
                 share_difficulty: r.get(6)?,
                 network_difficulty: r.get(7)?,
                 found_at: r.get(8)?,
-                status: BlockStatus::parse(&r.get::<_, String>(9)?),
+                status: status_from_name(&r.get::<_, String>(9)?),
                 detail: r.get(10)?,
                 confirmations: r.get(11)?,
                 block_hex: r.get(12)?,

@@ -100,7 +100,7 @@ impl Records {
     pub fn clear_attempt(&self) -> std::io::Result<()> {
         match std::fs::remove_file(self.attempt_path()) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => std::fs::File::open(&self.dir)?.sync_all(),
+            _ => minebox_platform::fs::sync_dir(&self.dir),
         }
     }
 

@@ -17,7 +17,8 @@
 //!   `[coin_defaults]` and the coin's descriptor.
 //! - ports (private): no two listeners on one port, across all sections.
 //! - [`Settings`]: the merged, checked settings; [`SettingsError`]: file, key, and what
-//!   would be valid; [`write_atomically`]: how the page saves the user's file.
+//!   would be valid; [`SETTINGS_MODE`]: the file's mode when the page saves it (with
+//!   `minebox_platform::fs::AtomicWrite`, the one durable write every service uses).
 
 pub mod coins;
 mod error;
@@ -30,7 +31,6 @@ pub mod status;
 pub mod stratum;
 pub mod supervisor;
 pub mod updates;
-mod write;
 
 pub use coins::{CoinSettings, NodeKind, PayoutPolicy, DIFFICULTY_RANGE, SHARES_PER_MINUTE_RANGE};
 pub use error::SettingsError;
@@ -42,7 +42,11 @@ pub use status::StatusSettings;
 pub use stratum::StratumSettings;
 pub use supervisor::{Backend, SupervisorSettings};
 pub use updates::{RebootWindow, UpdateSettings};
-pub use write::{write_atomically, SETTINGS_MODE};
+
+/// The settings file's mode: every MineBox service reads it through the group (minebox);
+/// nobody else may (payout addresses, webhook URLs). The status page writes it so, whatever
+/// its umask.
+pub const SETTINGS_MODE: u32 = 0o640;
 
 use file::Layer;
 use minebox_coin::{Coin, Network, Registry};
@@ -299,12 +303,10 @@ rpc_port = 18443
     }
 
     #[test]
-    fn files_on_disk_and_atomic_writes() {
+    fn files_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let user = dir.path().join("minebox.toml");
-        write_atomically(&user, "[updates]\nchannel = \"beta\"\n", SETTINGS_MODE).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&user).unwrap().permissions().mode() & 0o777, SETTINGS_MODE);
+        std::fs::write(&user, "[updates]\nchannel = \"beta\"\n").unwrap();
         let s = Settings::load(Some(&user), None, &Registry::embedded()).unwrap();
         assert_eq!(s.updates.channel, "beta");
         // A missing user file is not an error: the box starts with the defaults.

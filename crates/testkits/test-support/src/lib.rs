@@ -47,6 +47,24 @@ pub fn noise(n: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// The path of a workspace binary (`minebox-stratum`, ...) built beside the running test.
+///
+/// Cargo tells a crate's own tests where its binaries are (`CARGO_BIN_EXE_<name>`), but not
+/// tests in another crate (tests/e2e). The test binary runs from `target/<profile>/deps/`; the
+/// workspace's binaries are in `target/<profile>/`, built by the same `cargo build --workspace` or
+/// `cargo nextest run --workspace`.
+pub fn workspace_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("the test binary is in target/<profile>/deps");
+    let bin = profile_dir.join(name);
+    assert!(
+        bin.is_file(),
+        "{} is not built: run `cargo build --workspace` (or the tests with --workspace) first",
+        bin.display()
+    );
+    bin
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,22 +82,4 @@ mod tests {
     fn a_free_port_can_be_bound() {
         std::net::TcpListener::bind(("127.0.0.1", free_port())).unwrap();
     }
-}
-
-/// The path of a workspace binary (`minebox-stratum`, ...) built beside the running test.
-///
-/// Cargo tells a crate's own tests where its binaries are (`CARGO_BIN_EXE_<name>`), but not
-/// tests in another crate (tests/e2e). The test binary runs from `target/<profile>/deps/`; the
-/// workspace's binaries are in `target/<profile>/`, built by the same `cargo build --workspace` or
-/// `cargo nextest run --workspace`.
-pub fn workspace_bin(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("the test binary is in target/<profile>/deps");
-    let bin = profile_dir.join(name);
-    assert!(
-        bin.is_file(),
-        "{} is not built: run `cargo build --workspace` (or the tests with --workspace) first",
-        bin.display()
-    );
-    bin
 }
