@@ -176,7 +176,7 @@ async fn blocks(
     tokio::task::spawn_blocking(move || store.blocks(q.coin.as_deref(), limit))
         .await
         .expect("store task")
-        .map(|blocks| Json(blocks.into_iter().map(Block::from).collect()))
+        .map(Json)
         .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
 }
 

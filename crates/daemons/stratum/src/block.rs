@@ -16,7 +16,7 @@
 use crate::event::Event;
 use crate::session::FoundBlock;
 use crate::stats::unix_now;
-use crate::store::{BlockRecord, BlockStatus, Store};
+use crate::store::{Block, BlockRecord, BlockStatus, Store};
 use bitcoin::consensus::encode::{serialize, VarInt};
 use minebox_node_rpc::{NodeClient, RpcError, SubmitResult};
 use std::sync::Arc;
@@ -131,11 +131,11 @@ impl BlockDesk {
     async fn resubmit_recorded(&self, shutdown: &CancellationToken) {
         match self.store_call(|s, coin| s.unsettled_blocks(&coin)).await {
             Ok(blocks) => {
-                for b in blocks.into_iter().filter(|b| b.status == BlockStatus::Submitting) {
+                for b in blocks.into_iter().filter(|b| b.block.status == BlockStatus::Submitting) {
                     if shutdown.is_cancelled() {
                         return;
                     }
-                    tracing::warn!(coin = %self.coin, height = b.height, hash = %b.hash, "submitting a block recorded earlier (before a restart, or while the submit queue was full)");
+                    tracing::warn!(coin = %self.coin, height = b.block.height, hash = %b.block.hash, "submitting a block recorded earlier (before a restart, or while the submit queue was full)");
                     self.submit(b, shutdown).await;
                 }
             }
@@ -156,21 +156,23 @@ impl BlockDesk {
         let FoundShare { block: found, recorded } = found;
         let template = &found.job.template;
         let record = BlockRecord {
-            coin: self.coin.clone(),
-            network: self.network.clone(),
-            height: template.height,
-            hash: found.hashed.hash.to_string(),
-            worker: found.worker.clone(),
-            reward_sats: template.coinbase_value.to_sat(),
-            share_difficulty: found.hashed.difficulty,
-            network_difficulty: template.network_difficulty(),
-            found_at: unix_now() as i64,
-            status: BlockStatus::Submitting,
-            detail: String::new(),
-            confirmations: 0,
+            block: Block {
+                coin: self.coin.clone(),
+                network: self.network.clone(),
+                height: template.height,
+                hash: found.hashed.hash.to_string(),
+                worker: found.worker.clone(),
+                reward_sats: template.coinbase_value.to_sat(),
+                share_difficulty: found.hashed.difficulty,
+                network_difficulty: template.network_difficulty(),
+                found_at: unix_now() as i64,
+                status: BlockStatus::Submitting,
+                detail: String::new(),
+                confirmations: 0,
+            },
             block_hex: hex::encode(assemble(&found)),
         };
-        tracing::info!(coin = %self.coin, height = record.height, hash = %record.hash, worker = %record.worker, "BLOCK FOUND");
+        tracing::info!(coin = %self.coin, height = record.block.height, hash = %record.block.hash, worker = %record.block.worker, "BLOCK FOUND");
         let r = record.clone();
         let saved = match self.store_call(move |s, _| s.record_block(&r)).await {
             Ok(()) => Recorded::Durable,
@@ -184,10 +186,10 @@ impl BlockDesk {
         let _ = recorded.send(saved.clone());
         let _ = self.events.send(Event::BlockFound {
             coin: self.coin.clone(),
-            height: record.height,
-            hash: record.hash.clone(),
-            worker: record.worker.clone(),
-            reward_sats: record.reward_sats,
+            height: record.block.height,
+            hash: record.block.hash.clone(),
+            worker: record.block.worker.clone(),
+            reward_sats: record.block.reward_sats,
         });
         match to_submit.try_send(record) {
             Ok(()) => {}
@@ -207,7 +209,7 @@ impl BlockDesk {
             match self.node.submit_block(&record.block_hex).await {
                 Ok(r) => break r,
                 Err(e) if is_transient(&e) => {
-                    tracing::warn!(hash = %record.hash, error = %e, retry_in = ?delay, "node did not take the block submission; retrying");
+                    tracing::warn!(hash = %record.block.hash, error = %e, retry_in = ?delay, "node did not take the block submission; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => return, // still 'submitting': resubmitted at next start
                         _ = tokio::time::sleep(delay) => {}
@@ -223,22 +225,22 @@ impl BlockDesk {
             SubmitResult::Rejected(r) if r == "duplicate" || r == "inconclusive" => (BlockStatus::Accepted, r),
             SubmitResult::Rejected(r) => (BlockStatus::Rejected, r),
         };
-        let hash = record.hash.clone();
+        let hash = record.block.hash.clone();
         let d = detail.clone();
         if let Err(e) = self.store_call(move |s, _| s.update_block(&hash, status, &d, 0)).await {
             tracing::error!(error = %e, "could not record the block's submission result");
         }
         let event = match status {
             BlockStatus::Accepted => {
-                tracing::info!(hash = %record.hash, height = record.height, "block accepted by the node");
-                Event::BlockAccepted { coin: self.coin.clone(), height: record.height, hash: record.hash }
+                tracing::info!(hash = %record.block.hash, height = record.block.height, "block accepted by the node");
+                Event::BlockAccepted { coin: self.coin.clone(), height: record.block.height, hash: record.block.hash }
             }
             _ => {
-                tracing::error!(hash = %record.hash, reason = %detail, "block REJECTED by the node");
+                tracing::error!(hash = %record.block.hash, reason = %detail, "block REJECTED by the node");
                 Event::BlockRejected {
                     coin: self.coin.clone(),
-                    height: record.height,
-                    hash: record.hash,
+                    height: record.block.height,
+                    hash: record.block.hash,
                     reason: detail,
                 }
             }
@@ -249,24 +251,24 @@ impl BlockDesk {
     /// Follows accepted blocks until they mature or are orphaned.
     pub async fn confirm(&self) {
         let Ok(blocks) = self.store_call(|s, coin| s.unsettled_blocks(&coin)).await else { return };
-        for b in blocks.into_iter().filter(|b| b.status == BlockStatus::Accepted) {
-            let Ok(hash) = b.hash.parse() else { continue };
+        for b in blocks.into_iter().filter(|b| b.block.status == BlockStatus::Accepted) {
+            let Ok(hash) = b.block.hash.parse() else { continue };
             match self.node.get_block_confirmations(&hash).await {
                 Ok(c) if c < 0 => {
-                    let h = b.hash.clone();
+                    let h = b.block.hash.clone();
                     let _ = self
                         .store_call(move |s, _| s.update_block(&h, BlockStatus::Orphaned, "not in the best chain", c))
                         .await;
-                    tracing::warn!(hash = %b.hash, height = b.height, "block orphaned");
+                    tracing::warn!(hash = %b.block.hash, height = b.block.height, "block orphaned");
                     let _ = self.events.send(Event::BlockOrphaned {
                         coin: self.coin.clone(),
-                        height: b.height,
-                        hash: b.hash,
+                        height: b.block.height,
+                        hash: b.block.hash,
                     });
                 }
-                Ok(c) if c != b.confirmations => {
-                    let h = b.hash.clone();
-                    let detail = b.detail.clone();
+                Ok(c) if c != b.block.confirmations => {
+                    let h = b.block.hash.clone();
+                    let detail = b.block.detail.clone();
                     let _ = self.store_call(move |s, _| s.update_block(&h, BlockStatus::Accepted, &detail, c)).await;
                 }
                 Ok(_) => {}

@@ -24,7 +24,7 @@ pub enum StoreError {
 }
 
 /// Where a found block stands: the API's type; the table stores it as its name.
-pub use minebox_api::stratum::BlockStatus;
+pub use minebox_api::stratum::{Block, BlockStatus};
 
 /// How the table stores a block's status.
 fn status_name(status: BlockStatus) -> &'static str {
@@ -45,42 +45,12 @@ fn status_from_name(s: &str) -> BlockStatus {
     }
 }
 
-/// A found block as the table keeps it: what the API shows ([`minebox_api::stratum::Block`])
-/// plus the block itself, for resubmission after a restart.
+/// A found block as the table keeps it: what the API shows, and the block itself for
+/// resubmission after a restart.
 #[derive(Debug, Clone)]
 pub struct BlockRecord {
-    pub coin: String,
-    pub network: String,
-    pub height: u64,
-    pub hash: String,
-    pub worker: String,
-    pub reward_sats: u64,
-    pub share_difficulty: f64,
-    pub network_difficulty: f64,
-    pub found_at: i64,
-    pub status: BlockStatus,
-    pub detail: String,
-    pub confirmations: i64,
+    pub block: Block,
     pub block_hex: String,
-}
-
-impl From<BlockRecord> for minebox_api::stratum::Block {
-    fn from(b: BlockRecord) -> Self {
-        minebox_api::stratum::Block {
-            coin: b.coin,
-            network: b.network,
-            height: b.height,
-            hash: b.hash,
-            worker: b.worker,
-            reward_sats: b.reward_sats,
-            share_difficulty: b.share_difficulty,
-            network_difficulty: b.network_difficulty,
-            found_at: b.found_at,
-            status: b.status,
-            detail: b.detail,
-            confirmations: b.confirmations,
-        }
-    }
 }
 
 #[derive(Clone)]
@@ -167,18 +137,18 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
              ON CONFLICT(hash) DO NOTHING",
             params![
-                b.hash,
-                b.coin,
-                b.network,
-                b.height as i64,
-                b.worker,
-                b.reward_sats as i64,
-                b.share_difficulty,
-                b.network_difficulty,
-                b.found_at,
-                status_name(b.status),
-                b.detail,
-                b.confirmations,
+                b.block.hash,
+                b.block.coin,
+                b.block.network,
+                b.block.height as i64,
+                b.block.worker,
+                b.block.reward_sats as i64,
+                b.block.share_difficulty,
+                b.block.network_difficulty,
+                b.block.found_at,
+                status_name(b.block.status),
+                b.block.detail,
+                b.block.confirmations,
                 b.block_hex
             ],
         )?;
@@ -200,8 +170,12 @@ impl Store {
         Ok(())
     }
 
-    /// Found blocks of one coin, newest first.
-    pub fn blocks(&self, coin: Option<&str>, limit: usize) -> Result<Vec<BlockRecord>, StoreError> {
+    /// Found blocks (of one coin, or all), newest first, as the API shows them.
+    pub fn blocks(&self, coin: Option<&str>, limit: usize) -> Result<Vec<Block>, StoreError> {
+        Ok(self.records(coin, limit)?.into_iter().map(|r| r.block).collect())
+    }
+
+    fn records(&self, coin: Option<&str>, limit: usize) -> Result<Vec<BlockRecord>, StoreError> {
         let conn = self.conn.lock().expect("store lock");
         let mut stmt = conn.prepare(
             "SELECT hash, coin, network, height, worker, reward_sats, share_difficulty, network_difficulty,
@@ -210,18 +184,20 @@ impl Store {
         )?;
         let rows = stmt.query_map(params![coin, limit as i64], |r| {
             Ok(BlockRecord {
-                hash: r.get(0)?,
-                coin: r.get(1)?,
-                network: r.get(2)?,
-                height: r.get::<_, i64>(3)? as u64,
-                worker: r.get(4)?,
-                reward_sats: r.get::<_, i64>(5)? as u64,
-                share_difficulty: r.get(6)?,
-                network_difficulty: r.get(7)?,
-                found_at: r.get(8)?,
-                status: status_from_name(&r.get::<_, String>(9)?),
-                detail: r.get(10)?,
-                confirmations: r.get(11)?,
+                block: Block {
+                    hash: r.get(0)?,
+                    coin: r.get(1)?,
+                    network: r.get(2)?,
+                    height: r.get::<_, i64>(3)? as u64,
+                    worker: r.get(4)?,
+                    reward_sats: r.get::<_, i64>(5)? as u64,
+                    share_difficulty: r.get(6)?,
+                    network_difficulty: r.get(7)?,
+                    found_at: r.get(8)?,
+                    status: status_from_name(&r.get::<_, String>(9)?),
+                    detail: r.get(10)?,
+                    confirmations: r.get(11)?,
+                },
                 block_hex: r.get(12)?,
             })
         })?;
@@ -232,9 +208,10 @@ impl Store {
     /// be orphaned.
     pub fn unsettled_blocks(&self, coin: &str) -> Result<Vec<BlockRecord>, StoreError> {
         Ok(self
-            .blocks(Some(coin), 1000)?
+            .records(Some(coin), 1000)?
             .into_iter()
-            .filter(|b| {
+            .filter(|r| {
+                let b = &r.block;
                 b.status == BlockStatus::Submitting || (b.status == BlockStatus::Accepted && b.confirmations < 100)
             })
             .collect())
@@ -378,18 +355,20 @@ mod tests {
 
     fn block(hash: &str) -> BlockRecord {
         BlockRecord {
-            coin: "btc".into(),
-            network: "regtest".into(),
-            height: 101,
-            hash: hash.into(),
-            worker: "bcrt1q.w".into(),
-            reward_sats: 5_000_000_000,
-            share_difficulty: 3.0,
-            network_difficulty: 4.6e-10,
-            found_at: 1_700_000_000,
-            status: BlockStatus::Submitting,
-            detail: String::new(),
-            confirmations: 0,
+            block: Block {
+                coin: "btc".into(),
+                network: "regtest".into(),
+                height: 101,
+                hash: hash.into(),
+                worker: "bcrt1q.w".into(),
+                reward_sats: 5_000_000_000,
+                share_difficulty: 3.0,
+                network_difficulty: 4.6e-10,
+                found_at: 1_700_000_000,
+                status: BlockStatus::Submitting,
+                detail: String::new(),
+                confirmations: 0,
+            },
             block_hex: "00".into(),
         }
     }
@@ -407,7 +386,7 @@ mod tests {
         let s = Store::open(&path).unwrap();
         let unsettled = s.unsettled_blocks("btc").unwrap();
         assert_eq!(unsettled.len(), 1);
-        assert_eq!(unsettled[0].status, BlockStatus::Submitting);
+        assert_eq!(unsettled[0].block.status, BlockStatus::Submitting);
         s.update_block("aa", BlockStatus::Accepted, "", 1).unwrap();
         assert_eq!(s.blocks(Some("btc"), 10).unwrap()[0].status, BlockStatus::Accepted);
         s.update_block("aa", BlockStatus::Accepted, "", 100).unwrap();

@@ -270,18 +270,20 @@ async fn a_block_recorded_before_a_crash_is_submitted_at_the_next_start() {
     s.server
         .store
         .record_block(&minebox_stratum::store::BlockRecord {
-            coin: "btc".into(),
-            network: "regtest".into(),
-            height: template.height,
-            hash: hash.to_string(),
-            worker: "crash.w".into(),
-            reward_sats: template.coinbase_value.to_sat(),
-            share_difficulty: found.hashed.difficulty,
-            network_difficulty: template.network_difficulty(),
-            found_at: 0,
-            status: BlockStatus::Submitting,
-            detail: String::new(),
-            confirmations: 0,
+            block: minebox_stratum::store::Block {
+                coin: "btc".into(),
+                network: "regtest".into(),
+                height: template.height,
+                hash: hash.to_string(),
+                worker: "crash.w".into(),
+                reward_sats: template.coinbase_value.to_sat(),
+                share_difficulty: found.hashed.difficulty,
+                network_difficulty: template.network_difficulty(),
+                found_at: 0,
+                status: BlockStatus::Submitting,
+                detail: String::new(),
+                confirmations: 0,
+            },
             block_hex: hex::encode(minebox_stratum::block::assemble(&found)),
         })
         .unwrap();
