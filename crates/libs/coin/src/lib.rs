@@ -21,13 +21,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The descriptors shipped with this build.
-const EMBEDDED: [(&str, &str); 4] = [
-    ("btc.toml", include_str!("../../../../coins/btc.toml")),
-    ("bch.toml", include_str!("../../../../coins/bch.toml")),
-    ("xec.toml", include_str!("../../../../coins/xec.toml")),
-    ("bsv.toml", include_str!("../../../../coins/bsv.toml")),
-];
+include!(concat!(env!("OUT_DIR"), "/embedded_coins.rs"));
 
 /// Where an image puts coin descriptors beyond the built-in ones (buildroot-external/overlay/usr/share/minebox/coins);
 /// a descriptor there with a built-in coin's id replaces it. Absent: the built-in set only.
@@ -262,7 +256,7 @@ mod tests {
     #[test]
     fn a_coin_file_in_the_image_directory_joins_the_built_in_coins() {
         let dir = tempfile::tempdir().unwrap();
-        let btc = EMBEDDED[0].1;
+        let btc = EMBEDDED.iter().find(|(file, _)| *file == "btc.toml").unwrap().1;
         std::fs::write(dir.path().join("tbtc.toml"), btc.replace("id = \"btc\"", "id = \"tbtc\"")).unwrap();
         let r = Registry::image(dir.path()).unwrap();
         assert_eq!(r.ids(), vec!["bch", "bsv", "btc", "tbtc", "xec"]);
