@@ -1,4 +1,4 @@
-//! The updater's channel manifest (crates/daemons/updater/src/manifest.rs): `Manifest::verify`
+//! The updater's channel manifest (crates/daemons/updater/src/manifest.rs): `manifest::verify`
 //! on the bytes and detached signature fetched from the update channel, then `applies`.
 //!
 //! An input without a NUL is a manifest, signed here with the pinned key (the fuzzer then
@@ -13,8 +13,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use minebox_snapshot::minisign::SecretKey;
-use minebox_updater::manifest::{sign, ManifestError};
-use minebox_updater::Manifest;
+use minebox_updater::manifest::{self, sign, ManifestError};
 use std::sync::OnceLock;
 
 fn key() -> &'static SecretKey {
@@ -34,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
         None => (data, key().sign(data, "minebox update minebox-rpi5 1.0.0")),
     };
     let pinned = [key().public()];
-    let m = match Manifest::verify(bytes, &signature, &pinned) {
+    let m = match manifest::verify(bytes, &signature, &pinned) {
         Ok(m) => m,
         Err(e) => {
             let _ = e.to_string();
@@ -45,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
     assert!(m.sha256.bytes().all(|b| b.is_ascii_hexdigit()));
     assert!(!m.version.trim().is_empty() && !m.bundle_url.trim().is_empty());
     for running in ["1.0.0", m.version.as_str()] {
-        match m.applies(BOARD, running, LIMIT) {
+        match manifest::applies(&m, BOARD, running, LIMIT) {
             Ok(yes) => {
                 assert_eq!(m.compatible, BOARD);
                 assert!(m.size <= LIMIT);
@@ -59,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
     // What the signing command (minebox-update-manifest) publishes for this manifest must
     // verify on the device and mean the same.
     let (text, sig) = sign(&m, key());
-    let back = Manifest::verify(text.as_bytes(), &sig, &pinned)
+    let back = manifest::verify(text.as_bytes(), &sig, &pinned)
         .unwrap_or_else(|e| panic!("the signing command's own output is refused: {e}"));
     assert_eq!(back, m);
 });

@@ -83,8 +83,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/nodes/{coin}/{action}", post(node_action))
         .route("/api/v1/snapshots", get(snapshots))
         .route("/api/v1/snapshots/{coin}/install", post(snapshot_install))
-        .route("/api/v1/updates", get(|s: State<Arc<App>>| forward(s, Forward::Get(updater::STATUS))))
-        .route("/api/v1/updates/history", get(|s: State<Arc<App>>| forward(s, Forward::Get(updater::HISTORY))))
+        .route("/api/v1/updates", get(update_status))
+        .route("/api/v1/updates/history", get(update_history))
         .route("/api/v1/updates/{action}", post(update_action))
         .route("/api/v1/system", get(system))
         .route("/api/v1/journal/{service}", get(journal))
@@ -446,7 +446,17 @@ async fn events(
     minebox_events::sse(&app.events, until).into_response()
 }
 
-/// The updater's answers, passed on as it wrote them.
+async fn update_status(State(app): State<Arc<App>>) -> ApiResult {
+    let status: updater::Status = app.up.get_as(Service::Updates, updater::STATUS).await?;
+    Ok(Json(status).into_response())
+}
+
+async fn update_history(State(app): State<Arc<App>>) -> ApiResult {
+    let history: Vec<updater::HistoryEntry> = app.up.get_as(Service::Updates, updater::HISTORY).await?;
+    Ok(Json(history).into_response())
+}
+
+/// The updater's answers to the actions the page asks for, passed on as it wrote them.
 async fn forward(State(app): State<Arc<App>>, req: Forward<'_>) -> ApiResult {
     let body = app.up.forward(Service::Updates, req).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())

@@ -329,3 +329,35 @@ fn a_field_the_document_lacks_is_found() {
     assert!(p.iter().any(|p| p.contains("best_share: documented")), "{p:?}");
     assert!(p.iter().any(|p| p.contains("best_share_ever: a field")), "{p:?}");
 }
+
+#[test]
+fn the_updaters_answers_match_the_document() {
+    use minebox_api::updater;
+    let entry = updater::HistoryEntry {
+        at: 1_700_000_000,
+        version: "1.2.0".into(),
+        from_version: "1.1.0".into(),
+        result: updater::Outcome::RolledBack,
+        message: "minebox-stratum did not start".into(),
+    };
+    let busy = updater::Status {
+        current: updater::Current { version: "1.1.0".into(), slot: "A".into(), trial: false },
+        state: updater::State::WaitingForWindow,
+        progress: Some(updater::Progress::new("download", 5, 10)),
+        available: Some(updater::Manifest {
+            version: "1.2.0".into(),
+            compatible: "minebox-rpi5".into(),
+            bundle_url: "https://updates.minebox.example/v1/stable/minebox-rpi5-1.2.0.raucb".into(),
+            size: 10,
+            sha256: "00".repeat(32),
+            notes: "faster shares".into(),
+        }),
+        last_result: Some(entry.clone()),
+        error: Some("the last check could not reach the channel".into()),
+        pending: Some("1.2.0".into()),
+        reboot_at: Some("03:00".into()),
+    };
+    assert_eq!(problems("Updates", &busy, &[]), Vec::<String>::new());
+    assert_eq!(problems("Updates", updater::Status::default(), &[]), Vec::<String>::new());
+    assert_eq!(problems("UpdateHistoryEntry", &entry, &[]), Vec::<String>::new());
+}

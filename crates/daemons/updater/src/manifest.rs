@@ -5,22 +5,13 @@
 //! board, and it names another version than the one running.
 
 use minebox_minisign::{PublicKey, SecretKey, SignError, SignatureFile};
-use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// The largest manifest or signature read: they are a few hundred bytes.
 const MAX_MANIFEST_BYTES: usize = 64 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
-    pub version: String,
-    pub compatible: String,
-    pub bundle_url: String,
-    pub size: u64,
-    pub sha256: String,
-    #[serde(default)]
-    pub notes: String,
-}
+/// The manifest's fields (the API shows the verified one on offer).
+pub use minebox_api::updater::Manifest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -38,41 +29,39 @@ pub enum ManifestError {
     TooLarge { size: u64, limit: u64 },
 }
 
-impl Manifest {
-    /// Parses `bytes` after checking `signature` over exactly those bytes.
-    pub fn verify(bytes: &[u8], signature: &str, keys: &[PublicKey]) -> Result<Manifest, ManifestError> {
-        let sig = SignatureFile::parse(signature)?;
-        sig.verify(bytes, keys)?;
-        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))?;
-        if m.sha256.len() != 64 || !m.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ManifestError::Malformed(format!("sha256 {:?} is not 64 hex digits", m.sha256)));
-        }
-        if m.version.trim().is_empty() || m.bundle_url.trim().is_empty() {
-            return Err(ManifestError::Malformed("empty version or bundle_url".into()));
-        }
-        Ok(m)
+/// Parses `bytes` after checking `signature` over exactly those bytes.
+pub fn verify(bytes: &[u8], signature: &str, keys: &[PublicKey]) -> Result<Manifest, ManifestError> {
+    let sig = SignatureFile::parse(signature)?;
+    sig.verify(bytes, keys)?;
+    let m: Manifest = serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+    if m.sha256.len() != 64 || !m.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ManifestError::Malformed(format!("sha256 {:?} is not 64 hex digits", m.sha256)));
     }
+    if m.version.trim().is_empty() || m.bundle_url.trim().is_empty() {
+        return Err(ManifestError::Malformed("empty version or bundle_url".into()));
+    }
+    Ok(m)
+}
 
-    /// Whether this box should install it: `Ok(false)` when it is the running version.
-    pub fn applies(&self, compatible: &str, running: &str, limit: u64) -> Result<bool, ManifestError> {
-        if self.compatible != compatible {
-            return Err(ManifestError::WrongBoard { found: self.compatible.clone(), expected: compatible.into() });
-        }
-        if self.size > limit {
-            return Err(ManifestError::TooLarge { size: self.size, limit });
-        }
-        Ok(self.version != running)
+/// Whether this box should install `m`: `Ok(false)` when it is the running version.
+pub fn applies(m: &Manifest, compatible: &str, running: &str, limit: u64) -> Result<bool, ManifestError> {
+    if m.compatible != compatible {
+        return Err(ManifestError::WrongBoard { found: m.compatible.clone(), expected: compatible.into() });
     }
+    if m.size > limit {
+        return Err(ManifestError::TooLarge { size: m.size, limit });
+    }
+    Ok(m.version != running)
+}
 
-    /// Downloads the manifest and its signature and verifies them.
-    pub async fn fetch(client: &reqwest::Client, url: &str, keys: &[PublicKey]) -> Result<Manifest, ManifestError> {
-        let body = get_small(client, url).await?;
-        let sig_url = format!("{url}.minisig");
-        let sig = get_small(client, &sig_url).await?;
-        let sig = String::from_utf8(sig)
-            .map_err(|_| ManifestError::Fetch { url: sig_url, message: "signature is not text".into() })?;
-        Manifest::verify(&body, &sig, keys)
-    }
+/// Downloads the manifest and its signature and verifies them.
+pub async fn fetch(client: &reqwest::Client, url: &str, keys: &[PublicKey]) -> Result<Manifest, ManifestError> {
+    let body = get_small(client, url).await?;
+    let sig_url = format!("{url}.minisig");
+    let sig = get_small(client, &sig_url).await?;
+    let sig = String::from_utf8(sig)
+        .map_err(|_| ManifestError::Fetch { url: sig_url, message: "signature is not text".into() })?;
+    verify(&body, &sig, keys)
 }
 
 /// Reads the pinned update keys: every `update-*.pub` in `dir`.
@@ -126,15 +115,15 @@ mod tests {
     fn signed_manifest_verifies_and_any_change_or_other_key_is_refused() {
         let k = SecretKey::generate();
         let (text, sig) = sign(&manifest(), &k);
-        assert_eq!(Manifest::verify(text.as_bytes(), &sig, &[k.public()]).unwrap(), manifest());
+        assert_eq!(verify(text.as_bytes(), &sig, &[k.public()]).unwrap(), manifest());
         let altered = text.replace("1.2.0", "1.2.1");
         assert!(matches!(
-            Manifest::verify(altered.as_bytes(), &sig, &[k.public()]),
+            verify(altered.as_bytes(), &sig, &[k.public()]),
             Err(ManifestError::Signature(SignError::BadSignature))
         ));
         let other = SecretKey::generate();
         assert!(matches!(
-            Manifest::verify(text.as_bytes(), &sig, &[other.public()]),
+            verify(text.as_bytes(), &sig, &[other.public()]),
             Err(ManifestError::Signature(SignError::UnknownKey { .. }))
         ));
     }
@@ -142,9 +131,9 @@ mod tests {
     #[test]
     fn wrong_board_oversized_and_same_version() {
         let m = manifest();
-        assert!(matches!(m.applies("minebox-x86", "1.0", 100), Err(ManifestError::WrongBoard { .. })));
-        assert!(matches!(m.applies("minebox-rpi5", "1.0", 5), Err(ManifestError::TooLarge { .. })));
-        assert!(!m.applies("minebox-rpi5", "1.2.0", 100).unwrap());
-        assert!(m.applies("minebox-rpi5", "1.1.0", 100).unwrap());
+        assert!(matches!(applies(&m, "minebox-x86", "1.0", 100), Err(ManifestError::WrongBoard { .. })));
+        assert!(matches!(applies(&m, "minebox-rpi5", "1.0", 5), Err(ManifestError::TooLarge { .. })));
+        assert!(!applies(&m, "minebox-rpi5", "1.2.0", 100).unwrap());
+        assert!(applies(&m, "minebox-rpi5", "1.1.0", 100).unwrap());
     }
 }

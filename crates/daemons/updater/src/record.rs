@@ -32,26 +32,9 @@ pub struct Attempt {
     pub at: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Outcome {
-    /// The new version passed its trial and is now the default.
-    Installed,
-    /// The trial failed and the box went back to the old version.
-    RolledBack,
-    /// The update never reached a trial (refused download, bundle RAUC refused, ...).
-    Failed,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HistoryEntry {
-    /// Unix time, seconds.
-    pub at: u64,
-    pub version: String,
-    pub from_version: String,
-    pub result: Outcome,
-    pub message: String,
-}
+/// How an update ended, and one past update: the API's types (the history file holds them
+/// one JSON line each).
+pub use minebox_api::updater::{HistoryEntry, Outcome};
 
 /// The history kept is bounded: the newest entries when it grows past this.
 const HISTORY_KEPT: usize = 200;

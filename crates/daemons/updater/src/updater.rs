@@ -351,8 +351,8 @@ impl Updater {
         let r = async {
             let keys = manifest::pinned_keys(&self.cfg.keys)?;
             let url = self.cfg.manifest_url_for(&self.compatible);
-            let m = Manifest::fetch(&self.client, &url, &keys).await?;
-            let newer = m.applies(&self.compatible, &self.running, self.cfg.max_bundle_bytes)?;
+            let m = manifest::fetch(&self.client, &url, &keys).await?;
+            let newer = manifest::applies(&m, &self.compatible, &self.running, self.cfg.max_bundle_bytes)?;
             // Already installed and waiting for its trial: nothing new on offer.
             let pending = self.status.borrow().pending.clone();
             Ok::<_, manifest::ManifestError>((newer && pending.as_deref() != Some(&m.version)).then_some(m))
