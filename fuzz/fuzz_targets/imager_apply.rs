@@ -25,7 +25,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../overlay/usr/libexec/minebox/imager-apply")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../buildroot-external/overlay/usr/libexec/minebox/imager-apply")
 }
 
 fn is_hostname(s: &[u8]) -> bool {
