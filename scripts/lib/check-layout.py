@@ -41,7 +41,8 @@ for name, ds in deps.items():
         if dr == "testkits" and kind != "dev" and r not in ("testkits", "e2e", "tools"):
             problems.append(f"{name} links test kit {dep} as a {kind} dependency: test kits never ship")
         if any(d == name for d, _ in deps.get(dep, [])):
-            problems.append(f"{name} and {dep} depend on each other ({kind} one way): move the test that needs both to tests/e2e")
+            a, b = sorted((name, dep))
+            problems.append(f"{a} and {b} depend on each other: move the test that needs both to tests/e2e")
 
 for p in sorted(set(problems)):
     print("layout:", p, file=sys.stderr)

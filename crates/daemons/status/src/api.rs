@@ -11,7 +11,7 @@ use crate::config::{self, ConfigEdit};
 use crate::limits::{Conn, LocalAddr, StreamRefusal};
 use crate::session::Refusal;
 use crate::session::COOKIE;
-use crate::upstream::{Forward, Service, UpstreamError};
+use crate::upstream::{Service, UpstreamError};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -456,12 +456,6 @@ async fn update_history(State(app): State<Arc<App>>) -> ApiResult {
     Ok(Json(history).into_response())
 }
 
-/// The updater's answers to the actions the page asks for, passed on as it wrote them.
-async fn forward(State(app): State<Arc<App>>, req: Forward<'_>) -> ApiResult {
-    let body = app.up.forward(Service::Updates, req).await?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
-}
-
 async fn stratum_status(State(app): State<Arc<App>>) -> ApiResult {
     let coins: Vec<stratum::CoinStatus> = app.up.get_as(Service::Stratum, stratum::STATUS).await?;
     Ok(Json(coins).into_response())
@@ -616,7 +610,11 @@ async fn update_action(
 ) -> ApiResult {
     match updater::Action::parse(&action) {
         Some(updater::Action::Upload) => upload(&app, &headers, body).await,
-        Some(a) => forward(State(app), Forward::Post(a.path())).await,
+        Some(a) => {
+            // The updater answers every action with its status.
+            let status: updater::Status = app.up.post_as(Service::Updates, a.path()).await?;
+            Ok(Json(status).into_response())
+        }
         None => Err(ApiError::new(404, "update actions: check, install, usb, upload")),
     }
 }

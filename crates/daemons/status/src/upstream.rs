@@ -2,7 +2,7 @@
 //! 127.0.0.1 and the status page is the only thing facing the LAN.
 
 use minebox_api::ErrorBody;
-use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::de::DeserializeOwned;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,17 +117,6 @@ impl Upstreams {
         self.body(service, self.http.post(self.url(service, path))).await.map(drop)
     }
 
-    /// A service's JSON answer as it wrote it, for the page to pass on unread (the updater's,
-    /// whose answers are its own and shown by the page's script as they are). An empty
-    /// answer is `null`, text that is not JSON a JSON string.
-    pub async fn forward(&self, service: Service, req: Forward<'_>) -> Result<Vec<u8>, UpstreamError> {
-        let req = match req {
-            Forward::Get(path) => self.http.get(self.url(service, path)),
-            Forward::Post(path) => self.http.post(self.url(service, path)),
-        };
-        Ok(as_json(self.body(service, req).await?))
-    }
-
     /// The body of a successful answer; a refusal as the error it is.
     async fn body(&self, service: Service, req: reqwest::RequestBuilder) -> Result<Vec<u8>, UpstreamError> {
         let unreachable = |e: reqwest::Error| UpstreamError::Unreachable { service, detail: short(&e) };
@@ -148,12 +137,6 @@ impl Upstreams {
     }
 }
 
-/// What [`Upstreams::forward`] passes on.
-pub enum Forward<'a> {
-    Get(&'a str),
-    Post(&'a str),
-}
-
 fn read<T: DeserializeOwned>(service: Service, body: &[u8]) -> Result<T, UpstreamError> {
     serde_json::from_slice(body).map_err(|e| UpstreamError::Unreadable { service, detail: e.to_string() })
 }
@@ -163,17 +146,6 @@ pub fn refusal(body: &[u8]) -> String {
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(e) => e.error,
         Err(_) => String::from_utf8_lossy(body).chars().take(300).collect(),
-    }
-}
-
-/// `body` if it is JSON; else `null` for nothing and a JSON string for text.
-pub fn as_json(body: Vec<u8>) -> Vec<u8> {
-    if body.is_empty() {
-        b"null".to_vec()
-    } else if serde_json::from_slice::<IgnoredAny>(&body).is_ok() {
-        body
-    } else {
-        serde_json::to_vec(&String::from_utf8_lossy(&body)).expect("a string serializes")
     }
 }
 
