@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
                     assert!(c.minimum_difficulty.is_none_or(|d| d.is_finite() && d > 0.0));
                 }
                 Request::SuggestDifficulty(d) => assert!(d.is_finite() && *d > 0.0, "accepted difficulty {d}"),
-                Request::ExtranonceSubscribe => {}
+                Request::ExtranonceSubscribe | Request::Ping | Request::Answer => {}
                 Request::Submit(s) => {
                     assert!(s.worker.chars().count() <= 128);
                     assert!(s.job_id.len() <= 32);

@@ -73,9 +73,15 @@ impl fmt::Display for Rejection {
 pub struct RawRequest {
     #[serde(default)]
     pub id: Value,
-    pub method: String,
+    /// Absent on an answer to one of the server's own requests (a miner's `mining.ping` reply).
+    #[serde(default)]
+    pub method: Option<String>,
     #[serde(default)]
     pub params: Value,
+    #[serde(default)]
+    pub result: Option<Value>,
+    #[serde(default)]
+    pub error: Option<Value>,
 }
 
 /// What a miner can ask of the server.
@@ -92,6 +98,14 @@ pub enum Request {
     SuggestDifficulty(f64),
     ExtranonceSubscribe,
     Submit(Submit),
+    /// `mining.ping` from the miner: answered with `"pong"`, as cgminer-family firmware does.
+    Ping,
+    /// A miner answering the server's keepalive `mining.ping`: ESP-Miner sends a `pong`
+    /// *request* (`{"id":n,"method":"pong","params":[]}`), cgminer/bmminer an ordinary answer
+    /// (`{"id":n,"result":"pong","error":null}`), firmware that does not know the ping an error
+    /// answer. None of these is a protocol error, and none gets a reply: an error reply to
+    /// ESP-Miner's `pong` would reach it as the answer to one of its own request ids.
+    Answer,
     /// Answered with an error, never ignored: a silent miner is harder to debug.
     Unknown(String),
 }
@@ -131,6 +145,12 @@ pub enum ParseError {
 pub fn parse_line(line: &str) -> Result<(Value, Request), (Value, ParseError)> {
     let raw: RawRequest = serde_json::from_str(line).map_err(|e| (Value::Null, ParseError::Json(e.to_string())))?;
     let id = raw.id.clone();
+    if raw.method.is_none() {
+        if raw.result.is_some() || raw.error.is_some() {
+            return Ok((id, Request::Answer));
+        }
+        return Err((id, ParseError::Json("missing field `method`".into())));
+    }
     parse_request(raw).map(|r| (id.clone(), r)).map_err(|e| (id, e))
 }
 
@@ -140,8 +160,9 @@ fn parse_request(raw: RawRequest) -> Result<Request, ParseError> {
         Value::Null => Vec::new(),
         other => vec![other],
     };
-    let bad = |problem: &str| ParseError::Params { method: raw.method.clone(), problem: problem.to_string() };
-    Ok(match raw.method.as_str() {
+    let method = raw.method.unwrap_or_default();
+    let bad = |problem: &str| ParseError::Params { method: method.clone(), problem: problem.to_string() };
+    Ok(match method.as_str() {
         "mining.subscribe" => Request::Subscribe {
             user_agent: params.first().and_then(Value::as_str).map(|s| truncate(s, 128)),
             session_id: params.get(1).and_then(Value::as_str).map(|s| truncate(s, 16)),
@@ -163,6 +184,8 @@ fn parse_request(raw: RawRequest) -> Result<Request, ParseError> {
         }
         "mining.extranonce.subscribe" => Request::ExtranonceSubscribe,
         "mining.submit" => Request::Submit(parse_submit(&params).map_err(|p| bad(&p))?),
+        "mining.ping" => Request::Ping,
+        "pong" => Request::Answer,
         other => Request::Unknown(truncate(other, 64)),
     })
 }
@@ -257,6 +280,21 @@ pub fn set_difficulty(difficulty: f64) -> String {
     json!({ "id": null, "method": "mining.set_difficulty", "params": [difficulty] }).to_string()
 }
 
+/// The keepalive sent to a miner that has heard nothing for a while (ESP-Miner gives up on a
+/// pool after 180 s of silence). ESP-Miner and cgminer/bmminer answer it; firmware that
+/// does not know it logs and ignores it. The id is a number because bmminer echoes it with
+/// `%d`; the server ignores the answer.
+pub fn ping(id: u64) -> String {
+    json!({ "id": id, "method": "mining.ping", "params": [] }).to_string()
+}
+
+/// Sent to every miner before a planned stop, so each reconnects at once instead of after
+/// its own timeout (or failing over to its backup pool). No parameters: ESP-Miner ignores
+/// them, cgminer reads a missing host and port as "the same pool".
+pub fn client_reconnect() -> String {
+    json!({ "id": null, "method": "client.reconnect", "params": [] }).to_string()
+}
+
 pub fn set_version_mask(mask: u32) -> String {
     json!({ "id": null, "method": "mining.set_version_mask", "params": [format!("{mask:08x}")] }).to_string()
 }
@@ -330,6 +368,17 @@ mod tests {
     fn unknown_methods_are_kept_for_an_answer() {
         let (_, r) = parse_line(r#"{"id":1,"method":"mining.get_transactions","params":[]}"#).unwrap();
         assert_eq!(r, Request::Unknown("mining.get_transactions".into()));
+    }
+
+    #[test]
+    fn pings_and_answers_to_pings_are_understood() {
+        assert_eq!(parse_line(r#"{"id":7,"method":"mining.ping","params":[]}"#).unwrap(), (json!(7), Request::Ping));
+        // ESP-Miner's answer is a request named pong; cgminer's an ordinary answer.
+        assert_eq!(parse_line(r#"{"id":3,"method":"pong","params":[]}"#).unwrap().1, Request::Answer);
+        assert_eq!(parse_line(r#"{"id":3,"result":"pong","error":null}"#).unwrap().1, Request::Answer);
+        assert_eq!(parse_line(r#"{"id":3,"result":null,"error":[20,"unknown",null]}"#).unwrap().1, Request::Answer);
+        // Neither a method nor an answer: still malformed.
+        assert!(matches!(parse_line(r#"{"id":3,"params":[]}"#), Err((_, ParseError::Json(_)))));
     }
 
     #[test]

@@ -191,6 +191,9 @@ impl Session {
                 Output::default().line(protocol::reply(id, Value::Bool(true)))
             }
             Request::Submit(s) => self.submit(ctx, id, s, template, now, unix_now),
+            Request::Ping => Output::default().line(protocol::reply(id, Value::String("pong".into()))),
+            // The miner answering the server's keepalive ping: nothing to say back.
+            Request::Answer => Output::default(),
             Request::Unknown(method) => Output::default()
                 .line(protocol::reply_error(id, &Rejection::new(ErrorCode::Other, format!("unknown method {method}")))),
         }
@@ -688,6 +691,16 @@ mod tests {
         // Another worker name for the same address is fine.
         let out = send(&mut s, &c, Some(&t), r#"{"id":3,"method":"mining.authorize","params":["good.w2","x"]}"#);
         assert_eq!(value(&out.lines[0])["result"], true);
+    }
+
+    #[test]
+    fn a_miners_ping_gets_pong_and_its_pong_gets_nothing() {
+        let c = ctx();
+        let mut s = Session::new([0; 4], &c, Instant::now());
+        let out = send(&mut s, &c, None, r#"{"id":5,"method":"mining.ping","params":[]}"#);
+        assert_eq!(value(&out.lines[0]), json!({"id": 5, "result": "pong", "error": null}));
+        assert!(send(&mut s, &c, None, r#"{"id":1,"method":"pong","params":[]}"#).lines.is_empty());
+        assert!(send(&mut s, &c, None, r#"{"id":1,"result":"pong","error":null}"#).lines.is_empty());
     }
 
     #[test]
