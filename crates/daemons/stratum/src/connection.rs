@@ -34,6 +34,12 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Time the server waits for a miner to take what it is sent.
     pub write_timeout: Duration,
+    /// Longest a subscribed miner goes without hearing from the server before it is sent a
+    /// `mining.ping`. ESP-Miner drops a pool after 180 s without a line (its receive
+    /// timeout), and new work comes only with a block or a fee refresh: a node that is
+    /// down, or a refresh interval set long, would otherwise leave miners in silence.
+    #[serde(default = "default_keepalive")]
+    pub keepalive: Duration,
     /// Kernel send buffer per connection: bounds the memory a non-reading client holds.
     pub send_buffer_bytes: u32,
     /// Connections from one IP address.
@@ -66,6 +72,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(30 * 60),
             write_timeout: Duration::from_secs(10),
+            keepalive: default_keepalive(),
             send_buffer_bytes: 64 * 1024,
             connections_per_ip: 256,
             max_connections: 10_000,
@@ -78,6 +85,13 @@ impl Default for Limits {
         }
     }
 }
+
+fn default_keepalive() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// How long a stopping server gives each miner to take its `client.reconnect`.
+const RECONNECT_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// `rate` events per second, up to `burst` at once.
 #[derive(Debug, Clone)]
@@ -163,6 +177,9 @@ pub async fn serve(
     let mut malformed = 0u32;
     let connected = Instant::now();
     let mut last_message = Instant::now();
+    // When the server last wrote to this miner, for the keepalive.
+    let mut last_sent = Instant::now();
+    let mut pings = 0u64;
     pool.live
         .insert(conn_id, LiveMiner { peer: peer.to_string(), connected_at: unix_now() as i64, ..LiveMiner::default() });
 
@@ -238,6 +255,10 @@ pub async fn serve(
             _ = tokio::time::sleep_until(deadline.into()) => {
                 break if session.is_authorized() { Close::Idle } else { Close::HandshakeTimeout };
             }
+            _ = tokio::time::sleep_until((last_sent + pool.limits.keepalive).into()), if session.is_subscribed() => {
+                pings += 1;
+                out.push(protocol::ping(pings));
+            }
         }
         if !out.is_empty() {
             let write = async {
@@ -248,7 +269,7 @@ pub async fn serve(
                 wr.flush().await
             };
             match tokio::time::timeout(pool.limits.write_timeout, write).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => last_sent = Instant::now(),
                 Ok(Err(e)) => break Close::Io(e),
                 Err(_) => break Close::SlowReader,
             }
@@ -259,7 +280,21 @@ pub async fn serve(
     };
     session.close();
     pool.live.remove(conn_id);
-    if matches!(reason, Close::Garbage | Close::LineTooLong | Close::Flood | Close::Malformed | Close::Session) {
+    if matches!(reason, Close::Shutdown) {
+        // A planned stop (update, settings change, restart): tell the miner to come back
+        // at once rather than after its own timeout, or failing over to its backup pool.
+        // Then close politely: closing with its input unread would make the kernel send a
+        // reset, which can discard the reconnect still queued for sending.
+        let line = format!("{}\n", protocol::client_reconnect());
+        let sent = tokio::time::timeout(RECONNECT_WRITE_TIMEOUT, async {
+            wr.write_all(line.as_bytes()).await?;
+            wr.flush().await
+        })
+        .await;
+        if matches!(sent, Ok(Ok(()))) {
+            linger(wr, lines.into_inner()).await;
+        }
+    } else if matches!(reason, Close::Garbage | Close::LineTooLong | Close::Flood | Close::Malformed | Close::Session) {
         linger(wr, lines.into_inner()).await;
     }
     match reason {

@@ -180,7 +180,10 @@ pub async fn run(listener: TcpListener, pool: Arc<Pool>, shutdown: CancellationT
             drop(slot);
         });
     }
-    // Let connections see the cancellation and close their sockets.
+    // Stop accepting now: a miner told to reconnect comes back at once, and must be refused
+    // (and retry) rather than wait in the backlog of a listener that will never serve it.
+    drop(listener);
+    // Let connections see the cancellation, send their client.reconnect and close.
     while tasks.join_next().await.is_some() {}
 }
 
