@@ -49,20 +49,30 @@ pub struct Coinbase {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum CoinbaseError {
-    #[error("extranonce2 size {0} is outside 4..=8 bytes")]
+    #[error(
+        "extranonce2 size {0} is outside 4..=8 bytes: miners' firmware accepts at most 8 (WhatsMiner and \
+         cgminer-based firmware fail above), and under 4 a fast miner runs out of work; use 8, the default"
+    )]
     ExtranonceSize(usize),
     #[error("coinbase tag is {0} bytes; keep it under 40 so the input script stays within 100 bytes")]
     TagTooLong(usize),
 }
 
 impl Coinbase {
+    /// Whether coinbases can be cut with these settings at all. Checked when the server
+    /// starts: otherwise a bad size surfaces only as miners that never get a job.
+    pub fn check(extranonce2_len: usize, tag: &[u8]) -> Result<(), CoinbaseError> {
+        if !(4..=8).contains(&extranonce2_len) {
+            return Err(CoinbaseError::ExtranonceSize(extranonce2_len));
+        }
+        if tag.len() > 40 {
+            return Err(CoinbaseError::TagTooLong(tag.len()));
+        }
+        Ok(())
+    }
+
     pub fn build(spec: &CoinbaseSpec<'_>) -> Result<Coinbase, CoinbaseError> {
-        if !(4..=8).contains(&spec.extranonce2_len) {
-            return Err(CoinbaseError::ExtranonceSize(spec.extranonce2_len));
-        }
-        if spec.tag.len() > 40 {
-            return Err(CoinbaseError::TagTooLong(spec.tag.len()));
-        }
+        Coinbase::check(spec.extranonce2_len, spec.tag)?;
         let extranonce_len = EXTRANONCE1_BYTES + spec.extranonce2_len;
         let height = Builder::new().push_int(spec.height as i64).into_script();
 

@@ -85,6 +85,8 @@ struct Cli {
     /// Default: the settings' stratum.coinbase_tag.
     #[arg(long)]
     coinbase_tag: Option<String>,
+    /// Bytes of extranonce2 each miner rolls: 4 to 8 (WhatsMiner and cgminer-based firmware
+    /// fail above 8; checked at start).
     #[arg(long, default_value_t = 8)]
     extranonce2_size: usize,
     /// Seconds between fee refreshes of the template.

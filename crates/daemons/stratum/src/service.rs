@@ -103,6 +103,8 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
     let mut kicks = std::collections::HashMap::new();
 
     for c in config.coins {
+        crate::coinbase::Coinbase::check(c.extranonce2_len, c.coinbase_tag.as_bytes())
+            .with_context(|| format!("{}: the stratum settings cannot make work miners accept", c.coin))?;
         let listener = crate::server::listen(c.listen)
             .with_context(|| format!("{} stratum port {}: already in use or not allowed", c.coin, c.listen))?;
         let local = listener.local_addr()?;
@@ -140,6 +142,7 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
                 refresh: c.template_refresh,
                 poll: c.block_poll,
                 zmq_hashblock: c.zmq_hashblock,
+                version_mask: c.version_mask,
             },
             node: c.node.clone(),
             publish,

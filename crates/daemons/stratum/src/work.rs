@@ -31,6 +31,24 @@ pub struct WorkConfig {
     pub poll: Duration,
     /// The node's `zmqpubhashblock` endpoint, e.g. tcp://127.0.0.1:28332.
     pub zmq_hashblock: Option<String>,
+    /// The version bits miners may roll (BIP320's `0x1fffe000`). The node's version has
+    /// them cleared before it goes out in mining.notify; see [`job_version`].
+    pub version_mask: u32,
+}
+
+/// The block version a job carries: the node's, with the bits miners roll cleared.
+///
+/// Miners report rolled versions two ways. BIP310 says the server rebuilds the version as
+/// `(job & !mask) | version_bits`; ESP-Miner instead ORs its rolled bits into the job's
+/// version and submits `rolled ^ job`. The two agree only when the job has no bit set
+/// inside the mask. Bitcoin Core sets one there: on regtest, once the `testdummy`
+/// deployment has started (block 144), getblocktemplate says `0x30000000` (bit 28, which
+/// it signals even to clients that do not know the rule). Sent as it is, every Bitaxe share
+/// would hash to a different header on the server. BIP320 gave bits 13-28 to version
+/// rolling for this reason; a block then simply does not signal a deployment that sits on
+/// them (none on mainnet does).
+pub fn job_version(node_version: u32, mask: u32) -> u32 {
+    node_version & !mask
 }
 
 /// What the status page shows about the node behind this coin's work.
@@ -93,7 +111,8 @@ impl WorkFeed {
                 Ok(t) => {
                     backoff = Duration::from_millis(250);
                     let clean = current_prev != Some(t.previous_block_hash);
-                    let parts = template_parts(&t, self.config.segwit);
+                    let mut parts = template_parts(&t, self.config.segwit);
+                    parts.version = job_version(parts.version, self.config.version_mask);
                     let template = Arc::new(Template::new(next_id, parts, clean));
                     next_id += 1;
                     self.on_template(&template, &t);
@@ -177,5 +196,18 @@ impl WorkFeed {
         }
         s.reachable = false;
         s.last_error = Some(message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::job_version;
+
+    #[test]
+    fn jobs_carry_no_bit_inside_the_rolling_mask() {
+        // Bitcoin Core regtest from block 144: testdummy signalled on bit 28.
+        assert_eq!(job_version(0x3000_0000, 0x1fff_e000), 0x2000_0000);
+        // Deployment bits below the mask are kept.
+        assert_eq!(job_version(0x2000_0004, 0x1fff_e000), 0x2000_0004);
     }
 }
