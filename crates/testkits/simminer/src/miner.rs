@@ -12,6 +12,11 @@
 //! difficulty) and, when enabled, `mining.extranonce.subscribe`. Every `mining.submit`
 //! carries the sixth `version_bits` parameter. `set_difficulty` applies to the next job;
 //! `clean_jobs` drops queued work.
+//!
+//! Like ESP-Miner it rolls versions by OR-ing its bits into the job's version and submits
+//! `rolled ^ job_version`, answers the server's `mining.ping` with a `pong` *request*
+//! (`{"id":n,"method":"pong","params":[]}`), and on `client.reconnect` closes the connection
+//! (ESP-Miner then connects again; this one ends, having noted it in its [`Report`]).
 
 use crate::work::{difficulty_target, hash_header, meets, Job};
 use serde::Serialize;
@@ -66,6 +71,10 @@ pub struct Report {
     pub hashes: u64,
     pub authorized: Option<bool>,
     pub authorize_error: Option<String>,
+    /// `mining.ping`s the server sent (each answered with `pong`).
+    pub pings: u64,
+    /// Whether the server sent `client.reconnect` (the miner then closed the connection).
+    pub reconnect_requested: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,10 +130,12 @@ fn grind(shared: Arc<Shared>, found: mpsc::Sender<Found>, hashrate: Option<f64>)
         en2_counter += 1;
         let en2 = en2_counter.to_be_bytes()[8 - work.extranonce2_len.min(8)..].to_vec();
         let root = work.job.merkle_root(&work.extranonce1, &en2);
-        // Roll one version bit pattern per extranonce, as ASICs do, inside the mask.
-        let version_bits =
+        // Roll one version bit pattern per extranonce, inside the mask, the way ESP-Miner
+        // does: OR-ed into the job's version, reported as the difference from it.
+        let rolled =
             if work.version_mask != 0 { (en2_counter as u32).wrapping_mul(0x2000) & work.version_mask } else { 0 };
-        let version = (work.job.version & !work.version_mask) | version_bits;
+        let version = work.job.version | rolled;
+        let version_bits = version ^ work.job.version;
         let mut header = work.job.header(&root, version, work.job.ntime, 0);
         for nonce in 0..=u32::MAX {
             header[76..80].copy_from_slice(&nonce.to_le_bytes());
@@ -238,6 +249,15 @@ pub async fn run(config: MinerConfig, report: Arc<Mutex<Report>>, stop: Arc<Atom
                     }
                     Some("mining.set_version_mask") => {
                         if let Some(m) = v["params"][0].as_str().and_then(|s| u32::from_str_radix(s, 16).ok()) { version_mask = m; }
+                    }
+                    Some("mining.ping") => {
+                        report.lock().expect("report lock").pings += 1;
+                        let pong = format!("{}\n", json!({ "id": v["id"], "method": "pong", "params": [] }));
+                        if let Err(e) = wr.write_all(pong.as_bytes()).await { break Err(e.into()); }
+                    }
+                    Some("client.reconnect") => {
+                        report.lock().expect("report lock").reconnect_requested = true;
+                        break Ok(());
                     }
                     Some(_) => {}
                     None => {
