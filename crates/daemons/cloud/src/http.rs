@@ -1,0 +1,79 @@
+//! The HTTP API's routes and the extractors that say who is asking.
+
+use crate::accounts;
+use crate::error::ApiError;
+use crate::App;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
+use axum::http::request::Parts;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// The largest request body read: every request the API takes is a small JSON object.
+pub const BODY_LIMIT: usize = 16 * 1024;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/verify", get(accounts::verify_link))
+        .route("/api/v1/signup", post(accounts::signup))
+        .route("/api/v1/verify", post(accounts::verify_api))
+        .route("/api/v1/login", post(accounts::login))
+        .route("/api/v1/logout", post(accounts::logout))
+        .route("/api/v1/password-reset", post(accounts::reset_request))
+        .route("/api/v1/password-reset/confirm", post(accounts::reset_confirm))
+        .route("/api/v1/me", get(accounts::me))
+        .route("/api/v1/tokens", get(accounts::list_tokens).post(accounts::create_token))
+        .route("/api/v1/tokens/{id}", delete(accounts::revoke_token))
+        .route("/api/v1/devices", get(accounts::devices))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(app)
+}
+
+/// The account a request acts for, and the session it came with (for logout).
+pub struct Authed {
+    pub user: Uuid,
+    pub session_hash: Option<String>,
+}
+
+impl FromRequestParts<Arc<App>> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
+        accounts::authenticate(app, &parts.headers).await
+    }
+}
+
+/// The client's address, for the per-address login throttle. Behind a reverse proxy that the
+/// configuration trusts, the last address it appended to `X-Forwarded-For`.
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<Arc<App>> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .ok_or_else(|| ApiError::Internal("the server runs without connection info".into()))?;
+        if app.config.behind_proxy {
+            // The last entry is the one our proxy appended; earlier ones the client can forge.
+            let entries: Vec<&str> = parts
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .collect();
+            let forwarded = entries.last().and_then(|a| a.trim().parse::<IpAddr>().ok());
+            if let Some(ip) = forwarded {
+                return Ok(ClientIp(ip));
+            }
+        }
+        Ok(ClientIp(peer))
+    }
+}

@@ -1,0 +1,133 @@
+//! MineBox Cloud: accounts, plans, paired devices and metered snapshot downloads, an HTTP API
+//! (axum) over PostgreSQL. It runs off the box, never in the image (docs/cloud.md).
+//!
+//! Two database roles: the owner, which migrates, upserts the coins and makes partitions, and
+//! the API's role, a member of `minebox_api` that owns nothing, so row-level security applies
+//! to every request; each request's transaction says which user it acts for (`db::begin_as`).
+
+pub mod accounts;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod mail;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The database owner's connection (migrations, coins, partitions).
+    pub owner_url: String,
+    /// The API's connection: a role that is a member of minebox_api and owns nothing.
+    pub api_url: String,
+    pub listen: SocketAddr,
+    /// Where users reach the service: the links in mails start with it (no trailing slash).
+    pub public_url: String,
+    pub smtp_url: String,
+    pub mail_from: String,
+    /// Mark the session cookie `Secure` (sent over HTTPS only). Off only for plain-HTTP tests.
+    pub cookie_secure: bool,
+    /// Take the client's address from `X-Forwarded-For` (only behind a proxy that sets it).
+    pub behind_proxy: bool,
+    pub throttle: accounts::Throttle,
+    pub api_pool_size: usize,
+}
+
+pub struct App {
+    pub config: Config,
+    pub owner: deadpool_postgres::Pool,
+    pub api: deadpool_postgres::Pool,
+    pub mailer: mail::Mailer,
+    pub context: db::UserContext,
+}
+
+/// Brings the database up to date: migrations, the coin catalogue, this month's and the next
+/// months' partitions. Run as the owner at `migrate` and at `serve` start.
+pub async fn prepare(owner: &deadpool_postgres::Pool) -> anyhow::Result<()> {
+    let mut client = db::client(owner).await?;
+    let applied = db::migrate(&mut client).await?;
+    if !applied.is_empty() {
+        tracing::info!("applied migrations {}", applied.join(", "));
+    }
+    let coins = db::upsert_coins(&mut client).await?;
+    let made = db::create_partitions(&**client).await?;
+    tracing::info!(
+        "{coins} coins; partitions made: {}",
+        if made.is_empty() { "none needed".into() } else { made.join(", ") }
+    );
+    Ok(())
+}
+
+/// Daily upkeep as the owner: next months' partitions, and forgetting login failures older
+/// than the throttle's window.
+async fn upkeep(owner: &deadpool_postgres::Pool, throttle: &accounts::Throttle) -> anyhow::Result<()> {
+    let client = db::client(owner).await?;
+    let made = db::create_partitions(&**client).await?;
+    if !made.is_empty() {
+        tracing::info!("partitions made: {}", made.join(", "));
+    }
+    client
+        .execute(
+            "DELETE FROM login_failures WHERE failed_at < now() - make_interval(secs => $1)",
+            &[&(throttle.window_secs as f64)],
+        )
+        .await?;
+    Ok(())
+}
+
+/// A running service: where it listens, and its task (aborted on drop).
+pub struct Running {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Running {
+    /// Serves until the server fails.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        (&mut self.task).await?;
+        Ok(())
+    }
+}
+
+/// Prepares the database, checks the API's role, and serves.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let owner = db::pool(&config.owner_url, 2)?;
+    prepare(&owner).await?;
+    let context = db::UserContext::load(&db::client(&owner).await?).await?;
+    let api = db::pool(&config.api_url, config.api_pool_size)?;
+    db::check_api_role(&db::client(&api).await?).await?;
+    let mailer = mail::Mailer::new(&config.smtp_url, &config.mail_from)?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let app = Arc::new(App { config, owner, api, mailer, context });
+    let router = http::router(app.clone());
+    let task = tokio::spawn(async move {
+        let upkeep_app = app.clone();
+        let upkeep_loop = async move {
+            let mut every = tokio::time::interval(Duration::from_secs(24 * 3600));
+            every.tick().await; // the first tick is now, and prepare() just did it
+            loop {
+                every.tick().await;
+                if let Err(e) = upkeep(&upkeep_app.owner, &upkeep_app.config.throttle).await {
+                    tracing::error!(
+                        "daily upkeep failed (retried tomorrow; partitions are made {} months ahead): {e:#}",
+                        db::MONTHS_AHEAD
+                    );
+                }
+            }
+        };
+        let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>());
+        tokio::select! {
+            r = server => if let Err(e) = r { tracing::error!("server stopped: {e}") },
+            () = upkeep_loop => {}
+        }
+    });
+    Ok(Running { addr, task })
+}

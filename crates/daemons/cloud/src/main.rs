@@ -1,0 +1,85 @@
+//! `minebox-cloud migrate | serve`: MineBox Cloud's service (docs/cloud.md). Runs off the box.
+
+use clap::{Parser, Subcommand};
+use minebox_cloud::{accounts::Throttle, db, Config};
+use std::net::SocketAddr;
+
+#[derive(Parser)]
+#[command(name = "minebox-cloud", about = "MineBox Cloud: accounts, devices and snapshot downloads over PostgreSQL")]
+struct Cli {
+    /// The database owner's connection (libpq key=value or postgresql:// URL).
+    #[arg(long, env = "MINEBOX_CLOUD_DATABASE_URL", global = true, default_value = "")]
+    database_url: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply the migrations the database lacks, upsert the coins, make the coming months' partitions.
+    Migrate,
+    /// Migrate, then serve the HTTP API.
+    Serve {
+        /// The API's connection: a role that is a member of minebox_api and owns nothing.
+        #[arg(long, env = "MINEBOX_CLOUD_API_DATABASE_URL")]
+        api_database_url: String,
+        #[arg(long, env = "MINEBOX_CLOUD_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Where users reach the service (the links in mails start with it).
+        #[arg(long, env = "MINEBOX_CLOUD_PUBLIC_URL")]
+        public_url: String,
+        /// smtp://host:port, smtp://user:pass@host:587?tls=required or smtps://user:pass@host:465.
+        #[arg(long, env = "MINEBOX_CLOUD_SMTP_URL")]
+        smtp_url: String,
+        #[arg(long, env = "MINEBOX_CLOUD_MAIL_FROM")]
+        mail_from: String,
+        /// Send the session cookie over plain HTTP too (local testing only).
+        #[arg(long)]
+        insecure_cookies: bool,
+        /// Take client addresses from X-Forwarded-For (only behind a proxy that sets it).
+        #[arg(long)]
+        behind_proxy: bool,
+        #[arg(long, default_value_t = 16)]
+        api_pool_size: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let cli = Cli::parse();
+    if cli.database_url.is_empty() {
+        anyhow::bail!("give the database owner's connection: --database-url or MINEBOX_CLOUD_DATABASE_URL");
+    }
+    match cli.command {
+        Command::Migrate => minebox_cloud::prepare(&db::pool(&cli.database_url, 1)?).await,
+        Command::Serve {
+            api_database_url,
+            listen,
+            public_url,
+            smtp_url,
+            mail_from,
+            insecure_cookies,
+            behind_proxy,
+            api_pool_size,
+        } => {
+            let config = Config {
+                owner_url: cli.database_url,
+                api_url: api_database_url,
+                listen,
+                public_url: public_url.trim_end_matches('/').to_string(),
+                smtp_url,
+                mail_from,
+                cookie_secure: !insecure_cookies,
+                behind_proxy,
+                throttle: Throttle::default(),
+                api_pool_size,
+            };
+            let running = minebox_cloud::start(config).await?;
+            tracing::info!("serving on {}", running.addr);
+            running.wait().await
+        }
+    }
+}
