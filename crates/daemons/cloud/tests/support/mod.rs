@@ -144,7 +144,7 @@ pub async fn answer(r: reqwest::Response) -> (u16, serde_json::Value) {
 
 /// The token in the mailed link that starts with `marker`, undoing quoted-printable soft breaks.
 pub fn link_token(mail: &str, marker: &str) -> String {
-    let unfolded = mail.replace("=\r\n", "").replace("=\n", "");
+    let unfolded = mail.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
     let at = unfolded.find(marker).unwrap_or_else(|| panic!("no {marker} link in the mail:\n{mail}")) + marker.len();
     unfolded[at..].chars().take_while(char::is_ascii_hexdigit).collect()
 }
