@@ -477,6 +477,11 @@ rpc_port = 18443
             ("[updates]\nchannel = \"Bad Channel\"\n", "updates.channel"),
             ("[notify]\nwebhook = \"file:///etc/passwd\"\n", "notify.webhook"),
             ("[notify]\nntfy = \"not a url\"\n", "notify.ntfy"),
+            ("[notify]\nemail = \"owner@example.org\"\n", "notify.smtp"),
+            ("[notify]\nemail = \"owner\"\nsmtp = \"smtp://h:25\"\n", "notify.email"),
+            ("[notify]\nemail = \"o@example.org\"\nsmtp = \"http://h\"\n", "notify.smtp"),
+            ("[notify]\nquiet_minutes = 0\n", "notify.quiet_minutes"),
+            ("[notify]\nhashrate_low_percent = 100\n", "notify.hashrate_low_percent"),
             ("[snapshots]\nurl = \"ftp://x/\"\n", "snapshots.url"),
             ("[stratum]\napi = \"localhost\"\n", "stratum.api"),
         ] {
