@@ -15,8 +15,10 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   $a64_sudo dpkg --add-architecture arm64
   $a64_sudo apt-get update -qq
 fi
+# The aarch64 twin (scripts/build-twin --arch aarch64) also needs GRUB's arm64 UEFI modules
+# for the image's BOOTAA64.EFI (grub-efi-arm64-bin: an amd64 package of arm64 files).
 need_apt rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
-  qemu-system-arm cpio
+  qemu-system-arm cpio grub-efi-arm64-bin
 apt_flush
 
 a64_vm=$MINEBOX_ROOT/.cache/aarch64-vm

@@ -1,5 +1,5 @@
-"""The MineBox twin's "firmware": boots the x86_64 twin image under QEMU the way the
-Raspberry Pi 5 firmware boots the Pi image.
+"""The MineBox twin's "firmware": boots the twin image (x86_64, or aarch64 for the Pi's CPU)
+under QEMU the way the Raspberry Pi 5 firmware boots the Pi image.
 
 Before every boot it reads autoboot.txt from partition 1 of the disk image (mtools, no
 mounting), takes the one-shot tryboot flag from the "nvram" file, clears the flag, picks
@@ -19,7 +19,11 @@ starts QEMU with OVMF, the UEFI firmware, which runs GRUB from partition 1
 grubenv, which the guest keeps in step with autoboot.txt and the tryboot request
 (twin-grubenv). No nvram disk then: the one-shot flag lives in grubenv.
 
-Stdlib only. Serial console: a unix socket (ttyS0, the recovery menu). Test shell: a
+The machine per CPU is in MACHINES: x86_64 is a q35 PC (its iTCO watchdog built in); aarch64 is
+QEMU's `virt` board with a Cortex-A76 (the Pi 5's core) under TCG, its PL011 UART as ttyAMA0 and
+an i6300esb PCI watchdog for systemd's RuntimeWatchdogSec (virt has none built in).
+
+Stdlib only. Serial console: a unix socket (ttyS0 or ttyAMA0, the recovery menu). Test shell: a
 virtio serial port (org.minebox.test) with a root shell that the twin starts only when
 the command line has minebox.testshell=1, which this harness adds: a test instrument.
 """
@@ -42,6 +46,11 @@ from pathlib import Path
 SECTOR = 512
 NVRAM_SIZE = 4096
 OVMF = "/usr/share/ovmf/OVMF.fd"  # Debian's ovmf: UEFI for x86_64 QEMU guests
+# The QEMU machine for each twin CPU (the image's `arch` file, written by scripts/build-twin).
+MACHINES = {
+    "x86_64": ["qemu-system-x86_64", "-machine", "q35"],
+    "aarch64": ["qemu-system-aarch64", "-machine", "virt", "-cpu", "cortex-a76", "-device", "i6300esb"],
+}
 
 
 def _run(*args: str, input: bytes | None = None) -> bytes:
@@ -219,7 +228,10 @@ def free_port() -> int:
 class Box:
     """One MineBox twin: a disk image, its nvram, QEMU started by the firmware logic above."""
 
-    def __init__(self, image: Path, workdir: Path, memory_mib: int = 1536, accel: str = "tcg"):
+    def __init__(self, image: Path, workdir: Path, memory_mib: int = 1536, accel: str = "tcg", arch: str = "x86_64"):
+        if arch not in MACHINES:
+            raise ValueError(f"no QEMU machine for a {arch} twin (known: {', '.join(MACHINES)})")
+        self.arch = arch
         self.disk = Disk(image)
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -271,6 +283,8 @@ class Box:
         With uefi, OVMF and the image's own GRUB choose instead (partition unknown here)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         if uefi:
+            if self.arch != "x86_64":
+                raise NotImplementedError("UEFI boots are played for the x86_64 twin only (OVMF)")
             part, tryboot, slot = None, None, None
             boot_args = ["-bios", OVMF]
         else:
@@ -297,8 +311,8 @@ class Box:
             [f"hostfwd=tcp:127.0.0.1:{self.ports['stratum']}-:3333", f"hostfwd=tcp:127.0.0.1:{self.ports['http']}-:80"]
         )
         args = [
-            "qemu-system-x86_64",
-            "-machine", "q35", "-accel", self.accel, "-m", str(self.memory), "-smp", "2",
+            *MACHINES[self.arch],
+            "-accel", self.accel, "-m", str(self.memory), "-smp", "2",
             "-no-reboot", "-display", "none", "-monitor", "none", "-nodefaults",
             *boot_args,
             "-drive", f"file={self.disk.path},format=raw,if=none,id=disk",
