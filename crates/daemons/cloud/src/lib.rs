@@ -59,21 +59,25 @@ pub async fn prepare(owner: &deadpool_postgres::Pool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Daily upkeep as the owner: next months' partitions, and forgetting login failures older
-/// than the throttle's window.
-async fn upkeep(owner: &deadpool_postgres::Pool, throttle: &accounts::Throttle) -> anyhow::Result<()> {
+/// Daily upkeep as the owner: the coming months' partitions, and forgetting what no longer
+/// counts: login failures older than the throttle's window, sessions and mailed tokens a week
+/// past their end. Returns the partitions it made.
+pub async fn upkeep(owner: &deadpool_postgres::Pool, throttle: &accounts::Throttle) -> anyhow::Result<Vec<String>> {
     let client = db::client(owner).await?;
     let made = db::create_partitions(&**client).await?;
     if !made.is_empty() {
         tracing::info!("partitions made: {}", made.join(", "));
     }
     client
-        .execute(
-            "DELETE FROM login_failures WHERE failed_at < now() - make_interval(secs => $1)",
-            &[&(throttle.window_secs as f64)],
-        )
-        .await?;
-    Ok(())
+        .batch_execute(&format!(
+            "DELETE FROM login_failures WHERE failed_at < now() - make_interval(secs => {});
+             DELETE FROM sessions WHERE coalesce(revoked_at, expires_at) < now() - interval '7 days';
+             DELETE FROM email_tokens WHERE coalesce(used_at, expires_at) < now() - interval '7 days';",
+            throttle.window_secs
+        ))
+        .await
+        .map_err(db::DbError::from)?;
+    Ok(made)
 }
 
 /// A running service: where it listens, and its task (aborted on drop).

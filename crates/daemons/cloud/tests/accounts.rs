@@ -265,3 +265,15 @@ async fn bad_input_gets_a_clear_4xx() {
         support::answer(rig.http.get(format!("{}/api/v1/nothing", rig.base)).send().await.unwrap()).await;
     assert_eq!(status, 404, "{body}");
 }
+
+/// With the mail server down, sign-up says so and makes no account the user could not verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_up_without_a_working_mail_server_makes_no_account() {
+    let mut rig = Rig::start().await;
+    rig.mail.stop();
+    let (status, body) = rig.post("/api/v1/signup", json!({"email": "ivy@example.org", "password": PASSWORD})).await;
+    assert_eq!(status, 503, "{body}");
+    let words = body["error"].as_str().unwrap();
+    assert!(words.contains("could not be sent") && words.contains("the account was not made"), "{words}");
+    assert_eq!(rig.pg.psql(DB, "SELECT count(*) FROM users"), "0");
+}

@@ -110,6 +110,30 @@ async fn the_service_makes_this_and_the_coming_months_partitions() {
     assert!(bounds.contains("2030-12-01") && bounds.contains("2031-01-01"), "{bounds}");
 }
 
+/// The daily upkeep remakes a missing coming month and forgets old login failures and
+/// sessions, keeping the live ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_upkeep_makes_partitions_and_forgets_what_no_longer_counts() {
+    let pg = cluster();
+    let owner = owner_pool(&pg);
+    minebox_cloud::prepare(&owner).await.unwrap();
+    let last = months_from_now(&pg, db::MONTHS_AHEAD).pop().unwrap();
+    pg.psql(DB, &format!("DROP TABLE device_metrics_{last}"));
+    let user = pg.psql(DB, "INSERT INTO users (email, password_hash) VALUES ('u@example.org', 'x') RETURNING id");
+    pg.psql(
+        DB,
+        &format!(
+            "INSERT INTO login_failures (key_hash, failed_at) VALUES ('old', now() - interval '1 hour'), ('new', now());
+             INSERT INTO sessions (user_id, token_hash, expires_at) VALUES
+               ('{user}', repeat('a', 64), now() - interval '8 days'), ('{user}', repeat('b', 64), now() + interval '1 day');"
+        ),
+    );
+    let made = minebox_cloud::upkeep(&owner, &minebox_cloud::accounts::Throttle::default()).await.unwrap();
+    assert_eq!(made, vec![format!("device_metrics_{last}")]);
+    assert_eq!(pg.psql(DB, "SELECT string_agg(key_hash, ',') FROM login_failures"), "new");
+    assert_eq!(pg.psql(DB, "SELECT string_agg(left(token_hash, 1), ',') FROM sessions"), "b");
+}
+
 /// Two users, each with a device and a row in every per-user table, made by the owner.
 fn two_users(pg: &minebox_pg::Postgres) -> [(Uuid, Uuid); 2] {
     let mut out = Vec::new();

@@ -59,6 +59,12 @@ impl MailSink {
         panic!("aiosmtpd did not listen on port {port}");
     }
 
+    /// Stops the server: mail sent from now on is refused at connection.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Every message received so far, raw (headers and body as sent), oldest first.
     pub fn messages(&self) -> Vec<String> {
         let new = self.dir.path().join("maildir/new");
