@@ -12,12 +12,13 @@
 //! - [`overview`]: the per-coin overview; [`odds`]: time to a block; [`sync`]: node sync ETA.
 //! - [`upstream`]: the box's services as clients; [`feed`]: live events to open pages.
 //! - [`config`]: the settings the page edits, checked before they are written.
-//! - [`notify`]: block-found webhook and ntfy messages.
+//! - [`notify`]: alerts to a webhook, ntfy and email; [`alert`]: which conditions are worth one, once.
 //! - [`system`]: temperature, load, memory, disk, storage health; [`journal`]: recent logs.
 //! - [`metrics`]: Prometheus text at /metrics; [`web`]: the embedded page.
 //! - [`limits`]: connection, request-head, body and event-stream limits; the HTTP server.
 
 pub mod accounts;
+pub mod alert;
 pub mod api;
 pub mod app;
 pub mod config;
