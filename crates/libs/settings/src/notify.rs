@@ -79,7 +79,7 @@ impl Smtp {
             _ => return Err(format!("{value:?}: use smtp://, smtp+starttls:// or smtps://host:port")),
         };
         let host = u.host_str().filter(|h| !h.is_empty()).ok_or_else(|| format!("{value:?}: no mail server host"))?;
-        if u.path().trim_matches('/') != "" || u.query().is_some() {
+        if !u.path().trim_matches('/').is_empty() || u.query().is_some() {
             return Err(format!("{value:?}: only scheme://[user:password@]host[:port], nothing after the port"));
         }
         let decode = |s: &str| {
