@@ -486,6 +486,8 @@ mod tests {
         let got = a.observe(&worker(1000, 1e12, 1e12), 1000 + 600);
         assert_eq!(got, [Alert::MinerSilent { coin: "btc".into(), worker: "bc1q.axe".into(), minutes: 10 }]);
         assert!(a.observe(&worker(1000, 1e12, 1e12), 1000 + 1200).is_empty());
+        // Still silent hours later, past the quiet period: the same episode, told once.
+        assert!(a.observe(&worker(1000, 1e12, 1e12), 1000 + 9000).is_empty());
         // A miner silent for over a day is gone, not news (nor its slowness).
         let mut b = Alerts::new(TH);
         assert!(b.observe(&worker(1, 0.0, 1e12), 2 * 86400).is_empty());
