@@ -69,7 +69,9 @@ pub async fn notifier(app: Arc<App>) {
     let _stop_sender = AbortOnDrop(sender);
     let mut events = app.events.subscribe();
     let mut alerts = Alerts::new(Thresholds::from_settings(&app.settings().notify));
-    let mut tick = tokio::time::interval(ALERTS_EVERY);
+    // The first look a minute after start: the box's services start together, and one that
+    // is still starting is not a problem worth a message.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + ALERTS_EVERY, ALERTS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
