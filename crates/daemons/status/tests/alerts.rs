@@ -141,3 +141,98 @@ async fn a_receiver_that_is_down_does_not_stop_the_others() {
     assert_eq!(seen.iter().filter(|s| s.0 == "/hook").count(), 1);
     assert_eq!(seen.iter().filter(|s| s.0 == "/minebox-topic").count(), 2);
 }
+
+/// The supervisor, stratum server and updater as one fake HTTP server answering with the
+/// services' own types; the status service's look at the box turns them into alerts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_services_report_becomes_alerts() {
+    use minebox_api::{stratum, supervisor, updater};
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let node = supervisor::Node {
+        coin: "btc".into(),
+        network: "regtest".into(),
+        flavour: "core".into(),
+        state: NodeState::CrashLoop,
+        detail: "exited 3 times in 10 minutes".into(),
+        health: None,
+        pid: None,
+        restarts: 3,
+        rpc_url: String::new(),
+        zmq_hashblock: None,
+        credentials_file: "/nonexistent".into(),
+        backend: "process".into(),
+    };
+    let silent = stratum::Worker {
+        coin: "btc".into(),
+        worker: "bc1q.axe".into(),
+        last_share_at: now as i64 - 20 * 60,
+        hashrate: stratum::Hashrates { m1: 0.0, h1: 5e11, d1: 1e12 },
+        ..Default::default()
+    };
+    let status = updater::Status {
+        last_result: Some(updater::HistoryEntry {
+            at: now - 60,
+            version: "1.2.0".into(),
+            from_version: "1.1.0".into(),
+            result: updater::Outcome::RolledBack,
+            message: "stratum did not start".into(),
+        }),
+        ..Default::default()
+    };
+    let (n, w, s) = (
+        serde_json::to_value(vec![node]).unwrap(),
+        serde_json::to_value(vec![silent]).unwrap(),
+        serde_json::to_value(status).unwrap(),
+    );
+    let services = axum::Router::new()
+        .route(supervisor::NODES, axum::routing::get(move || async move { axum::Json(n) }))
+        .route(stratum::WORKERS, axum::routing::get(move || async move { axum::Json(w) }))
+        .route(updater::STATUS, axum::routing::get(move || async move { axum::Json(s) }));
+    // Each service on its own port, as on the box (the settings refuse a shared one).
+    let mut addrs = Vec::new();
+    for _ in 0..4 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.push(listener.local_addr().unwrap());
+        let services = services.clone();
+        tokio::spawn(async move { axum::serve(listener, services).await.unwrap() });
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("minebox.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[stratum]\napi = \"{}\"\n[supervisor]\napi = \"{}\"\nbackend = \"process\"\n\
+             [snapshots]\napi = \"{}\"\n[updates]\napi = \"{}\"\n[status]\napply = []\n",
+            addrs[0], addrs[1], addrs[2], addrs[3]
+        ),
+    )
+    .unwrap();
+    let app = minebox_status::app::App::new(minebox_status::app::Options {
+        config,
+        defaults: None,
+        registry: minebox_coin::Registry::embedded(),
+        accounts: Some(dir.path().join("accounts")),
+        data_dir: Some(dir.path().to_path_buf()),
+    })
+    .unwrap();
+    let obs = minebox_status::feed::observe(&app).await;
+    // This machine's own disk is not under test.
+    let th =
+        Thresholds { disk_low_bytes: 0, disk_low_percent: 0.0, ..Thresholds::from_settings(&app.settings().notify) };
+    let mut alerts = Alerts::new(th);
+    let got = alerts.observe(&obs, now as i64);
+    let kinds: Vec<&str> = got.iter().map(|a| a.kind()).collect();
+    assert_eq!(kinds, ["node_down", "miner_silent", "update_rolled_back"], "{got:?}");
+    assert!(got[0].headline().contains("keeps crashing"), "{}", got[0].headline());
+    // Looked at again a minute later: nothing new.
+    let obs = minebox_status::feed::observe(&app).await;
+    assert!(alerts.observe(&obs, now as i64 + 60).is_empty());
+
+    let (base, seen) = recorder().await;
+    let t = Targets { email: None, ..targets(&base, 0) };
+    for a in &got {
+        assert!(deliver(&reqwest::Client::new(), &t, a).await.is_empty());
+    }
+    assert_eq!(seen.lock().unwrap().len(), 6, "three alerts to webhook and ntfy");
+}
