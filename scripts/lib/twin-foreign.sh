@@ -62,12 +62,16 @@ cd /
 modprobe virtio_mmio; modprobe virtio_blk
 for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda ] && break; sleep 1; done
 if [ \$ok = 1 ]; then
-	tar --numeric-owner --xattrs --one-file-system -cf /dev/vda --exclude=./minebox-stage2 --exclude=./init . && echo "STAGE2: ok"
+	# Exit status 1 is "a file changed while read": the mount points /proc and /sys themselves.
+	tar --numeric-owner --xattrs --one-file-system --warning=no-file-changed -cf /dev/vda \
+		--exclude=./minebox-stage2 --exclude=./init .
+	[ \$? -le 1 ] && echo "STAGE2: ok"
 else
 	echo "STAGE2: failed"
 fi
 sync
 echo o >/proc/sysrq-trigger
+sleep 600
 EOF
 	chmod 0755 "$tree/minebox-stage2"
 	ln -sf minebox-stage2 "$tree/init"

@@ -91,5 +91,11 @@ done <<<"$BOARD_UNITS"
 # systemd-sysusers cannot add them at boot.
 if [ -z "${BR2_CONFIG:-}" ]; then
 	echo minebox >"$target/etc/hostname"
-	chroot "$target" systemd-sysusers
+	if chroot "$target" /bin/true 2>/dev/null; then
+		chroot "$target" systemd-sysusers
+	else
+		# A tree of another CPU (the aarch64 twin on an x86_64 host): the host's own
+		# systemd-sysusers (bookworm's, as in the tree) writes the tree's files.
+		systemd-sysusers --root="$target"
+	fi
 fi
