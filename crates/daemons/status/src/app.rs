@@ -38,6 +38,8 @@ pub struct App {
     /// The last /metrics text and how long it is served.
     pub metrics: crate::metrics::Cache,
     pub metrics_cache_for: std::time::Duration,
+    /// The miners found on the box's own network by the last scan the page asked for.
+    pub lan: crate::discovery::Lan,
 }
 
 pub struct Options {
@@ -81,6 +83,7 @@ impl App {
             streams: Default::default(),
             metrics: Default::default(),
             metrics_cache_for: crate::metrics::CACHE_FOR,
+            lan: Default::default(),
         })
     }
 

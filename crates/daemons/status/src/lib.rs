@@ -15,13 +15,17 @@
 //! - [`notify`]: alerts to a webhook, ntfy and email; [`alert`]: which conditions are worth one, once.
 //! - [`system`]: temperature, load, memory, disk, storage health; [`journal`]: recent logs.
 //! - [`metrics`]: Prometheus text at /metrics; [`web`]: the embedded page.
+//! - [`discovery`]: finding AxeOS miners (Bitaxe and kin) on the box's own subnet;
+//!   [`axeos`]: one such miner's HTTP API, and pointing it at this box.
 //! - [`limits`]: connection, request-head, body and event-stream limits; the HTTP server.
 
 pub mod accounts;
 pub mod alert;
 pub mod api;
 pub mod app;
+pub mod axeos;
 pub mod config;
+pub mod discovery;
 pub mod feed;
 pub mod hashing;
 pub mod journal;

@@ -1,0 +1,305 @@
+//! Finding the miners on the box's own network: when the user asks (the page's Scan
+//! button), every address of the box's IPv4 subnets is asked for AxeOS's
+//! /api/system/info, a few at a time, each with a short timeout.
+//!
+//! The box only ever scans the network it is on: the ranges come from its own interfaces,
+//! at most 256 addresses per interface (a subnet larger than a /24 is scanned as the /24
+//! around the box's own address), and a range the user names must lie inside one of those
+//! subnets. Scanning asks; it changes nothing on any device.
+
+use crate::axeos::{AxeosError, Client, MinerInfo};
+use futures::StreamExt;
+use serde::Serialize;
+use std::net::Ipv4Addr;
+
+/// The most addresses one scan asks per interface, and per range the user names.
+pub const MAX_HOSTS: u32 = 256;
+/// Hosts asked at once: a /24 of silent addresses takes a few connect timeouts, not 254.
+pub const CONCURRENCY: usize = 32;
+
+/// One IPv4 subnet the box is on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocalNet {
+    pub interface: String,
+    /// The box's own address on it.
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+}
+
+fn mask(prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix.min(32)))
+    }
+}
+
+impl LocalNet {
+    pub fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.address) & mask(self.prefix))
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & mask(self.prefix) == u32::from(self.network())
+    }
+
+    /// The subnet's own network and broadcast addresses (no host answers on them).
+    fn is_edge(&self, ip: Ipv4Addr) -> bool {
+        if self.prefix >= 31 {
+            return false;
+        }
+        let host = u32::from(ip) & !mask(self.prefix);
+        host == 0 || host == !mask(self.prefix)
+    }
+}
+
+impl std::fmt::Display for LocalNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{} on {}", self.network(), self.prefix, self.interface)
+    }
+}
+
+/// The box's IPv4 subnets: interfaces that are up, not loopback, not link-local
+/// (169.254/16 is where a device with no DHCP lease lands, not a network to scan).
+pub fn local_nets() -> Vec<LocalNet> {
+    use nix::net::if_::InterfaceFlags;
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
+    let mut nets: Vec<LocalNet> = addrs
+        .filter(|a| a.flags.contains(InterfaceFlags::IFF_UP) && !a.flags.contains(InterfaceFlags::IFF_LOOPBACK))
+        .filter_map(|a| {
+            let address = a.address.as_ref()?.as_sockaddr_in()?.ip();
+            let netmask = a.netmask.as_ref()?.as_sockaddr_in()?.ip();
+            let prefix = u32::from(netmask).leading_ones() as u8;
+            (!address.is_loopback() && !address.is_link_local() && !address.is_unspecified()).then(|| LocalNet {
+                interface: a.interface_name,
+                address,
+                prefix,
+            })
+        })
+        .collect();
+    nets.sort_by_key(|n| (n.interface.clone(), n.address));
+    nets
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScanError {
+    #[error("{0:?} is not a range; write an address with its prefix length, e.g. 192.168.1.0/24")]
+    BadRange(String),
+    #[error("{range} is not on this box's own network ({nets}); the box only scans the network it is on")]
+    OutsideLan { range: String, nets: String },
+    #[error("{range} has {hosts} addresses; scan at most 256 at a time (a /24 or smaller)")]
+    TooLarge { range: String, hosts: u64 },
+    #[error("this box has no IPv4 network to scan: no network interface with an IPv4 address is up")]
+    NoNetwork,
+    #[error("a scan is running already; its results come in a few seconds")]
+    Busy,
+    #[error("{ip} is not on this box's own network ({nets}); the box only changes miners on the network it is on")]
+    MinerOutsideLan { ip: Ipv4Addr, nets: String },
+}
+
+/// An address to ask, and the box's own address on the way to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub ip: Ipv4Addr,
+    pub via: Ipv4Addr,
+}
+
+fn describe(nets: &[LocalNet]) -> String {
+    if nets.is_empty() {
+        "none".to_string()
+    } else {
+        nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// The box's subnet that holds `ip` (never the box's own address).
+pub fn net_of(nets: &[LocalNet], ip: Ipv4Addr) -> Result<&LocalNet, ScanError> {
+    nets.iter()
+        .find(|n| n.contains(ip) && !n.is_edge(ip) && !nets.iter().any(|m| m.address == ip))
+        .ok_or_else(|| ScanError::MinerOutsideLan { ip, nets: describe(nets) })
+}
+
+/// The addresses one scan asks: the box's own subnets (each capped to the /24 around the
+/// box's address), or `range` if given, which must lie inside one of them. Never the
+/// box's own addresses, nor a subnet's network and broadcast addresses.
+pub fn plan(nets: &[LocalNet], range: Option<&str>) -> Result<Vec<Target>, ScanError> {
+    if nets.is_empty() {
+        return Err(ScanError::NoNetwork);
+    }
+    let own = |ip: Ipv4Addr| nets.iter().any(|n| n.address == ip);
+    let mut out = Vec::new();
+    let mut push = |net: &LocalNet, first: u32, count: u64| {
+        for i in 0..count {
+            let ip = Ipv4Addr::from(first + i as u32);
+            if !own(ip) && !net.is_edge(ip) && !out.iter().any(|t: &Target| t.ip == ip) {
+                out.push(Target { ip, via: net.address });
+            }
+        }
+    };
+    match range.map(str::trim).filter(|r| !r.is_empty()) {
+        None => {
+            for net in nets {
+                let prefix = net.prefix.max(24);
+                let first = u32::from(net.address) & mask(prefix);
+                push(net, first, 1u64 << (32 - u32::from(prefix)));
+            }
+        }
+        Some(r) => {
+            let (ip, prefix) = parse_range(r)?;
+            let hosts = 1u64 << (32 - u32::from(prefix));
+            let first = u32::from(ip) & mask(prefix);
+            let canonical = format!("{}/{prefix}", Ipv4Addr::from(first));
+            // Inside a subnet of the box: the range is no wider than it and starts in it.
+            let Some(net) = nets.iter().find(|n| prefix >= n.prefix && n.contains(Ipv4Addr::from(first))) else {
+                return Err(ScanError::OutsideLan { range: canonical, nets: describe(nets) });
+            };
+            if hosts > u64::from(MAX_HOSTS) {
+                return Err(ScanError::TooLarge { range: canonical, hosts });
+            }
+            push(net, first, hosts);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_range(r: &str) -> Result<(Ipv4Addr, u8), ScanError> {
+    let bad = || ScanError::BadRange(r.chars().take(64).collect());
+    let (ip, prefix) = match r.split_once('/') {
+        Some((ip, p)) => (ip, p.parse::<u8>().map_err(|_| bad())?),
+        None => (r, 32),
+    };
+    let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
+    if prefix > 32 {
+        return Err(bad());
+    }
+    Ok((ip, prefix))
+}
+
+/// One address that answered like a miner: what it is, or why it could not be read.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Found {
+    pub ip: Ipv4Addr,
+    /// The box's address on the miner's network (where "Mine on this box" points it).
+    pub via: Ipv4Addr,
+    pub miner: Option<MinerInfo>,
+    pub error: Option<String>,
+}
+
+/// What a scan asked and found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// Unix seconds when the scan ended.
+    pub finished_at: i64,
+    /// The subnets asked ("192.168.1.0/24 on eth0").
+    pub networks: Vec<String>,
+    pub addresses_asked: usize,
+    /// Miners first (by address), then addresses that answered but could not be read.
+    pub found: Vec<Found>,
+}
+
+/// Asks every target for /api/system/info, [`CONCURRENCY`] at a time. Addresses where
+/// nothing listens or a web server that is not AxeOS answers are left out; one that
+/// answers garbage or too slowly is listed with the reason, and the scan goes on.
+pub async fn scan(client: &Client, targets: &[Target]) -> Vec<Found> {
+    let mut found: Vec<Found> = futures::stream::iter(targets.iter().copied())
+        .map(|t| async move {
+            match client.info(t.ip).await {
+                Ok(m) => Some(Found { ip: t.ip, via: t.via, miner: Some(m), error: None }),
+                Err(AxeosError::Unreachable { .. } | AxeosError::NotAxeos { .. }) => None,
+                Err(e) => Some(Found { ip: t.ip, via: t.via, miner: None, error: Some(e.to_string()) }),
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .filter_map(|f| async move { f })
+        .collect()
+        .await;
+    found.sort_by_key(|f| (f.miner.is_none(), f.ip));
+    found
+}
+
+/// The scan the page started last, and the one running now.
+#[derive(Default)]
+pub struct Lan {
+    pub client: Client,
+    last: std::sync::Mutex<Option<Report>>,
+    running: tokio::sync::Mutex<()>,
+}
+
+impl Lan {
+    pub fn new(client: Client) -> Lan {
+        Lan { client, ..Default::default() }
+    }
+
+    pub fn last(&self) -> Option<Report> {
+        self.last.lock().expect("scan report").clone()
+    }
+
+    /// Scans the box's own subnets, or `range` inside them; one scan at a time.
+    pub async fn scan(&self, range: Option<&str>) -> Result<Report, ScanError> {
+        let Ok(_one) = self.running.try_lock() else { return Err(ScanError::Busy) };
+        let nets = local_nets();
+        let targets = plan(&nets, range)?;
+        let networks = nets.iter().filter(|n| targets.iter().any(|t| t.via == n.address)).map(|n| n.to_string());
+        let networks = networks.collect();
+        tracing::info!(addresses = targets.len(), "scanning the LAN for AxeOS miners (asked from the status page)");
+        let found = scan(&self.client, &targets).await;
+        let finished_at =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let report = Report { finished_at, networks, addresses_asked: targets.len(), found };
+        *self.last.lock().expect("scan report") = Some(report.clone());
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(address: [u8; 4], prefix: u8) -> LocalNet {
+        LocalNet { interface: "eth0".into(), address: Ipv4Addr::from(address), prefix }
+    }
+
+    #[test]
+    fn the_own_subnet_without_the_box_network_and_broadcast() {
+        let t = plan(&[net([192, 168, 1, 20], 24)], None).unwrap();
+        assert_eq!(t.len(), 253);
+        assert_eq!(t[0], Target { ip: Ipv4Addr::new(192, 168, 1, 1), via: Ipv4Addr::new(192, 168, 1, 20) });
+        assert!(!t.iter().any(|t| t.ip == Ipv4Addr::new(192, 168, 1, 20) || t.ip.octets()[3] == 255));
+    }
+
+    #[test]
+    fn a_wide_subnet_is_scanned_as_the_24_around_the_box() {
+        let t = plan(&[net([10, 1, 2, 3], 16)], None).unwrap();
+        assert_eq!(t.len(), 255, "10.1.2.0 is a host address in a /16; the box's own is left out");
+        assert!(t.iter().all(|t| t.ip.octets()[..3] == [10, 1, 2]));
+    }
+
+    #[test]
+    fn a_range_outside_the_own_subnets_is_refused() {
+        let nets = [net([192, 168, 1, 20], 24)];
+        let e = plan(&nets, Some("8.8.8.0/24")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "8.8.8.0/24 is not on this box's own network (192.168.1.0/24 on eth0); the box only scans the network it is on"
+        );
+        assert!(
+            matches!(plan(&nets, Some("192.168.0.0/16")), Err(ScanError::OutsideLan { .. })),
+            "wider than the subnet"
+        );
+        assert!(matches!(plan(&nets, Some("192.168.1.0/33")), Err(ScanError::BadRange(_))));
+        assert!(matches!(plan(&nets, Some("my lan")), Err(ScanError::BadRange(_))));
+        assert_eq!(plan(&nets, Some("192.168.1.64/30")).unwrap().len(), 4);
+        let wide = [net([10, 0, 0, 1], 16)];
+        assert!(matches!(plan(&wide, Some("10.0.0.0/20")), Err(ScanError::TooLarge { hosts: 4096, .. })));
+        assert!(matches!(plan(&[], None), Err(ScanError::NoNetwork)));
+    }
+
+    #[test]
+    fn a_miner_address_must_be_on_the_own_subnet() {
+        let nets = [net([192, 168, 1, 20], 24)];
+        assert!(net_of(&nets, Ipv4Addr::new(192, 168, 1, 7)).is_ok());
+        for ip in [[192, 168, 2, 7], [192, 168, 1, 20], [192, 168, 1, 255], [1, 1, 1, 1]] {
+            assert!(matches!(net_of(&nets, Ipv4Addr::from(ip)), Err(ScanError::MinerOutsideLan { .. })), "{ip:?}");
+        }
+    }
+}
