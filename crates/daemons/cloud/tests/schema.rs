@@ -24,6 +24,7 @@ const TABLES: &[&str] = &[
     "api_tokens",
     "email_tokens",
     "login_failures",
+    "billing_events",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,14 +46,14 @@ async fn migrations_apply_on_an_empty_database_and_a_rerun_changes_nothing() {
         "BCH 3334"
     );
     let recorded = pg.psql(DB, "SELECT string_agg(name, ',' ORDER BY version) FROM schema_migrations");
-    assert_eq!(recorded, "0001_schema,0002_accounts");
+    assert_eq!(recorded, "0001_schema,0002_accounts,0003_plans");
 
     // A second run (every start runs it) applies nothing and keeps the data.
     pg.psql(DB, "INSERT INTO users (email, password_hash) VALUES ('kept@example.org', 'x')");
     let mut client = db::client(&owner).await.unwrap();
     assert!(db::migrate(&mut client).await.unwrap().is_empty());
     minebox_cloud::prepare(&owner).await.unwrap();
-    assert_eq!(pg.psql(DB, "SELECT count(*) FROM schema_migrations"), "2");
+    assert_eq!(pg.psql(DB, "SELECT count(*) FROM schema_migrations"), "3");
     assert_eq!(pg.psql(DB, "SELECT count(*) FROM users"), "1");
     assert_eq!(pg.psql(DB, "SELECT count(*) FROM coins"), "4", "coins upserted, not duplicated");
 
@@ -231,9 +232,24 @@ async fn row_level_security_keeps_each_user_to_their_rows_even_for_crafted_sql()
     assert_eq!(seen, vec![a]);
     // Changing B's rows touches none.
     assert_eq!(tx.execute("UPDATE devices SET name = 'pwned' WHERE id = $1", &[&b_dev]).await.unwrap(), 0);
-    assert_eq!(tx.execute("DELETE FROM subscriptions WHERE user_id = $1", &[&b]).await.unwrap(), 0);
-    assert_eq!(tx.execute("UPDATE subscriptions SET plan_id = plan_id WHERE TRUE", &[]).await.unwrap(), 1);
+    assert_eq!(tx.execute("DELETE FROM devices WHERE user_id = $1", &[&b]).await.unwrap(), 0);
+    assert_eq!(tx.execute("UPDATE devices SET name = name WHERE TRUE", &[]).await.unwrap(), 1);
     tx.commit().await.unwrap();
+
+    // A user's plan is changed only by the billing webhook and the admin, as the owner: the API's
+    // role cannot write subscriptions at all, not even its own user's.
+    for sql in [
+        "UPDATE subscriptions SET plan_id = (SELECT max(id) FROM subscription_plans) WHERE TRUE".to_string(),
+        format!("DELETE FROM subscriptions WHERE user_id = '{a}'"),
+        format!("INSERT INTO subscriptions (user_id, plan_id) SELECT '{a}', max(id) FROM subscription_plans"),
+        "SELECT count(*) FROM billing_events".to_string(),
+    ] {
+        let tx = api.transaction().await.unwrap();
+        tx.query_one("SELECT set_config('minebox.user_id', $1, true)", &[&context.sign(a)]).await.unwrap();
+        let e = tx.batch_execute(&sql).await.unwrap_err();
+        let e = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+        assert!(e.contains("permission denied"), "{sql}: {e}");
+    }
 
     // Writing rows that would belong to B is refused by the policy's check.
     for sql in [
