@@ -1,8 +1,8 @@
 //! The HTTP API's routes and the extractors that say who is asking.
 
-use crate::accounts;
 use crate::error::ApiError;
 use crate::App;
+use crate::{accounts, billing, plans};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
 use axum::routing::{delete, get, post};
@@ -28,6 +28,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/tokens", get(accounts::list_tokens).post(accounts::create_token))
         .route("/api/v1/tokens/{id}", delete(accounts::revoke_token))
         .route("/api/v1/devices", get(accounts::devices))
+        .route("/api/v1/subscription", get(plans::subscription))
+        // Reads its raw body itself (the signature is over the exact bytes), up to
+        // billing::WEBHOOK_BODY_LIMIT.
+        .route("/api/v1/billing/webhook", post(billing::webhook))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app)

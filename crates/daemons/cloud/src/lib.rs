@@ -4,12 +4,23 @@
 //! Two database roles: the owner, which migrates, upserts the coins and makes partitions, and
 //! the API's role, a member of `minebox_api` that owns nothing, so row-level security applies
 //! to every request; each request's transaction says which user it acts for (`db::begin_as`).
+//!
+//! - `db`: pools, migrations (`migrations/`), the coins, the monthly partitions, the signed
+//!   user context row-level security reads.
+//! - `accounts`: sign-up, verification, login and its throttle, sessions, password reset, API
+//!   tokens (issue 16, point 2).
+//! - `plans`: the plans' limits, the plan a user has now (a lapsed subscription falls back to
+//!   free), `GET /api/v1/subscription`, the admin's grant and revoke (point 3).
+//! - `billing`: the payment provider's webhook, Stripe's event shape and signature (point 3).
+//! - `http`: the routes and the extractors saying who asks; `error`: refusals; `mail`: SMTP.
 
 pub mod accounts;
+pub mod billing;
 pub mod db;
 pub mod error;
 pub mod http;
 pub mod mail;
+pub mod plans;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +43,9 @@ pub struct Config {
     pub behind_proxy: bool,
     pub throttle: accounts::Throttle,
     pub api_pool_size: usize,
+    /// The payment provider's signing secret for `POST /api/v1/billing/webhook` (Stripe's
+    /// `whsec_...`); without it the webhook answers 503.
+    pub billing_webhook_secret: Option<String>,
 }
 
 pub struct App {
@@ -102,7 +116,8 @@ impl Running {
 
 /// Prepares the database, checks the API's role, and serves.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let owner = db::pool(&config.owner_url, 2)?;
+    // The owner's connections: upkeep, and the billing webhook's writes.
+    let owner = db::pool(&config.owner_url, 4)?;
     prepare(&owner).await?;
     let context = db::UserContext::load(&db::client(&owner).await?).await?;
     let api = db::pool(&config.api_url, config.api_pool_size)?;

@@ -1,6 +1,7 @@
-//! `minebox-cloud migrate | serve`: MineBox Cloud's service (docs/cloud.md). Runs off the box.
+//! `minebox-cloud migrate | serve | admin`: MineBox Cloud's service (docs/cloud.md). Runs off the box.
 
 use clap::{Parser, Subcommand};
+use minebox_cloud::plans::{self, Until};
 use minebox_cloud::{accounts::Throttle, db, Config};
 use std::net::SocketAddr;
 
@@ -41,7 +42,40 @@ enum Command {
         behind_proxy: bool,
         #[arg(long, default_value_t = 16)]
         api_pool_size: usize,
+        /// The payment provider's webhook signing secret (Stripe's whsec_...); without it
+        /// POST /api/v1/billing/webhook answers 503.
+        #[arg(long, env = "MINEBOX_CLOUD_BILLING_WEBHOOK_SECRET", hide_env_values = true)]
+        billing_webhook_secret: Option<String>,
     },
+    /// Plans and subscriptions by hand, over the owner's connection.
+    Admin {
+        #[command(subcommand)]
+        command: Admin,
+    },
+}
+
+#[derive(Subcommand)]
+enum Admin {
+    /// Give an account a plan (replacing its subscription), with no end unless --until or --days.
+    Grant {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        plan: String,
+        /// Through this day, UTC (YYYY-MM-DD).
+        #[arg(long, conflicts_with = "days")]
+        until: Option<String>,
+        /// For this many days from now.
+        #[arg(long)]
+        days: Option<u32>,
+    },
+    /// End an account's subscription now: it falls back to the free plan.
+    Revoke {
+        #[arg(long)]
+        email: String,
+    },
+    /// The plans, their limits and how many accounts each has.
+    Plans,
 }
 
 #[tokio::main]
@@ -64,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
             insecure_cookies,
             behind_proxy,
             api_pool_size,
+            billing_webhook_secret,
         } => {
             let config = Config {
                 owner_url: cli.database_url,
@@ -76,10 +111,29 @@ async fn main() -> anyhow::Result<()> {
                 behind_proxy,
                 throttle: Throttle::default(),
                 api_pool_size,
+                billing_webhook_secret: billing_webhook_secret.filter(|s| !s.is_empty()),
             };
             let running = minebox_cloud::start(config).await?;
             tracing::info!("serving on {}", running.addr);
             running.wait().await
+        }
+        Command::Admin { command } => {
+            let mut client = db::client(&db::pool(&cli.database_url, 1)?).await?;
+            db::migrate(&mut client).await?;
+            let said = match command {
+                Admin::Grant { email, plan, until, days } => {
+                    let until = match (until, days) {
+                        (Some(date), _) => Until::Date(date),
+                        (None, Some(n)) => Until::Days(n),
+                        (None, None) => Until::Forever,
+                    };
+                    plans::grant(&mut client, &email, &plan, &until).await?
+                }
+                Admin::Revoke { email } => plans::revoke(&mut client, &email).await?,
+                Admin::Plans => plans::list(&client).await?,
+            };
+            print!("{}{}", said, if said.ends_with('\n') { "" } else { "\n" });
+            Ok(())
         }
     }
 }

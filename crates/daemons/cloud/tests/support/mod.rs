@@ -12,6 +12,8 @@ pub const DB: &str = "cloud";
 pub const OWNER: &str = "cloud_owner";
 /// The API's login role: a member of minebox_api, owner of nothing.
 pub const API: &str = "cloud_api";
+/// The billing webhook's signing secret the rig's service is started with.
+pub const WEBHOOK_SECRET: &str = "whsec_minebox_test_secret";
 
 /// A fresh cluster with the database and the two roles docs/cloud.md tells a deployment to make.
 pub fn cluster() -> Postgres {
@@ -68,6 +70,7 @@ impl Rig {
             behind_proxy: false,
             throttle,
             api_pool_size: 4,
+            billing_webhook_secret: Some(WEBHOOK_SECRET.into()),
         };
         let running = minebox_cloud::start(config).await.expect("the service starts");
         let base = format!("http://{}", running.addr);
