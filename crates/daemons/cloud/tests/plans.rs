@@ -457,3 +457,36 @@ async fn the_admin_grants_and_revokes_plans_with_the_real_binary() {
     }
     assert_eq!(rig.plan_of(&auth).await["plan"], "free");
 }
+
+/// Two deliveries of one event at once (a provider's retry racing the first): applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_event_delivered_twice_at_once_is_applied_once() {
+    let rig = Rig::start().await;
+    let (fay, auth) = rig.user("fay@example.org").await;
+    let t = now();
+    let mut sub = subscription("sub_fay", "cus_fay", "active", t - 60, t + 30 * DAY, "pro");
+    sub["metadata"] = json!({"user_id": fay});
+    let event = subscription_event("evt_twice", "customer.subscription.created", t, sub);
+    let (a, b) = tokio::join!(rig.deliver(&event), rig.deliver(&event));
+    assert_eq!((a.0, b.0), (200, 200), "{a:?} {b:?}");
+    let handled_already =
+        [&a.1, &b.1].iter().filter(|v| v["message"].as_str().unwrap().contains("handled already")).count();
+    assert_eq!(handled_already, 1, "{a:?} {b:?}");
+    assert_eq!(rig.pg.psql(DB, "SELECT count(*) FROM billing_events"), "1");
+    assert_eq!(rig.plan_of(&auth).await["plan"], "pro");
+}
+
+/// Without a signing secret the service takes no billing events at all, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_webhook_secret_events_are_refused() {
+    let rig = Rig::start_config(|c| c.billing_webhook_secret = None).await;
+    let (gil, auth) = rig.user("gil@example.org").await;
+    let t = now();
+    let mut sub = subscription("sub_gil", "cus_gil", "active", t - 60, t + 30 * DAY, "pro");
+    sub["metadata"] = json!({"user_id": gil});
+    let (status, body) = rig.deliver(&subscription_event("evt_gil", "customer.subscription.created", t, sub)).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(error_of(&body).contains("--billing-webhook-secret"), "{body}");
+    assert_eq!(rig.plan_of(&auth).await["plan"], "free");
+    assert_eq!(rig.pg.psql(DB, "SELECT count(*) FROM billing_events"), "0");
+}

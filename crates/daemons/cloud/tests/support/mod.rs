@@ -56,10 +56,15 @@ impl Rig {
     }
 
     pub async fn start_with(throttle: Throttle) -> Rig {
+        Rig::start_config(|c| c.throttle = throttle).await
+    }
+
+    /// The service with the test's configuration changed by `change` before it starts.
+    pub async fn start_config(change: impl FnOnce(&mut Config)) -> Rig {
         let pg = cluster();
         let mail = MailSink::start();
         let port = minebox_pg::free_port();
-        let config = Config {
+        let mut config = Config {
             owner_url: pg.url(OWNER, DB),
             api_url: pg.url(API, DB),
             listen: ([127, 0, 0, 1], port).into(),
@@ -68,10 +73,11 @@ impl Rig {
             mail_from: "MineBox Cloud <cloud@example.org>".into(),
             cookie_secure: true,
             behind_proxy: false,
-            throttle,
+            throttle: Throttle::default(),
             api_pool_size: 4,
             billing_webhook_secret: Some(WEBHOOK_SECRET.into()),
         };
+        change(&mut config);
         let running = minebox_cloud::start(config).await.expect("the service starts");
         let base = format!("http://{}", running.addr);
         let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build().unwrap();
