@@ -283,9 +283,8 @@ pub async fn webhook(
     }
     let o = &event.data.object;
     let outcome = match event.kind.as_str() {
-        "customer.subscription.created" | "customer.subscription.updated" => {
-            subscription_set(&tx, SubscriptionObject::parse(o)?, created).await?
-        }
+        "customer.subscription.created" => subscription_set(&tx, SubscriptionObject::parse(o)?, created, true).await?,
+        "customer.subscription.updated" => subscription_set(&tx, SubscriptionObject::parse(o)?, created, false).await?,
         "customer.subscription.deleted" => {
             let id = provider_id("subscription id", &o["id"])?;
             let customer = provider_id("customer", &o["customer"])?;
@@ -350,11 +349,14 @@ fn stale_outcome(user: Uuid) -> Outcome {
     }
 }
 
-/// `customer.subscription.created` / `.updated`: the user's plan, status and period.
+/// `customer.subscription.created` / `.updated`: the user's plan, status and period. A new
+/// subscription replaces the customer's current one; an update to another than the current one
+/// (an old subscription's late news) changes nothing.
 async fn subscription_set(
     tx: &deadpool_postgres::Transaction<'_>,
     s: SubscriptionObject,
     created: i64,
+    new: bool,
 ) -> Result<Outcome, ApiError> {
     let user = match (known_user(tx, &s.id, &s.customer).await?, s.user) {
         (Some((known, _)), Some(claimed)) if known != claimed => {
@@ -362,6 +364,13 @@ async fn subscription_set(
                 "customer {} belongs to another user than metadata.user_id {claimed}; nothing changed",
                 s.customer
             )))
+        }
+        (Some((known, Some(current))), _) if !new && current != s.id => {
+            return Ok(Outcome {
+                kind: "ignored",
+                user: Some(known),
+                message: format!("subscription {} is not the customer's current one; nothing changed", s.id),
+            })
         }
         (Some((known, _)), _) => known,
         (None, Some(claimed)) => {

@@ -150,6 +150,14 @@ async fn the_signed_webhook_activates_renews_and_cancels_a_plan() {
     assert_eq!(hobby["limits"]["max_devices"], 2);
     assert!(hobby["subscription"]["period_end"].as_str().unwrap() > second_end.as_str());
 
+    // News of a subscription that is not her current one (an old one's late update) changes nothing.
+    let other = subscription("sub_ann0", "cus_ann", "active", t, t + 900 * DAY, "pro");
+    let (status, body) =
+        rig.deliver(&subscription_event("evt_3b", "customer.subscription.updated", t + 2, other)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("not the customer's current one"), "{body}");
+    assert_eq!(rig.plan_of(&auth).await["plan"], "hobbyist");
+
     // The same invoice event delivered again (providers retry) changes nothing.
     let state = rig.billing_state();
     let (status, body) = rig.deliver(&invoice_event("evt_2", t + 1, "sub_ann1", "cus_ann", t + 400 * DAY)).await;
@@ -183,7 +191,7 @@ async fn the_signed_webhook_activates_renews_and_cancels_a_plan() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         rig.pg.psql(DB, "SELECT string_agg(event_id || ':' || outcome, ',' ORDER BY event_id) FROM billing_events"),
-        "evt_0:stale,evt_1:applied,evt_2:applied,evt_3:applied,evt_4:applied,evt_5:ignored"
+        "evt_0:stale,evt_1:applied,evt_2:applied,evt_3:applied,evt_3b:ignored,evt_4:applied,evt_5:ignored"
     );
 }
 
