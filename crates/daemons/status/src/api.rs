@@ -77,6 +77,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/stratum", get(stratum_status))
         .route("/api/v1/workers", get(workers))
         .route("/api/v1/miners", get(miners))
+        .route("/api/v1/miners/scan", post(miners_scan))
+        .route("/api/v1/miners/found", get(miners_found))
+        .route("/api/v1/miners/{ip}/point-here", post(miner_point_here))
         .route("/api/v1/blocks", get(blocks))
         .route("/api/v1/hashrate", get(hashrate))
         .route("/api/v1/nodes", get(nodes))
@@ -519,6 +522,86 @@ async fn workers(State(app): State<Arc<App>>, Query(q): Query<WorkersQuery>) -> 
 async fn miners(State(app): State<Arc<App>>, Query(q): Query<CoinQuery>) -> ApiResult {
     let miners: Vec<stratum::Miner> = app.up.get_as(Service::Stratum, &with_coin(stratum::MINERS, &q.coin)?).await?;
     Ok(Json(miners).into_response())
+}
+
+impl From<crate::discovery::ScanError> for ApiError {
+    fn from(e: crate::discovery::ScanError) -> ApiError {
+        use crate::discovery::ScanError;
+        let status = match e {
+            ScanError::Busy | ScanError::NoNetwork => 409,
+            ScanError::BadRange(_)
+            | ScanError::OutsideLan { .. }
+            | ScanError::TooLarge { .. }
+            | ScanError::MinerOutsideLan { .. } => 422,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+/// A JSON body that may be left out (an empty body is the default).
+fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::new(422, e.to_string()))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ScanBody {
+    /// A part of the box's own subnet ("192.168.1.0/28"); the whole subnet if left out.
+    range: Option<String>,
+}
+
+/// Asks the box's own network for AxeOS miners (admin: it sends requests to other devices;
+/// it changes nothing on them) and answers with what it found.
+async fn miners_scan(State(app): State<Arc<App>>, body: axum::body::Bytes) -> ApiResult {
+    let body: ScanBody = optional_body(&body)?;
+    let report = app.lan.scan(body.range.as_deref()).await?;
+    Ok(Json(report).into_response())
+}
+
+async fn miners_found(State(app): State<Arc<App>>) -> ApiResult {
+    Ok(Json(json!({ "last_scan": app.lan.last() })).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PointBody {
+    /// Which coin the miner mines on the box; needed only when more than one is enabled.
+    coin: Option<String>,
+}
+
+/// "Mine on this box": the miner's primary pool becomes this box's stratum port for the
+/// coin, signed in as the owner's payout address and a worker named after the miner; its
+/// previous pool stays as its fallback; it restarts.
+async fn miner_point_here(State(app): State<Arc<App>>, Path(ip): Path<String>, body: axum::body::Bytes) -> ApiResult {
+    let body: PointBody = optional_body(&body)?;
+    let ip: std::net::Ipv4Addr =
+        ip.parse().map_err(|_| ApiError::new(422, format!("{ip:?} is not an IPv4 address of a miner")))?;
+    let nets = crate::discovery::local_nets();
+    let via = crate::discovery::net_of(&nets, ip)?.address;
+    let settings = app.settings();
+    let enabled: Vec<_> = settings.enabled_coins(&app.registry).map(|(c, _, _)| c).collect();
+    let coin = match (&body.coin, enabled.as_slice()) {
+        (Some(id), _) => enabled.iter().find(|c| &c.id == id).copied().ok_or_else(|| {
+            ApiError::new(422, format!("the box does not mine {id:?}; enable it in Settings or pick an enabled coin"))
+        })?,
+        (None, [one]) => *one,
+        (None, []) => return Err(ApiError::new(409, "no coin is enabled on this box; enable one in Settings first")),
+        (None, _) => {
+            let ids: Vec<&str> = enabled.iter().map(|c| c.id.as_str()).collect();
+            return Err(ApiError::new(422, format!("this box mines {}; say which coin (\"coin\")", ids.join(", "))));
+        }
+    };
+    let pointed = app
+        .lan
+        .client
+        .point_to_box(ip, &via.to_string(), coin.stratum_port, &coin.payout_address)
+        .await
+        .map_err(|e| ApiError::new(502, e.to_string()))?;
+    tracing::info!(%ip, coin = %coin.id, "miner pointed at this box from the status page");
+    Ok(Json(pointed).into_response())
 }
 
 #[derive(Deserialize)]

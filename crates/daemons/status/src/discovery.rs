@@ -70,11 +70,8 @@ pub fn local_nets() -> Vec<LocalNet> {
             let address = a.address.as_ref()?.as_sockaddr_in()?.ip();
             let netmask = a.netmask.as_ref()?.as_sockaddr_in()?.ip();
             let prefix = u32::from(netmask).leading_ones() as u8;
-            (!address.is_loopback() && !address.is_link_local() && !address.is_unspecified()).then(|| LocalNet {
-                interface: a.interface_name,
-                address,
-                prefix,
-            })
+            let usable = !address.is_loopback() && !address.is_link_local() && !address.is_unspecified();
+            usable.then_some(LocalNet { interface: a.interface_name, address, prefix })
         })
         .collect();
     nets.sort_by_key(|n| (n.interface.clone(), n.address));

@@ -28,6 +28,16 @@ fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
 
 /// Every way `value` departs from `schema`, as `path: problem`.
 fn check(doc: &Value, schema: &Value, value: &Value, path: &str, allowed_extra: &[&str], out: &mut Vec<String>) {
+    // A nullable reference: `allOf` with the one schema, and `nullable` beside it.
+    if let Some([inner]) = schema.get("allOf").and_then(Value::as_array).map(Vec::as_slice) {
+        if value.is_null() {
+            if !schema["nullable"].as_bool().unwrap_or(false) {
+                out.push(format!("{path}: null, but the schema is not nullable"));
+            }
+            return;
+        }
+        return check(doc, inner, value, path, allowed_extra, out);
+    }
     let schema = resolve(doc, schema);
     if value.is_null() {
         if !schema["nullable"].as_bool().unwrap_or(false) {
@@ -317,6 +327,52 @@ fn the_overview_matches_the_document() {
     let mut v = serde_json::to_value(&o).unwrap();
     v["restart_required"] = json!(false);
     assert_eq!(problems("Overview", v, &[]), Vec::<String>::new());
+}
+
+#[test]
+fn the_lan_miner_answers_match_the_document() {
+    use minebox_status::axeos::{MinerInfo, Pointed, Pool};
+    use minebox_status::discovery::{Found, Report};
+    let ip = std::net::Ipv4Addr::new(192, 168, 1, 40);
+    let via = std::net::Ipv4Addr::new(192, 168, 1, 2);
+    let pool = Pool { url: "public-pool.io".into(), port: 21496, user: "bc1q.x".into() };
+    let miner = |fallback: Option<Pool>, temperature_c| MinerInfo {
+        ip,
+        hostname: "bitaxe".into(),
+        model: "601 (BM1370)".into(),
+        hashrate_ghs: 1100.5,
+        temperature_c,
+        pool: pool.clone(),
+        fallback,
+        using_fallback: false,
+        firmware: "v2.9.0".into(),
+    };
+    let report = Report {
+        finished_at: 1_700_000_000,
+        networks: vec!["192.168.1.0/24 on eth0".into()],
+        addresses_asked: 253,
+        found: vec![
+            Found { ip, via, miner: Some(miner(Some(pool.clone()), Some(60.0))), error: None },
+            Found { ip, via, miner: Some(miner(None, None)), error: None },
+            Found { ip, via, miner: None, error: Some("answered too slowly".into()) },
+        ],
+    };
+    assert_eq!(problems("LanScan", &report, &[]), Vec::<String>::new());
+    for fallback in [Some(pool.clone()), None] {
+        let pointed = Pointed {
+            ip,
+            hostname: "bitaxe".into(),
+            pool: Pool { url: via.to_string(), port: 3333, user: "bc1q.bitaxe".into() },
+            fallback,
+            previous_pool: pool.clone(),
+            restarted: true,
+        };
+        assert_eq!(problems("LanPointed", &pointed, &[]), Vec::<String>::new());
+    }
+    // The check reaches into a nullable reference.
+    let mut v = serde_json::to_value(&report).unwrap();
+    v["found"][0]["miner"]["pool"]["port"] = json!("3333");
+    assert_eq!(problems("LanScan", v, &[]).len(), 1);
 }
 
 #[test]

@@ -1,0 +1,451 @@
+//! "Miners on your network": the status service scans its own subnet for AxeOS miners and,
+//! on the admin's click, points one at the box. Bitaxes cannot run here, so the miners are
+//! a test double: `AxeosStandIn`, an HTTP server written from ESP-Miner's published API
+//! description (docs/openapi.yaml in ESP-Miner: GET /api/system/info, PATCH /api/system,
+//! POST /api/system/restart), which records every request it gets.
+//!
+//! The network is real and private to the test: two network namespaces joined by a veth
+//! pair on a /24 of 10.231.x.0. The box (the status service and its scan) runs in one, the
+//! stand-ins listen on several addresses in the other. The box's namespace has no other
+//! interface, so nothing the scan sends can leave the test's own hosts.
+//!
+//! Needs root and iproute2 (`ip netns`); outside CI the test says SKIPPED without them.
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use minebox_status::app::{App, Options};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const ADDR: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+const STRATUM_PORT: u16 = 3999;
+
+/// Runs `ip` with `args`; a failure stops the test with what `ip` said.
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip (iproute2)");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+/// The test's two hosts: "box" and "lan", joined by a veth pair on 10.231.`net`.0/24.
+struct Hosts {
+    box_ns: String,
+    lan_ns: String,
+    net: u8,
+}
+
+impl Hosts {
+    fn new(miners: &[u8]) -> Option<Hosts> {
+        let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        let have_ip = Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success());
+        if !root || !have_ip {
+            let msg = "the LAN miner test needs root and iproute2 (ip netns)";
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{msg}");
+            }
+            eprintln!("SKIPPED: {msg}");
+            return None;
+        }
+        let id = std::process::id();
+        let net = (id % 250) as u8 + 1;
+        let hosts = Hosts { box_ns: format!("mbx-box-{id}"), lan_ns: format!("mbx-lan-{id}"), net };
+        ip(&["netns", "add", &hosts.box_ns]);
+        ip(&["netns", "add", &hosts.lan_ns]);
+        let (vb, vl) = (format!("mbb{id}"), format!("mbl{id}"));
+        ip(&["link", "add", &vb, "netns", &hosts.box_ns, "type", "veth", "peer", "name", &vl, "netns", &hosts.lan_ns]);
+        for (ns, dev) in [(&hosts.box_ns, &vb), (&hosts.lan_ns, &vl)] {
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+        }
+        ip(&["-n", &hosts.box_ns, "addr", "add", &format!("10.231.{net}.1/24"), "dev", &vb]);
+        for m in miners {
+            ip(&["-n", &hosts.lan_ns, "addr", "add", &format!("10.231.{net}.{m}/24"), "dev", &vl]);
+        }
+        Some(hosts)
+    }
+
+    fn addr(&self, host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 231, self.net, host)
+    }
+
+    /// Runs `body` on a thread of its own that lives in namespace `ns`: every socket it
+    /// (and its runtime's threads) opens is on that host's network.
+    fn run_in<T: Send + 'static>(ns: &str, body: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+        let path = format!("/run/netns/{ns}");
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(&path).expect("the namespace file");
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            body()
+        })
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its end of the veth pair, and with it the other end.
+        for ns in [&self.box_ns, &self.lan_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// How one stand-in behaves.
+#[derive(Clone)]
+enum Kind {
+    /// Answers as ESP-Miner does.
+    Miner,
+    /// Answers /api/system/info with a web page (a router's login, say).
+    Garbage,
+    /// Accepts the connection and never answers.
+    Slow,
+}
+
+/// One request a stand-in got.
+#[derive(Debug, Clone)]
+struct Seen {
+    to: Ipv4Addr,
+    method: Method,
+    path: String,
+    body: Value,
+}
+
+/// AxeOS stand-in (a test double): the settings of each miner by address, and every
+/// request any of them got.
+#[derive(Clone, Default)]
+struct AxeosStandIn {
+    miners: Arc<Mutex<HashMap<Ipv4Addr, Value>>>,
+    kinds: Arc<Mutex<HashMap<Ipv4Addr, Kind>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl AxeosStandIn {
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn info(&self, ip: Ipv4Addr) -> Value {
+        self.miners.lock().unwrap()[&ip].clone()
+    }
+
+    fn record(&self, to: SocketAddr, method: Method, path: &str, body: Value) -> Ipv4Addr {
+        let SocketAddr::V4(to) = to else { panic!("IPv4 only") };
+        self.seen.lock().unwrap().push(Seen { to: *to.ip(), method, path: path.into(), body });
+        *to.ip()
+    }
+}
+
+/// The fields of ESP-Miner's SystemInfo schema a Bitaxe Gamma would send (and a few the
+/// box does not read, as a real one sends them).
+fn bitaxe(hostname: &str, asic: &str, board: &str, url: &str, port: u16, user: &str, fallback: (&str, u16)) -> Value {
+    let mut info = json!({
+        "power": 17.2, "voltage": 5100, "current": 3300, "temp": 58.25, "vrTemp": 49,
+        "maxPower": 25, "nominalVoltage": 5, "hashRate": 1183.6, "bestDiff": "4.29G",
+        "bestSessionDiff": "12.1M", "stratumDiff": 1000, "isUsingFallbackStratum": 0,
+        "isPSRAMAvailable": 1, "freeHeap": 8_000_000, "coreVoltage": 1150, "coreVoltageActual": 1140,
+        "frequency": 525, "ssid": "home", "macAddr": "AA:BB:CC:DD:EE:FF", "hostname": hostname,
+        "wifiStatus": "Connected!", "wifiRSSI": -51, "apEnabled": 0, "sharesAccepted": 1234,
+        "sharesRejected": 3, "sharesRejectedReasons": [{"message": "Job not found", "count": 3}],
+    });
+    let more = json!({
+        "uptimeSeconds": 86_400, "asicCount": 1, "smallCoreCount": 2040, "ASICModel": asic,
+        "boardVersion": board, "stratumURL": url, "stratumPort": port, "stratumUser": user,
+        "fallbackStratumURL": fallback.0, "fallbackStratumPort": fallback.1,
+        "fallbackStratumUser": user, "version": "v2.9.0", "idfVersion": "v5.4",
+        "runningPartition": "factory", "overheat_mode": 0, "overclockEnabled": 0, "flipscreen": 1,
+        "invertscreen": 0, "autofanspeed": 1, "fanspeed": 60, "temptarget": 60, "fanrpm": 4100
+    });
+    info.as_object_mut().unwrap().extend(more.as_object().unwrap().clone());
+    info
+}
+
+async fn system_info(
+    State(s): State<AxeosStandIn>,
+    axum::extract::Extension(me): axum::extract::Extension<SocketAddr>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let ip = s.record(me, Method::GET, "/api/system/info", Value::Null);
+    let kind = s.kinds.lock().unwrap()[&ip].clone();
+    match kind {
+        Kind::Miner => Json(s.info(ip)).into_response(),
+        Kind::Garbage => ([("content-type", "text/html")], "<html><body>Router login</body></html>").into_response(),
+        Kind::Slow => std::future::pending().await,
+    }
+}
+
+/// PATCH /api/system: ESP-Miner stores each given setting and answers 200; the pool
+/// settings take effect at the next restart, /api/system/info shows them at once.
+async fn system_patch(
+    State(s): State<AxeosStandIn>,
+    axum::extract::Extension(me): axum::extract::Extension<SocketAddr>,
+    Json(body): Json<Value>,
+) -> StatusCode {
+    let ip = s.record(me, Method::PATCH, "/api/system", body.clone());
+    let mut miners = s.miners.lock().unwrap();
+    let Some(info) = miners.get_mut(&ip) else { return StatusCode::INTERNAL_SERVER_ERROR };
+    for (k, v) in body.as_object().unwrap() {
+        if !k.ends_with("Password") {
+            info[k] = v.clone();
+        }
+    }
+    StatusCode::OK
+}
+
+async fn system_restart(
+    State(s): State<AxeosStandIn>,
+    axum::extract::Extension(me): axum::extract::Extension<SocketAddr>,
+) -> &'static str {
+    s.record(me, Method::POST, "/api/system/restart", Value::Null);
+    "System will restart shortly."
+}
+
+impl AxeosStandIn {
+    /// Serves every stand-in on port 80 of its address (says so on `ready`) until `stop`.
+    async fn serve(self, ready: std::sync::mpsc::Sender<()>, stop: tokio::sync::oneshot::Receiver<()>) {
+        let addrs: Vec<Ipv4Addr> = self.kinds.lock().unwrap().keys().copied().collect();
+        for ip in addrs {
+            let me = SocketAddr::from((ip, 80));
+            let listener = tokio::net::TcpListener::bind(me).await.expect("port 80 in the test's namespace");
+            let app = Router::new()
+                .route("/api/system/info", get(system_info))
+                .route("/api/system", patch(system_patch))
+                .route("/api/system/restart", post(system_restart))
+                .layer(axum::Extension(me))
+                .with_state(self.clone());
+            tokio::spawn(async move {
+                axum::serve(listener, app).await.unwrap();
+            });
+        }
+        ready.send(()).unwrap();
+        let _ = stop.await;
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+async fn json_of(r: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let r = r.send().await.unwrap();
+    let s = StatusCode::from_u16(r.status().as_u16()).unwrap();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+#[test]
+fn scan_lists_the_miners_and_mine_on_this_box_points_one_here_keeping_its_pool() {
+    // .10 and .11: miners; .12 answers garbage, .13 never answers; .14 has no web server.
+    let Some(hosts) = Hosts::new(&[10, 11, 12, 13, 14]) else { return };
+    let box_ip = hosts.addr(1);
+    let (gamma, supra, garbage, slow, silent) =
+        (hosts.addr(10), hosts.addr(11), hosts.addr(12), hosts.addr(13), hosts.addr(14));
+    let stand_in = AxeosStandIn::default();
+    {
+        let mut m = stand_in.miners.lock().unwrap();
+        m.insert(
+            gamma,
+            bitaxe(
+                "bitaxe-gamma",
+                "BM1370",
+                "601",
+                "public-pool.io",
+                21496,
+                "bc1qold.gamma",
+                ("solo.ckpool.org", 3333),
+            ),
+        );
+        m.insert(supra, bitaxe("supra.kitchen", "BM1368", "401", "solo.ckpool.org", 3333, "bc1qold.supra", ("", 3333)));
+        let mut k = stand_in.kinds.lock().unwrap();
+        k.extend([(gamma, Kind::Miner), (supra, Kind::Miner), (garbage, Kind::Garbage), (slow, Kind::Slow)]);
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let lan = {
+        let s = stand_in.clone();
+        Hosts::run_in(&hosts.lan_ns, move || runtime().block_on(s.serve(ready_tx, stopped)))
+    };
+    ready.recv().unwrap();
+
+    let s = stand_in.clone();
+    let outcome = Hosts::run_in(&hosts.box_ns, move || {
+        runtime().block_on(the_box(s, box_ip, [gamma, supra, garbage, slow, silent]))
+    });
+    let outcome = outcome.join();
+    let _ = stop.send(());
+    lan.join().unwrap();
+    drop(hosts);
+    outcome.unwrap();
+}
+
+/// The status service on the box host, and what a user does on its page.
+async fn the_box(stand_in: AxeosStandIn, box_ip: Ipv4Addr, [gamma, supra, garbage, slow, silent]: [Ipv4Addr; 5]) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("minebox.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[supervisor]\nbackend = \"process\"\n[status]\napply = []\n\
+             [coins.btc]\nenabled = true\nnetwork = \"regtest\"\npayout_address = \"{ADDR}\"\nstratum_port = {STRATUM_PORT}\n"
+        ),
+    )
+    .unwrap();
+    let mut app = App::new(Options {
+        config,
+        defaults: None,
+        registry: minebox_coin::Registry::embedded(),
+        accounts: Some(dir.path().join("secrets/accounts")),
+        data_dir: Some(dir.path().to_path_buf()),
+    })
+    .unwrap();
+    // The stand-in that never answers is given up on after this; the rest answer at once.
+    app.lan = minebox_status::discovery::Lan::new(minebox_status::axeos::Client::new(
+        Duration::from_secs(1),
+        Duration::from_secs(2),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(minebox_status::serve(Arc::new(app), listener, async move {
+        let _ = rx.await;
+    }));
+    let url = |p: &str| format!("{base}{p}");
+    let admin = reqwest::Client::builder().cookie_store(true).no_proxy().build().unwrap();
+    let (s, v) = json_of(admin.post(url("/api/v1/auth/setup")).json(&json!({"password": "correct horse"}))).await;
+    assert_eq!(s, 201, "{v}");
+    let csrf = v["csrf_token"].as_str().unwrap().to_string();
+    let (s, _) = json_of(
+        admin
+            .put(url("/api/v1/auth/password"))
+            .header("X-CSRF-Token", &csrf)
+            .json(&json!({"role": "viewer", "password": "just looking", "current_password": "correct horse"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let viewer = reqwest::Client::builder().cookie_store(true).no_proxy().build().unwrap();
+    let (s, v) = json_of(viewer.post(url("/api/v1/auth/login")).json(&json!({"password": "just looking"}))).await;
+    assert_eq!(s, 200);
+    let vcsrf = v["csrf_token"].as_str().unwrap().to_string();
+
+    // Before any scan: nothing found, nothing asked.
+    let (s, v) = json_of(viewer.get(url("/api/v1/miners/found"))).await;
+    assert_eq!((s, &v), (StatusCode::OK, &json!({"last_scan": null})));
+
+    // The viewer may look but neither scan nor change a miner.
+    let (s, v) = json_of(viewer.post(url("/api/v1/miners/scan")).header("X-CSRF-Token", &vcsrf)).await;
+    assert_eq!(s, 403, "{v}");
+    let (s, _) =
+        json_of(viewer.post(url(&format!("/api/v1/miners/{gamma}/point-here"))).header("X-CSRF-Token", &vcsrf)).await;
+    assert_eq!(s, 403);
+
+    // A range that is not the box's own network is refused before anything is sent.
+    for range in ["8.8.8.0/24", "10.231.0.0/16", "192.168.1.0/24"] {
+        let (s, v) = json_of(
+            admin.post(url("/api/v1/miners/scan")).header("X-CSRF-Token", &csrf).json(&json!({ "range": range })),
+        )
+        .await;
+        assert_eq!(s, 422, "{range}: {v}");
+        let e = v["error"].as_str().unwrap();
+        assert!(e.contains("is not on this box's own network") && e.contains(&format!("{}/24", net0(box_ip))), "{e}");
+    }
+    let (s, v) =
+        json_of(admin.post(url("/api/v1/miners/scan")).header("X-CSRF-Token", &csrf).json(&json!({"range": "lan"})))
+            .await;
+    assert_eq!(s, 422, "{v}");
+    assert!(stand_in.seen().is_empty(), "refused scans send nothing: {:?}", stand_in.seen());
+
+    // The scan: the whole /24 the box is on.
+    let (s, report) = json_of(admin.post(url("/api/v1/miners/scan")).header("X-CSRF-Token", &csrf)).await;
+    assert_eq!(s, 200, "{report}");
+    assert_eq!(report["addresses_asked"], 253, "a /24 without the box, network and broadcast");
+    assert_eq!(report["networks"].as_array().unwrap().len(), 1);
+    assert!(report["networks"][0].as_str().unwrap().starts_with(&format!("{}/24 on mbb", net0(box_ip))), "{report}");
+    let found = report["found"].as_array().unwrap();
+    let ips: Vec<&str> = found.iter().map(|f| f["ip"].as_str().unwrap()).collect();
+    let expect = [gamma, supra, garbage, slow].map(|i| i.to_string());
+    assert_eq!(ips, expect, "miners first, then the unreadable; {silent} has no web server and is not listed");
+    let g = &found[0]["miner"];
+    assert_eq!(g["hostname"], "bitaxe-gamma");
+    assert_eq!(g["model"], "601 (BM1370)");
+    assert_eq!(g["hashrate_ghs"], 1183.6);
+    assert_eq!(g["temperature_c"], 58.25);
+    assert_eq!(g["pool"], json!({"url": "public-pool.io", "port": 21496, "user": "bc1qold.gamma"}));
+    assert_eq!(found[0]["via"], box_ip.to_string());
+    assert_eq!(found[1]["miner"]["hostname"], "supra.kitchen");
+    assert_eq!(found[1]["miner"]["fallback"], Value::Null, "its fallback URL is empty");
+    let garbage_error = found[2]["error"].as_str().unwrap();
+    assert!(garbage_error.contains("answered /api/system/info, but not as AxeOS does"), "{garbage_error}");
+    assert!(found[3]["error"].as_str().unwrap().contains("answered too slowly"), "{}", found[3]);
+    assert_eq!((found[2]["miner"].is_null(), found[3]["miner"].is_null()), (true, true));
+
+    // A scan asks and changes nothing.
+    let seen = stand_in.seen();
+    assert!(seen.iter().all(|r| r.method == Method::GET && r.path == "/api/system/info"), "{seen:?}");
+    assert_eq!(seen.iter().filter(|r| r.to == gamma).count(), 1);
+
+    // The viewer sees the same list.
+    let (s, v) = json_of(viewer.get(url("/api/v1/miners/found"))).await;
+    assert_eq!((s, &v["last_scan"]), (StatusCode::OK, &report));
+
+    // "Mine on this box" on the Gamma.
+    let (s, p) =
+        json_of(admin.post(url(&format!("/api/v1/miners/{gamma}/point-here"))).header("X-CSRF-Token", &csrf)).await;
+    assert_eq!(s, 200, "{p}");
+    let user = format!("{ADDR}.bitaxe-gamma");
+    assert_eq!(p["pool"], json!({"url": box_ip.to_string(), "port": STRATUM_PORT, "user": user}));
+    assert_eq!(p["fallback"], json!({"url": "public-pool.io", "port": 21496, "user": "bc1qold.gamma"}));
+    let writes: Vec<Seen> = stand_in.seen().into_iter().filter(|r| r.method != Method::GET).collect();
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    assert_eq!((writes[0].to, writes[0].path.as_str()), (gamma, "/api/system"));
+    assert_eq!(
+        writes[0].body,
+        json!({
+            "stratumURL": box_ip.to_string(), "stratumPort": STRATUM_PORT, "stratumUser": user, "stratumPassword": "x",
+            "fallbackStratumURL": "public-pool.io", "fallbackStratumPort": 21496, "fallbackStratumUser": "bc1qold.gamma"
+        })
+    );
+    assert_eq!(
+        (writes[1].to, writes[1].method.clone(), writes[1].path.as_str()),
+        (gamma, Method::POST, "/api/system/restart")
+    );
+    let now = stand_in.info(gamma);
+    assert_eq!(
+        (now["stratumURL"].as_str(), now["fallbackStratumURL"].as_str()),
+        (Some(&*box_ip.to_string()), Some("public-pool.io"))
+    );
+    // Nothing else of the miner changed.
+    assert_eq!((now["frequency"].clone(), now["hostname"].clone()), (json!(525), json!("bitaxe-gamma")));
+
+    // A second click: the miner is on the box already, so its fallback (the old pool) stays.
+    let (s, p) =
+        json_of(admin.post(url(&format!("/api/v1/miners/{gamma}/point-here"))).header("X-CSRF-Token", &csrf)).await;
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(p["fallback"]["url"], "public-pool.io");
+    let last_patch = stand_in.seen().into_iter().rfind(|r| r.method == Method::PATCH).unwrap();
+    assert!(last_patch.body.get("fallbackStratumURL").is_none(), "{:?}", last_patch.body);
+    assert_eq!(stand_in.info(gamma)["fallbackStratumURL"], "public-pool.io");
+
+    // A device that is not a readable miner is not written to; an address off the box's
+    // network is refused before anything is sent.
+    let before = stand_in.seen().len();
+    let (s, v) =
+        json_of(admin.post(url(&format!("/api/v1/miners/{garbage}/point-here"))).header("X-CSRF-Token", &csrf)).await;
+    assert_eq!(s, 502, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("not as AxeOS does"), "{v}");
+    for off in ["8.8.8.8", "10.231.255.7", "127.0.0.1", &box_ip.to_string(), "bitaxe.local"] {
+        let (s, v) =
+            json_of(admin.post(url(&format!("/api/v1/miners/{off}/point-here"))).header("X-CSRF-Token", &csrf)).await;
+        assert_eq!(s, 422, "{off}: {v}");
+    }
+    let after: Vec<Seen> = stand_in.seen().into_iter().skip(before).collect();
+    assert!(after.iter().all(|r| r.method == Method::GET && r.to == garbage), "{after:?}");
+    assert!(stand_in.seen().iter().all(|r| r.to != supra || r.method == Method::GET), "the other miner untouched");
+}
+
+/// The box's /24 network address.
+fn net0(ip: Ipv4Addr) -> Ipv4Addr {
+    let [a, b, c, _] = ip.octets();
+    Ipv4Addr::new(a, b, c, 0)
+}
