@@ -86,6 +86,11 @@ try {
   await until("worker rows", async () => (await page.locator("#workers tbody tr").count()) >= 3);
   assert.match(await page.textContent("#workers"), /bitaxe\/BM1370/);
   assert.match(await page.textContent("#workers"), /sim1/);
+  // Miners on the LAN: the section and the admin's Scan button. Not clicked here: a scan
+  // would ask the devices of the network this check runs on (tests/lan_miners.rs scans a
+  // network of its own).
+  assert.ok(await page.isVisible('[data-testid="lan-scan"]'), "the admin can scan");
+  await until("LAN section read", async () => /Not scanned yet/.test(await page.textContent('[data-testid="lan-status"]')));
   await page.screenshot({ path: `${shots}/miners.png`, fullPage: true });
 
   log("blocks page shows accepted blocks");
@@ -187,6 +192,11 @@ try {
   assert.ok(await vpage.isDisabled("#settings-save"), "viewer cannot save");
   const vs = await (await vpage.request.get(`${base}/api/v1/auth/session`)).json();
   assert.equal(vs.role, "viewer");
+  await vpage.goto(`${base}/#miners`);
+  await vpage.waitForSelector("#lan");
+  assert.ok(!(await vpage.isVisible('[data-testid="lan-scan"]')), "the viewer has no Scan button");
+  const vscan = await vpage.request.post(`${base}/api/v1/miners/scan`, { headers: { "X-CSRF-Token": vs.csrf_token }, data: {} });
+  assert.equal(vscan.status(), 403, "nor may the viewer scan through the API");
   const vput = await vpage.request.put(`${base}/api/v1/config`, { headers: { "X-CSRF-Token": vs.csrf_token }, data: {} });
   assert.equal(vput.status(), 403);
   // Signing out is for every role (issue 12: the viewer got 403).

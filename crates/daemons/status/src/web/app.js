@@ -258,9 +258,53 @@ async function renderMiners() {
     if (workers.length === WORKERS_PAGE) cell.append(h("button", { type: "button", onclick: page(offset + WORKERS_PAGE) }, "Older"));
     body.append(h("tr", {}, cell));
   }
+  api("GET", "/api/v1/miners/found").then((f) => renderLan(f.last_scan)).catch((e) => { $("lan-status").textContent = e.message; });
   if (!state.worker && workers.length) state.worker = workers[0];
   if (state.worker) selectWorker(state.worker);
 }
+// Miners on the LAN: what the last scan (started by the admin) found, and "Mine on this box".
+const poolText = (p) => p ? `${p.url}:${p.port}` : "–";
+function renderLan(report) {
+  const admin = state.session.role === "admin";
+  const body = $("lan-miners").tBodies[0];
+  if (!report) {
+    $("lan-status").textContent = admin ? "Not scanned yet." : "Not scanned yet (the admin can scan).";
+    body.replaceChildren();
+    return;
+  }
+  const miners = report.found.filter((f) => f.miner).length;
+  $("lan-status").textContent = `${miners} miner${miners === 1 ? "" : "s"} among ${report.addresses_asked} addresses of ${report.networks.join(", ") || "–"}, ${ago(report.finished_at)}.`;
+  body.replaceChildren(...report.found.map((f) => {
+    const m = f.miner;
+    if (!m) return h("tr", { class: "offline" }, h("td", {}, f.ip), h("td", { colspan: 5, class: "error small" }, f.error));
+    const here = m.pool.url === f.via;
+    return h("tr", { "data-testid": `lan-${f.ip}` },
+      h("td", {}, m.hostname || f.ip, h("div", { class: "muted small" }, f.ip, m.firmware ? ` · ${m.firmware}` : "")),
+      h("td", {}, m.model), h("td", {}, hashrate(m.hashrate_ghs * 1e9)),
+      h("td", {}, m.temperature_c === null ? "–" : `${m.temperature_c.toFixed(1)} °C`),
+      h("td", {}, poolText(m.pool), h("div", { class: "muted small" }, m.pool.user,
+        m.using_fallback ? " · on its fallback now" : "", m.fallback ? ` · fallback ${poolText(m.fallback)}` : "")),
+      h("td", {}, admin ? h("button", { type: "button", class: here ? "secondary" : "", "data-testid": `lan-point-${f.ip}`,
+        onclick: async (ev) => {
+          const name = m.hostname || f.ip;
+          if (!confirm(`Point ${name} at this box? Its pool ${poolText(m.pool)} becomes its fallback, and it restarts.`)) return;
+          ev.target.disabled = true;
+          try {
+            const r = await api("POST", `/api/v1/miners/${f.ip}/point-here`);
+            toast(`${name} now mines on ${poolText(r.pool)} as ${r.pool.user}; fallback ${poolText(r.fallback)}. It is restarting.`);
+          } catch (e) { toast(e.message); ev.target.disabled = false; }
+        } }, here ? "Mine on this box again" : "Mine on this box") : null));
+  }));
+  if (!report.found.length) body.append(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No AxeOS miner answered.")));
+}
+async function scanLan() {
+  $("lan-scan").disabled = true;
+  $("lan-status").textContent = "Scanning the box's network (a few seconds)…";
+  try { renderLan(await api("POST", "/api/v1/miners/scan")); }
+  catch (e) { $("lan-status").textContent = e.message; }
+  finally { $("lan-scan").disabled = false; }
+}
+
 function selectWorker(w) {
   state.worker = w;
   $("worker-chart-title").textContent = `${w.worker}: hashrate, 24 h`;
@@ -535,6 +579,7 @@ async function boot() {
     state.session = await api("GET", "/api/v1/auth/session");
     showAuth();
   });
+  $("lan-scan").addEventListener("click", scanLan);
   $("notify-test").addEventListener("click", async () => {
     try {
       const r = await api("POST", "/api/v1/notify/test");
