@@ -280,6 +280,7 @@ pub async fn login(
     // Checked before the password: while throttled, even the right password is refused, so
     // guessing gains nothing.
     if let Some(wait) = throttled_for(&client, &account_key, t.per_account, t.window_secs).await? {
+        app.metrics.login_failed("throttled");
         return Err(ApiError::Throttled {
             message: format!(
                 "too many failed logins for this account; try again in {wait} seconds, or reset the password"
@@ -288,6 +289,7 @@ pub async fn login(
         });
     }
     if let Some(wait) = throttled_for(&client, &ip_key, t.per_ip, t.window_secs).await? {
+        app.metrics.login_failed("throttled");
         return Err(ApiError::Throttled {
             message: format!("too many failed logins from your address; try again in {wait} seconds"),
             retry_after: wait,
@@ -307,6 +309,7 @@ pub async fn login(
                     &[&token_hash(&account_key), &token_hash(&ip_key)],
                 )
                 .await?;
+            app.metrics.login_failed("wrong_password");
             return Err(ApiError::Unauthorized("wrong email or password".into()));
         }
     };

@@ -231,6 +231,21 @@ pub async fn webhook(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
+    let answer = handle_event(&app, &headers, body).await;
+    match &answer {
+        Ok((_, outcome)) => app.metrics.webhook_event(outcome),
+        Err(_) => app.metrics.webhook_event("refused"),
+    }
+    answer.map(|(response, _)| response)
+}
+
+/// The webhook's work: the answer, and what became of the event (`applied`, `ignored`,
+/// `stale`, `duplicate`...) for the metrics.
+async fn handle_event(
+    app: &Arc<App>,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<(Response, &'static str), ApiError> {
     let Some(secret) = app.config.billing_webhook_secret.as_deref() else {
         return Err(ApiError::Unavailable(
             "the billing webhook is not configured: start the service with --billing-webhook-secret".into(),
@@ -276,10 +291,8 @@ pub async fn webhook(
         )
         .await?;
     if fresh == 0 {
-        return Ok(Json(serde_json::json!({
-            "message": format!("event {event_id} was handled already; nothing changed")
-        }))
-        .into_response());
+        let message = format!("event {event_id} was handled already; nothing changed");
+        return Ok((Json(serde_json::json!({ "message": message })).into_response(), "duplicate"));
     }
     let o = &event.data.object;
     let outcome = match event.kind.as_str() {
@@ -304,7 +317,7 @@ pub async fn webhook(
     .await?;
     tx.commit().await?;
     tracing::info!("billing event {event_id} ({}): {}", event.kind, outcome.message);
-    Ok(Json(serde_json::json!({"message": outcome.message})).into_response())
+    Ok((Json(serde_json::json!({"message": outcome.message})).into_response(), outcome.kind))
 }
 
 /// The user a customer's event is for: the one whose subscription has this subscription id,

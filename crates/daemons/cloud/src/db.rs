@@ -115,13 +115,16 @@ fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
+/// The advisory lock migrating is done under.
+const MIGRATIONS_LOCK: i64 = 7161732512;
+
 /// Applies the migrations the database lacks, in order, in one transaction, recording each in
 /// `schema_migrations`; returns the names it applied (none when up to date). Run as the
 /// database's owner. Concurrent runs (two replicas starting) wait for each other.
 pub async fn migrate(client: &mut deadpool_postgres::Object) -> Result<Vec<&'static str>, DbError> {
     let tx = client.transaction().await?;
     // One lock for "migrating MineBox Cloud", held to the end of the transaction.
-    tx.execute("SELECT pg_advisory_xact_lock(7161732512)", &[]).await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATIONS_LOCK]).await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version INTEGER PRIMARY KEY,
@@ -165,10 +168,20 @@ pub async fn migrate(client: &mut deadpool_postgres::Object) -> Result<Vec<&'sta
 /// How many months past the current one have their partitions made ahead.
 pub const MONTHS_AHEAD: i32 = 3;
 
+/// The advisory lock making partitions is done under (`migrate` uses another).
+const PARTITIONS_LOCK: i64 = 7161732513;
+
 /// Creates the monthly partitions for this month and [`MONTHS_AHEAD`] after it (the service
 /// calls it at start and daily); returns the names of those it created.
-pub async fn create_partitions(client: &impl tokio_postgres::GenericClient) -> Result<Vec<String>, DbError> {
-    let rows = client.query("SELECT minebox_create_partitions(current_date, $1)", &[&MONTHS_AHEAD]).await?;
+///
+/// Every replica runs this, maybe at the same moment. `minebox_create_partitions` looks before
+/// it creates, so two at once could both try the same `CREATE TABLE` and one fail; under one
+/// advisory lock they take turns, and the second finds the partitions made.
+pub async fn create_partitions(client: &mut deadpool_postgres::Object) -> Result<Vec<String>, DbError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITIONS_LOCK]).await?;
+    let rows = tx.query("SELECT minebox_create_partitions(current_date, $1)", &[&MONTHS_AHEAD]).await?;
+    tx.commit().await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 

@@ -2,7 +2,7 @@
 
 use crate::error::ApiError;
 use crate::App;
-use crate::{accounts, billing, plans};
+use crate::{accounts, billing, metrics, plans};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
 use axum::routing::{delete, get, post};
@@ -14,9 +14,12 @@ use uuid::Uuid;
 /// The largest request body read: every request the API takes is a small JSON object.
 pub const BODY_LIMIT: usize = 16 * 1024;
 
+/// The public API. `/metrics` is not here: it is served on `--metrics-listen` only
+/// ([`metrics_router`]), an address the operator keeps private.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(metrics::healthz))
+        .route("/readyz", get(metrics::readyz))
         .route("/verify", get(accounts::verify_link))
         .route("/api/v1/signup", post(accounts::signup))
         .route("/api/v1/verify", post(accounts::verify_api))
@@ -34,6 +37,17 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/billing/webhook", post(billing::webhook))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), metrics::track))
+        .with_state(app)
+}
+
+/// What `--metrics-listen` serves: `/metrics` for Prometheus, and the health answers.
+pub fn metrics_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::scrape))
+        .route("/healthz", get(metrics::healthz))
+        .route("/readyz", get(metrics::readyz))
+        .fallback(|| async { ApiError::NotFound("no such endpoint here: GET /metrics, /healthz or /readyz".into()) })
         .with_state(app)
 }
 

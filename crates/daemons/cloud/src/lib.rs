@@ -13,6 +13,7 @@
 //!   free), `GET /api/v1/subscription`, the admin's grant and revoke (point 3).
 //! - `billing`: the payment provider's webhook, Stripe's event shape and signature (point 3).
 //! - `http`: the routes and the extractors saying who asks; `error`: refusals; `mail`: SMTP.
+//! - `metrics`: `/metrics` (Prometheus), `/healthz` and `/readyz` (point 8).
 
 pub mod accounts;
 pub mod billing;
@@ -20,6 +21,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod mail;
+pub mod metrics;
 pub mod plans;
 
 use std::net::SocketAddr;
@@ -46,6 +48,9 @@ pub struct Config {
     /// The payment provider's signing secret for `POST /api/v1/billing/webhook` (Stripe's
     /// `whsec_...`); without it the webhook answers 503.
     pub billing_webhook_secret: Option<String>,
+    /// Where `GET /metrics` is served (with `/healthz` and `/readyz`); `None`: no metrics.
+    /// A separate address so the public listener never shows them.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 pub struct App {
@@ -54,6 +59,7 @@ pub struct App {
     pub api: deadpool_postgres::Pool,
     pub mailer: mail::Mailer,
     pub context: db::UserContext,
+    pub metrics: metrics::Metrics,
 }
 
 /// Brings the database up to date: migrations, the coin catalogue, this month's and the next
@@ -65,7 +71,7 @@ pub async fn prepare(owner: &deadpool_postgres::Pool) -> anyhow::Result<()> {
         tracing::info!("applied migrations {}", applied.join(", "));
     }
     let coins = db::upsert_coins(&mut client).await?;
-    let made = db::create_partitions(&**client).await?;
+    let made = db::create_partitions(&mut client).await?;
     tracing::info!(
         "{coins} coins; partitions made: {}",
         if made.is_empty() { "none needed".into() } else { made.join(", ") }
@@ -77,8 +83,8 @@ pub async fn prepare(owner: &deadpool_postgres::Pool) -> anyhow::Result<()> {
 /// counts: login failures older than the throttle's window, sessions and mailed tokens a week
 /// past their end. Returns the partitions it made.
 pub async fn upkeep(owner: &deadpool_postgres::Pool, throttle: &accounts::Throttle) -> anyhow::Result<Vec<String>> {
-    let client = db::client(owner).await?;
-    let made = db::create_partitions(&**client).await?;
+    let mut client = db::client(owner).await?;
+    let made = db::create_partitions(&mut client).await?;
     if !made.is_empty() {
         tracing::info!("partitions made: {}", made.join(", "));
     }
@@ -97,6 +103,8 @@ pub async fn upkeep(owner: &deadpool_postgres::Pool, throttle: &accounts::Thrott
 /// A running service: where it listens, and its task (aborted on drop).
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, if `Config::metrics_listen` asked for it.
+    pub metrics_addr: Option<SocketAddr>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -125,8 +133,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mailer = mail::Mailer::new(&config.smtp_url, &config.mail_from)?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    let app = Arc::new(App { config, owner, api, mailer, context });
+    let metrics_listener = match config.metrics_listen {
+        Some(at) => Some(tokio::net::TcpListener::bind(at).await?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let app = Arc::new(App { config, owner, api, mailer, context, metrics: metrics::Metrics::new() });
     let router = http::router(app.clone());
+    let metrics_router = http::metrics_router(app.clone());
     let task = tokio::spawn(async move {
         let upkeep_app = app.clone();
         let upkeep_loop = async move {
@@ -143,10 +157,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             }
         };
         let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>());
+        let metrics_server = async move {
+            match metrics_listener {
+                Some(l) => axum::serve(l, metrics_router).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = server => if let Err(e) = r { tracing::error!("server stopped: {e}") },
+            r = metrics_server => if let Err(e) = r { tracing::error!("metrics server stopped: {e}") },
             () = upkeep_loop => {}
         }
     });
-    Ok(Running { addr, task })
+    Ok(Running { addr, metrics_addr, task })
 }

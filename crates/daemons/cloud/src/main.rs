@@ -46,6 +46,10 @@ enum Command {
         /// POST /api/v1/billing/webhook answers 503.
         #[arg(long, env = "MINEBOX_CLOUD_BILLING_WEBHOOK_SECRET", hide_env_values = true)]
         billing_webhook_secret: Option<String>,
+        /// Serve GET /metrics (Prometheus) here, with /healthz and /readyz; keep it private
+        /// (loopback or an internal network). Without it there is no /metrics.
+        #[arg(long, env = "MINEBOX_CLOUD_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Plans and subscriptions by hand, over the owner's connection.
     Admin {
@@ -99,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
             behind_proxy,
             api_pool_size,
             billing_webhook_secret,
+            metrics_listen,
         } => {
             let config = Config {
                 owner_url: cli.database_url,
@@ -112,9 +117,13 @@ async fn main() -> anyhow::Result<()> {
                 throttle: Throttle::default(),
                 api_pool_size,
                 billing_webhook_secret: billing_webhook_secret.filter(|s| !s.is_empty()),
+                metrics_listen,
             };
             let running = minebox_cloud::start(config).await?;
             tracing::info!("serving on {}", running.addr);
+            if let Some(at) = running.metrics_addr {
+                tracing::info!("metrics on http://{at}/metrics");
+            }
             running.wait().await
         }
         Command::Admin { command } => {

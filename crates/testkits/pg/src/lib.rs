@@ -155,6 +155,13 @@ impl Postgres {
         self.dir.path()
     }
 
+    /// Stops the server now (fast shutdown: open connections are cut), as an outage would; the
+    /// directory stays until drop. For tests of what a client does when the database is gone.
+    pub fn stop(&self) {
+        let data = self.data();
+        self.run("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
+    }
+
     fn command(&self, program: &str, args: &[&str]) -> Output {
         let path = self.bin.join(program);
         let mut cmd = match &self.run_as {

@@ -61,7 +61,12 @@ impl Rig {
 
     /// The service with the test's configuration changed by `change` before it starts.
     pub async fn start_config(change: impl FnOnce(&mut Config)) -> Rig {
-        let pg = cluster();
+        Rig::start_on(cluster(), change).await
+    }
+
+    /// The service on a cluster the test made (with [`cluster`]'s database and roles), e.g.
+    /// one a backup was restored into.
+    pub async fn start_on(pg: Postgres, change: impl FnOnce(&mut Config)) -> Rig {
         let mail = MailSink::start();
         let port = minebox_pg::free_port();
         let mut config = Config {
@@ -76,6 +81,7 @@ impl Rig {
             throttle: Throttle::default(),
             api_pool_size: 4,
             billing_webhook_secret: Some(WEBHOOK_SECRET.into()),
+            metrics_listen: None,
         };
         change(&mut config);
         let running = minebox_cloud::start(config).await.expect("the service starts");
