@@ -103,6 +103,8 @@ enum Kind {
     Garbage,
     /// Accepts the connection and never answers.
     Slow,
+    /// Answers with a JSON string of a megabyte (a broken or hostile device).
+    Huge,
 }
 
 /// One request a stand-in got.
@@ -174,6 +176,7 @@ async fn system_info(
         Kind::Miner => Json(s.info(ip)).into_response(),
         Kind::Garbage => ([("content-type", "text/html")], "<html><body>Router login</body></html>").into_response(),
         Kind::Slow => std::future::pending().await,
+        Kind::Huge => Json(json!({ "hostname": "x".repeat(1 << 20) })).into_response(),
     }
 }
 
@@ -237,11 +240,13 @@ async fn json_of(r: reqwest::RequestBuilder) -> (StatusCode, Value) {
 
 #[test]
 fn scan_lists_the_miners_and_mine_on_this_box_points_one_here_keeping_its_pool() {
-    // .10 and .11: miners; .12 answers garbage, .13 never answers; .14 has no web server.
-    let Some(hosts) = Hosts::new(&[10, 11, 12, 13, 14]) else { return };
+    // .10 and .11: miners; .12 answers garbage, .13 never answers, .15 answers a megabyte;
+    // .14 has no web server.
+    let Some(hosts) = Hosts::new(&[10, 11, 12, 13, 14, 15]) else { return };
     let box_ip = hosts.addr(1);
     let (gamma, supra, garbage, slow, silent) =
         (hosts.addr(10), hosts.addr(11), hosts.addr(12), hosts.addr(13), hosts.addr(14));
+    let huge = hosts.addr(15);
     let stand_in = AxeosStandIn::default();
     {
         let mut m = stand_in.miners.lock().unwrap();
@@ -259,7 +264,13 @@ fn scan_lists_the_miners_and_mine_on_this_box_points_one_here_keeping_its_pool()
         );
         m.insert(supra, bitaxe("supra.kitchen", "BM1368", "401", "solo.ckpool.org", 3333, "bc1qold.supra", ("", 3333)));
         let mut k = stand_in.kinds.lock().unwrap();
-        k.extend([(gamma, Kind::Miner), (supra, Kind::Miner), (garbage, Kind::Garbage), (slow, Kind::Slow)]);
+        k.extend([
+            (gamma, Kind::Miner),
+            (supra, Kind::Miner),
+            (garbage, Kind::Garbage),
+            (slow, Kind::Slow),
+            (huge, Kind::Huge),
+        ]);
     }
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let (ready_tx, ready) = std::sync::mpsc::channel();
@@ -271,7 +282,7 @@ fn scan_lists_the_miners_and_mine_on_this_box_points_one_here_keeping_its_pool()
 
     let s = stand_in.clone();
     let outcome = Hosts::run_in(&hosts.box_ns, move || {
-        runtime().block_on(the_box(s, box_ip, [gamma, supra, garbage, slow, silent]))
+        runtime().block_on(the_box(s, box_ip, [gamma, supra, garbage, slow, silent, huge]))
     });
     let outcome = outcome.join();
     let _ = stop.send(());
@@ -281,7 +292,7 @@ fn scan_lists_the_miners_and_mine_on_this_box_points_one_here_keeping_its_pool()
 }
 
 /// The status service on the box host, and what a user does on its page.
-async fn the_box(stand_in: AxeosStandIn, box_ip: Ipv4Addr, [gamma, supra, garbage, slow, silent]: [Ipv4Addr; 5]) {
+async fn the_box(stand_in: AxeosStandIn, box_ip: Ipv4Addr, [gamma, supra, garbage, slow, silent, huge]: [Ipv4Addr; 6]) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("minebox.toml");
     std::fs::write(
@@ -364,7 +375,7 @@ async fn the_box(stand_in: AxeosStandIn, box_ip: Ipv4Addr, [gamma, supra, garbag
     assert!(report["networks"][0].as_str().unwrap().starts_with(&format!("{}/24 on mbb", net0(box_ip))), "{report}");
     let found = report["found"].as_array().unwrap();
     let ips: Vec<&str> = found.iter().map(|f| f["ip"].as_str().unwrap()).collect();
-    let expect = [gamma, supra, garbage, slow].map(|i| i.to_string());
+    let expect = [gamma, supra, garbage, slow, huge].map(|i| i.to_string());
     assert_eq!(ips, expect, "miners first, then the unreadable; {silent} has no web server and is not listed");
     let g = &found[0]["miner"];
     assert_eq!(g["hostname"], "bitaxe-gamma");
@@ -378,7 +389,8 @@ async fn the_box(stand_in: AxeosStandIn, box_ip: Ipv4Addr, [gamma, supra, garbag
     let garbage_error = found[2]["error"].as_str().unwrap();
     assert!(garbage_error.contains("answered /api/system/info, but not as AxeOS does"), "{garbage_error}");
     assert!(found[3]["error"].as_str().unwrap().contains("answered too slowly"), "{}", found[3]);
-    assert_eq!((found[2]["miner"].is_null(), found[3]["miner"].is_null()), (true, true));
+    assert!(found[4]["error"].as_str().unwrap().contains("an answer over 64 KiB"), "{}", found[4]);
+    assert!(found[2..].iter().all(|f| f["miner"].is_null()));
 
     // A scan asks and changes nothing.
     let seen = stand_in.seen();
