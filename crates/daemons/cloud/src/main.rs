@@ -38,9 +38,10 @@ enum Command {
         #[arg(long)]
         insecure_cookies: bool,
         /// Take client addresses from X-Forwarded-For (only behind a proxy that sets it).
-        #[arg(long)]
+        #[arg(long, env = "MINEBOX_CLOUD_BEHIND_PROXY")]
         behind_proxy: bool,
-        #[arg(long, default_value_t = 16)]
+        /// The most connections to PostgreSQL the API opens (per replica).
+        #[arg(long, env = "MINEBOX_CLOUD_API_POOL_SIZE", default_value_t = 16)]
         api_pool_size: usize,
         /// The payment provider's webhook signing secret (Stripe's whsec_...); without it
         /// POST /api/v1/billing/webhook answers 503.
