@@ -34,6 +34,15 @@ async fn healthz_answers_and_readyz_says_when_the_database_is_gone() {
     assert_eq!(get(&rig, &format!("{}/healthz", rig.base)).await, (200, "ok\n".into()));
     assert_eq!(get(&rig, &format!("{}/readyz", rig.base)).await, (200, "ready\n".into()));
 
+    // A database that stops answering (its sockets stay open): not ready, after the timeout.
+    rig.pg.freeze();
+    let (status, body) = get(&rig, &format!("{}/readyz", rig.base)).await;
+    rig.pg.thaw();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body, "not ready: the database did not answer SELECT 1 within 2 s\n");
+    assert_eq!(get(&rig, &format!("{}/readyz", rig.base)).await, (200, "ready\n".into()), "ready again");
+
+    // A database that is gone.
     rig.pg.stop();
     let (status, body) = get(&rig, &format!("{}/readyz", rig.base)).await;
     assert_eq!(status, 503, "{body}");

@@ -162,6 +162,32 @@ impl Postgres {
         self.run("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
     }
 
+    /// Freezes the server and its connections' processes (SIGSTOP) without closing a socket: a
+    /// database that stops answering, as on a network partition or a stuck disk. [`thaw`] it
+    /// before the end of the test (a frozen server cannot be stopped on drop).
+    ///
+    /// [`thaw`]: Postgres::thaw
+    pub fn freeze(&self) {
+        self.signal_all("STOP");
+    }
+
+    /// Undoes [`Postgres::freeze`].
+    pub fn thaw(&self) {
+        self.signal_all("CONT");
+    }
+
+    /// Sends `signal` to the postmaster (first line of postmaster.pid) and its children.
+    fn signal_all(&self, signal: &str) {
+        let pidfile = std::fs::read_to_string(self.data().join("postmaster.pid")).expect("postmaster.pid");
+        let postmaster = pidfile.lines().next().expect("a pid").trim().to_string();
+        let children = std::fs::read_to_string(format!("/proc/{postmaster}/task/{postmaster}/children"))
+            .expect("the postmaster's children (/proc, Linux)");
+        let mut pids: Vec<&str> = vec![&postmaster];
+        pids.extend(children.split_whitespace());
+        let ok = Command::new("kill").arg(format!("-{signal}")).args(&pids).status().map(|s| s.success());
+        assert!(matches!(ok, Ok(true)), "kill -{signal} {pids:?} failed");
+    }
+
     fn command(&self, program: &str, args: &[&str]) -> Output {
         let path = self.bin.join(program);
         let mut cmd = match &self.run_as {
