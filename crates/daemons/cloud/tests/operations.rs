@@ -177,3 +177,64 @@ fn the_systemd_unit_verifies_and_is_hardened() {
         String::from_utf8_lossy(&security.stdout).lines().last().unwrap_or_default()
     );
 }
+
+/// Kills the service the test started when the test ends, passing or not.
+struct Service(std::process::Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The real binary, configured only by the environment, as the systemd unit's EnvironmentFile
+/// and the container's --env-file configure it (docs/cloud.md, "Deployment").
+#[tokio::test]
+async fn the_binary_serves_health_and_metrics_configured_by_environment_alone() {
+    let pg = cluster();
+    let mail = minebox_mailsink::MailSink::start();
+    let (port, metrics_port) = (minebox_pg::free_port(), minebox_pg::free_port());
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_minebox-cloud"))
+        .arg("serve")
+        .env("MINEBOX_CLOUD_DATABASE_URL", pg.url(OWNER, DB))
+        .env("MINEBOX_CLOUD_API_DATABASE_URL", pg.url(API, DB))
+        .env("MINEBOX_CLOUD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MINEBOX_CLOUD_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
+        .env("MINEBOX_CLOUD_PUBLIC_URL", "https://cloud.example.org")
+        .env("MINEBOX_CLOUD_SMTP_URL", format!("smtp://127.0.0.1:{}", mail.port))
+        .env("MINEBOX_CLOUD_MAIL_FROM", "MineBox Cloud <cloud@example.org>")
+        .env("MINEBOX_CLOUD_BILLING_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .env("MINEBOX_CLOUD_BEHIND_PROXY", "true")
+        .env("MINEBOX_CLOUD_API_POOL_SIZE", "3")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("minebox-cloud starts");
+    let mut service = Service(child);
+    let http = reqwest::Client::new();
+    // Started when /healthz answers (it migrates first); gone if it exits. A minute is far
+    // more than a start takes: past it, something hangs.
+    for attempt in 0.. {
+        assert!(attempt < 600, "minebox-cloud serve did not answer /healthz within a minute");
+        if let Ok(r) = http.get(format!("http://127.0.0.1:{port}/healthz")).send().await {
+            assert_eq!(r.status(), 200);
+            break;
+        }
+        if let Some(status) = service.0.try_wait().unwrap() {
+            panic!("minebox-cloud serve exited: {status}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let ready = http.get(format!("http://127.0.0.1:{port}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let text = http.get(format!("http://127.0.0.1:{metrics_port}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(sample(&text, "minebox_cloud_db_pool_max_connections", &[r#"pool="api""#]), Some(3.0), "{text}");
+    assert_eq!(
+        sample(&text, "minebox_cloud_http_requests_total", &[r#"route="/readyz""#, r#"status="2xx""#]),
+        Some(1.0),
+        "{text}"
+    );
+    let public = http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap();
+    assert_eq!(public.status(), 404);
+}
