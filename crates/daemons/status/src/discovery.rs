@@ -6,6 +6,10 @@
 //! at most 256 addresses per interface (a subnet larger than a /24 is scanned as the /24
 //! around the box's own address), and a range the user names must lie inside one of those
 //! subnets. Scanning asks; it changes nothing on any device.
+//!
+//! Alongside the scan the box listens for [`MDNS_BROWSE`] seconds to the miners that
+//! announce themselves over mDNS (ESP-Miner announces `_http._tcp` with the subtype
+//! `_axeos`): one on the box's subnet but outside the /24 the scan covers is asked too.
 
 use crate::axeos::{AxeosError, Client, MinerInfo};
 use futures::StreamExt;
@@ -172,6 +176,45 @@ fn parse_range(r: &str) -> Result<(Ipv4Addr, u8), ScanError> {
     Ok((ip, prefix))
 }
 
+/// The DNS-SD type ESP-Miner announces its web server under.
+pub const AXEOS_SERVICE: &str = "_axeos._sub._http._tcp.local.";
+/// How long a scan listens for mDNS announcements (and answers to its own query).
+pub const MDNS_BROWSE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The IPv4 addresses that announce an AxeOS web server over mDNS within `window`; none
+/// (with a warning) if mDNS cannot run here. Blocking: run it off the async threads.
+pub fn mdns_browse(window: std::time::Duration) -> Vec<Ipv4Addr> {
+    let daemon = match mdns_sd::ServiceDaemon::new() {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "mDNS unavailable; the scan asks the subnet only");
+            return Vec::new();
+        }
+    };
+    let mut found = Vec::new();
+    if let Ok(events) = daemon.browse(AXEOS_SERVICE) {
+        let until = std::time::Instant::now() + window;
+        while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+            match events.recv_timeout(left) {
+                Ok(mdns_sd::ServiceEvent::ServiceResolved(s)) if s.port == 80 => {
+                    for ip in s.addresses.iter().map(|a| a.to_ip_addr()) {
+                        if let std::net::IpAddr::V4(v4) = ip {
+                            if !found.contains(&v4) {
+                                found.push(v4);
+                            }
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    let _ = daemon.shutdown();
+    found.sort();
+    found
+}
+
 /// One address that answered like a miner: what it is, or why it could not be read.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Found {
@@ -192,6 +235,9 @@ pub struct Report {
     pub addresses_asked: usize,
     /// Miners first (by address), then addresses that answered but could not be read.
     pub found: Vec<Found>,
+    /// Addresses on the box's subnets that announced an AxeOS web server over mDNS (asked
+    /// too, also where they lie outside the /24 the scan covers).
+    pub mdns_announced: Vec<Ipv4Addr>,
 }
 
 /// Asks every target for /api/system/info, [`CONCURRENCY`] at a time. Addresses where
@@ -215,16 +261,23 @@ pub async fn scan(client: &Client, targets: &[Target]) -> Vec<Found> {
 }
 
 /// The scan the page started last, and the one running now.
-#[derive(Default)]
 pub struct Lan {
     pub client: Client,
+    /// How long a scan listens for mDNS announcements; zero: not at all.
+    pub mdns_window: std::time::Duration,
     last: std::sync::Mutex<Option<Report>>,
     running: tokio::sync::Mutex<()>,
 }
 
+impl Default for Lan {
+    fn default() -> Lan {
+        Lan::new(Client::default())
+    }
+}
+
 impl Lan {
     pub fn new(client: Client) -> Lan {
-        Lan { client, ..Default::default() }
+        Lan { client, mdns_window: MDNS_BROWSE, last: Default::default(), running: Default::default() }
     }
 
     pub fn last(&self) -> Option<Report> {
@@ -235,14 +288,29 @@ impl Lan {
     pub async fn scan(&self, range: Option<&str>) -> Result<Report, ScanError> {
         let Ok(_one) = self.running.try_lock() else { return Err(ScanError::Busy) };
         let nets = local_nets();
-        let targets = plan(&nets, range)?;
+        let mut targets = plan(&nets, range)?;
+        // Only for the whole-subnet scan: a range the user names is all that is asked.
+        let mut mdns_announced = Vec::new();
+        if range.is_none_or(|r| r.trim().is_empty()) {
+            let window = self.mdns_window;
+            let heard = tokio::task::spawn_blocking(move || mdns_browse(window)).await.unwrap_or_default();
+            // A flood of announcements asks no more than a subnet's worth.
+            for ip in heard.into_iter().take(MAX_HOSTS as usize) {
+                if let Ok(net) = net_of(&nets, ip) {
+                    mdns_announced.push(ip);
+                    if !targets.iter().any(|t| t.ip == ip) {
+                        targets.push(Target { ip, via: net.address });
+                    }
+                }
+            }
+        }
         let networks = nets.iter().filter(|n| targets.iter().any(|t| t.via == n.address)).map(|n| n.to_string());
         let networks = networks.collect();
         tracing::info!(addresses = targets.len(), "scanning the LAN for AxeOS miners (asked from the status page)");
         let found = scan(&self.client, &targets).await;
         let finished_at =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        let report = Report { finished_at, networks, addresses_asked: targets.len(), found };
+        let report = Report { finished_at, networks, addresses_asked: targets.len(), found, mdns_announced };
         *self.last.lock().expect("scan report") = Some(report.clone());
         Ok(report)
     }

@@ -5,8 +5,9 @@
 //! POST /api/system/restart), which records every request it gets.
 //!
 //! The network is real and private to the test: two network namespaces joined by a veth
-//! pair on a /24 of 10.231.x.0. The box (the status service and its scan) runs in one, the
-//! stand-ins listen on several addresses in the other. The box's namespace has no other
+//! pair on a /23 of 10.231.x.0. The box (the status service and its scan) runs in one, the
+//! stand-ins listen on several addresses in the other; one of them, outside the /24 the
+//! scan covers, announces itself over mDNS as ESP-Miner does (with mdns-sd). The box's namespace has no other
 //! interface, so nothing the scan sends can leave the test's own hosts.
 //!
 //! Needs root and iproute2 (`ip netns`); outside CI the test says SKIPPED without them.
@@ -52,7 +53,8 @@ impl Hosts {
             return None;
         }
         let id = std::process::id();
-        let net = (id % 250) as u8 + 1;
+        // An even third octet: the box's subnet is the /23 10.231.net.0 - 10.231.(net+1).255.
+        let net = ((id % 120) * 2 + 2) as u8;
         let hosts = Hosts { box_ns: format!("mbx-box-{id}"), lan_ns: format!("mbx-lan-{id}"), net };
         ip(&["netns", "add", &hosts.box_ns]);
         ip(&["netns", "add", &hosts.lan_ns]);
@@ -62,15 +64,20 @@ impl Hosts {
             ip(&["-n", ns, "link", "set", "lo", "up"]);
             ip(&["-n", ns, "link", "set", dev, "up"]);
         }
-        ip(&["-n", &hosts.box_ns, "addr", "add", &format!("10.231.{net}.1/24"), "dev", &vb]);
-        for m in miners {
-            ip(&["-n", &hosts.lan_ns, "addr", "add", &format!("10.231.{net}.{m}/24"), "dev", &vl]);
+        ip(&["-n", &hosts.box_ns, "addr", "add", &format!("10.231.{net}.1/23"), "dev", &vb]);
+        for m in miners.iter().map(|m| hosts.addr(*m)).chain([hosts.far()]) {
+            ip(&["-n", &hosts.lan_ns, "addr", "add", &format!("{m}/23"), "dev", &vl]);
         }
         Some(hosts)
     }
 
     fn addr(&self, host: u8) -> Ipv4Addr {
         Ipv4Addr::new(10, 231, self.net, host)
+    }
+
+    /// A host on the box's /23 but outside the /24 around the box that a scan asks.
+    fn far(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 231, self.net + 1, 20)
     }
 
     /// Runs `body` on a thread of its own that lives in namespace `ns`: every socket it
@@ -247,6 +254,8 @@ fn scan_lists_the_miners_and_mine_on_this_box_points_one_here_keeping_its_pool()
     let (gamma, supra, garbage, slow, silent) =
         (hosts.addr(10), hosts.addr(11), hosts.addr(12), hosts.addr(13), hosts.addr(14));
     let huge = hosts.addr(15);
+    // Announces itself over mDNS as ESP-Miner does; the subnet scan alone would miss it.
+    let far = hosts.far();
     let stand_in = AxeosStandIn::default();
     {
         let mut m = stand_in.miners.lock().unwrap();
@@ -262,6 +271,7 @@ fn scan_lists_the_miners_and_mine_on_this_box_points_one_here_keeping_its_pool()
                 ("solo.ckpool.org", 3333),
             ),
         );
+        m.insert(far, bitaxe("bitaxe-far", "BM1370", "601", "public-pool.io", 21496, "bc1qold.far", ("", 0)));
         m.insert(supra, bitaxe("supra.kitchen", "BM1368", "401", "solo.ckpool.org", 3333, "bc1qold.supra", ("", 3333)));
         let mut k = stand_in.kinds.lock().unwrap();
         k.extend([
@@ -270,19 +280,24 @@ fn scan_lists_the_miners_and_mine_on_this_box_points_one_here_keeping_its_pool()
             (garbage, Kind::Garbage),
             (slow, Kind::Slow),
             (huge, Kind::Huge),
+            (far, Kind::Miner),
         ]);
     }
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let (ready_tx, ready) = std::sync::mpsc::channel();
     let lan = {
         let s = stand_in.clone();
-        Hosts::run_in(&hosts.lan_ns, move || runtime().block_on(s.serve(ready_tx, stopped)))
+        Hosts::run_in(&hosts.lan_ns, move || {
+            let mdns = announce(far);
+            runtime().block_on(s.serve(ready_tx, stopped));
+            let _ = mdns.shutdown();
+        })
     };
     ready.recv().unwrap();
 
     let s = stand_in.clone();
     let outcome = Hosts::run_in(&hosts.box_ns, move || {
-        runtime().block_on(the_box(s, box_ip, [gamma, supra, garbage, slow, silent, huge]))
+        runtime().block_on(the_box(s, box_ip, [gamma, supra, garbage, slow, silent, huge, far]))
     });
     let outcome = outcome.join();
     let _ = stop.send(());
@@ -292,7 +307,11 @@ fn scan_lists_the_miners_and_mine_on_this_box_points_one_here_keeping_its_pool()
 }
 
 /// The status service on the box host, and what a user does on its page.
-async fn the_box(stand_in: AxeosStandIn, box_ip: Ipv4Addr, [gamma, supra, garbage, slow, silent, huge]: [Ipv4Addr; 6]) {
+async fn the_box(
+    stand_in: AxeosStandIn,
+    box_ip: Ipv4Addr,
+    [gamma, supra, garbage, slow, silent, huge, far]: [Ipv4Addr; 7],
+) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("minebox.toml");
     std::fs::write(
@@ -359,7 +378,7 @@ async fn the_box(stand_in: AxeosStandIn, box_ip: Ipv4Addr, [gamma, supra, garbag
         .await;
         assert_eq!(s, 422, "{range}: {v}");
         let e = v["error"].as_str().unwrap();
-        assert!(e.contains("is not on this box's own network") && e.contains(&format!("{}/24", net0(box_ip))), "{e}");
+        assert!(e.contains("is not on this box's own network") && e.contains(&format!("{}/23", net0(box_ip))), "{e}");
     }
     let (s, v) =
         json_of(admin.post(url("/api/v1/miners/scan")).header("X-CSRF-Token", &csrf).json(&json!({"range": "lan"})))
@@ -367,15 +386,16 @@ async fn the_box(stand_in: AxeosStandIn, box_ip: Ipv4Addr, [gamma, supra, garbag
     assert_eq!(s, 422, "{v}");
     assert!(stand_in.seen().is_empty(), "refused scans send nothing: {:?}", stand_in.seen());
 
-    // The scan: the whole /24 the box is on.
+    // The scan: the /24 around the box on its /23, and what announces itself over mDNS.
     let (s, report) = json_of(admin.post(url("/api/v1/miners/scan")).header("X-CSRF-Token", &csrf)).await;
     assert_eq!(s, 200, "{report}");
-    assert_eq!(report["addresses_asked"], 253, "a /24 without the box, network and broadcast");
+    assert_eq!(report["addresses_asked"], 255, "a /24 without the box and the /23's network address, and the far one");
+    assert_eq!(report["mdns_announced"], json!([far.to_string()]));
     assert_eq!(report["networks"].as_array().unwrap().len(), 1);
-    assert!(report["networks"][0].as_str().unwrap().starts_with(&format!("{}/24 on mbb", net0(box_ip))), "{report}");
+    assert!(report["networks"][0].as_str().unwrap().starts_with(&format!("{}/23 on mbb", net0(box_ip))), "{report}");
     let found = report["found"].as_array().unwrap();
     let ips: Vec<&str> = found.iter().map(|f| f["ip"].as_str().unwrap()).collect();
-    let expect = [gamma, supra, garbage, slow, huge].map(|i| i.to_string());
+    let expect = [gamma, supra, far, garbage, slow, huge].map(|i| i.to_string());
     assert_eq!(ips, expect, "miners first, then the unreadable; {silent} has no web server and is not listed");
     let g = &found[0]["miner"];
     assert_eq!(g["hostname"], "bitaxe-gamma");
@@ -386,11 +406,12 @@ async fn the_box(stand_in: AxeosStandIn, box_ip: Ipv4Addr, [gamma, supra, garbag
     assert_eq!(found[0]["via"], box_ip.to_string());
     assert_eq!(found[1]["miner"]["hostname"], "supra.kitchen");
     assert_eq!(found[1]["miner"]["fallback"], Value::Null, "its fallback URL is empty");
-    let garbage_error = found[2]["error"].as_str().unwrap();
+    assert_eq!(found[2]["miner"]["hostname"], "bitaxe-far");
+    let garbage_error = found[3]["error"].as_str().unwrap();
     assert!(garbage_error.contains("answered /api/system/info, but not as AxeOS does"), "{garbage_error}");
-    assert!(found[3]["error"].as_str().unwrap().contains("answered too slowly"), "{}", found[3]);
-    assert!(found[4]["error"].as_str().unwrap().contains("an answer over 64 KiB"), "{}", found[4]);
-    assert!(found[2..].iter().all(|f| f["miner"].is_null()));
+    assert!(found[4]["error"].as_str().unwrap().contains("answered too slowly"), "{}", found[4]);
+    assert!(found[5]["error"].as_str().unwrap().contains("an answer over 64 KiB"), "{}", found[5]);
+    assert!(found[3..].iter().all(|f| f["miner"].is_null()));
 
     // A scan asks and changes nothing.
     let seen = stand_in.seen();
@@ -456,7 +477,25 @@ async fn the_box(stand_in: AxeosStandIn, box_ip: Ipv4Addr, [gamma, supra, garbag
     assert!(stand_in.seen().iter().all(|r| r.to != supra || r.method == Method::GET), "the other miner untouched");
 }
 
-/// The box's /24 network address.
+/// An AxeOS web server at `ip` announced over mDNS as ESP-Miner announces it (`_http._tcp`
+/// with the subtype `_axeos`, TXT board/family/asic), until the daemon is shut down.
+fn announce(ip: Ipv4Addr) -> mdns_sd::ServiceDaemon {
+    let daemon = mdns_sd::ServiceDaemon::new().expect("mDNS daemon");
+    let txt = [("board", "601"), ("family", "Gamma"), ("asic", "BM1370")];
+    let info = mdns_sd::ServiceInfo::new(
+        "_axeos._sub._http._tcp.local.",
+        "Bitaxe Gamma 601 (FA20)",
+        "bitaxe-far.local.",
+        ip.to_string().as_str(),
+        80,
+        &txt[..],
+    )
+    .expect("service info");
+    daemon.register(info).expect("mDNS register");
+    daemon
+}
+
+/// The box's network address (its /23).
 fn net0(ip: Ipv4Addr) -> Ipv4Addr {
     let [a, b, c, _] = ip.octets();
     Ipv4Addr::new(a, b, c, 0)

@@ -356,6 +356,7 @@ fn the_lan_miner_answers_match_the_document() {
             Found { ip, via, miner: Some(miner(None, None)), error: None },
             Found { ip, via, miner: None, error: Some("answered too slowly".into()) },
         ],
+        mdns_announced: vec![ip],
     };
     assert_eq!(problems("LanScan", &report, &[]), Vec::<String>::new());
     for fallback in [Some(pool.clone()), None] {
