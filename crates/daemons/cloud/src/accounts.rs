@@ -113,7 +113,7 @@ fn check_password(password: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
+pub(crate) fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
     if name.chars().count() > MAX_NAME {
         return Err(ApiError::BadRequest(format!("the {what} is longer than {MAX_NAME} characters")));
     }
@@ -244,7 +244,7 @@ pub struct Login {
 }
 
 /// When `key` has `limit` failures in the window: seconds until the oldest of them leaves it.
-async fn throttled_for(
+pub(crate) async fn throttled_for(
     client: &deadpool_postgres::Object,
     key: &str,
     limit: i64,
@@ -508,22 +508,6 @@ pub async fn revoke_token(
         return Err(ApiError::NotFound(format!("you have no API token {id}")));
     }
     Ok(Json(serde_json::json!({"message": "token revoked"})).into_response())
-}
-
-/// GET /api/v1/devices: the account's devices.
-pub async fn devices(State(app): State<Arc<App>>, auth: Authed) -> Result<Response, ApiError> {
-    let mut client = db::client(&app.api).await?;
-    let tx = begin_as(&mut client, &app.context, auth.user).await?;
-    let rows = tx.query("SELECT id, name, status FROM devices ORDER BY created_at", &[]).await?;
-    tx.commit().await?;
-    let devices: Vec<_> = rows
-        .iter()
-        .map(|r| {
-            let (id, name, status): (Uuid, Option<String>, String) = (r.get(0), r.get(1), r.get(2));
-            serde_json::json!({"id": id, "name": name, "status": status})
-        })
-        .collect();
-    Ok(Json(serde_json::json!({"devices": devices})).into_response())
 }
 
 /// Who a request is from: its `Authorization: Bearer` API token, else its session cookie.

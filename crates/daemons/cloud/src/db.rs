@@ -108,8 +108,12 @@ macro_rules! migration {
 }
 
 /// Every migration, in order (a test checks this list against the migrations/ folder).
-pub const MIGRATIONS: &[Migration] =
-    &[migration!(1, "0001_schema"), migration!(2, "0002_accounts"), migration!(3, "0003_plans")];
+pub const MIGRATIONS: &[Migration] = &[
+    migration!(1, "0001_schema"),
+    migration!(2, "0002_accounts"),
+    migration!(3, "0003_plans"),
+    migration!(4, "0004_devices"),
+];
 
 fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))

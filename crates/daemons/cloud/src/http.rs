@@ -2,7 +2,7 @@
 
 use crate::error::ApiError;
 use crate::App;
-use crate::{accounts, billing, metrics, plans};
+use crate::{accounts, billing, devices, metrics, plans};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
 use axum::routing::{delete, get, post};
@@ -30,7 +30,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/me", get(accounts::me))
         .route("/api/v1/tokens", get(accounts::list_tokens).post(accounts::create_token))
         .route("/api/v1/tokens/{id}", delete(accounts::revoke_token))
-        .route("/api/v1/devices", get(accounts::devices))
+        .route("/api/v1/devices", get(devices::list))
+        .route("/api/v1/devices/pair", post(devices::pair))
+        .route("/api/v1/devices/{id}", delete(devices::unlink).patch(devices::rename))
+        // Signed by the box's key (devices::verify reads the raw body the signature covers).
+        .route("/api/v1/devices/pair/start", post(devices::start_pairing))
+        .route("/api/v1/device/me", get(devices::me))
+        .route("/api/v1/device/unlink", post(devices::device_unlink))
         .route("/api/v1/subscription", get(plans::subscription))
         // Reads its raw body itself (the signature is over the exact bytes), up to
         // billing::WEBHOOK_BODY_LIMIT.

@@ -11,6 +11,8 @@
 //!   tokens (issue 16, point 2).
 //! - `plans`: the plans' limits, the plan a user has now (a lapsed subscription falls back to
 //!   free), `GET /api/v1/subscription`, the admin's grant and revoke (point 3).
+//! - `devices`: pairing a box to an account, its signed requests (Ed25519, replay-proof),
+//!   listing, renaming and unlinking (point 4).
 //! - `billing`: the payment provider's webhook, Stripe's event shape and signature (point 3).
 //! - `http`: the routes and the extractors saying who asks; `error`: refusals; `mail`: SMTP.
 //! - `metrics`: `/metrics` (Prometheus), `/healthz` and `/readyz` (point 8).
@@ -18,6 +20,7 @@
 pub mod accounts;
 pub mod billing;
 pub mod db;
+pub mod devices;
 pub mod error;
 pub mod http;
 pub mod mail;
@@ -81,6 +84,7 @@ pub async fn prepare(owner: &deadpool_postgres::Pool) -> anyhow::Result<()> {
 
 /// Daily upkeep as the owner: the coming months' partitions, and forgetting what no longer
 /// counts: login failures older than the throttle's window, sessions and mailed tokens a week
+/// past their end, signed device requests' nonces past the replay window, pairing codes a day
 /// past their end. Returns the partitions it made.
 pub async fn upkeep(owner: &deadpool_postgres::Pool, throttle: &accounts::Throttle) -> anyhow::Result<Vec<String>> {
     let mut client = db::client(owner).await?;
@@ -92,8 +96,11 @@ pub async fn upkeep(owner: &deadpool_postgres::Pool, throttle: &accounts::Thrott
         .batch_execute(&format!(
             "DELETE FROM login_failures WHERE failed_at < now() - make_interval(secs => {});
              DELETE FROM sessions WHERE coalesce(revoked_at, expires_at) < now() - interval '7 days';
-             DELETE FROM email_tokens WHERE coalesce(used_at, expires_at) < now() - interval '7 days';",
-            throttle.window_secs
+             DELETE FROM email_tokens WHERE coalesce(used_at, expires_at) < now() - interval '7 days';
+             DELETE FROM device_nonces WHERE seen_at < now() - make_interval(secs => {});
+             DELETE FROM device_pairings WHERE coalesce(used_at, expires_at) < now() - interval '1 day';",
+            throttle.window_secs,
+            devices::NONCE_KEEP_SECS
         ))
         .await
         .map_err(db::DbError::from)?;
