@@ -236,13 +236,24 @@ pub async fn start_pairing(
         });
     }
     client.execute("INSERT INTO login_failures (key_hash) VALUES ($1)", &[&token_hash(&start_key)]).await?;
-    let code = new_code();
-    let row = client
-        .query_one(
-            "SELECT device_id, outcome FROM minebox_device_start_pairing($1, $2, $3, $4, $5, $6)",
-            &[&key, &name, &req.model, &req.version, &token_hash(&code), &CODE_MINUTES],
-        )
-        .await?;
+    // A code equal to one stored (live, or used within the day the upkeep keeps it) breaks the
+    // unique index: draw again. At 40 bits that is rare; three draws all colliding is not seen.
+    let mut attempt = 0;
+    let (code, row) = loop {
+        let code = new_code();
+        let started = client
+            .query_one(
+                "SELECT device_id, outcome FROM minebox_device_start_pairing($1, $2, $3, $4, $5, $6)",
+                &[&key, &name, &req.model, &req.version, &token_hash(&code), &CODE_MINUTES],
+            )
+            .await;
+        match started {
+            Err(e) if attempt < 2 && e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                attempt += 1;
+            }
+            other => break (code, other?),
+        }
+    };
     let (device, outcome): (Uuid, String) = (row.get(0), row.get(1));
     if outcome == "linked" {
         return Err(ApiError::Conflict(

@@ -114,6 +114,11 @@ async fn a_box_pairs_with_its_code_is_listed_renamed_and_unlinked_from_either_si
         assert!(e.contains("permission denied"), "{table}: {e}");
     }
 
+    // Not logged in: refused, the box still waits.
+    let (status, body) = rig.post("/api/v1/devices/pair", json!({"code": pairing.code})).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(device.link.status().await.unwrap().state, State::Pending);
+
     // Typed in lower case without the dash: the same code.
     let typed = pairing.code.replace('-', "").to_lowercase();
     let (status, body) = rig.pair(&ann, &typed).await;
