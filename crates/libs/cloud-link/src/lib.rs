@@ -9,7 +9,13 @@
 //!   for its owner to enter in their account), [`CloudLink::status`] (linked, pending or
 //!   unlinked) and [`CloudLink::unlink`].
 //!
+//! - [`telemetry`]: the payloads of the telemetry the owner opts into (heartbeat, daily stats,
+//!   blocks found), shared with the cloud, and [`telemetry::WHAT_IS_SENT`], the same in words;
+//!   sent by [`CloudLink::heartbeat`], [`CloudLink::daily_stats`] and [`CloudLink::block_found`].
+//!
 //! The status page's "Link to MineBox Cloud" button, which will use this, is not part of it yet.
+
+pub mod telemetry;
 
 use ed25519_dalek::{Signer, SigningKey};
 use rand::RngCore;
@@ -242,6 +248,14 @@ pub struct LinkStatus {
 }
 
 /// The box's client for MineBox Cloud's device endpoints.
+/// The cloud's answer to a telemetry report.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Accepted {
+    /// False when the report changed nothing (a block reported before).
+    pub recorded: bool,
+    pub message: String,
+}
+
 pub struct CloudLink {
     base: String,
     key: DeviceKey,
@@ -303,6 +317,25 @@ impl CloudLink {
     /// Leaves the account (and cancels a pending code).
     pub async fn unlink(&self) -> Result<LinkStatus, LinkError> {
         self.send(reqwest::Method::POST, "/api/v1/device/unlink", Vec::new()).await
+    }
+
+    /// Sends a heartbeat (telemetry, only if the owner turned it on). Refused with 403 while
+    /// the box is not linked.
+    pub async fn heartbeat(&self, beat: &telemetry::Heartbeat) -> Result<Accepted, LinkError> {
+        let body = serde_json::to_vec(beat).expect("Heartbeat serializes");
+        self.send(reqwest::Method::POST, "/api/v1/device/heartbeat", body).await
+    }
+
+    /// Sends one coin's totals for one day; sending the same day and coin again replaces them.
+    pub async fn daily_stats(&self, stats: &telemetry::DailyStats) -> Result<Accepted, LinkError> {
+        let body = serde_json::to_vec(stats).expect("DailyStats serializes");
+        self.send(reqwest::Method::POST, "/api/v1/device/stats/daily", body).await
+    }
+
+    /// Reports a block found; reporting it again changes nothing (`recorded` is false then).
+    pub async fn block_found(&self, block: &telemetry::BlockFound) -> Result<Accepted, LinkError> {
+        let body = serde_json::to_vec(block).expect("BlockFound serializes");
+        self.send(reqwest::Method::POST, "/api/v1/device/blocks", body).await
     }
 }
 
