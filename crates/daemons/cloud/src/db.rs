@@ -113,6 +113,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(2, "0002_accounts"),
     migration!(3, "0003_plans"),
     migration!(4, "0004_devices"),
+    migration!(5, "0005_telemetry"),
 ];
 
 fn sha256_hex(text: &str) -> String {

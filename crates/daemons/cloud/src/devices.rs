@@ -71,7 +71,7 @@ fn normalize_code(typed: &str) -> Option<String> {
     (code.len() == CODE_LEN && code.bytes().all(|b| CODE_ALPHABET.contains(&b))).then_some(code)
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
@@ -105,7 +105,13 @@ fn hex_of(what: &str, text: &str, len: usize) -> Result<Vec<u8>, ApiError> {
 }
 
 /// Checks a signed device request; returns the box's public key as lower-case hex.
-async fn verify(app: &App, method: &Method, path: &str, headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
+pub(crate) async fn verify(
+    app: &App,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<String, ApiError> {
     let key_bytes = hex_of(HEADER_DEVICE, header(headers, HEADER_DEVICE)?, 32)?;
     let timestamp: i64 = header(headers, HEADER_TIMESTAMP)?.parse().map_err(|_| {
         ApiError::Unauthorized(format!("the {HEADER_TIMESTAMP} header is not whole seconds since 1970"))
@@ -152,7 +158,7 @@ async fn verify(app: &App, method: &Method, path: &str, headers: &HeaderMap, bod
 }
 
 /// The raw body, or the same refusal a JSON endpoint gives (413 when too large).
-fn raw_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub(crate) fn raw_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
         let status = rejection.status();
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -164,7 +170,7 @@ fn raw_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
-fn json_of<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn json_of<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let body = if body.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { body };
     serde_json::from_slice(body).map_err(|e| ApiError::Body {
         status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -172,7 +178,7 @@ fn json_of<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-fn check_short(what: &str, value: &str, max: usize) -> Result<(), ApiError> {
+pub(crate) fn check_short(what: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.chars().count() > max {
         return Err(ApiError::BadRequest(format!("the {what} is longer than {max} characters")));
     }
@@ -452,6 +458,16 @@ pub async fn list(State(app): State<Arc<App>>, auth: Authed) -> Result<Response,
             &[],
         )
         .await?;
+    // What each box's last heartbeat said of its coins (telemetry, if its owner turned it on).
+    let coin_rows = tx
+        .query(
+            "SELECT dc.device_id, c.coin_key, coalesce(dc.sync_state, dc.sync_status), dc.block_height,
+                    dc.header_height, (dc.sync_progress_percent / 100)::float8, dc.hashrate_hs,
+                    to_char(dc.reported_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+               FROM device_coins dc JOIN coins c ON c.id = dc.coin_id ORDER BY c.coin_key",
+            &[],
+        )
+        .await?;
     tx.commit().await?;
     let devices: Vec<_> = rows
         .iter()
@@ -459,8 +475,20 @@ pub async fn list(State(app): State<Arc<App>>, auth: Authed) -> Result<Response,
             let (id, status, model): (Uuid, String, String) = (r.get(0), r.get(2), r.get(3));
             let text = |i: usize| r.get::<_, Option<String>>(i);
             let (name, version, key, linked, seen) = (text(1), text(4), text(5), text(6), text(7));
+            let coins: Vec<_> = coin_rows
+                .iter()
+                .filter(|c| c.get::<_, Uuid>(0) == id)
+                .map(|c| {
+                    let (coin, state): (String, String) = (c.get(1), c.get(2));
+                    let (height, headers): (Option<i32>, Option<i32>) = (c.get(3), c.get(4));
+                    let (progress, hashrate, at): (Option<f64>, Option<f64>, Option<String>) =
+                        (c.get(5), c.get(6), c.get(7));
+                    serde_json::json!({"coin": coin, "state": state, "height": height, "headers": headers,
+                                       "sync_progress": progress, "hashrate_hs": hashrate, "reported_at": at})
+                })
+                .collect();
             serde_json::json!({"id": id, "name": name, "status": status, "model": model, "version": version,
-                               "public_key": key, "linked_at": linked, "last_seen_at": seen})
+                               "public_key": key, "linked_at": linked, "last_seen_at": seen, "coins": coins})
         })
         .collect();
     Ok(Json(serde_json::json!({"devices": devices})).into_response())

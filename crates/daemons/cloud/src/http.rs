@@ -2,10 +2,10 @@
 
 use crate::error::ApiError;
 use crate::App;
-use crate::{accounts, billing, devices, metrics, plans};
+use crate::{accounts, billing, devices, metrics, plans, telemetry};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -37,6 +37,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/devices/pair/start", post(devices::start_pairing))
         .route("/api/v1/device/me", get(devices::me))
         .route("/api/v1/device/unlink", post(devices::device_unlink))
+        .route("/api/v1/device/heartbeat", post(telemetry::heartbeat))
+        .route("/api/v1/device/stats/daily", post(telemetry::daily))
+        .route("/api/v1/device/blocks", post(telemetry::block))
+        .route("/api/v1/usage", get(telemetry::usage))
+        .route("/api/v1/leaderboard/blocks", get(telemetry::leaderboard))
+        .route("/api/v1/leaderboard/visibility", put(telemetry::visibility))
         .route("/api/v1/subscription", get(plans::subscription))
         // Reads its raw body itself (the signature is over the exact bytes), up to
         // billing::WEBHOOK_BODY_LIMIT.

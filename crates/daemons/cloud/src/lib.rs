@@ -13,6 +13,9 @@
 //!   free), `GET /api/v1/subscription`, the admin's grant and revoke (point 3).
 //! - `devices`: pairing a box to an account, its signed requests (Ed25519, replay-proof),
 //!   listing, renaming and unlinking (point 4).
+//! - `telemetry`: what a linked box reports if its owner opts in (heartbeat, daily stats,
+//!   blocks found), the user's downloads this month against their plan, the block leaderboard
+//!   (point 6).
 //! - `billing`: the payment provider's webhook, Stripe's event shape and signature (point 3).
 //! - `http`: the routes and the extractors saying who asks; `error`: refusals; `mail`: SMTP.
 //! - `metrics`: `/metrics` (Prometheus), `/healthz` and `/readyz` (point 8).
@@ -26,6 +29,7 @@ pub mod http;
 pub mod mail;
 pub mod metrics;
 pub mod plans;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
