@@ -272,6 +272,12 @@ impl CloudLink {
         CloudLink { base: base.trim_end_matches('/').to_string(), key, http }
     }
 
+    /// Another box's link to the same cloud over this one's HTTP client (its connections are
+    /// shared): for a tool that plays many boxes, like `minebox-cloud-load`.
+    pub fn sharing(&self, key: DeviceKey) -> CloudLink {
+        CloudLink { base: self.base.clone(), key, http: self.http.clone() }
+    }
+
     pub fn key(&self) -> &DeviceKey {
         &self.key
     }
