@@ -88,8 +88,8 @@ pub async fn prepare(owner: &deadpool_postgres::Pool) -> anyhow::Result<()> {
 
 /// Daily upkeep as the owner: the coming months' partitions, and forgetting what no longer
 /// counts: login failures older than the throttle's window, sessions and mailed tokens a week
-/// past their end, signed device requests' nonces past the replay window, pairing codes a day
-/// past their end. Returns the partitions it made.
+/// past their end, signed device requests' nonces past the replay window (also hourly,
+/// [`forget_nonces`]), pairing codes a day past their end. Returns the partitions it made.
 pub async fn upkeep(owner: &deadpool_postgres::Pool, throttle: &accounts::Throttle) -> anyhow::Result<Vec<String>> {
     let mut client = db::client(owner).await?;
     let made = db::create_partitions(&mut client).await?;
@@ -101,14 +101,28 @@ pub async fn upkeep(owner: &deadpool_postgres::Pool, throttle: &accounts::Thrott
             "DELETE FROM login_failures WHERE failed_at < now() - make_interval(secs => {});
              DELETE FROM sessions WHERE coalesce(revoked_at, expires_at) < now() - interval '7 days';
              DELETE FROM email_tokens WHERE coalesce(used_at, expires_at) < now() - interval '7 days';
-             DELETE FROM device_nonces WHERE seen_at < now() - make_interval(secs => {});
              DELETE FROM device_pairings WHERE coalesce(used_at, expires_at) < now() - interval '1 day';",
             throttle.window_secs,
-            devices::NONCE_KEEP_SECS
         ))
         .await
         .map_err(db::DbError::from)?;
+    forget_nonces(owner).await?;
     Ok(made)
+}
+
+/// Forgets signed device requests' nonces past the replay window. Run hourly as well as in the
+/// daily upkeep: with every box sending a heartbeat a minute, a day of nonces is millions of
+/// rows (docs/benchmarks.md, "MineBox Cloud"). Returns how many were forgotten.
+pub async fn forget_nonces(owner: &deadpool_postgres::Pool) -> anyhow::Result<u64> {
+    let client = db::client(owner).await?;
+    let n = client
+        .execute(
+            "DELETE FROM device_nonces WHERE seen_at < now() - make_interval(secs => $1::int8::float8)",
+            &[&devices::NONCE_KEEP_SECS],
+        )
+        .await
+        .map_err(db::DbError::from)?;
+    Ok(n)
 }
 
 /// A running service: where it listens, and its task (aborted on drop).
@@ -167,6 +181,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 }
             }
         };
+        let nonces_owner = app.owner.clone();
+        let nonces_loop = async move {
+            let mut every = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                every.tick().await;
+                if let Err(e) = forget_nonces(&nonces_owner).await {
+                    tracing::error!("forgetting old device request nonces failed (retried in an hour): {e:#}");
+                }
+            }
+        };
         let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>());
         let metrics_server = async move {
             match metrics_listener {
@@ -178,6 +202,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             r = server => if let Err(e) = r { tracing::error!("server stopped: {e}") },
             r = metrics_server => if let Err(e) = r { tracing::error!("metrics server stopped: {e}") },
             () = upkeep_loop => {}
+            () = nonces_loop => {}
         }
     });
     Ok(Running { addr, metrics_addr, task })
