@@ -13,7 +13,7 @@ use crate::http::{Authed, ClientIp};
 use crate::App;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -105,13 +105,7 @@ fn hex_of(what: &str, text: &str, len: usize) -> Result<Vec<u8>, ApiError> {
 }
 
 /// Checks a signed device request; returns the box's public key as lower-case hex.
-pub(crate) async fn verify(
-    app: &App,
-    method: &Method,
-    path: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<String, ApiError> {
+async fn verify(app: &App, method: &Method, path: &str, headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
     let key_bytes = hex_of(HEADER_DEVICE, header(headers, HEADER_DEVICE)?, 32)?;
     let timestamp: i64 = header(headers, HEADER_TIMESTAMP)?.parse().map_err(|_| {
         ApiError::Unauthorized(format!("the {HEADER_TIMESTAMP} header is not whole seconds since 1970"))
@@ -157,8 +151,29 @@ pub(crate) async fn verify(
     Ok(hex_key)
 }
 
+/// A device request whose signature, clock and nonce checked out (`verify`): the box's public
+/// key as lower-case hex, and the raw body it signed. A handler that takes it never sees an
+/// unsigned or replayed request. The path signed is the one the client sent (`OriginalUri`).
+pub struct Signed {
+    pub key: String,
+    pub body: Bytes,
+}
+
+impl FromRequest<Arc<App>> for Signed {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, app: &Arc<App>) -> Result<Self, ApiError> {
+        let (mut parts, body) = req.into_parts();
+        let Ok(OriginalUri(uri)) = OriginalUri::from_request_parts(&mut parts, app).await;
+        let (method, headers) = (parts.method.clone(), parts.headers.clone());
+        let body = raw_body(Bytes::from_request(Request::from_parts(parts, body), app).await)?;
+        let key = verify(app, &method, uri.path(), &headers, &body).await?;
+        Ok(Signed { key, body })
+    }
+}
+
 /// The raw body, or the same refusal a JSON endpoint gives (413 when too large).
-pub(crate) fn raw_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+fn raw_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
         let status = rejection.status();
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -215,13 +230,8 @@ pub struct StartPairing {
 pub async fn start_pairing(
     State(app): State<Arc<App>>,
     ClientIp(ip): ClientIp,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Signed { key, body }: Signed,
 ) -> Result<Response, ApiError> {
-    let body = raw_body(body)?;
-    let key = verify(&app, &method, uri.path(), &headers, &body).await?;
     let req: StartPairing = json_of(&body)?;
     let name = req.name.as_deref().map(device_name).transpose()?;
     if let Some(model) = &req.model {
@@ -314,29 +324,13 @@ async fn device_state(app: &App, key: &str) -> Result<serde_json::Value, ApiErro
 
 /// GET /api/v1/device/me (signed): whether the box is linked (to which account, masked),
 /// waiting for its code, or unlinked.
-pub async fn me(
-    State(app): State<Arc<App>>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let body = raw_body(body)?;
-    let key = verify(&app, &method, uri.path(), &headers, &body).await?;
+pub async fn me(State(app): State<Arc<App>>, Signed { key, .. }: Signed) -> Result<Response, ApiError> {
     Ok(Json(device_state(&app, &key).await?).into_response())
 }
 
 /// POST /api/v1/device/unlink (signed): the box leaves its account. What it reported is
 /// forgotten; the account's metered downloads stay.
-pub async fn device_unlink(
-    State(app): State<Arc<App>>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let body = raw_body(body)?;
-    let key = verify(&app, &method, uri.path(), &headers, &body).await?;
+pub async fn device_unlink(State(app): State<Arc<App>>, Signed { key, .. }: Signed) -> Result<Response, ApiError> {
     let client = db::client(&app.api).await?;
     let outcome: String = client.query_one("SELECT minebox_device_unlink($1)", &[&key]).await?.get(0);
     drop(client);

@@ -33,7 +33,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/devices", get(devices::list))
         .route("/api/v1/devices/pair", post(devices::pair))
         .route("/api/v1/devices/{id}", delete(devices::unlink).patch(devices::rename))
-        // Signed by the box's key (devices::verify reads the raw body the signature covers).
+        // Signed by the box's key (devices::Signed reads the raw body the signature covers).
         .route("/api/v1/devices/pair/start", post(devices::start_pairing))
         .route("/api/v1/device/me", get(devices::me))
         .route("/api/v1/device/unlink", post(devices::device_unlink))

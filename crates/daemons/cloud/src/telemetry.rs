@@ -8,14 +8,11 @@
 //! transaction acting for the box's user, so row-level security checks each row is theirs.
 
 use crate::db::{self, begin_as};
-use crate::devices::{check_short, raw_body, unix_now, verify};
+use crate::devices::{check_short, unix_now, Signed};
 use crate::error::ApiError;
 use crate::http::Authed;
 use crate::App;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{OriginalUri, Query, State};
-use axum::http::{HeaderMap, Method};
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use minebox_cloud_link::telemetry::{BlockFound, CoinReport, DailyStats, Heartbeat};
@@ -173,15 +170,7 @@ fn accepted(recorded: bool, message: String) -> Response {
 /// POST /api/v1/device/heartbeat (signed, linked boxes only): marks the box seen with its
 /// version, replaces its per-coin sync state (coins it no longer reports are dropped) and keeps
 /// one `device_metrics` row.
-pub async fn heartbeat(
-    State(app): State<Arc<App>>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let body = raw_body(body)?;
-    let key = verify(&app, &method, uri.path(), &headers, &body).await?;
+pub async fn heartbeat(State(app): State<Arc<App>>, Signed { key, body }: Signed) -> Result<Response, ApiError> {
     let (device, user) = linked(&app, &key).await?;
     let beat: Heartbeat = payload(&body)?;
     check_heartbeat(&beat)?;
@@ -286,15 +275,7 @@ fn check_daily(stats: &DailyStats) -> Result<(), ApiError> {
 
 /// POST /api/v1/device/stats/daily (signed, linked boxes only): one coin's totals for one UTC
 /// day; the same day and coin again replaces them (the box re-sends until it is answered).
-pub async fn daily(
-    State(app): State<Arc<App>>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let body = raw_body(body)?;
-    let key = verify(&app, &method, uri.path(), &headers, &body).await?;
+pub async fn daily(State(app): State<Arc<App>>, Signed { key, body }: Signed) -> Result<Response, ApiError> {
     let (device, user) = linked(&app, &key).await?;
     let s: DailyStats = payload(&body)?;
     check_daily(&s)?;
@@ -355,15 +336,7 @@ fn check_block(b: &BlockFound) -> Result<String, ApiError> {
 
 /// POST /api/v1/device/blocks (signed, linked boxes only): a block a miner on the box found.
 /// Reporting a block (coin and hash) the cloud has already changes nothing.
-pub async fn block(
-    State(app): State<Arc<App>>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let body = raw_body(body)?;
-    let key = verify(&app, &method, uri.path(), &headers, &body).await?;
+pub async fn block(State(app): State<Arc<App>>, Signed { key, body }: Signed) -> Result<Response, ApiError> {
     let (device, user) = linked(&app, &key).await?;
     let b: BlockFound = payload(&body)?;
     let hash = check_block(&b)?;
