@@ -8,37 +8,16 @@
 mod support;
 
 use minebox_cloud::accounts::Throttle;
-use minebox_cloud_link::{BoxInfo, CloudLink, DeviceKey, LinkError, State};
+use minebox_cloud_link::{BoxInfo, LinkError, State};
 use reqwest::Method;
 use serde_json::{json, Value};
 use support::{Auth, Rig, API, DB};
-
-const PASSWORD: &str = "correct horse battery";
 
 fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
-/// A box with its key in a fresh file, talking to the rig's service.
-struct Box_ {
-    link: CloudLink,
-    _dir: tempfile::TempDir,
-}
-
 impl Rig {
-    fn device(&self) -> Box_ {
-        let dir = tempfile::tempdir().unwrap();
-        let key = DeviceKey::load_or_create(&dir.path().join("data/cloud/device.key")).unwrap();
-        Box_ { link: CloudLink::new(&self.base, key), _dir: dir }
-    }
-
-    /// A verified user with a session.
-    async fn user(&self, email: &str) -> Auth {
-        self.verified_user(email, PASSWORD).await;
-        let (session, _) = self.login(email, PASSWORD).await;
-        Auth::Cookie(session)
-    }
-
     /// Sends `body` to `path` with exactly these headers (a device's, signed or not).
     async fn raw(&self, method: Method, path: &str, headers: &[(&str, String)], body: Vec<u8>) -> (u16, Value) {
         let mut req = self.http.request(method, format!("{}{path}", self.base)).body(body);
@@ -63,12 +42,6 @@ impl Rig {
     async fn pair(&self, auth: &Auth, code: &str) -> (u16, Value) {
         self.call(Method::POST, "/api/v1/devices/pair", auth, Some(json!({"code": code}))).await
     }
-
-    async fn devices(&self, auth: &Auth) -> Vec<Value> {
-        let (status, body) = self.call(Method::GET, "/api/v1/devices", auth, None).await;
-        assert_eq!(status, 200, "{body}");
-        body["devices"].as_array().unwrap().clone()
-    }
 }
 
 fn refused(result: Result<impl std::fmt::Debug, LinkError>) -> (u16, String) {
@@ -85,8 +58,8 @@ fn info(name: &str) -> BoxInfo {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_box_pairs_with_its_code_is_listed_renamed_and_unlinked_from_either_side() {
     let rig = Rig::start().await;
-    let ann = rig.user("ann@example.org").await;
-    let bob = rig.user("bob@example.org").await;
+    let ann = rig.session_user("ann@example.org").await;
+    let bob = rig.session_user("bob@example.org").await;
     let device = rig.device();
 
     // Before pairing the cloud does not know the key.
@@ -199,7 +172,7 @@ async fn a_box_pairs_with_its_code_is_listed_renamed_and_unlinked_from_either_si
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_free_plan_links_one_box() {
     let rig = Rig::start().await;
-    let cal = rig.user("cal@example.org").await;
+    let cal = rig.session_user("cal@example.org").await;
     let (first, second) = (rig.device(), rig.device());
     let code = first.link.start_pairing(&info("one")).await.unwrap().code;
     assert_eq!(rig.pair(&cal, &code).await.0, 200);
@@ -225,7 +198,7 @@ async fn the_free_plan_links_one_box() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsigned_forged_stale_replayed_and_foreign_requests_are_refused_and_change_nothing() {
     let rig = Rig::start().await;
-    let dee = rig.user("dee@example.org").await;
+    let dee = rig.session_user("dee@example.org").await;
     let (a, b) = (rig.device(), rig.device());
     let code = b.link.start_pairing(&info("b's box")).await.unwrap().code;
     assert_eq!(rig.pair(&dee, &code).await.0, 200);
@@ -299,7 +272,7 @@ async fn unsigned_forged_stale_replayed_and_foreign_requests_are_refused_and_cha
         version: Some("1' OR '1'='1".into()),
     };
     let code = a.link.start_pairing(&sqlish).await.unwrap().code;
-    assert_eq!(rig.pair(&rig.user("eve@example.org").await, &code).await.0, 200);
+    assert_eq!(rig.pair(&rig.session_user("eve@example.org").await, &code).await.0, 200);
     assert_eq!(rig.pg.psql(DB, "SELECT count(*) FROM users"), "2", "no user deleted");
     let row = rig.pg.psql(
         DB,
@@ -321,7 +294,7 @@ async fn unsigned_forged_stale_replayed_and_foreign_requests_are_refused_and_cha
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_expired_and_guessed_codes_are_refused_and_guessing_is_throttled() {
     let rig = Rig::start_with(Throttle { window_secs: 900, per_account: 4, per_ip: 100 }).await;
-    let fay = rig.user("fay@example.org").await;
+    let fay = rig.session_user("fay@example.org").await;
     let device = rig.device();
     let code = device.link.start_pairing(&info("fay's")).await.unwrap().code;
 
@@ -371,7 +344,7 @@ async fn wrong_expired_and_guessed_codes_are_refused_and_guessing_is_throttled()
     assert_eq!(device.link.status().await.unwrap().state, State::Pending);
 
     // Another account (another person at the same address, under its limit) is not held up.
-    let gil = rig.user("gil@example.org").await;
+    let gil = rig.session_user("gil@example.org").await;
     let (status, body) = rig.pair(&gil, &code).await;
     assert_eq!(status, 200, "{body}");
 }

@@ -8,31 +8,12 @@
 mod support;
 
 use minebox_cloud_link::telemetry::{BlockFound, CoinReport, DailyStats, Heartbeat, SyncState};
-use minebox_cloud_link::{BoxInfo, CloudLink, DeviceKey, LinkError};
+use minebox_cloud_link::{BoxInfo, LinkError};
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::{Auth, Rig, DB};
-
-const PASSWORD: &str = "correct horse battery";
-
-struct Box_ {
-    link: CloudLink,
-    _dir: tempfile::TempDir,
-}
+use support::{Auth, Box_, Rig, DB};
 
 impl Rig {
-    fn device(&self) -> Box_ {
-        let dir = tempfile::tempdir().unwrap();
-        let key = DeviceKey::load_or_create(&dir.path().join("device.key")).unwrap();
-        Box_ { link: CloudLink::new(&self.base, key), _dir: dir }
-    }
-
-    async fn user(&self, email: &str) -> Auth {
-        self.verified_user(email, PASSWORD).await;
-        let (session, _) = self.login(email, PASSWORD).await;
-        Auth::Cookie(session)
-    }
-
     /// A box linked to `auth`'s account through the real pairing.
     async fn linked_box(&self, auth: &Auth, name: &str) -> Box_ {
         let device = self.device();
@@ -41,12 +22,6 @@ impl Rig {
         let (status, body) = self.call(Method::POST, "/api/v1/devices/pair", auth, Some(json!({"code": code}))).await;
         assert_eq!(status, 200, "{body}");
         device
-    }
-
-    async fn devices(&self, auth: &Auth) -> Vec<Value> {
-        let (status, body) = self.call(Method::GET, "/api/v1/devices", auth, None).await;
-        assert_eq!(status, 200, "{body}");
-        body["devices"].as_array().unwrap().clone()
     }
 
     /// A body signed by `device`'s key, sent as is (to send what the typed client cannot).
@@ -116,8 +91,8 @@ fn block(hash: &str) -> BlockFound {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_show_each_coins_sync_state_to_the_owner_only() {
     let rig = Rig::start().await;
-    let ann = rig.user("ann@example.org").await;
-    let bob = rig.user("bob@example.org").await;
+    let ann = rig.session_user("ann@example.org").await;
+    let bob = rig.session_user("bob@example.org").await;
     let device = rig.linked_box(&ann, "ann's box").await;
     let bobs = rig.linked_box(&bob, "bob's box").await;
 
@@ -183,8 +158,8 @@ async fn heartbeats_show_each_coins_sync_state_to_the_owner_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daily_stats_and_blocks_are_idempotent_and_blocks_reach_the_leaderboard_without_emails() {
     let rig = Rig::start().await;
-    let ann = rig.user("ann@example.org").await;
-    let bob = rig.user("bob@example.org").await;
+    let ann = rig.session_user("ann@example.org").await;
+    let bob = rig.session_user("bob@example.org").await;
     let device = rig.linked_box(&ann, "ann's box").await;
     let bobs = rig.linked_box(&bob, "bob's box").await;
 
@@ -248,8 +223,8 @@ async fn daily_stats_and_blocks_are_idempotent_and_blocks_reach_the_leaderboard_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_counts_this_months_downloads_against_the_plan() {
     let rig = Rig::start().await;
-    let ann = rig.user("ann@example.org").await;
-    let bob = rig.user("bob@example.org").await;
+    let ann = rig.session_user("ann@example.org").await;
+    let bob = rig.session_user("bob@example.org").await;
     let (status, usage) = rig.call(Method::GET, "/api/v1/usage", &ann, None).await;
     assert_eq!(status, 200, "{usage}");
     assert_eq!(usage["plan"], "free");
@@ -301,7 +276,7 @@ async fn usage_counts_this_months_downloads_against_the_plan() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_pending_and_unlinked_boxes_are_refused_and_nothing_is_written() {
     let rig = Rig::start().await;
-    let ann = rig.user("ann@example.org").await;
+    let ann = rig.session_user("ann@example.org").await;
     let before = rig.telemetry_state();
     let report = beat(vec![coin("btc", 1, SyncState::Syncing)]);
 
@@ -349,7 +324,7 @@ async fn unknown_pending_and_unlinked_boxes_are_refused_and_nothing_is_written()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absurd_sql_shaped_and_oversized_reports_are_refused_with_what_is_wrong() {
     let rig = Rig::start().await;
-    let ann = rig.user("ann@example.org").await;
+    let ann = rig.session_user("ann@example.org").await;
     let device = rig.linked_box(&ann, "ann's box").await;
     device.link.heartbeat(&beat(vec![coin("btc", 1, SyncState::Syncing)])).await.unwrap();
     let before = rig.telemetry_state();

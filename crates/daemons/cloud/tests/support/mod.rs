@@ -163,3 +163,35 @@ pub fn link_token(mail: &str, marker: &str) -> String {
     let at = unfolded.find(marker).unwrap_or_else(|| panic!("no {marker} link in the mail:\n{mail}")) + marker.len();
     unfolded[at..].chars().take_while(char::is_ascii_hexdigit).collect()
 }
+
+/// The password of the users `Rig::user` signs up.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A box with its key in a fresh file, talking to the rig's service through the box's own
+/// client (`minebox-cloud-link`).
+pub struct Box_ {
+    pub link: minebox_cloud_link::CloudLink,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    pub fn device(&self) -> Box_ {
+        let dir = tempfile::tempdir().unwrap();
+        let key = minebox_cloud_link::DeviceKey::load_or_create(&dir.path().join("data/cloud/device.key")).unwrap();
+        Box_ { link: minebox_cloud_link::CloudLink::new(&self.base, key), _dir: dir }
+    }
+
+    /// A verified user with a session.
+    pub async fn session_user(&self, email: &str) -> Auth {
+        self.verified_user(email, PASSWORD).await;
+        let (session, _) = self.login(email, PASSWORD).await;
+        Auth::Cookie(session)
+    }
+
+    /// The user's devices, as GET /api/v1/devices lists them.
+    pub async fn devices(&self, auth: &Auth) -> Vec<serde_json::Value> {
+        let (status, body) = self.call(reqwest::Method::GET, "/api/v1/devices", auth, None).await;
+        assert_eq!(status, 200, "{body}");
+        body["devices"].as_array().unwrap().clone()
+    }
+}
