@@ -2,7 +2,7 @@
 //! and pairing").
 //!
 //! - [`DeviceKey`]: the box's Ed25519 key, made on first use and kept in a 32-byte seed file on
-//!   /data (mode 0600). It never leaves the box: the cloud knows the box by its public key.
+//!   /data (mode 0640, group `minebox-cloud`: the status page and the snapshot agent). It never leaves the box: the cloud knows the box by its public key.
 //! - [`DeviceKey::sign`]: the headers of a signed request (key, timestamp, fresh nonce,
 //!   signature over [`canonical`]), which the cloud checks and refuses to see twice.
 //! - [`CloudLink`]: the three calls the box makes: [`CloudLink::start_pairing`] (a short code
@@ -13,8 +13,12 @@
 //!   blocks found), shared with the cloud, and [`telemetry::WHAT_IS_SENT`], the same in words;
 //!   sent by [`CloudLink::heartbeat`], [`CloudLink::daily_stats`] and [`CloudLink::block_found`].
 //!
-//! The status page's "Link to MineBox Cloud" button, which will use this, is not part of it yet.
+//! - [`snapshots`]: snapshots through the cloud: the publisher's registration and the box's
+//!   offers, grants, chunk URLs and completion, sent by [`CloudLink::snapshot_offer`],
+//!   [`CloudLink::snapshot_grant`],
+//!   [`CloudLink::chunk_urls`] and [`CloudLink::download_complete`].
 
+pub mod snapshots;
 pub mod telemetry;
 
 use ed25519_dalek::{Signer, SigningKey};
@@ -57,8 +61,8 @@ pub enum KeyError {
     )]
     WrongSize { path: PathBuf, size: u64 },
     #[error(
-        "the device key {path} has mode {mode:04o}: others could read it; `chmod 600 {path}` (and check who else \
-         had access), or move it away to make a new key"
+        "the device key {path} has mode {mode:04o}: others could read or change it; `chmod 640 {path}` (and \
+         check who else had access), or move it away to make a new key"
     )]
     TooOpen { path: PathBuf, mode: u32 },
     #[error("the device key {path} is not a regular file: move it away")]
@@ -83,15 +87,27 @@ pub type SignedHeaders = Vec<(&'static str, String)>;
 impl DeviceKey {
     /// Loads the key from its seed file at `path`, or makes one there if there is none.
     ///
-    /// A new seed is written to a temporary file (mode 0600) in the same folder, synced, and
+    /// A new seed is written to a temporary file (mode 0640) in the same folder, synced, and
     /// hard-linked to `path`, which fails if `path` appeared meanwhile (then that key is
     /// loaded): a crash leaves either no key or a whole one, and two starts at once agree on
     /// one key. An existing file must be a regular file of 32 bytes that only its owner can
-    /// read or write; anything else is refused, not replaced (replacing a key unlinks the box).
+    /// write and nobody but its owner and group can read (on the box the group is
+    /// `minebox-cloud`, set by the folder: the status page makes the key, the snapshot agent
+    /// signs its snapshot requests with it); anything else is refused, not replaced
+    /// (replacing a key unlinks the box).
     pub fn load_or_create(path: &Path) -> Result<DeviceKey, KeyError> {
         match fs::symlink_metadata(path) {
             Ok(_) => DeviceKey::load(path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => DeviceKey::create(path),
+            Err(source) => Err(KeyError::Io { action: "read", path: path.into(), source }),
+        }
+    }
+
+    /// Loads an existing key; `Ok(None)` if there is none (the box was never linked).
+    pub fn load_existing(path: &Path) -> Result<Option<DeviceKey>, KeyError> {
+        match fs::symlink_metadata(path) {
+            Ok(_) => DeviceKey::load(path).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(KeyError::Io { action: "read", path: path.into(), source }),
         }
     }
@@ -103,7 +119,8 @@ impl DeviceKey {
             return Err(KeyError::NotAFile { path: path.into() });
         }
         let mode = meta.mode() & 0o7777;
-        if mode & 0o077 != 0 {
+        // Group read is how the agent shares the key; group write or anything for others is not.
+        if mode & 0o037 != 0 {
             return Err(KeyError::TooOpen { path: path.into(), mode });
         }
         if meta.len() != SEED_LEN {
@@ -128,9 +145,9 @@ impl DeviceKey {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "device-key".into());
         let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(suffix)));
         let written = (|| {
-            let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-            // The umask cannot widen 0600, but a filesystem may: say exactly what is meant.
-            f.set_permissions(fs::Permissions::from_mode(0o600))?;
+            let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o640).open(&tmp)?;
+            // The umask may narrow 0640 and a filesystem may widen it: say exactly what is meant.
+            f.set_permissions(fs::Permissions::from_mode(0o640))?;
             f.write_all(&seed)?;
             f.sync_all()
         })();
@@ -197,6 +214,9 @@ pub enum LinkError {
     /// The cloud's refusal, in its own words (it says what to do).
     #[error("MineBox Cloud refused ({status}): {message}")]
     Refused { status: u16, message: String },
+    /// The plan's limit is reached (HTTP 402): the cloud's words say which, and what lifts it.
+    #[error("{message}")]
+    OverQuota { message: String },
     #[error("MineBox Cloud answered something this box does not understand ({status}): {detail}")]
     Unexpected { status: u16, detail: String },
 }
@@ -247,7 +267,6 @@ pub struct LinkStatus {
     pub message: String,
 }
 
-/// The box's client for MineBox Cloud's device endpoints.
 /// The cloud's answer to a telemetry report.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Accepted {
@@ -256,6 +275,7 @@ pub struct Accepted {
     pub message: String,
 }
 
+/// The box's client for MineBox Cloud's device endpoints.
 pub struct CloudLink {
     base: String,
     key: DeviceKey,
@@ -304,6 +324,9 @@ impl CloudLink {
                 .ok()
                 .and_then(|v| v["error"].as_str().map(str::to_string))
                 .unwrap_or_else(|| text.chars().take(300).collect());
+            if status == 402 {
+                return Err(LinkError::OverQuota { message });
+            }
             return Err(LinkError::Refused { status, message });
         }
         serde_json::from_str(&text).map_err(|e| LinkError::Unexpected { status, detail: e.to_string() })
@@ -343,6 +366,35 @@ impl CloudLink {
         let body = serde_json::to_vec(block).expect("BlockFound serializes");
         self.send(reqwest::Method::POST, "/api/v1/device/blocks", body).await
     }
+
+    /// What the catalogue offers for a coin, and this month's use of the plan (not metered).
+    pub async fn snapshot_offer(&self, request: &snapshots::OfferRequest) -> Result<snapshots::Offered, LinkError> {
+        let body = serde_json::to_vec(request).expect("OfferRequest serializes");
+        self.send(reqwest::Method::POST, "/api/v1/device/snapshots/offer", body).await
+    }
+
+    /// Asks for the current snapshot of a coin: URLs for its documents and a download id, or
+    /// [`LinkError::OverQuota`].
+    pub async fn snapshot_grant(&self, request: &snapshots::GrantRequest) -> Result<snapshots::Grant, LinkError> {
+        let body = serde_json::to_vec(request).expect("GrantRequest serializes");
+        self.send(reqwest::Method::POST, "/api/v1/device/snapshots/grant", body).await
+    }
+
+    /// URLs for chunks the box lacks (at most [`snapshots::MAX_CHUNKS_PER_REQUEST`] at a time).
+    pub async fn chunk_urls(
+        &self,
+        download: &str,
+        request: &snapshots::ChunkRequest,
+    ) -> Result<snapshots::ChunkUrls, LinkError> {
+        let body = serde_json::to_vec(request).expect("ChunkRequest serializes");
+        self.send(reqwest::Method::POST, &format!("/api/v1/device/snapshots/downloads/{download}/chunks"), body).await
+    }
+
+    /// Tells the cloud the download is finished.
+    pub async fn download_complete(&self, download: &str, done: &snapshots::Completion) -> Result<Accepted, LinkError> {
+        let body = serde_json::to_vec(done).expect("Completion serializes");
+        self.send(reqwest::Method::POST, &format!("/api/v1/device/snapshots/downloads/{download}/complete"), body).await
+    }
 }
 
 #[cfg(test)]
@@ -355,12 +407,14 @@ mod tests {
     }
 
     #[test]
-    fn a_new_key_is_a_0600_seed_file_and_loads_back_the_same() {
+    fn a_new_key_is_a_0640_seed_file_and_loads_back_the_same() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data/cloud/device.key");
         let made = DeviceKey::load_or_create(&path).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().len(), 32);
-        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&path), 0o640);
+        assert!(DeviceKey::load_existing(&dir.path().join("none")).unwrap().is_none());
+        assert_eq!(DeviceKey::load_existing(&path).unwrap().unwrap().public_hex(), made.public_hex());
         let again = DeviceKey::load_or_create(&path).unwrap();
         assert_eq!(made.public_hex(), again.public_hex());
         let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
@@ -377,7 +431,9 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let err = DeviceKey::load_or_create(&path).unwrap_err();
         assert!(matches!(err, KeyError::TooOpen { mode: 0o644, .. }), "{err}");
-        assert!(err.to_string().contains("chmod 600"), "{err}");
+        assert!(err.to_string().contains("chmod 640"), "{err}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o660)).unwrap();
+        assert!(matches!(DeviceKey::load_or_create(&path).unwrap_err(), KeyError::TooOpen { mode: 0o660, .. }));
         assert_eq!(fs::read(&path).unwrap(), seed);
     }
 

@@ -16,6 +16,7 @@ pub(crate) struct FileSettings {
     pub updates: Option<crate::updates::File>,
     pub notify: Option<crate::notify::File>,
     pub status: Option<crate::status::File>,
+    pub cloud: Option<crate::cloud::File>,
     /// Image defaults only: what every coin gets unless its own table says otherwise.
     pub coin_defaults: Option<crate::coins::File>,
     pub coins: BTreeMap<String, crate::coins::File>,

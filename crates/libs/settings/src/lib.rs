@@ -13,13 +13,14 @@
 //! One module per section; a new key is a field in its section's `File` (as written) and
 //! its resolved struct, a line in `resolve`, and its default in defaults.toml:
 //! - [`paths`]: data directories; [`stratum`], [`supervisor`], [`snapshots`], [`updates`],
-//!   [`notify`], [`status`]: one service each; [`coins`]: one table per coin, over
+//!   [`notify`], [`status`]: one service each; [`cloud`]: MineBox Cloud, for the page and the agent; [`coins`]: one table per coin, over
 //!   `[coin_defaults]` and the coin's descriptor.
 //! - ports (private): no two listeners on one port, across all sections.
 //! - [`Settings`]: the merged, checked settings; [`SettingsError`]: file, key, and what
 //!   would be valid; [`SETTINGS_MODE`]: the file's mode when the page saves it (with
 //!   `minebox_platform::fs::AtomicWrite`, the one durable write every service uses).
 
+pub mod cloud;
 pub mod coins;
 mod error;
 mod file;
@@ -32,6 +33,7 @@ pub mod stratum;
 pub mod supervisor;
 pub mod updates;
 
+pub use cloud::CloudSettings;
 pub use coins::{CoinSettings, NodeKind, PayoutPolicy, DIFFICULTY_RANGE, SHARES_PER_MINUTE_RANGE};
 pub use error::SettingsError;
 pub use minebox_coin::NodeFlavour;
@@ -68,6 +70,7 @@ pub struct Settings {
     pub updates: UpdateSettings,
     pub notify: NotifySettings,
     pub status: StatusSettings,
+    pub cloud: CloudSettings,
     pub coins: BTreeMap<String, CoinSettings>,
 }
 
@@ -146,6 +149,7 @@ fn resolve(
         updates: updates::resolve(layer!(updates))?,
         notify: notify::resolve(layer!(notify))?,
         status: status::resolve(layer!(status))?,
+        cloud: cloud::resolve(layer!(cloud))?,
         coins: coins::resolve(u, d, &paths.secrets, registry)?,
         paths,
     };
@@ -483,6 +487,8 @@ rpc_port = 18443
             ("[notify]\nquiet_minutes = 0\n", "notify.quiet_minutes"),
             ("[notify]\nhashrate_low_percent = 100\n", "notify.hashrate_low_percent"),
             ("[snapshots]\nurl = \"ftp://x/\"\n", "snapshots.url"),
+            ("[cloud]\nurl = \"ftp://x/\"\n", "cloud.url"),
+            ("[cloud]\nkey = \"device.key\"\n", "cloud.key"),
             ("[stratum]\napi = \"localhost\"\n", "stratum.api"),
         ] {
             let (file, key, _) = refused(text);
