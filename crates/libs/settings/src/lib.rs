@@ -39,7 +39,7 @@ pub use error::SettingsError;
 pub use minebox_coin::NodeFlavour;
 pub use notify::NotifySettings;
 pub use paths::Paths;
-pub use snapshots::SnapshotSettings;
+pub use snapshots::{SnapshotSettings, SnapshotSource};
 pub use status::StatusSettings;
 pub use stratum::StratumSettings;
 pub use supervisor::{Backend, SupervisorSettings};
@@ -487,6 +487,7 @@ rpc_port = 18443
             ("[notify]\nquiet_minutes = 0\n", "notify.quiet_minutes"),
             ("[notify]\nhashrate_low_percent = 100\n", "notify.hashrate_low_percent"),
             ("[snapshots]\nurl = \"ftp://x/\"\n", "snapshots.url"),
+            ("[snapshots]\nsource = \"s3\"\n", "snapshots.source"),
             ("[cloud]\nurl = \"ftp://x/\"\n", "cloud.url"),
             ("[cloud]\nkey = \"device.key\"\n", "cloud.key"),
             ("[stratum]\napi = \"localhost\"\n", "stratum.api"),
@@ -494,6 +495,16 @@ rpc_port = 18443
             let (file, key, _) = refused(text);
             assert_eq!((file.as_str(), key.as_str()), ("minebox.toml", want), "{text}");
         }
+    }
+
+    #[test]
+    fn the_snapshot_source_is_auto_unless_the_owner_forces_one() {
+        assert_eq!(load("").unwrap().snapshots.source, SnapshotSource::Auto);
+        assert_eq!(load("[snapshots]\nsource = \"url\"\n").unwrap().snapshots.source, SnapshotSource::Url);
+        assert_eq!(load("[snapshots]\nsource = \"cloud\"\n").unwrap().snapshots.source, SnapshotSource::Cloud);
+        let (_, key, message) = refused("[snapshots]\nsource = \"Cloud\"\n");
+        assert_eq!(key, "snapshots.source");
+        assert!(message.contains("\"auto\"") && message.contains("\"url\""), "{message}");
     }
 
     #[test]
