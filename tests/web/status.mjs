@@ -159,6 +159,19 @@ try {
   await until("the refusal", async () => /payout_address/.test(await page.textContent("#settings-result")));
   assert.equal(fs.readFileSync(settingsFile, "utf8"), onDisk, "settings file untouched");
 
+  log("the MineBox Cloud card: no cloud set in the local stack, what telemetry sends, the switch");
+  await until("the cloud card", async () => /no MineBox Cloud is set/.test(await page.textContent('[data-testid="cloud-message"]')));
+  assert.ok(!(await page.isVisible('[data-testid="cloud-link"]')), "no Link button without a cloud");
+  const cloudState = await (await page.request.get(`${base}/api/v1/cloud`)).json();
+  assert.equal(await page.textContent('[data-testid="cloud-what"]'), cloudState.what_is_sent, "the exact text, verbatim");
+  assert.match(cloudState.what_is_sent, /Nothing else/);
+  assert.ok(!(await page.isChecked('[data-testid="cloud-telemetry"]')), "telemetry is off by default");
+  await page.check('[data-testid="cloud-telemetry"]');
+  await until("telemetry saved", async () => /\[cloud\][^[]*telemetry = true/.test(fs.readFileSync(settingsFile, "utf8")));
+  await page.uncheck('[data-testid="cloud-telemetry"]');
+  await until("telemetry off again", async () => /telemetry = false/.test(fs.readFileSync(settingsFile, "utf8")));
+  await page.screenshot({ path: `${shots}/cloud.png`, fullPage: true });
+
   log("test notification and a real block-found notification reach the webhook");
   await page.click("#notify-test");
   await until("the test message", async () => hooks.some((h) => h.coin === "test"));
@@ -190,6 +203,8 @@ try {
   await vpage.goto(`${base}/#settings`);
   await vpage.waitForSelector('fieldset[data-coin="btc"]');
   assert.ok(await vpage.isDisabled("#settings-save"), "viewer cannot save");
+  await until("the viewer's cloud card", async () => (await vpage.textContent('[data-testid="cloud-what"]')).length > 0);
+  assert.ok(await vpage.isDisabled('[data-testid="cloud-telemetry"]'), "viewer cannot switch telemetry");
   const vs = await (await vpage.request.get(`${base}/api/v1/auth/session`)).json();
   assert.equal(vs.role, "viewer");
   await vpage.goto(`${base}/#miners`);

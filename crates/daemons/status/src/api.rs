@@ -93,6 +93,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/journal/{service}", get(journal))
         .route("/api/v1/config", get(config_get).put(config_put))
         .route("/api/v1/notify/test", post(notify_test))
+        .route("/api/v1/cloud", get(cloud_get))
+        .route("/api/v1/cloud/link", post(cloud_link))
+        .route("/api/v1/cloud/unlink", post(cloud_unlink))
         .route("/metrics", get(crate::metrics::serve))
         .fallback(crate::web::asset)
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
@@ -124,7 +127,11 @@ async fn front(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// The box's host name, as set now.
+/// The box's host name, as set now (also the name it gives MineBox Cloud when linking).
+pub fn box_name() -> String {
+    hostname()
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_ascii_lowercase()).unwrap_or_default()
 }
@@ -765,6 +772,7 @@ async fn config_get(State(app): State<Arc<App>>) -> Json<WithRestart<config::Con
 
 async fn config_put(State(app): State<Arc<App>>, body: axum::body::Bytes) -> ApiResult {
     let edit: ConfigEdit = serde_json::from_slice(&body).map_err(|e| ApiError::new(422, format!("{e}")))?;
+    let live = edit.only_read_live();
     let app2 = app.clone();
     let settings = tokio::task::spawn_blocking(move || config::apply(&app2.files, &edit, &app2.registry))
         .await
@@ -772,6 +780,12 @@ async fn config_put(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Api
         .map_err(|e| ApiError::new(422, e.to_string()))?;
     *app.settings.write().expect("settings") = settings.clone();
     tracing::info!("settings changed from the status page");
+    if live {
+        // Only what this service reads as it goes (the telemetry switch): nothing to restart.
+        let answer = config::view(&settings, &app.registry);
+        return Ok(Json(WithRestart { answer, restart_required: app.restart_required.load(Ordering::Relaxed) })
+            .into_response());
+    }
     let applied = match config::run_apply(&settings.status.apply).await {
         Ok(ran) => ran,
         Err(e) => {
@@ -800,4 +814,25 @@ async fn notify_test(State(app): State<Arc<App>>) -> ApiResult {
     // The target failing is the answer to the test, not an error of the box.
     let errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     Ok(Json(json!({ "sent": errors.is_empty(), "errors": errors })).into_response())
+}
+
+impl From<crate::cloud::CloudError> for ApiError {
+    fn from(e: crate::cloud::CloudError) -> ApiError {
+        ApiError::new(e.status(), e.to_string())
+    }
+}
+
+/// Where the box stands with MineBox Cloud, and exactly what telemetry sends.
+async fn cloud_get(State(app): State<Arc<App>>) -> Json<crate::cloud::CloudView> {
+    Json(crate::cloud::view(&app.settings().cloud, &app.cloud).await)
+}
+
+/// Starts linking (admin): makes the device key if the box has none and shows a code.
+async fn cloud_link(State(app): State<Arc<App>>) -> ApiResult {
+    Ok(Json(crate::cloud::start(&app.settings().cloud, &app.cloud).await?).into_response())
+}
+
+/// Unlinks the box from its account (admin).
+async fn cloud_unlink(State(app): State<Arc<App>>) -> ApiResult {
+    Ok(Json(crate::cloud::unlink(&app.settings().cloud, &app.cloud).await?).into_response())
 }

@@ -40,6 +40,10 @@ pub struct App {
     pub metrics_cache_for: std::time::Duration,
     /// The miners found on the box's own network by the last scan the page asked for.
     pub lan: crate::discovery::Lan,
+    /// MineBox Cloud: the device link and the pairing code the page shows.
+    pub cloud: crate::cloud::Cloud,
+    /// How often the telemetry sender runs a round (when the owner turned it on).
+    pub telemetry_every: std::time::Duration,
 }
 
 pub struct Options {
@@ -84,6 +88,8 @@ impl App {
             metrics: Default::default(),
             metrics_cache_for: crate::metrics::CACHE_FOR,
             lan: Default::default(),
+            cloud: Default::default(),
+            telemetry_every: crate::telemetry::EVERY,
         })
     }
 

@@ -18,6 +18,7 @@ pub struct ConfigView {
     pub updates: UpdatesConfig,
     pub notify: NotifyConfig,
     pub snapshots: SnapshotsConfig,
+    pub cloud: CloudConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -61,6 +62,13 @@ pub struct SnapshotsConfig {
     pub enabled: Option<bool>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CloudConfig {
+    /// Telemetry to the linked MineBox Cloud account (`[cloud] telemetry`), off by default.
+    pub telemetry: Option<bool>,
+}
+
 /// A change from the page: only the keys present are changed.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -70,6 +78,19 @@ pub struct ConfigEdit {
     pub updates: Option<UpdatesConfig>,
     pub notify: Option<NotifyConfig>,
     pub snapshots: Option<SnapshotsConfig>,
+    pub cloud: Option<CloudConfig>,
+}
+
+impl ConfigEdit {
+    /// The edit changes only settings the status service reads as it goes (the telemetry
+    /// switch), so the other services need no restart.
+    pub fn only_read_live(&self) -> bool {
+        self.coins.is_empty()
+            && self.updates.is_none()
+            && self.notify.is_none()
+            && self.snapshots.is_none()
+            && self.cloud.is_some()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +163,7 @@ pub fn view(settings: &Settings, registry: &Registry) -> ConfigView {
             ntfy: Some(settings.notify.ntfy.as_ref().map_or_else(String::new, |u| u.to_string())),
         },
         snapshots: SnapshotsConfig { enabled: Some(settings.snapshots.enabled) },
+        cloud: CloudConfig { telemetry: Some(settings.cloud.telemetry) },
     }
 }
 
@@ -211,6 +233,9 @@ fn edit_document(doc: &mut toml_edit::DocumentMut, edit: &ConfigEdit) {
     }
     if let Some(s) = &edit.snapshots {
         set(table(doc, &["snapshots"]), "enabled", s.enabled);
+    }
+    if let Some(c) = &edit.cloud {
+        set(table(doc, &["cloud"]), "telemetry", c.telemetry);
     }
 }
 

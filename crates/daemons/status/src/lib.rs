@@ -17,6 +17,8 @@
 //! - [`metrics`]: Prometheus text at /metrics; [`web`]: the embedded page.
 //! - [`discovery`]: finding AxeOS miners (Bitaxe and kin) on the box's own subnet;
 //!   [`axeos`]: one such miner's HTTP API, and pointing it at this box.
+//! - [`cloud`]: linking the box to MineBox Cloud; [`telemetry`]: what the owner opts into
+//!   sending it.
 //! - [`limits`]: connection, request-head, body and event-stream limits; the HTTP server.
 
 pub mod accounts;
@@ -24,6 +26,7 @@ pub mod alert;
 pub mod api;
 pub mod app;
 pub mod axeos;
+pub mod cloud;
 pub mod config;
 pub mod discovery;
 pub mod feed;
@@ -37,6 +40,7 @@ pub mod overview;
 pub mod session;
 pub mod sync;
 pub mod system;
+pub mod telemetry;
 pub mod upstream;
 pub mod web;
 
@@ -64,6 +68,7 @@ pub async fn serve(
         )),
         tokio::spawn(feed::notifier(app.clone())),
         tokio::spawn(feed::overviews(app.clone())),
+        tokio::spawn(telemetry::Sender::new(app.clone()).run(app.telemetry_every, app.closing.clone())),
     ];
     let closing = app.closing.clone();
     let limits = app.limits.clone();

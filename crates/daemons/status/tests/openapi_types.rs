@@ -418,3 +418,36 @@ fn the_updaters_answers_match_the_document() {
     assert_eq!(problems("Updates", updater::Status::default(), &[]), Vec::<String>::new());
     assert_eq!(problems("UpdateHistoryEntry", &entry, &[]), Vec::<String>::new());
 }
+
+#[test]
+fn the_cloud_answers_and_the_settings_match_the_document() {
+    use minebox_status::cloud::CloudView;
+    let pending = CloudView {
+        state: "pending",
+        url: Some("https://cloud.example.org/".into()),
+        code: Some("K7QM-4XPD".into()),
+        expires_in: Some(600),
+        account: None,
+        message: "Enter the code".into(),
+        telemetry: false,
+        what_is_sent: minebox_cloud_link::telemetry::WHAT_IS_SENT,
+        telemetry_problem: None,
+    };
+    assert_eq!(problems("Cloud", &pending, &[]), Vec::<String>::new());
+    let linked = CloudView {
+        state: "linked",
+        code: None,
+        expires_in: None,
+        account: Some("o***@example.org".into()),
+        telemetry_problem: Some("the box was unlinked".into()),
+        ..pending
+    };
+    assert_eq!(problems("Cloud", &linked, &[]), Vec::<String>::new());
+    let registry = minebox_coin::Registry::embedded();
+    let settings = minebox_settings::Settings::load(None, None, &registry).unwrap();
+    let mut v = serde_json::to_value(minebox_status::config::view(&settings, &registry)).unwrap();
+    v["restart_required"] = json!(false);
+    // The coins' own entries are another test's (a coin without a node note leaves it out).
+    v["coins"] = json!({});
+    assert_eq!(problems("Config", v, &[]), Vec::<String>::new());
+}

@@ -497,6 +497,7 @@ async function renderSettings() {
   $("set-webhook").value = c.notify.webhook || "";
   $("set-ntfy").value = c.notify.ntfy || "";
   for (const el of $("settings-form").querySelectorAll("input, select, button")) el.disabled = !admin;
+  await renderCloud();
 }
 
 async function saveSettings(ev) {
@@ -524,6 +525,55 @@ async function saveSettings(ev) {
     out.textContent = e.message;
     out.className = "error";
   }
+}
+
+// ---- MineBox Cloud ----------------------------------------------------------------------------
+// The link state comes from the box's API (which asks the cloud); while a code waits, the card
+// asks again every few seconds until the box is linked or the code runs out.
+async function renderCloud() {
+  clearTimeout(renderCloud.timer);
+  clearInterval(renderCloud.clock);
+  const c = await api("GET", "/api/v1/cloud");
+  const admin = state.session.role === "admin";
+  $("cloud-message").textContent = c.message;
+  $("cloud-message").className = c.state === "unreachable" ? "error" : c.state === "linked" ? "ok" : "";
+  const pairing = c.state === "pending" && !!c.code;
+  $("cloud-pairing").hidden = !pairing;
+  if (pairing) {
+    $("cloud-code").textContent = c.code;
+    $("cloud-url").textContent = c.url;
+    $("cloud-url").href = c.url;
+    const until = Date.now() + (c.expires_in || 0) * 1000;
+    const tick = () => {
+      const left = Math.max(0, Math.round((until - Date.now()) / 1000));
+      $("cloud-left").textContent = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
+    };
+    tick();
+    renderCloud.clock = setInterval(tick, 1000);
+  }
+  $("cloud-link").hidden = !["unlinked", "pending", "unreachable"].includes(c.state);
+  $("cloud-link").textContent = c.state === "pending" ? "New code" : "Link to MineBox Cloud";
+  $("cloud-unlink").hidden = c.state !== "linked";
+  $("cloud-telemetry").checked = !!c.telemetry;
+  $("cloud-telemetry").disabled = !admin;
+  $("cloud-problem").hidden = !c.telemetry_problem;
+  $("cloud-problem").textContent = c.telemetry_problem || "";
+  $("cloud-what").textContent = c.what_is_sent;
+  if (c.state === "pending" && state.page === "settings") renderCloud.timer = setTimeout(() => renderCloud().catch((e) => toast(e.message)), 3000);
+}
+
+async function cloudAction(path) {
+  try { await api("POST", path); } catch (e) { toast(e.message); }
+  await renderCloud().catch((e) => toast(e.message));
+}
+
+async function setTelemetry() {
+  const on = $("cloud-telemetry").checked;
+  try {
+    await api("PUT", "/api/v1/config", { cloud: { telemetry: on } });
+    toast(on ? "Telemetry on: the box sends what is listed below while it is linked." : "Telemetry off: the box sends nothing.");
+  } catch (e) { toast(e.message); }
+  await renderCloud().catch((e) => toast(e.message));
 }
 
 // ---- navigation and live updates --------------------------------------------------------------
@@ -580,6 +630,9 @@ async function boot() {
     showAuth();
   });
   $("lan-scan").addEventListener("click", scanLan);
+  $("cloud-link").addEventListener("click", () => cloudAction("/api/v1/cloud/link"));
+  $("cloud-unlink").addEventListener("click", () => cloudAction("/api/v1/cloud/unlink"));
+  $("cloud-telemetry").addEventListener("change", setTelemetry);
   $("notify-test").addEventListener("click", async () => {
     try {
       const r = await api("POST", "/api/v1/notify/test");
