@@ -1,12 +1,15 @@
 //! Getting bytes from the snapshot server: whole small documents, and chunks resumed with
 //! HTTP Range (If-Range guards against a file that changed between two attempts), retried
 //! with backoff on server errors and timeouts, under an optional bandwidth limit; and the
-//! snapshot's documents fetched and checked by the format's one `verify`.
+//! snapshot's documents fetched and checked by the format's one `verify`. Where each object is
+//! comes from the [`Source`]: the published tree's URL, or MineBox Cloud's presigned URLs
+//! (asked for again when the store says they expired).
 
+use crate::source::{Doc, Located, Object, Source};
 use crate::AgentError;
 use futures::StreamExt;
 use minebox_snapshot::minisign::{PublicKey, SignError};
-use minebox_snapshot::{layout, Verified, VerifyError};
+use minebox_snapshot::{ChunkHash, Verified, VerifyError};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,7 +42,7 @@ impl Bandwidth {
 
 pub struct Fetcher {
     pub http: reqwest::Client,
-    pub base: String,
+    pub source: Source,
     pub retries: u32,
     pub bandwidth: Option<Arc<Bandwidth>>,
     /// Bytes received from the network (for progress and the differential test).
@@ -52,9 +55,30 @@ fn transient(status: reqwest::StatusCode) -> bool {
         || status == reqwest::StatusCode::REQUEST_TIMEOUT
 }
 
+/// How often one fetch asks for fresh presigned URLs after the store refused them: a store
+/// that refuses fresh ones too is refusing for another reason (its answer is then the error).
+const RENEWALS: u32 = 2;
+
 impl Fetcher {
-    pub fn url(&self, rel: &str) -> String {
-        format!("{}/{rel}", self.base.trim_end_matches('/'))
+    /// A fetcher for `source` with no bandwidth limit (documents, the service's checks).
+    pub fn new(http: reqwest::Client, source: Source, retries: u32) -> Fetcher {
+        Fetcher { http, source, retries, bandwidth: None, received: Default::default() }
+    }
+
+    /// `Ok(true)`: the store refused an expired presigned URL and fresh ones were asked for;
+    /// try again without counting it as a failed attempt.
+    async fn renewed(
+        &self,
+        err: &AgentError,
+        what: Object,
+        at: &Located,
+        renewals: &mut u32,
+    ) -> Result<bool, AgentError> {
+        if !matches!(err, AgentError::Http { status: 403, .. }) || *renewals >= RENEWALS {
+            return Ok(false);
+        }
+        *renewals += 1;
+        self.source.refresh(what, at).await
     }
 
     async fn backoff(attempt: u32) {
@@ -91,14 +115,31 @@ impl Fetcher {
     }
 
     /// A whole small document (manifest, signature, index), at most `limit` bytes.
-    pub async fn document(&self, rel: &str, limit: u64) -> Result<Vec<u8>, AgentError> {
-        let url = self.url(rel);
+    pub async fn document(&self, doc: Doc, limit: u64) -> Result<Vec<u8>, AgentError> {
+        let what = Object::Doc(doc);
+        let mut at = self.source.locate(what).await?;
+        let mut url = at.url.clone();
         let mut last = String::new();
-        for attempt in 0..=self.retries {
+        let mut renewals = 0;
+        let mut attempt = 0;
+        while attempt <= self.retries {
             if attempt > 0 {
                 Self::backoff(attempt).await;
             }
-            let Some(resp) = self.attempt(self.http.get(&url), &url, &mut last).await? else { continue };
+            attempt += 1;
+            let resp = match self.attempt(self.http.get(&url), &url, &mut last).await {
+                Ok(Some(resp)) => resp,
+                Ok(None) => continue,
+                Err(e) => {
+                    if !self.renewed(&e, what, &at, &mut renewals).await? {
+                        return Err(e);
+                    }
+                    at = self.source.locate(what).await?;
+                    url = at.url.clone();
+                    attempt -= 1;
+                    continue;
+                }
+            };
             if !resp.status().is_success() {
                 return Err(AgentError::Http { url, status: resp.status().as_u16() });
             }
@@ -130,14 +171,21 @@ impl Fetcher {
 
     /// Downloads a compressed chunk into `part`, resuming what is there; returns when the
     /// server says the body is complete. The caller verifies the content.
-    pub async fn chunk_to_file(&self, rel: &str, part: &Path) -> Result<(), AgentError> {
-        let url = self.url(rel);
+    pub async fn chunk_to_file(&self, hash: ChunkHash, part: &Path) -> Result<(), AgentError> {
+        let what = Object::Chunk(hash);
         let etag_path = part.with_extension("etag");
         let mut last = String::new();
-        for attempt in 0..=self.retries {
+        let mut renewals = 0;
+        let mut attempt = 0;
+        let mut url = String::new();
+        while attempt <= self.retries {
             if attempt > 0 {
                 Self::backoff(attempt).await;
             }
+            attempt += 1;
+            // Asked each time: a presigned URL may have expired since the last attempt.
+            let at = self.source.locate(what).await?;
+            url = at.url.clone();
             let have = tokio::fs::metadata(part).await.map(|m| m.len()).unwrap_or(0);
             let etag = tokio::fs::read_to_string(&etag_path).await.ok();
             let mut req = self.http.get(&url);
@@ -148,7 +196,17 @@ impl Fetcher {
                     req = req.header("If-Range", e.trim());
                 }
             }
-            let Some(resp) = self.attempt(req, &url, &mut last).await? else { continue };
+            let resp = match self.attempt(req, &url, &mut last).await {
+                Ok(Some(resp)) => resp,
+                Ok(None) => continue,
+                Err(e) => {
+                    if !self.renewed(&e, what, &at, &mut renewals).await? {
+                        return Err(e);
+                    }
+                    attempt -= 1;
+                    continue;
+                }
+            };
             let status = resp.status();
             if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
                 // What we have is already complete (or garbage): let the caller verify it.
@@ -216,8 +274,8 @@ pub async fn fetch_verified(f: &Fetcher, keys: &[PublicKey], clock_trusted: bool
     // caught between the two sees a mismatch, so a bad signature is fetched once more.
     let mut tries = 0;
     let signed = loop {
-        let manifest_bytes = f.document(layout::MANIFEST, 64 * 1024).await?;
-        let sig_text = f.document(layout::SIGNATURE, 4096).await?;
+        let manifest_bytes = f.document(Doc::Manifest, 64 * 1024).await?;
+        let sig_text = f.document(Doc::Signature, 4096).await?;
         match minebox_snapshot::verify_manifest(&manifest_bytes, &String::from_utf8_lossy(&sig_text), keys) {
             Ok(signed) => break signed,
             Err(VerifyError::Signature(SignError::BadSignature)) if tries == 0 => {
@@ -231,6 +289,6 @@ pub async fn fetch_verified(f: &Fetcher, keys: &[PublicKey], clock_trusted: bool
     if clock_trusted && minebox_platform::clock::unix_secs() > manifest.expires() {
         return Err(AgentError::Expired { expires: manifest.expires() });
     }
-    let index_bytes = f.document(layout::INDEX, manifest.index_size().max(1) + 1).await?;
+    let index_bytes = f.document(Doc::Index, manifest.index_size().max(1) + 1).await?;
     Ok(signed.verify_index(&index_bytes)?)
 }

@@ -8,10 +8,10 @@
 
 use crate::fetch::{fetch_verified, Bandwidth, Fetcher};
 use crate::progress::{Phase, SharedProgress};
+use crate::source::Source;
 use crate::AgentError;
 use minebox_snapshot::chunk;
 use minebox_snapshot::index::Index;
-use minebox_snapshot::layout;
 use minebox_snapshot::manifest::Manifest;
 use minebox_snapshot::minisign::PublicKey;
 use minebox_snapshot::ChunkHash;
@@ -25,8 +25,9 @@ use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The published tree's root URL.
-    pub base_url: String,
+    /// Where the snapshot comes from: the published tree's root URL, or a download granted by
+    /// MineBox Cloud.
+    pub source: Source,
     /// Pinned public keys (more than one while keys rotate).
     pub keys: Vec<PublicKey>,
     /// The directory to fill (a node's data directory).
@@ -44,9 +45,14 @@ pub struct Options {
 }
 
 impl Options {
+    /// From the published tree at `base_url`.
     pub fn new(base_url: &str, keys: Vec<PublicKey>, dest: &Path) -> Options {
+        Options::from_source(Source::Url(base_url.to_string()), keys, dest)
+    }
+
+    pub fn from_source(source: Source, keys: Vec<PublicKey>, dest: &Path) -> Options {
         Options {
-            base_url: base_url.to_string(),
+            source,
             keys,
             dest: dest.to_path_buf(),
             parallel: 4,
@@ -204,7 +210,7 @@ pub async fn install_then(opts: Options, progress: SharedProgress, then: Phase) 
     let received = progress.received();
     let fetcher = Arc::new(Fetcher {
         http: http.build().map_err(|e| AgentError::Malformed { what: "HTTP client", why: e.to_string() })?,
-        base: opts.base_url.clone(),
+        source: opts.source.clone(),
         retries: opts.retries,
         bandwidth: opts.bandwidth.map(|b| Arc::new(Bandwidth::new(b))),
         received: received.clone(),
@@ -216,6 +222,7 @@ pub async fn install_then(opts: Options, progress: SharedProgress, then: Phase) 
             return Err(AgentError::Rollback { offered: manifest.version(), installed: have.version });
         }
         if manifest.version() == have.version && opts.dest.exists() {
+            completed(&opts.source).await;
             progress.set_phase(then);
             return Ok(Report { version: have.version, already_installed: true, ..Default::default() });
         }
@@ -231,6 +238,7 @@ pub async fn install_then(opts: Options, progress: SharedProgress, then: Phase) 
     }
     progress.set_phase(Phase::Swapping);
     swap(&opts.dest, &state, &staging, &manifest)?;
+    completed(&opts.source).await;
     progress.set_phase(then);
     Ok(Report {
         version: manifest.version(),
@@ -240,6 +248,16 @@ pub async fn install_then(opts: Options, progress: SharedProgress, then: Phase) 
         chunks_downloaded: progress.get().chunks_downloaded,
         already_installed: false,
     })
+}
+
+/// Tells the cloud a granted download is finished (so it is not taken up again). The install
+/// is done either way: a cloud that does not hear it only keeps the download open.
+async fn completed(source: &Source) {
+    if let Source::Cloud(d) = source {
+        if let Err(e) = d.complete().await {
+            tracing::warn!(error = %e, "MineBox Cloud was not told the download is complete");
+        }
+    }
 }
 
 async fn stage(
@@ -312,6 +330,8 @@ async fn stage(
     // Download what is missing, a few chunks at a time.
     progress.set_phase(Phase::Downloading);
     let queue: Vec<(ChunkHash, Targets)> = wants.into_iter().collect();
+    // Exactly these, in the order the workers take them (from the end).
+    fetcher.source.want_chunks(queue.iter().map(|(h, _)| *h)).await?;
     let queue = Arc::new(std::sync::Mutex::new(queue));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..opts.parallel.max(1) {
@@ -377,15 +397,17 @@ async fn download_verified(
     retries: u32,
 ) -> Result<Vec<u8>, AgentError> {
     let part = dir.join(format!("{hash}.zst.part"));
-    let rel = layout::chunk_path(&hash);
     for attempt in 0..=retries {
-        f.chunk_to_file(&rel, &part).await?;
+        f.chunk_to_file(hash, &part).await?;
         let compressed = std::fs::read(&part).map_err(io(&part))?;
         let ok = zstd::bulk::decompress(&compressed, size as usize)
             .ok()
             .filter(|plain| plain.len() == size as usize && ChunkHash::of(plain) == hash);
         match ok {
-            Some(plain) => return Ok(plain),
+            Some(plain) => {
+                f.source.chunk_done(hash, compressed.len() as u64).await;
+                return Ok(plain);
+            }
             None => {
                 tracing::warn!(chunk = %hash, attempt, "chunk failed verification; downloading it again");
                 let _ = std::fs::remove_file(&part);

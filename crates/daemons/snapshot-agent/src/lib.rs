@@ -3,6 +3,8 @@
 //!
 //! - [`install`]: verify, stage (reusing local chunks, resuming downloads), swap atomically.
 //! - [`fetch`]: HTTP(S) with Range resume, retries with backoff, bandwidth limit.
+//! - [`source`]: where the bytes come from: the published tree's URL, or MineBox Cloud's
+//!   presigned URLs (renewed when they expire).
 //! - [`progress`]: what the status page shows while it runs.
 //! - [`service`]: the box's service: install on request, between stopping and starting the node.
 //! - [`retire`]: the data directory a snapshot replaced, deleted by the node's own user.
@@ -13,6 +15,7 @@ pub mod install;
 pub mod progress;
 pub mod retire;
 pub mod service;
+pub mod source;
 pub mod utxo;
 
 /// Every way an install can fail, each saying what to do.
@@ -38,6 +41,18 @@ pub enum AgentError {
     TooLarge { url: String, limit: u64 },
     #[error("not enough disk space: the snapshot needs {need} bytes, {free} are free")]
     DiskFull { need: u64, free: u64 },
+    /// The plan's limit is reached: the cloud's words (which limit, when it resets, what lifts
+    /// it), shown as they are. Never bypassed by taking the snapshot from elsewhere.
+    #[error("{message}")]
+    OverQuota { message: String },
+    /// MineBox Cloud could not be asked or refused (its words, naming the cloud).
+    #[error("{message}")]
+    Cloud { message: String },
+    #[error(
+        "the box is not linked to MineBox Cloud and [snapshots] source = \"cloud\": link it on the status page, \
+         or set source = \"auto\" to take snapshots from [snapshots] url meanwhile"
+    )]
+    NotLinked,
     #[error("{path}: {message}")]
     Io { path: String, message: String },
 }

@@ -132,13 +132,7 @@ async fn main() -> anyhow::Result<()> {
         if let Some(ca) = &opts.ca_cert {
             http = http.add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?);
         }
-        let fetcher = minebox_snapshot_agent::fetch::Fetcher {
-            http: http.build()?,
-            base: opts.base_url.clone(),
-            retries: 2,
-            bandwidth: None,
-            received: Default::default(),
-        };
+        let fetcher = minebox_snapshot_agent::fetch::Fetcher::new(http.build()?, opts.source.clone(), 2);
         let (m, _) =
             minebox_snapshot_agent::fetch::fetch_verified(&fetcher, &opts.keys, opts.clock_trusted).await?.into_parts();
         if m.kind() == minebox_snapshot::Kind::Utxo {
@@ -161,7 +155,7 @@ async fn serve(
     keys_dir: &std::path::Path,
     listen: Option<String>,
 ) -> anyhow::Result<()> {
-    use minebox_snapshot_agent::service::{router, Agent, CoinSource};
+    use minebox_snapshot_agent::service::{router, Agent, CloudAccess, CoinSource};
     let registry = minebox_coin::Registry::installed()?;
     let settings = minebox_settings::Settings::load(Some(config), defaults, &registry)?;
     let keys = PublicKey::pinned(keys_dir, "snapshot")?;
@@ -187,7 +181,11 @@ async fn serve(
         })
         .collect();
     let supervisor = settings.supervisor.api.to_string();
-    let agent = std::sync::Arc::new(Agent::new(coins, keys, &supervisor, settings.snapshots.enabled));
+    let cloud =
+        settings.cloud.url.as_ref().map(|url| CloudAccess { url: url.to_string(), key: settings.cloud.key.clone() });
+    let agent = std::sync::Arc::new(
+        Agent::new(coins, keys, &supervisor, settings.snapshots.enabled).with_cloud(settings.snapshots.source, cloud),
+    );
     let listen = listen.unwrap_or_else(|| settings.snapshots.api.to_string());
     let listener =
         tokio::net::TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;

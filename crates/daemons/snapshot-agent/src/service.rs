@@ -6,9 +6,15 @@
 //! beside the datadir, and hands it to the node with `loadtxoutset` over its RPC. Its local API
 //! tells what is published (and how far that kind of snapshot is trusted) and how an
 //! install is going. One install at a time: they compete for the same disk and network.
+//!
+//! Where a snapshot comes from (`[snapshots] source`, docs/snapshot-agent.md): through MineBox
+//! Cloud when the box is linked (a grant of presigned URLs, metered by the cloud), else from
+//! `[snapshots] url`. The choice is made for each listing and each install: the owner may link
+//! or unlink the box while the agent runs.
 
 use crate::install::{self, Options};
 use crate::progress::{Phase, SharedProgress};
+use crate::source::{cloud_error, CloudDownload, Source};
 use crate::utxo;
 use crate::AgentError;
 use axum::extract::{Path as UrlPath, State};
@@ -18,6 +24,9 @@ use axum::{Json, Router};
 use minebox_api::snapshot::{self as wire, CoinSnapshots, Installed, List, Offer, Started};
 use minebox_api::supervisor::NodeAction;
 use minebox_api::ErrorBody;
+use minebox_cloud_link::snapshots::{CatalogueEntry, GrantRequest, OfferRequest};
+use minebox_cloud_link::{CloudLink, DeviceKey, LinkError};
+pub use minebox_settings::SnapshotSource;
 use minebox_snapshot::minisign::PublicKey;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -50,6 +59,22 @@ pub struct Agent {
     busy: Mutex<Option<String>>,
     offered: Mutex<HashMap<String, Checked>>,
     http: reqwest::Client,
+    source: SnapshotSource,
+    cloud: Option<CloudAccess>,
+}
+
+/// Where MineBox Cloud is and where the box keeps the key it signs its requests with
+/// (`[cloud] url` and `key`; the key exists once the owner has linked the box on the page).
+#[derive(Debug, Clone)]
+pub struct CloudAccess {
+    pub url: String,
+    pub key: PathBuf,
+}
+
+/// Where one listing or install gets its snapshot.
+enum Via {
+    Url,
+    Cloud(Arc<CloudLink>),
 }
 
 /// What a coin's publisher offered when last asked, and when that was.
@@ -71,6 +96,83 @@ impl Agent {
             busy: Mutex::default(),
             offered: Mutex::default(),
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client"),
+            source: SnapshotSource::Url,
+            cloud: None,
+        }
+    }
+
+    /// Takes snapshots through MineBox Cloud as `source` says (`Url`, the default of
+    /// [`Agent::new`]: never).
+    pub fn with_cloud(mut self, source: SnapshotSource, cloud: Option<CloudAccess>) -> Agent {
+        self.source = source;
+        self.cloud = cloud;
+        self
+    }
+
+    /// The cloud link to use now, if any: none when the source is the URL, or, with `auto`,
+    /// when no cloud is set or the box was never linked (no device key).
+    fn via(&self) -> Result<Via, AgentError> {
+        let forced = self.source == SnapshotSource::Cloud;
+        if self.source == SnapshotSource::Url {
+            return Ok(Via::Url);
+        }
+        let Some(cloud) = &self.cloud else {
+            return if forced {
+                Err(AgentError::Cloud {
+                    message: "[snapshots] source = \"cloud\" but [cloud] url is empty: set the cloud's URL, or \
+                              source = \"auto\""
+                        .into(),
+                })
+            } else {
+                Ok(Via::Url)
+            };
+        };
+        match DeviceKey::load_existing(&cloud.key) {
+            Ok(Some(key)) => Ok(Via::Cloud(Arc::new(CloudLink::new(&cloud.url, key)))),
+            Ok(None) if forced => Err(AgentError::NotLinked),
+            Ok(None) => Ok(Via::Url),
+            Err(e) if forced => Err(AgentError::Cloud { message: e.to_string() }),
+            Err(e) => {
+                tracing::warn!(error = %e, "the device key cannot be read: snapshots come from [snapshots] url");
+                Ok(Via::Url)
+            }
+        }
+    }
+
+    /// Whether `auto` takes the URL instead after this answer from the cloud: the box is not
+    /// linked (401 unknown key, 403 unlinked), the catalogue has nothing for the coin (404), or
+    /// the cloud cannot be reached or fails (5xx). Never after an over-quota refusal, and
+    /// never when the owner chose `cloud`.
+    fn falls_back(&self, e: &LinkError) -> bool {
+        self.source == SnapshotSource::Auto
+            && match e {
+                LinkError::Refused { status, .. } => matches!(status, 401 | 403 | 404) || *status >= 500,
+                LinkError::Unreachable { .. } | LinkError::Unexpected { .. } => true,
+                LinkError::OverQuota { .. } => false,
+            }
+    }
+
+    /// Where to install `src` from now: a cloud grant, or the URL.
+    pub async fn source_for(&self, src: &CoinSource) -> Result<Source, AgentError> {
+        let Via::Cloud(link) = self.via()? else { return Ok(Source::Url(src.url.clone())) };
+        let request = GrantRequest { coin: src.coin.clone(), network: src.network.clone(), kind: None };
+        match CloudDownload::grant(link, request).await {
+            Ok(d) => {
+                let g = d.current().await;
+                tracing::info!(
+                    coin = src.coin,
+                    download = g.download,
+                    resumed = g.resumed,
+                    version = g.snapshot.version,
+                    "snapshot granted by MineBox Cloud"
+                );
+                Ok(Source::Cloud(Arc::new(d)))
+            }
+            Err(e) if self.falls_back(&e) => {
+                tracing::info!(coin = src.coin, reason = %e, url = src.url, "snapshot from [snapshots] url instead of MineBox Cloud");
+                Ok(Source::Url(src.url.clone()))
+            }
+            Err(e) => Err(cloud_error(e)),
         }
     }
 
@@ -84,14 +186,40 @@ impl Agent {
                 return o.clone();
             }
         }
-        let fetcher = crate::fetch::Fetcher {
-            http: self.http.clone(),
-            base: src.url.clone(),
-            retries: 1,
-            bandwidth: None,
-            received: Default::default(),
+        let o = match self.cloud_offer(src).await {
+            Some(o) => o,
+            None => self.url_offer(src).await,
         };
-        let o = crate::fetch::fetch_verified(&fetcher, &self.keys, true)
+        self.offered.lock().expect("offers").insert(src.coin.clone(), (Instant::now(), o.clone()));
+        o
+    }
+
+    /// What the cloud's catalogue offers (not metered); None: ask the URL instead.
+    async fn cloud_offer(&self, src: &CoinSource) -> Option<Result<Offer, String>> {
+        let link = match self.via() {
+            Ok(Via::Cloud(link)) => link,
+            Ok(Via::Url) => return None,
+            Err(e) => return Some(Err(e.to_string())),
+        };
+        let request = OfferRequest { coin: src.coin.clone(), network: src.network.clone() };
+        match link.snapshot_offer(&request).await {
+            Ok(offered) => {
+                // The kind a grant without one gets: datadir first.
+                let entry = offered.entries.iter().find(|e| e.kind == "datadir").or(offered.entries.first());
+                Some(
+                    entry
+                        .map(catalogue_offer)
+                        .ok_or_else(|| format!("MineBox Cloud has no {} {} snapshot yet", src.coin, src.network)),
+                )
+            }
+            Err(e) if self.falls_back(&e) => None,
+            Err(e) => Some(Err(cloud_error(e).to_string())),
+        }
+    }
+
+    async fn url_offer(&self, src: &CoinSource) -> Result<Offer, String> {
+        let fetcher = crate::fetch::Fetcher::new(self.http.clone(), Source::Url(src.url.clone()), 1);
+        crate::fetch::fetch_verified(&fetcher, &self.keys, true)
             .await
             .map(minebox_snapshot::Verified::into_parts)
             .map(|(m, _)| Offer {
@@ -102,9 +230,7 @@ impl Agent {
                 created: m.created(),
                 version: m.version(),
             })
-            .map_err(|e| e.to_string());
-        self.offered.lock().expect("offers").insert(src.coin.clone(), (Instant::now(), o.clone()));
-        o
+            .map_err(|e| e.to_string())
     }
 
     async fn node(&self, coin: &str, action: NodeAction) -> Result<(), String> {
@@ -135,14 +261,9 @@ impl Agent {
     }
 
     async fn install_one(self: &Arc<Self>, src: &CoinSource, progress: &SharedProgress) -> Result<u64, String> {
+        let source = self.source_for(src).await.map_err(|e| e.to_string())?;
         // What is published, verified and checked before anything is stopped or downloaded.
-        let fetcher = crate::fetch::Fetcher {
-            http: self.http.clone(),
-            base: src.url.clone(),
-            retries: 2,
-            bandwidth: None,
-            received: Default::default(),
-        };
+        let fetcher = crate::fetch::Fetcher::new(self.http.clone(), source.clone(), 2);
         let (m, _) =
             crate::fetch::fetch_verified(&fetcher, &self.keys, true).await.map_err(|e| e.to_string())?.into_parts();
         if m.coin() != src.coin || m.network() != src.network {
@@ -159,7 +280,7 @@ impl Agent {
                 self.node(&src.coin, NodeAction::Stop).await?;
                 // The node must have let go of its files before they are swapped.
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                let opts = Options::new(&src.url, self.keys.clone(), &src.dest);
+                let opts = Options::from_source(source, self.keys.clone(), &src.dest);
                 // The old data directory is untouched until the verified one is swapped in,
                 // so the node is started again after a failed install too.
                 let r = install::install(opts, progress.clone()).await.map_err(|e: AgentError| e.to_string());
@@ -168,18 +289,21 @@ impl Agent {
                 }
                 r.map(|r| r.version)
             }
-            minebox_snapshot::Kind::Utxo => self.install_utxo(src, &m, progress).await.map_err(|e| e.to_string()),
+            minebox_snapshot::Kind::Utxo => {
+                self.install_utxo(src, source, &m, progress).await.map_err(|e| e.to_string())
+            }
         }
     }
 
     async fn install_utxo(
         self: &Arc<Self>,
         src: &CoinSource,
+        source: Source,
         m: &minebox_snapshot::Manifest,
         progress: &SharedProgress,
     ) -> Result<u64, utxo::UtxoInstallError> {
         let node = src.node.as_ref().ok_or(utxo::UtxoInstallError::NoRpc)?;
-        let opts = Options::new(&src.url, self.keys.clone(), &src.dest);
+        let opts = Options::from_source(source, self.keys.clone(), &src.dest);
         let version = utxo::install(opts, node, m, progress).await?;
         // Follow the background validation for the page until it completes.
         let (node, progress) = (node.clone(), progress.clone());
@@ -247,6 +371,20 @@ async fn list(State(a): State<Arc<Agent>>) -> Json<List> {
         });
     }
     Json(List { coins, busy: a.busy.lock().expect("busy").clone() })
+}
+
+/// A catalogue entry as the page shows an offer. The catalogue does not say when the snapshot
+/// was made: `created` is 0 (unknown) for an offer from the cloud.
+fn catalogue_offer(e: &CatalogueEntry) -> Offer {
+    let kind = if e.kind == "utxo" { minebox_snapshot::Kind::Utxo } else { minebox_snapshot::Kind::Datadir };
+    Offer {
+        height: e.height,
+        bytes: e.total_bytes,
+        kind: wire_kind(kind),
+        trust: kind.trust().into(),
+        created: 0,
+        version: e.version,
+    }
 }
 
 /// The format's kind as the API names it (the same names on the wire).
