@@ -224,8 +224,19 @@ async fn verify_email(app: &App, token: &str) -> Result<(), ApiError> {
     }
 }
 
-/// GET /verify?token=...: the link in the mail.
-pub async fn verify_link(State(app): State<Arc<App>>, Query(q): Query<TokenOnly>) -> Result<Response, ApiError> {
+/// GET /verify?token=...: the link in the mail. A browser gets the account page, which
+/// verifies by `POST /api/v1/verify` and says so; a mail scanner that fetches links without
+/// running scripts does not use up the one-time link. Any other client (no `text/html` in
+/// `Accept`) is verified here and answered in plain text, as before the page existed.
+pub async fn verify_link(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<TokenOnly>,
+) -> Result<Response, ApiError> {
+    let browser = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
+    if browser {
+        return Ok(crate::web::page().await);
+    }
     verify_email(&app, &q.token).await?;
     Ok((StatusCode::OK, "Your email address is verified. You can log in to MineBox Cloud now.\n").into_response())
 }
@@ -430,14 +441,18 @@ pub async fn me(State(app): State<Arc<App>>, auth: Authed) -> Result<Response, A
     let mut client = db::client(&app.api).await?;
     let tx = begin_as(&mut client, &app.context, auth.user).await?;
     let row = tx
-        .query_opt("SELECT id, email, display_name, email_verified FROM users WHERE id = $1", &[&auth.user])
+        .query_opt(
+            "SELECT id, email, display_name, email_verified, leaderboard_public FROM users WHERE id = $1",
+            &[&auth.user],
+        )
         .await?
         .ok_or_else(|| ApiError::NotFound("the account no longer exists".into()))?;
     tx.commit().await?;
-    let (id, email, name, verified): (Uuid, String, Option<String>, bool) =
-        (row.get(0), row.get(1), row.get(2), row.get(3));
-    Ok(Json(serde_json::json!({"id": id, "email": email, "display_name": name, "email_verified": verified}))
-        .into_response())
+    let (id, email, name, verified, public): (Uuid, String, Option<String>, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    Ok(Json(serde_json::json!({"id": id, "email": email, "display_name": name, "email_verified": verified,
+                               "leaderboard_public": public}))
+    .into_response())
 }
 
 #[derive(Deserialize)]

@@ -2,14 +2,19 @@
 
 use crate::error::ApiError;
 use crate::App;
-use crate::{accounts, billing, devices, metrics, plans, telemetry};
+use crate::{accounts, billing, devices, metrics, plans, telemetry, web};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
+use axum::http::Method;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use uuid::Uuid;
+
+/// The header a cookie-authenticated request that changes something must carry, as `1`
+/// ([`Authed`]): the account page sends it with every request.
+pub const CSRF_HEADER: &str = "MineBox-CSRF";
 
 /// The largest request body read: every request the API takes is a small JSON object.
 pub const BODY_LIMIT: usize = 16 * 1024;
@@ -20,6 +25,10 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(metrics::healthz))
         .route("/readyz", get(metrics::readyz))
+        // The account page (web.rs); the mailed links open it.
+        .route("/", get(web::page))
+        .route("/reset", get(web::page))
+        .route("/static/{asset}", get(web::asset))
         .route("/verify", get(accounts::verify_link))
         .route("/api/v1/signup", post(accounts::signup))
         .route("/api/v1/verify", post(accounts::verify_api))
@@ -41,6 +50,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/device/stats/daily", post(telemetry::daily))
         .route("/api/v1/device/blocks", post(telemetry::block))
         .route("/api/v1/usage", get(telemetry::usage))
+        .route("/api/v1/downloads", get(telemetry::downloads))
         .route("/api/v1/leaderboard/blocks", get(telemetry::leaderboard))
         .route("/api/v1/leaderboard/visibility", put(telemetry::visibility))
         .route("/api/v1/subscription", get(plans::subscription))
@@ -73,7 +83,20 @@ impl FromRequestParts<Arc<App>> for Authed {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
-        accounts::authenticate(app, &parts.headers).await
+        let authed = accounts::authenticate(app, &parts.headers).await?;
+        // A browser attaches the session cookie to any request to this site, also one a page
+        // elsewhere makes it send; it lets a page send a custom header only to its own origin
+        // (elsewhere only after a CORS preflight, which this service never grants). So a
+        // request that changes something on the strength of the cookie must carry it. API
+        // tokens are sent by the script holding them, never attached by a browser.
+        let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if authed.session_hash.is_some() && !safe && parts.headers.get(CSRF_HEADER).is_none_or(|v| v != "1") {
+            return Err(ApiError::Forbidden(format!(
+                "this request came with the session cookie but without the `{CSRF_HEADER}: 1` header the \
+                 MineBox Cloud page sends, so it may have been made by another site: use the page, or an API token"
+            )));
+        }
+        Ok(authed)
     }
 }
 

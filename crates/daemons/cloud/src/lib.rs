@@ -19,6 +19,8 @@
 //! - `billing`: the payment provider's webhook, Stripe's event shape and signature (point 3).
 //! - `http`: the routes and the extractors saying who asks; `error`: refusals; `mail`: SMTP.
 //! - `metrics`: `/metrics` (Prometheus), `/healthz` and `/readyz` (point 8).
+//! - `web`: the account page (`/`, its assets under `/static/`), served from the binary
+//!   (point 7).
 
 pub mod accounts;
 pub mod billing;
@@ -30,6 +32,7 @@ pub mod mail;
 pub mod metrics;
 pub mod plans;
 pub mod telemetry;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -400,6 +400,58 @@ pub async fn usage(State(app): State<Arc<App>>, auth: Authed) -> Result<Response
     .into_response())
 }
 
+/// GET /api/v1/downloads: the asking user's snapshot downloads this calendar month (UTC), newest
+/// first, with the snapshot each was of (coin, network, kind, height) and the box that fetched
+/// it (its name while it is still linked to the account; row-level security hides it after).
+pub async fn downloads(State(app): State<Arc<App>>, auth: Authed) -> Result<Response, ApiError> {
+    let mut client = db::client(&app.api).await?;
+    let tx = begin_as(&mut client, &app.context, auth.user).await?;
+    let month = tx
+        .query_one(
+            "SELECT to_char(date_trunc('month', now() AT TIME ZONE 'UTC'), 'YYYY-MM-DD'),
+                    to_char(date_trunc('month', now() AT TIME ZONE 'UTC') + interval '1 month', 'YYYY-MM-DD')",
+            &[],
+        )
+        .await?;
+    let rows = tx
+        .query(
+            "SELECT sd.id, c.coin_key, s.network, s.kind, s.block_height,
+                    to_char(sd.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                    to_char(sd.completed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                    sd.bytes_downloaded, sd.chunks_downloaded, sd.resumed_count, sd.verification_passed,
+                    d.id, d.name
+               FROM snapshot_downloads sd
+               JOIN snapshots s ON s.id = sd.snapshot_id
+               JOIN coins c ON c.id = s.coin_id
+               LEFT JOIN devices d ON d.id = sd.device_id
+              WHERE sd.user_id = $1
+                AND sd.started_at >= (date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')
+              ORDER BY sd.started_at DESC, sd.id",
+            &[&auth.user],
+        )
+        .await?;
+    tx.commit().await?;
+    let (from, until): (String, String) = (month.get(0), month.get(1));
+    let list: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            let (id, coin, network, kind, height): (Uuid, String, String, String, i32) =
+                (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+            let (started, completed): (String, Option<String>) = (r.get(5), r.get(6));
+            let (bytes, chunks, resumed, verified): (i64, i32, i32, Option<bool>) =
+                (r.get(7), r.get(8), r.get(9), r.get(10));
+            let (device_id, device_name): (Option<Uuid>, Option<String>) = (r.get(11), r.get(12));
+            serde_json::json!({
+                "id": id, "coin": coin, "network": network, "kind": kind, "height": height,
+                "started_at": started, "completed_at": completed, "bytes": bytes, "chunks": chunks,
+                "resumed": resumed, "verified": verified,
+                "device": device_id.map(|id| serde_json::json!({"id": id, "name": device_name})),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({"month": {"from": from, "until": until}, "downloads": list})).into_response())
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LeaderboardQuery {

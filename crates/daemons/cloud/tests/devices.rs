@@ -331,6 +331,7 @@ async fn wrong_expired_and_guessed_codes_are_refused_and_guessing_is_throttled()
                 Auth::Bearer(_) => unreachable!(),
             },
         )
+        .header(minebox_cloud::http::CSRF_HEADER, "1")
         .json(&json!({"code": code}))
         .send()
         .await

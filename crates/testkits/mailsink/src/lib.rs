@@ -65,6 +65,12 @@ impl MailSink {
         let _ = self.child.wait();
     }
 
+    /// The Maildir the messages land in (`new/` holds one file per message), for a test's
+    /// helper in another language (the account page's browser test reads its links there).
+    pub fn maildir(&self) -> PathBuf {
+        self.dir.path().join("maildir")
+    }
+
     /// Every message received so far, raw (headers and body as sent), oldest first.
     pub fn messages(&self) -> Vec<String> {
         let new = self.dir.path().join("maildir/new");

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use minebox_cloud::accounts::Throttle;
+use minebox_cloud::http::CSRF_HEADER;
 use minebox_cloud::{Config, Running};
 use minebox_mailsink::MailSink;
 use minebox_pg::Postgres;
@@ -106,7 +107,9 @@ impl Rig {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         req = match auth {
             Auth::Bearer(t) => req.bearer_auth(t),
-            Auth::Cookie(c) => req.header("cookie", format!("minebox_session={c}")),
+            // As the account page sends them: the cookie, and the header that shows the request
+            // came from the page itself (CSRF).
+            Auth::Cookie(c) => req.header("cookie", format!("minebox_session={c}")).header(CSRF_HEADER, "1"),
         };
         if let Some(b) = body {
             req = req.json(&b);
