@@ -1,8 +1,9 @@
-//! Real nginx serving a published tree, and a fault-injecting HTTP proxy in front of it.
+//! Real nginx serving a published tree, and a fault-injecting HTTP proxy in front of it (or of
+//! an object store).
 #![allow(dead_code)]
 
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::{HeaderMap, Response, StatusCode};
 use minebox_publisher::publish::{publish, Request};
 use minebox_snapshot::manifest::Kind;
@@ -121,6 +122,8 @@ pub enum FaultKind {
     ChangeMidResume { file: PathBuf, replacement: Vec<u8> },
     /// Replace the body entirely (for tampering with documents).
     Replace(Vec<u8>),
+    /// Answer 403 as an object store does to a presigned URL whose signature expired.
+    Expired,
 }
 
 #[derive(Clone, Debug)]
@@ -153,13 +156,18 @@ pub async fn proxy(upstream: String) -> (String, Arc<ProxyState>) {
 async fn forward(
     State(s): State<Arc<ProxyState>>,
     UrlPath(path): UrlPath<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response<Body> {
     s.requests.lock().unwrap().push(path.clone());
-    let mut req = reqwest::Client::new().get(format!("{}/{path}", s.upstream));
-    for h in ["range", "if-range"] {
-        if let Some(v) = headers.get(h) {
-            req = req.header(h, v.to_str().unwrap());
+    // The query and the x-amz-/authorization headers carry an object store's signatures
+    // (presigned URLs, signed requests), which the store checks.
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+    let mut req = reqwest::Client::new().get(format!("{}/{path}{query}", s.upstream));
+    for (h, v) in &headers {
+        let name = h.as_str();
+        if ["range", "if-range", "authorization"].contains(&name) || name.starts_with("x-amz-") {
+            req = req.header(name, v.to_str().unwrap());
         }
     }
     let up = req.send().await.unwrap();
@@ -201,6 +209,10 @@ async fn forward(
             return cut(body, out);
         }
         Some(FaultKind::Replace(b)) => body = b,
+        Some(FaultKind::Expired) => {
+            let said = "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>";
+            return Response::builder().status(StatusCode::FORBIDDEN).body(Body::from(said)).unwrap();
+        }
         _ => {}
     }
     *s.bytes_sent.lock().unwrap() += body.len() as u64;
