@@ -261,6 +261,14 @@ impl Agent {
     }
 
     async fn install_one(self: &Arc<Self>, src: &CoinSource, progress: &SharedProgress) -> Result<u64, String> {
+        // A grant counts against the owner's plan: none for the version the node has already
+        // (the catalogue's offer is not metered).
+        if let (Some(have), Some(Ok(offer))) = (install::installed(&src.dest), self.cloud_offer(src).await) {
+            if wire_kind(have.kind) == offer.kind && have.version >= offer.version {
+                progress.set_phase(Phase::Done);
+                return Ok(have.version);
+            }
+        }
         let source = self.source_for(src).await.map_err(|e| e.to_string())?;
         // What is published, verified and checked before anything is stopped or downloaded.
         let fetcher = crate::fetch::Fetcher::new(self.http.clone(), source.clone(), 2);
