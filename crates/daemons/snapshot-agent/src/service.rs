@@ -206,11 +206,12 @@ impl Agent {
             Ok(offered) => {
                 // The kind a grant without one gets: datadir first.
                 let entry = offered.entries.iter().find(|e| e.kind == "datadir").or(offered.entries.first());
-                Some(
-                    entry
-                        .map(catalogue_offer)
-                        .ok_or_else(|| format!("MineBox Cloud has no {} {} snapshot yet", src.coin, src.network)),
-                )
+                match entry {
+                    Some(e) => Some(Ok(catalogue_offer(e))),
+                    // As an install would: auto takes the URL when the catalogue has none.
+                    None if self.source == SnapshotSource::Auto => None,
+                    None => Some(Err(format!("MineBox Cloud has no {} {} snapshot yet", src.coin, src.network))),
+                }
             }
             Err(e) if self.falls_back(&e) => None,
             Err(e) => Some(Err(cloud_error(e).to_string())),
