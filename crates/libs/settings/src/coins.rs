@@ -34,6 +34,7 @@ pub(crate) struct File {
     pub rpc_port: Option<u16>,
     pub p2p_port: Option<u16>,
     pub zmq_port: Option<u16>,
+    upstream: Option<String>,
 }
 
 /// Whose address a block found by a miner pays (`coins.<id>.payout_policy`).
@@ -137,6 +138,77 @@ pub struct CoinSettings {
     pub rpc_port: u16,
     pub p2p_port: u16,
     pub zmq_port: u16,
+    /// `upstream = "stratum+tcp://host:port"`: the solo pool miners work for while this
+    /// coin's node cannot give work (starting, syncing, down). None by default: a pool sees
+    /// the owner's address and hashrate, so the user chooses one.
+    pub upstream: Option<Upstream>,
+}
+
+/// An upstream solo pool, checked once: a host name or address and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Upstream {
+    /// `host:port` to connect to (IPv6 literals in brackets).
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stratum+tcp://{}", self.authority())
+    }
+}
+
+impl Serialize for Upstream {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl std::str::FromStr for Upstream {
+    type Err = String;
+    fn from_str(url: &str) -> Result<Upstream, String> {
+        const HOW: &str = "write it as stratum+tcp://host:port, e.g. stratum+tcp://solo.ckpool.org:3333";
+        let Some(rest) = url.strip_prefix("stratum+tcp://") else {
+            let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+            return Err(if scheme.is_empty() {
+                format!("{url:?} has no scheme; {HOW}")
+            } else {
+                format!("{scheme}:// is not supported (plain Stratum V1 over TCP only); {HOW}")
+            });
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = match rest.strip_prefix('[') {
+            Some(v6) => match v6.split_once("]:") {
+                Some((h, p)) => (h, p),
+                None => return Err(format!("{url:?}: an IPv6 address needs brackets and a port; {HOW}")),
+            },
+            None => match rest.rsplit_once(':') {
+                Some((h, p)) => (h, p),
+                None => return Err(format!("{url:?} has no port; {HOW}")),
+            },
+        };
+        let port: u16 = match port.parse() {
+            Ok(p) if p != 0 => p,
+            _ => return Err(format!("{port:?} is not a port (1-65535); {HOW}")),
+        };
+        let valid_host = !host.is_empty()
+            && host.len() <= 253
+            && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
+        if !valid_host {
+            return Err(format!("{host:?} is not a host name or address; {HOW}"));
+        }
+        Ok(Upstream { host: host.to_string(), port })
+    }
 }
 
 fn network_name<S: serde::Serializer>(n: &Network, s: S) -> Result<S::Ok, S::Error> {
@@ -366,6 +438,11 @@ fn resolve_one(
     } else if rpc_host.is_empty() || rpc_host.contains(['/', ' ', '@']) {
         return Err(err("rpc_host", format!("{rpc_host:?} is not a host name or address")));
     }
+    let upstream = match own!(upstream) {
+        None => None,
+        Some(u) if u.is_empty() => None,
+        Some(u) => Some(u.parse::<Upstream>().map_err(|m| err("upstream", m))?),
+    };
     Ok(CoinSettings {
         id: id.to_string(),
         enabled,
@@ -389,6 +466,7 @@ fn resolve_one(
         rpc_port: own!(rpc_port).unwrap_or(network.ports.rpc_port),
         p2p_port: own!(p2p_port).unwrap_or(network.ports.p2p_port),
         zmq_port: own!(zmq_port).unwrap_or(network.ports.zmq_port),
+        upstream,
         network,
     })
 }

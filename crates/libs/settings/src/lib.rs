@@ -34,7 +34,7 @@ pub mod supervisor;
 pub mod updates;
 
 pub use cloud::CloudSettings;
-pub use coins::{CoinSettings, NodeKind, PayoutPolicy, DIFFICULTY_RANGE, SHARES_PER_MINUTE_RANGE};
+pub use coins::{CoinSettings, NodeKind, PayoutPolicy, Upstream, DIFFICULTY_RANGE, SHARES_PER_MINUTE_RANGE};
 pub use error::SettingsError;
 pub use minebox_coin::NodeFlavour;
 pub use notify::NotifySettings;
@@ -215,6 +215,30 @@ payout_address = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
         let SettingsError::Value { key, message, .. } = &e else { panic!("{e}") };
         assert_eq!(key, "coins.btc.payout_policy");
         assert!(message.contains("\"miner\"") && message.contains("\"owner\""), "{message}");
+    }
+
+    #[test]
+    fn upstream_is_none_by_default_and_only_a_stratum_tcp_url_with_a_port() {
+        let base = "[coins.btc]\nenabled = true\nnetwork = \"regtest\"\npayout_address = \"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080\"\n";
+        assert_eq!(load(base).unwrap().coins["btc"].upstream, None);
+        let set = load(&format!("{base}upstream = \"stratum+tcp://solo.ckpool.org:3333\"\n")).unwrap();
+        let up = set.coins["btc"].upstream.clone().unwrap();
+        assert_eq!((up.host.as_str(), up.port), ("solo.ckpool.org", 3333));
+        assert_eq!(up.to_string(), "stratum+tcp://solo.ckpool.org:3333");
+        let v6 = load(&format!("{base}upstream = \"stratum+tcp://[::1]:3333\"\n")).unwrap();
+        assert_eq!(v6.coins["btc"].upstream.clone().unwrap().authority(), "[::1]:3333");
+        for (bad, says) in [
+            ("stratum+ssl://pool.example:4333", "not supported"),
+            ("solo.ckpool.org:3333", "no scheme"),
+            ("stratum+tcp://solo.ckpool.org", "no port"),
+            ("stratum+tcp://solo.ckpool.org:99999", "not a port"),
+            ("stratum+tcp://user@pool:3333", "not a host"),
+        ] {
+            let e = load(&format!("{base}upstream = \"{bad}\"\n")).unwrap_err();
+            let SettingsError::Value { key, message, .. } = &e else { panic!("{e}") };
+            assert_eq!(key, "coins.btc.upstream");
+            assert!(message.contains(says) && message.contains("stratum+tcp://host:port"), "{bad}: {message}");
+        }
     }
 
     #[test]
