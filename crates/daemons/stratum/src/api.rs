@@ -18,6 +18,22 @@ use serde::Deserialize;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
+/// Per coin with an upstream pool: where its miners get work now, the pool connection's
+/// state (and why it last ended) and the shares sent to it. Its own route for now: the
+/// status page's contract (minebox-api) does not carry it yet.
+pub const UPSTREAM: &str = "/api/v1/stratum/upstream";
+
+async fn upstream(State(st): State<ApiState>) -> Json<serde_json::Value> {
+    let mut coins = serde_json::Map::new();
+    for c in st.coins.iter() {
+        if let Some(link) = &c.pool.upstream {
+            let s = link.status.lock().expect("upstream lock").clone();
+            coins.insert(c.pool.ctx.coin.clone(), serde_json::to_value(s).expect("plain data"));
+        }
+    }
+    Json(serde_json::Value::Object(coins))
+}
+
 /// One coin's server as the API sees it.
 pub struct CoinView {
     pub pool: Arc<Pool>,
@@ -70,6 +86,7 @@ pub fn router(state: ApiState) -> Router {
         .route(routes::BLOCKS, get(blocks))
         .route(routes::HASHRATE, get(hashrate))
         .route(routes::EVENTS, get(events))
+        .route(UPSTREAM, get(upstream))
         .route(minebox_api::HEALTHZ, get(|| async { "ok" }))
         .with_state(state)
 }

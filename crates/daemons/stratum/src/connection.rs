@@ -226,6 +226,9 @@ pub async fn serve(
                                 let template = work.borrow().clone();
                                 let output = session.handle(&pool.ctx, &id, request, template.as_ref(), now, unix_now());
                                 out = output.lines;
+                                if let (Some(f), Some(link)) = (output.forward, &pool.upstream) {
+                                    link.forward(f);
+                                }
                                 if let Some(found) = output.found {
                                     // The reply (`true`) is written only once the block is on
                                     // disk: a crash after the miner heard it must not lose it.

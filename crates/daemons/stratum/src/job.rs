@@ -14,8 +14,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-/// A block template, made ready for mining.
-#[derive(Debug)]
+/// A block template, made ready for mining: the node's, or an upstream pool's job
+/// ([`Template::upstream`]).
+#[derive(Debug, Clone)]
 pub struct Template {
     /// Increases with every template this server makes; orders them in logs and the API.
     pub id: u64,
@@ -37,6 +38,9 @@ pub struct Template {
     /// miners must drop their old work (mining.notify clean_jobs).
     pub clean: bool,
     pub received: Instant,
+    /// Set when this work is an upstream pool's job (the node not ready): its coinbase is
+    /// the pool's, and shares go to the pool instead of the node.
+    pub upstream: Option<Arc<crate::upstream::UpstreamWork>>,
 }
 
 /// The parts of a node's getblocktemplate answer the server uses.
@@ -72,7 +76,14 @@ impl Template {
             transactions: parts.transactions.into_iter().map(|(_, raw)| raw).collect(),
             clean,
             received: Instant::now(),
+            upstream: None,
         }
+    }
+
+    /// The same work, told to miners as a fresh start (clean_jobs): when the server changes
+    /// where work comes from, old jobs of the other source are worth nothing.
+    pub fn restarted(&self) -> Template {
+        Template { clean: true, ..self.clone() }
     }
 
     /// Network difficulty, in the units miners and explorers use.
@@ -102,16 +113,40 @@ pub struct Job {
 }
 
 impl Job {
-    pub fn new(template: Arc<Template>, payout: ScriptBuf, rules: &CoinbaseRules) -> Result<Job, CoinbaseError> {
-        let coinbase = Coinbase::build(&CoinbaseSpec {
+    pub fn new(template: Arc<Template>, payout: ScriptBuf, rules: &CoinbaseRules) -> Result<Job, JobError> {
+        let coinbase = match &template.upstream {
+            // The pool's coinbase: its coinb1 with its extranonce1 (and padding) appended,
+            // so the miner's own extranonce1 and extranonce2 fill the rest of the pool's
+            // extranonce2 (see crate::upstream).
+            Some(up) => {
+                if up.owner != payout {
+                    return Err(JobError::NotTheOwner);
+                }
+                Coinbase {
+                    coinb1: up.coinb1.clone(),
+                    coinb2: up.coinb2.clone(),
+                    extranonce2_len: rules.extranonce2_len,
+                    segwit: false,
+                }
+            }
+            None => Self::own_coinbase(&template, &payout, rules)?,
+        };
+        Ok(Self::with_coinbase(template, payout, coinbase))
+    }
+
+    fn own_coinbase(template: &Template, payout: &ScriptBuf, rules: &CoinbaseRules) -> Result<Coinbase, CoinbaseError> {
+        Coinbase::build(&CoinbaseSpec {
             height: template.height,
             value: template.coinbase_value,
-            payout: &payout,
+            payout,
             witness_commitment: if rules.segwit { template.witness_commitment.as_ref() } else { None },
             tag: &rules.tag,
             extranonce2_len: rules.extranonce2_len,
             min_tx_size: rules.min_tx_size,
-        })?;
+        })
+    }
+
+    fn with_coinbase(template: Arc<Template>, payout: ScriptBuf, coinbase: Coinbase) -> Job {
         let branch: Vec<String> = template.branch.iter().map(hex::encode).collect();
         let notify_middle = format!(
             r#""{}","{}","{}",{},"{:08x}","{:08x}","{:08x}""#,
@@ -123,7 +158,7 @@ impl Job {
             template.bits.to_consensus(),
             template.cur_time,
         );
-        Ok(Job { template, payout, coinbase, notify_middle })
+        Job { template, payout, coinbase, notify_middle }
     }
 
     /// The mining.notify line for this job under a connection's own job id.
@@ -142,6 +177,17 @@ impl Job {
             nonce,
         }
     }
+}
+
+/// Why no job could be cut for a miner.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Coinbase(#[from] CoinbaseError),
+    /// Upstream work pays the owner only (the pool connection is authorized as the owner's
+    /// address); a miner mining to its own address waits for the node.
+    #[error("upstream work pays the owner's address only")]
+    NotTheOwner,
 }
 
 /// SV1 sends the previous block hash as eight 32-bit words, each byte-swapped relative to
@@ -173,7 +219,7 @@ impl JobBook {
         &self.rules
     }
 
-    pub fn job_for(&self, template: &Arc<Template>, payout: &ScriptBuf) -> Result<Arc<Job>, CoinbaseError> {
+    pub fn job_for(&self, template: &Arc<Template>, payout: &ScriptBuf) -> Result<Arc<Job>, JobError> {
         let mut current = self.current.lock().expect("job book lock");
         if current.0 != template.id {
             *current = (template.id, HashMap::new());

@@ -17,6 +17,7 @@
 //! - [`block`]: found blocks recorded, submitted, confirmed; [`event`]: what happened.
 //! - [`api`]: the local HTTP API for the status page; [`supervisor`]: following node events;
 //!   [`service`]: all of it, running.
+//! - [`upstream`]: while the node cannot give work, a solo pool's jobs for the owner.
 
 pub mod api;
 pub mod block;
@@ -37,5 +38,6 @@ pub mod share;
 pub mod stats;
 pub mod store;
 pub mod supervisor;
+pub mod upstream;
 pub mod vardiff;
 pub mod work;

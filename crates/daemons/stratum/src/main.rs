@@ -67,6 +67,10 @@ struct Cli {
     /// The node's ZMQ hashblock endpoint, e.g. tcp://127.0.0.1:28332.
     #[arg(long)]
     zmq_hashblock: Option<String>,
+    /// Upstream solo pool (stratum+tcp://host:port) miners work for while the node cannot
+    /// give work (flags mode; settings mode uses coins.<id>.upstream).
+    #[arg(long)]
+    upstream: Option<minebox_settings::Upstream>,
     /// SQLite state database (default: the settings' paths.state).
     #[arg(long)]
     database: Option<PathBuf>,
@@ -227,6 +231,13 @@ fn limits(cli: &Cli) -> anyhow::Result<Limits> {
     })
 }
 
+/// Silence from an upstream pool before the box drops the connection and reconnects: pools
+/// send a job at least every minute or two, so five minutes means it is stuck.
+const UPSTREAM_IDLE: Duration = Duration::from_secs(300);
+
+/// Extranonce2 bytes a miner rolls on a coin with an upstream (see minebox_stratum::upstream).
+const UPSTREAM_MINER_EXTRANONCE2: usize = 4;
+
 /// Settings mode (the box): every enabled coin of the settings file.
 fn from_settings(cli: &Cli, path: &std::path::Path) -> anyhow::Result<ServiceConfig> {
     let registry = minebox_coin::Registry::installed()?;
@@ -264,10 +275,18 @@ fn from_settings(cli: &Cli, path: &std::path::Path) -> anyhow::Result<ServiceCon
                 v.sanitized()
             },
             coinbase_tag: cli.coinbase_tag.clone().unwrap_or_else(|| settings.stratum.coinbase_tag.clone()),
-            extranonce2_len: cli.extranonce2_size,
+            // With an upstream, miners roll 4 bytes: with their 4-byte extranonce1 that fits
+            // the 8 bytes of extranonce2 solo pools give (ckpool), in both modes alike.
+            extranonce2_len: if c.upstream.is_some() {
+                cli.extranonce2_size.min(UPSTREAM_MINER_EXTRANONCE2)
+            } else {
+                cli.extranonce2_size
+            },
             version_mask: 0x1fff_e000,
             template_refresh: Duration::from_secs(cli.template_refresh_secs),
             block_poll: Duration::from_millis(cli.block_poll_ms),
+            upstream: c.upstream.clone(),
+            upstream_idle: UPSTREAM_IDLE,
         });
     }
     if coins.is_empty() {
@@ -358,6 +377,8 @@ fn from_flags(cli: &Cli) -> anyhow::Result<ServiceConfig> {
             version_mask: 0x1fff_e000,
             template_refresh: Duration::from_secs(cli.template_refresh_secs),
             block_poll: Duration::from_millis(cli.block_poll_ms),
+            upstream: cli.upstream.clone(),
+            upstream_idle: UPSTREAM_IDLE,
         }],
         database: cli.database.clone().unwrap_or_else(|| settings.paths.state.clone()),
         api_listen: cli.api.unwrap_or(settings.stratum.api),

@@ -21,6 +21,8 @@ pub struct Pool {
     pub live: LiveMiners,
     /// Client-caused log lines (refusals, hostile disconnects), kept to a trickle.
     pub quiet_log: QuietLog,
+    /// The upstream pool's client, when the settings name one: shares of its work go there.
+    pub upstream: Option<crate::upstream::Link>,
 }
 
 impl Pool {

@@ -41,6 +41,10 @@ pub struct CoinConfig {
     pub version_mask: u32,
     pub template_refresh: Duration,
     pub block_poll: Duration,
+    /// Silence from the upstream pool before its connection is dropped and retried.
+    pub upstream_idle: Duration,
+    /// The solo pool miners work for while the node cannot give work (none by default).
+    pub upstream: Option<minebox_settings::Upstream>,
 }
 
 pub struct ServiceConfig {
@@ -109,6 +113,49 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
             .with_context(|| format!("{} stratum port {}: already in use or not allowed", c.coin, c.listen))?;
         let local = listener.local_addr()?;
         let (publish, work) = watch::channel(None);
+        // With an upstream, the node's templates and the pool's jobs go to a chooser, which
+        // publishes to the miners; without one the feed publishes to them directly.
+        let mut upstream_link = None;
+        let (publish, ready) = match &c.upstream {
+            None => (publish, None),
+            Some(up) => {
+                let owner = c.payouts.owner().with_context(|| {
+                    format!("{}: an upstream pool needs the owner's payout address to authorize as", c.coin)
+                })?;
+                let config = crate::upstream::UpstreamConfig {
+                    coin: c.coin.clone(),
+                    url: up.to_string(),
+                    authority: up.authority(),
+                    user: format!("{}.minebox", owner.address),
+                    owner: owner.script.clone(),
+                    miner_extranonce2_len: c.extranonce2_len,
+                    pow_limit: crate::upstream::pow_limit(&c.network),
+                    idle_timeout: c.upstream_idle,
+                    version_mask: c.version_mask,
+                };
+                let status = Arc::new(Mutex::new(crate::upstream::UpstreamStatus {
+                    url: config.url.clone(),
+                    ..Default::default()
+                }));
+                let (own_tx, own_rx) = watch::channel(None);
+                let (ready_tx, ready_rx) = watch::channel(false);
+                let (up_tx, up_rx) = watch::channel(None);
+                let (submit_tx, submit_rx) = mpsc::channel(256);
+                tasks.spawn(crate::upstream::run(config, up_tx, submit_rx, status.clone(), shutdown.clone()));
+                tasks.spawn(crate::upstream::choose_source(
+                    own_rx,
+                    ready_rx,
+                    up_rx,
+                    publish,
+                    status.clone(),
+                    c.coin.clone(),
+                    shutdown.clone(),
+                ));
+                tracing::info!(coin = %c.coin, upstream = %up, "while the node cannot give work, miners mine through the upstream pool for the owner");
+                upstream_link = Some(crate::upstream::Link { submit: submit_tx, status });
+                (own_tx, Some(ready_tx))
+            }
+        };
         let (found_tx, found_rx) = mpsc::channel(64);
         let node_status = Arc::new(Mutex::new(NodeStatus::default()));
         let (kick_tx, kick) = mpsc::channel(4);
@@ -134,6 +181,7 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
             limits: config.limits.clone(),
             live: LiveMiners::default(),
             quiet_log: Default::default(),
+            upstream: upstream_link,
         });
         let feed = WorkFeed {
             config: WorkConfig {
@@ -149,6 +197,7 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
             status: node_status.clone(),
             events: events.clone(),
             kick,
+            ready,
         };
         let desk = BlockDesk {
             coin: c.coin.clone(),

@@ -70,6 +70,8 @@ pub struct Output {
     pub found: Option<FoundBlock>,
     /// The session cannot continue (e.g. too many workers); close after sending `lines`.
     pub close: bool,
+    /// A share of upstream work that meets the pool's difficulty: to be sent to the pool.
+    pub forward: Option<crate::upstream::Forward>,
 }
 
 impl Output {
@@ -332,6 +334,9 @@ impl Session {
         let Some((_, script)) = &self.payout else { return out };
         let job = match ctx.jobs.job_for(template, script) {
             Ok(j) => j,
+            // Upstream work while the node is not ready pays the owner only: this miner
+            // keeps its last job and gets work again when the node is back.
+            Err(crate::job::JobError::NotTheOwner) => return out,
             Err(e) => {
                 tracing::error!(error = %e, "cannot build a coinbase; check the coinbase tag and extranonce settings");
                 return out;
@@ -465,12 +470,19 @@ impl Session {
         {
             let mut w = worker.lock().expect("worker lock");
             w.record_accepted(hashed.difficulty, assigned, unix_now);
-            if hashed.is_block {
+            // A block of upstream work is the pool's to submit; it is counted there.
+            if hashed.is_block && job.template.upstream.is_none() {
                 w.blocks += 1;
             }
         }
         let mut out = Output::default().line(protocol::reply(id, Value::Bool(true)));
-        if hashed.is_block {
+        if let Some(up) = &job.template.upstream {
+            // Judged here against the miner's own difficulty (vardiff as always); only what
+            // meets the pool's goes to the pool, which answers the box, not the miner.
+            if hashed.is_block || share::meets(hashed.difficulty, up.difficulty) {
+                out.forward = Some(crate::upstream::Forward::new(up, &self.extranonce1, &s, hashed.is_block));
+            }
+        } else if hashed.is_block {
             out.found = Some(FoundBlock {
                 job: job.clone(),
                 extranonce1: self.extranonce1,

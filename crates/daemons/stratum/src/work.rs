@@ -64,6 +64,9 @@ pub struct WorkFeed {
     pub events: broadcast::Sender<Event>,
     /// Nudges from the supervisor ("node started", "node synced"): fetch work now.
     pub kick: mpsc::Receiver<()>,
+    /// Whether the node gives work (its last getblocktemplate answered), for the choice
+    /// between the node and an upstream pool ([`crate::upstream::choose_source`]).
+    pub ready: Option<watch::Sender<bool>>,
 }
 
 /// Converts the node's template into the server's, keeping only what mining needs.
@@ -126,6 +129,11 @@ impl WorkFeed {
                     }
                     current_prev = Some(template.prev_hash);
                     self.publish.send_replace(Some(template));
+                    // After the template: the source chooser must not pick up the node's
+                    // old work from before it went away.
+                    if let Some(r) = &self.ready {
+                        r.send_if_modified(|v| !std::mem::replace(v, true));
+                    }
                     refresh_at = Instant::now() + self.config.refresh;
                 }
                 Err(e) => {
@@ -186,6 +194,9 @@ impl WorkFeed {
     }
 
     fn on_error(&self, e: &RpcError) {
+        if let Some(r) = &self.ready {
+            r.send_if_modified(|v| std::mem::replace(v, false));
+        }
         let mut s = self.status.lock().expect("status lock");
         let message = e.to_string();
         if s.last_error.as_deref() != Some(message.as_str()) {

@@ -68,6 +68,8 @@ pub fn coin_config(node: &impl TestNode) -> CoinConfig {
         version_mask: 0x1fff_e000,
         template_refresh: Duration::from_secs(30),
         block_poll: Duration::from_millis(200),
+        upstream: None,
+        upstream_idle: Duration::from_secs(300),
     }
 }
 

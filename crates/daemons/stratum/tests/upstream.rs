@@ -1,0 +1,218 @@
+//! Mining through an upstream pool while the box's node cannot give work.
+//!
+//! The upstream is a second MineBox stratum server (a real Stratum V1 server) on a real
+//! Bitcoin Core regtest node. The box's node is the same Core behind a gate the test opens
+//! and closes (a TCP forwarder: closed, every RPC connection is cut, as for a node that is
+//! down), so one node serves both and the switch to the box's own work can be shown. The
+//! hostile pool of the second test is a test double: no real pool sends garbage on purpose.
+
+mod common;
+
+use common::{coin_config, regtest_addresses, regtest_network, start_server};
+use minebox_regtest::{Core, CORE_RPC_USER};
+use minebox_stratum::connection::Limits;
+use minebox_stratum::payout::{Policy, WithOwner};
+use minebox_stratum::service::{self, Running, ServiceConfig};
+use minebox_stratum::store::BlockStatus;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
+    let started = Instant::now();
+    while !f().await {
+        assert!(started.elapsed() < Duration::from_secs(120), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The node's RPC port behind a switch: open, connections are forwarded; closed, cut.
+async fn gate(to: SocketAddr) -> (SocketAddr, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let open = Arc::new(AtomicBool::new(false));
+    let is_open = open.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            if !is_open.load(Ordering::SeqCst) {
+                continue; // dropped: the client sees the connection closed
+            }
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (addr, open)
+}
+
+/// The box: its node behind `node_rpc`, the owner's address `owner`, and `upstream`.
+async fn start_box(core: &Core, node_rpc: SocketAddr, owner: &str, upstream: &str, dir: &std::path::Path) -> Running {
+    let mut c = coin_config(core);
+    c.node = minebox_node_rpc::NodeClient::new(
+        &format!("http://{node_rpc}/"),
+        minebox_node_rpc::Auth::UserPass { user: CORE_RPC_USER.into(), pass: core.rpc_password().into() },
+    )
+    .unwrap();
+    c.payouts = Box::new(WithOwner::new(regtest_network(), owner, Policy::Miner).unwrap());
+    // 4 bytes of the pool's 8-byte extranonce2 go to the miner's extranonce1 (see
+    // minebox_stratum::upstream), 4 to its extranonce2.
+    c.extranonce2_len = 4;
+    c.upstream = Some(upstream.parse().unwrap());
+    service::start(ServiceConfig {
+        coins: vec![c],
+        database: dir.join("state.db"),
+        api_listen: "127.0.0.1:0".parse().unwrap(),
+        stats_flush: Duration::from_secs(1),
+        limits: Limits::default(),
+        supervisor_events: None,
+    })
+    .await
+    .expect("the box starts")
+}
+
+async fn upstream_state(server: &Running) -> Value {
+    let url = format!("http://{}{}", server.api, minebox_stratum::api::UPSTREAM);
+    reqwest::get(url).await.unwrap().json::<Value>().await.unwrap()["btc"].clone()
+}
+
+#[tokio::test]
+async fn a_miner_mines_for_the_owner_through_the_upstream_until_the_node_is_ready() {
+    let core = common::core().await;
+    let pool_dir = tempfile::tempdir().unwrap();
+    let pool = start_server(&core, pool_dir.path(), Limits::default()).await;
+    let (node_rpc, node_open) =
+        gate(core.rpc_url().trim_start_matches("http://").trim_end_matches('/').parse().unwrap()).await;
+    let (owner, owner_script) = regtest_addresses()[0].clone();
+    let box_dir = tempfile::tempdir().unwrap();
+    let upstream = format!("stratum+tcp://{}", pool.stratum_addr("btc").unwrap());
+    let the_box = start_box(&core, node_rpc, &owner, &upstream, box_dir.path()).await;
+
+    // A Bitaxe set up with a bare worker name mines for the owner.
+    let report = Arc::new(Mutex::new(minebox_simminer::Report::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = format!("stratum+tcp://{}", the_box.stratum_addr("btc").unwrap());
+    let miner = tokio::spawn(minebox_simminer::run(
+        minebox_simminer::MinerConfig::bitaxe(&url, "rig1"),
+        report.clone(),
+        stop.clone(),
+    ));
+
+    // Its shares reach the pool, which accepts them as the owner's.
+    wait_for("shares accepted by the upstream pool", || async {
+        let s = upstream_state(&the_box).await;
+        s["accepted"].as_u64().unwrap_or(0) >= 3
+    })
+    .await;
+    let s = upstream_state(&the_box).await;
+    assert_eq!(s["mining_from"], "upstream", "{s}");
+    assert_eq!(s["authorized"], true, "{s}");
+    // On regtest every share is a block: the pool submitted them, paying the owner from its
+    // own coinbase; the box submitted none itself.
+    let store = pool.store.clone();
+    wait_for("a block accepted by the pool's node", || {
+        let store = store.clone();
+        async move { store.blocks(Some("btc"), 1000).unwrap().iter().any(|b| b.status == BlockStatus::Accepted) }
+    })
+    .await;
+    let client = core.client();
+    for b in pool.store.blocks(Some("btc"), 1000).unwrap().iter().filter(|b| b.status == BlockStatus::Accepted) {
+        assert!(b.worker.starts_with(&format!("{owner}.minebox")) || b.worker == "minebox", "worker {}", b.worker);
+        let block: Value = client.get_block_verbose(&b.hash.parse().unwrap(), 2).await.unwrap();
+        let paid = block["tx"][0]["vout"][0]["scriptPubKey"]["hex"].as_str().unwrap().to_string();
+        assert_eq!(paid, owner_script.to_hex_string(), "block {} pays the owner", b.hash);
+    }
+    assert!(the_box.store.blocks(Some("btc"), 10).unwrap().is_empty(), "the box submits no upstream block itself");
+    assert!(s["blocks"].as_u64().unwrap() >= 1, "{s}");
+
+    // The node becomes ready: a clean job from the box's own templates, same connection.
+    let clean_before = report.lock().unwrap().clean_jobs;
+    node_open.store(true, Ordering::SeqCst);
+    wait_for("work from the box's own node", || async { upstream_state(&the_box).await["mining_from"] == "own" }).await;
+    let store = the_box.store.clone();
+    wait_for("a block found by the box on its own work", || {
+        let store = store.clone();
+        async move { store.blocks(Some("btc"), 1000).unwrap().iter().any(|b| b.status == BlockStatus::Accepted) }
+    })
+    .await;
+    assert!(!miner.is_finished(), "the miner kept its connection: {:?}", report.lock().unwrap());
+    assert!(report.lock().unwrap().clean_jobs > clean_before);
+    stop.store(true, Ordering::SeqCst);
+    let _ = miner.await;
+    the_box.stop().await;
+    pool.stop().await;
+}
+
+/// A pool that misbehaves in a different way on each connection (a test double).
+async fn hostile_pool() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((s, _)) = listener.accept().await {
+            n += 1;
+            let (rd, mut wr) = s.into_split();
+            let mut rd = BufReader::new(rd);
+            let mut line = String::new();
+            let _ = rd.read_line(&mut line).await;
+            let answer = match n {
+                1 => "\u{1}garbage, not JSON\n".to_string(),
+                2 => r#"{"id":2,"result":[[],"aabbccdd",64],"error":null}"#.to_string() + "\n",
+                _ => concat!(
+                    r#"{"id":2,"result":[[],"aabbccdd",8],"error":null}"#,
+                    "\n",
+                    r#"{"id":3,"result":false,"error":[24,"unknown user",null]}"#,
+                    "\n"
+                )
+                .to_string(),
+            };
+            let _ = wr.write_all(answer.as_bytes()).await;
+            tokio::spawn(async move {
+                let mut sink = String::new();
+                while rd.read_line(&mut sink).await.is_ok_and(|n| n > 0) {}
+                drop(wr);
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_misbehaving_upstream_is_reported_and_miners_stay_connected() {
+    let core = common::core().await;
+    let (node_rpc, _closed) =
+        gate(core.rpc_url().trim_start_matches("http://").trim_end_matches('/').parse().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pool = hostile_pool().await;
+    let (owner, _) = regtest_addresses()[0].clone();
+    let the_box = start_box(&core, node_rpc, &owner, &format!("stratum+tcp://{pool}"), dir.path()).await;
+    let mut miner = common::Raw::connect(the_box.stratum_addr("btc").unwrap()).await;
+    miner.send(r#"{"id":1,"method":"mining.subscribe","params":["bitaxe/BM1370"]}"#).await;
+    assert!(miner.reply(1).await["error"].is_null());
+    miner.send(r#"{"id":2,"method":"mining.authorize","params":["rig1","x"]}"#).await;
+    assert_eq!(miner.reply(2).await["result"], true);
+
+    for (what, says) in [
+        ("garbage", "malformed line (not JSON)"),
+        ("a huge extranonce2", "64-byte extranonce2"),
+        ("refusing the owner's address", "refused"),
+    ] {
+        wait_for(what, || async {
+            let s = upstream_state(&the_box).await;
+            s["last_error"].as_str().is_some_and(|e| e.contains(says))
+        })
+        .await;
+    }
+    let s = upstream_state(&the_box).await;
+    assert!(s["last_error"].as_str().unwrap().contains(&owner), "the refusal names the address: {s}");
+    assert_eq!(s["mining_from"], "none", "{s}");
+    // The miner is still connected and answered.
+    miner.send(r#"{"id":3,"method":"mining.ping","params":[]}"#).await;
+    assert_eq!(miner.reply(3).await["result"], "pong");
+    the_box.stop().await;
+}
