@@ -30,25 +30,48 @@ async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, mut f: impl
     }
 }
 
-/// The node's RPC port behind a switch: open, connections are forwarded; closed, cut.
-async fn gate(to: SocketAddr) -> (SocketAddr, Arc<AtomicBool>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let open = Arc::new(AtomicBool::new(false));
-    let is_open = open.clone();
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            if !is_open.load(Ordering::SeqCst) {
-                continue; // dropped: the client sees the connection closed
-            }
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+/// The node's RPC port behind a switch: open, connections are forwarded; closed, new ones
+/// and those already forwarded are cut, as when the node stops.
+struct Gate {
+    addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    forwarding: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Gate {
+    async fn new(node: &Core) -> Gate {
+        let to: SocketAddr = node.rpc_url().trim_start_matches("http://").trim_end_matches('/').parse().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicBool::new(false));
+        let forwarding = Arc::new(Mutex::new(Vec::new()));
+        let (is_open, tasks) = (open.clone(), forwarding.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !is_open.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection closed
                 }
-            });
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                tasks.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Gate { addr, open, forwarding }
+    }
+
+    fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+
+    fn close(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for t in self.forwarding.lock().unwrap().drain(..) {
+            t.abort();
         }
-    });
-    (addr, open)
+    }
 }
 
 /// The box: its node behind `node_rpc`, the owner's address `owner`, and `upstream`.
@@ -86,12 +109,11 @@ async fn a_miner_mines_for_the_owner_through_the_upstream_until_the_node_is_read
     let core = common::core().await;
     let pool_dir = tempfile::tempdir().unwrap();
     let pool = start_server(&core, pool_dir.path(), Limits::default()).await;
-    let (node_rpc, node_open) =
-        gate(core.rpc_url().trim_start_matches("http://").trim_end_matches('/').parse().unwrap()).await;
+    let gate = Gate::new(&core).await;
     let (owner, owner_script) = regtest_addresses()[0].clone();
     let box_dir = tempfile::tempdir().unwrap();
     let upstream = format!("stratum+tcp://{}", pool.stratum_addr("btc").unwrap());
-    let the_box = start_box(&core, node_rpc, &owner, &upstream, box_dir.path()).await;
+    let the_box = start_box(&core, gate.addr, &owner, &upstream, box_dir.path()).await;
 
     // A Bitaxe set up with a bare worker name mines for the owner.
     let report = Arc::new(Mutex::new(minebox_simminer::Report::default()));
@@ -132,12 +154,24 @@ async fn a_miner_mines_for_the_owner_through_the_upstream_until_the_node_is_read
 
     // The node becomes ready: a clean job from the box's own templates, same connection.
     let clean_before = report.lock().unwrap().clean_jobs;
-    node_open.store(true, Ordering::SeqCst);
+    gate.open();
     wait_for("work from the box's own node", || async { upstream_state(&the_box).await["mining_from"] == "own" }).await;
     let store = the_box.store.clone();
     wait_for("a block found by the box on its own work", || {
         let store = store.clone();
         async move { store.blocks(Some("btc"), 1000).unwrap().iter().any(|b| b.status == BlockStatus::Accepted) }
+    })
+    .await;
+    assert!(!miner.is_finished(), "the miner kept its connection: {:?}", report.lock().unwrap());
+    assert!(report.lock().unwrap().clean_jobs > clean_before);
+
+    // The node stops: back to the pool, clean again, same connection.
+    let forwarded = upstream_state(&the_box).await["forwarded"].as_u64().unwrap();
+    let clean_before = report.lock().unwrap().clean_jobs;
+    gate.close();
+    wait_for("shares sent to the pool again", || async {
+        let s = upstream_state(&the_box).await;
+        s["mining_from"] == "upstream" && s["forwarded"].as_u64().unwrap() > forwarded
     })
     .await;
     assert!(!miner.is_finished(), "the miner kept its connection: {:?}", report.lock().unwrap());
@@ -185,12 +219,11 @@ async fn hostile_pool() -> SocketAddr {
 #[tokio::test]
 async fn a_misbehaving_upstream_is_reported_and_miners_stay_connected() {
     let core = common::core().await;
-    let (node_rpc, _closed) =
-        gate(core.rpc_url().trim_start_matches("http://").trim_end_matches('/').parse().unwrap()).await;
+    let closed = Gate::new(&core).await;
     let dir = tempfile::tempdir().unwrap();
     let pool = hostile_pool().await;
     let (owner, _) = regtest_addresses()[0].clone();
-    let the_box = start_box(&core, node_rpc, &owner, &format!("stratum+tcp://{pool}"), dir.path()).await;
+    let the_box = start_box(&core, closed.addr, &owner, &format!("stratum+tcp://{pool}"), dir.path()).await;
     let mut miner = common::Raw::connect(the_box.stratum_addr("btc").unwrap()).await;
     miner.send(r#"{"id":1,"method":"mining.subscribe","params":["bitaxe/BM1370"]}"#).await;
     assert!(miner.reply(1).await["error"].is_null());
