@@ -597,7 +597,10 @@ fn notify_template(
         .iter()
         .map(|h| hex_field(h, "merkle branch")?.try_into().map_err(|_| NotifyError::Malformed("merkle branch")))
         .collect::<Result<Vec<[u8; 32]>, _>>()?;
-    let version = hex_u32(&p[5], "version")?;
+    // The bits miners roll are cleared, as for the node's templates (crate::work::job_version):
+    // ESP-Miner and BIP310 rebuild the same header only then, and the pool, which rebuilds
+    // `(version & !mask) | bits`, sees the same version either way.
+    let version = crate::work::job_version(hex_u32(&p[5], "version")?, config.version_mask);
     let bits = CompactTarget::from_consensus(hex_u32(&p[6], "nbits")?);
     let ntime = hex_u32(&p[7], "ntime")?;
     let clean = p[8].as_bool().ok_or(NotifyError::Malformed("clean_jobs"))?;
