@@ -160,7 +160,7 @@ try {
   assert.equal(fs.readFileSync(settingsFile, "utf8"), onDisk, "settings file untouched");
 
   log("the MineBox Cloud card: no cloud set in the local stack, what telemetry sends, the switch");
-  await until("the cloud card", async () => /no MineBox Cloud is set/.test(await page.textContent('[data-testid="cloud-message"]')));
+  await until("the cloud card", async () => /No MineBox Cloud is set/.test(await page.textContent('[data-testid="cloud-message"]')));
   assert.ok(!(await page.isVisible('[data-testid="cloud-link"]')), "no Link button without a cloud");
   const cloudState = await (await page.request.get(`${base}/api/v1/cloud`)).json();
   assert.equal(await page.textContent('[data-testid="cloud-what"]'), cloudState.what_is_sent, "the exact text, verbatim");

@@ -171,7 +171,7 @@ pub async fn view(settings: &minebox_settings::CloudSettings, cloud: &Cloud) -> 
     let mut v = base_view(settings, cloud);
     let Some(url) = settings.url.as_ref().map(|u| u.as_str().trim_end_matches('/').to_string()) else {
         v.state = "not_configured";
-        v.message = CloudError::NotConfigured.to_string();
+        v.message = "No MineBox Cloud is set for this box: set [cloud] url in the settings file to link it.".into();
         return v;
     };
     let link = match cloud.link(&url, &settings.key, false).await {
