@@ -171,6 +171,10 @@ pub async fn serve(
     let mut wr = BufWriter::with_capacity(4096, wr);
     let mut work = pool.work.clone();
     work.borrow_and_update();
+    // A miner mining to its own address gets pool work from a pool connection authorized
+    // as that address (crate::upstream::Upstreams), or waits for the node past the limit.
+    let mut lease: Option<crate::upstream::Lease> = None;
+    let mut waiting: Option<crate::upstream::Waiting> = None;
     let mut session = Session::new(extranonce1, &pool.ctx, Instant::now());
     session.set_peer(peer.ip());
     let mut bucket = TokenBucket::new(pool.limits.messages_per_sec, pool.limits.message_burst);
@@ -202,6 +206,11 @@ pub async fn serve(
                 if let Some(t) = template {
                     out = session.on_template(&pool.ctx, &t, Instant::now()).lines;
                 }
+                // A miner waiting for a free pool connection tries again with each new work.
+                if waiting.is_some() {
+                    waiting = None;
+                    join_address_upstream(&pool, &mut session, &mut work, &mut lease, &mut waiting, &mut out);
+                }
             }
             line = lines.next() => match line {
                 None => break Close::Eof,
@@ -226,8 +235,13 @@ pub async fn serve(
                                 let template = work.borrow().clone();
                                 let output = session.handle(&pool.ctx, &id, request, template.as_ref(), now, unix_now());
                                 out = output.lines;
-                                if let (Some(f), Some(link)) = (output.forward, &pool.upstream) {
-                                    link.forward(f);
+                                match (output.forward, &lease, &pool.upstream) {
+                                    (Some(f), Some(lease), _) => lease.link.forward(f),
+                                    (Some(f), None, Some(up)) => up.owner.forward(f),
+                                    _ => {}
+                                }
+                                if lease.is_none() && waiting.is_none() {
+                                    join_address_upstream(&pool, &mut session, &mut work, &mut lease, &mut waiting, &mut out);
                                 }
                                 if let Some(found) = output.found {
                                     // The reply (`true`) is written only once the block is on
@@ -313,6 +327,33 @@ pub async fn serve(
                 tracing::info!(%peer, ?reason, accepted = session.accepted, "miner disconnected");
             }
         }
+    }
+}
+
+/// Once authorized with an address that is not the owner's, joins that address's pool
+/// connection: from then on the connection follows the address's work (the node's
+/// templates when ready, else the pool's jobs), and its current work goes out at once.
+fn join_address_upstream(
+    pool: &Pool,
+    session: &mut Session,
+    work: &mut tokio::sync::watch::Receiver<Option<Arc<crate::job::Template>>>,
+    lease: &mut Option<crate::upstream::Lease>,
+    waiting: &mut Option<crate::upstream::Waiting>,
+    out: &mut Vec<String>,
+) {
+    let (Some(up), Some((address, script))) = (&pool.upstream, session.payout()) else { return };
+    if script == up.owner_script() {
+        return;
+    }
+    match up.join(address, &script.clone()) {
+        Ok(l) => {
+            *work = l.work.clone();
+            if let Some(t) = work.borrow_and_update().clone() {
+                out.extend(session.on_template(&pool.ctx, &t, Instant::now()).lines);
+            }
+            *lease = Some(l);
+        }
+        Err(w) => *waiting = Some(w),
     }
 }
 

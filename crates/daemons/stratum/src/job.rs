@@ -120,7 +120,7 @@ impl Job {
             // extranonce2 (see crate::upstream).
             Some(up) => {
                 if up.owner != payout {
-                    return Err(JobError::NotTheOwner);
+                    return Err(JobError::OtherAddress);
                 }
                 Coinbase {
                     coinb1: up.coinb1.clone(),
@@ -184,10 +184,10 @@ impl Job {
 pub enum JobError {
     #[error(transparent)]
     Coinbase(#[from] CoinbaseError),
-    /// Upstream work pays the owner only (the pool connection is authorized as the owner's
-    /// address); a miner mining to its own address waits for the node.
-    #[error("upstream work pays the owner's address only")]
-    NotTheOwner,
+    /// Upstream work pays the address its pool connection is authorized as; a miner paying
+    /// another address gets its work from that address's connection, or waits for the node.
+    #[error("upstream work pays another address")]
+    OtherAddress,
 }
 
 /// SV1 sends the previous block hash as eight 32-bit words, each byte-swapped relative to

@@ -17,7 +17,7 @@
 //! - [`block`]: found blocks recorded, submitted, confirmed; [`event`]: what happened.
 //! - [`api`]: the local HTTP API for the status page; [`supervisor`]: following node events;
 //!   [`service`]: all of it, running.
-//! - [`upstream`]: while the node cannot give work, a solo pool's jobs for the owner.
+//! - [`upstream`]: while the node cannot give work, a solo pool's jobs, one pool connection per payout address.
 
 pub mod api;
 pub mod block;

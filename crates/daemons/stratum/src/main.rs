@@ -287,6 +287,8 @@ fn from_settings(cli: &Cli, path: &std::path::Path) -> anyhow::Result<ServiceCon
             block_poll: Duration::from_millis(cli.block_poll_ms),
             upstream: c.upstream.clone(),
             upstream_idle: UPSTREAM_IDLE,
+            upstream_max_connections: minebox_stratum::upstream::DEFAULT_MAX_CONNECTIONS,
+            upstream_grace: minebox_stratum::upstream::DEFAULT_GRACE,
         });
     }
     if coins.is_empty() {
@@ -379,6 +381,8 @@ fn from_flags(cli: &Cli) -> anyhow::Result<ServiceConfig> {
             block_poll: Duration::from_millis(cli.block_poll_ms),
             upstream: cli.upstream.clone(),
             upstream_idle: UPSTREAM_IDLE,
+            upstream_max_connections: minebox_stratum::upstream::DEFAULT_MAX_CONNECTIONS,
+            upstream_grace: minebox_stratum::upstream::DEFAULT_GRACE,
         }],
         database: cli.database.clone().unwrap_or_else(|| settings.paths.state.clone()),
         api_listen: cli.api.unwrap_or(settings.stratum.api),

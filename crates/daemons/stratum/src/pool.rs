@@ -21,8 +21,8 @@ pub struct Pool {
     pub live: LiveMiners,
     /// Client-caused log lines (refusals, hostile disconnects), kept to a trickle.
     pub quiet_log: QuietLog,
-    /// The upstream pool's client, when the settings name one: shares of its work go there.
-    pub upstream: Option<crate::upstream::Link>,
+    /// The upstream pool's connections, when the settings name one: shares of its work go there.
+    pub upstream: Option<Arc<crate::upstream::Upstreams>>,
 }
 
 impl Pool {

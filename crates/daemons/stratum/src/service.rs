@@ -45,6 +45,10 @@ pub struct CoinConfig {
     pub upstream_idle: Duration,
     /// The solo pool miners work for while the node cannot give work (none by default).
     pub upstream: Option<minebox_settings::Upstream>,
+    /// Pool connections of the coin at most: the owner's and one per miner address.
+    pub upstream_max_connections: usize,
+    /// How long a miner address's pool connection outlives its last miner.
+    pub upstream_grace: Duration,
 }
 
 pub struct ServiceConfig {
@@ -133,26 +137,19 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
                     idle_timeout: c.upstream_idle,
                     version_mask: c.version_mask,
                 };
-                let status = Arc::new(Mutex::new(crate::upstream::UpstreamStatus {
-                    url: config.url.clone(),
-                    ..Default::default()
-                }));
                 let (own_tx, own_rx) = watch::channel(None);
                 let (ready_tx, ready_rx) = watch::channel(false);
-                let (up_tx, up_rx) = watch::channel(None);
-                let (submit_tx, submit_rx) = mpsc::channel(256);
-                tasks.spawn(crate::upstream::run(config, up_tx, submit_rx, status.clone(), shutdown.clone()));
-                tasks.spawn(crate::upstream::choose_source(
+                let upstreams = crate::upstream::Upstreams::start(
+                    config,
                     own_rx,
                     ready_rx,
-                    up_rx,
                     publish,
-                    status.clone(),
-                    c.coin.clone(),
+                    c.upstream_max_connections,
+                    c.upstream_grace,
                     shutdown.clone(),
-                ));
-                tracing::info!(coin = %c.coin, upstream = %up, "while the node cannot give work, miners mine through the upstream pool for the owner");
-                upstream_link = Some(crate::upstream::Link { submit: submit_tx, status });
+                );
+                tracing::info!(coin = %c.coin, upstream = %up, "while the node cannot give work, miners mine through the upstream pool (the owner's address, or their own)");
+                upstream_link = Some(upstreams);
                 (own_tx, Some(ready_tx))
             }
         };

@@ -150,6 +150,11 @@ impl Session {
         self.workers.iter().map(|(n, _)| n.as_str())
     }
 
+    /// The address this connection's blocks pay and its script, once authorized.
+    pub fn payout(&self) -> Option<(&str, &ScriptBuf)> {
+        self.payout.as_ref().map(|(a, s)| (a.as_str(), s))
+    }
+
     fn ready(&self) -> bool {
         self.subscribed && self.payout.is_some()
     }
@@ -334,9 +339,10 @@ impl Session {
         let Some((_, script)) = &self.payout else { return out };
         let job = match ctx.jobs.job_for(template, script) {
             Ok(j) => j,
-            // Upstream work while the node is not ready pays the owner only: this miner
-            // keeps its last job and gets work again when the node is back.
-            Err(crate::job::JobError::NotTheOwner) => return out,
+            // Another address's pool work (the owner's, before this miner joined its own
+            // address's connection, or with the connection limit reached): this miner keeps
+            // its last job until work paying its address comes.
+            Err(crate::job::JobError::OtherAddress) => return out,
             Err(e) => {
                 tracing::error!(error = %e, "cannot build a coinbase; check the coinbase tag and extranonce settings");
                 return out;

@@ -2,9 +2,10 @@
 //!
 //! A node that is starting, syncing, installing a snapshot or down leaves miners idle. When
 //! the settings name an upstream (`coins.<id>.upstream = "stratum+tcp://host:port"`), the
-//! server keeps its own port and proxies: one Stratum V1 connection to the pool, authorized
-//! as the owner's payout address (worker `minebox`), so a block found through it pays the
-//! owner from the pool's coinbase. Miners never reconnect; [`choose_source`] hands them the
+//! server keeps its own port and proxies: one Stratum V1 connection to the pool per payout
+//! address, authorized as that address (worker `minebox`), so a block found through it pays
+//! that address from the pool's coinbase: the owner's, always open, and one per miner
+//! mining to its own address while it has miners ([`Upstreams`]). Miners never reconnect; [`choose_source`] hands them the
 //! pool's jobs while the node is not ready and the node's own templates (with clean_jobs)
 //! as soon as it is.
 //!
@@ -173,7 +174,7 @@ pub struct UpstreamStatus {
 
 pub type SharedUpstream = Arc<Mutex<UpstreamStatus>>;
 
-/// What a connection needs to hand shares to the upstream client.
+/// What a connection needs to hand shares to one upstream connection.
 pub struct Link {
     pub submit: mpsc::Sender<Forward>,
     pub status: SharedUpstream,
@@ -225,9 +226,9 @@ pub async fn run(
     publish: watch::Sender<Option<Arc<Template>>>,
     mut submits: mpsc::Receiver<Forward>,
     status: SharedUpstream,
+    ids: Arc<AtomicU64>,
     shutdown: CancellationToken,
 ) {
-    let ids = AtomicU64::new(UPSTREAM_TEMPLATE_IDS);
     let mut backoff = Duration::from_secs(1);
     let mut connection = 0u64;
     loop {
@@ -260,6 +261,12 @@ pub async fn run(
         }
         backoff = (backoff * 2).min(Duration::from_secs(60));
     }
+}
+
+/// Template ids for upstream jobs, one counter per coin: the job book caches cut jobs by
+/// template id, so two pool connections of a coin must never reuse one.
+pub fn template_ids() -> Arc<AtomicU64> {
+    Arc::new(AtomicU64::new(UPSTREAM_TEMPLATE_IDS))
 }
 
 /// Subscription facts from the pool's answers.
@@ -691,6 +698,235 @@ pub async fn choose_source(
             r = upstream.changed() => if r.is_err() { return },
         }
     }
+}
+
+/// Upstream connections a coin opens at most by default: the owner's and 7 miners' own.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 8;
+
+/// How long a miner's own pool connection stays open after its last miner leaves (a miner
+/// reconnecting, or restarting, finds it still there).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(60);
+
+/// A coin's pool connections: the owner's, always open, and one per miner address (a miner
+/// authorized with its own address, as `payout_policy = "miner"` allows), opened when its
+/// first miner authorizes and closed [`Upstreams::grace`] after its last one leaves. Each
+/// is authorized as its address, so a block found through it pays that address from the
+/// pool's coinbase; the box never moves a miner's reward to the owner, nor the reverse.
+pub struct Upstreams {
+    /// The owner's connection; its chooser publishes to [`crate::pool::Pool::work`].
+    pub owner: Link,
+    /// The owner's connection settings, the model for the others.
+    config: UpstreamConfig,
+    /// The node's templates and readiness, which every address's chooser follows too.
+    own: watch::Receiver<Option<Arc<Template>>>,
+    ready: watch::Receiver<bool>,
+    ids: Arc<AtomicU64>,
+    /// Upstream connections of the coin at most, the owner's included.
+    pub max_connections: usize,
+    pub grace: Duration,
+    by_address: Mutex<AddressBook>,
+    shutdown: CancellationToken,
+}
+
+#[derive(Default)]
+struct AddressBook {
+    entries: std::collections::HashMap<ScriptBuf, AddressEntry>,
+    /// Connections of the box's miners that wait for the node because the limit is reached.
+    waiting: usize,
+    generation: u64,
+}
+
+struct AddressEntry {
+    address: String,
+    miners: usize,
+    generation: u64,
+    link: Arc<Link>,
+    work: watch::Receiver<Option<Arc<Template>>>,
+    stop: CancellationToken,
+}
+
+/// A miner connection's use of its address's pool connection; the last one dropped starts
+/// the grace period.
+pub struct Lease {
+    upstreams: Arc<Upstreams>,
+    script: ScriptBuf,
+    pub link: Arc<Link>,
+    /// The address's work: the node's templates when ready, else its pool's jobs.
+    pub work: watch::Receiver<Option<Arc<Template>>>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.upstreams.release(&self.script);
+    }
+}
+
+/// A miner connection waiting for the node because the coin's pool connections are all
+/// taken; counted in the API while it lives.
+pub struct Waiting {
+    upstreams: Arc<Upstreams>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.upstreams.by_address.lock().expect("upstream lock").waiting -= 1;
+    }
+}
+
+/// A miner's own pool connection as the API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AddressStatus {
+    pub address: String,
+    /// Miner connections using it now (0 during the grace period).
+    pub miners: usize,
+    #[serde(flatten)]
+    pub status: UpstreamStatus,
+}
+
+impl Upstreams {
+    /// Starts the owner's connection and its chooser, which publishes to `publish`.
+    pub fn start(
+        config: UpstreamConfig,
+        own: watch::Receiver<Option<Arc<Template>>>,
+        ready: watch::Receiver<bool>,
+        publish: watch::Sender<Option<Arc<Template>>>,
+        max_connections: usize,
+        grace: Duration,
+        shutdown: CancellationToken,
+    ) -> Arc<Upstreams> {
+        let ids = template_ids();
+        let (owner, _) = spawn_connection(&config, &own, &ready, Some(publish), &ids, &shutdown);
+        Arc::new(Upstreams {
+            owner,
+            config,
+            own,
+            ready,
+            ids,
+            max_connections: max_connections.max(1),
+            grace,
+            by_address: Mutex::default(),
+            shutdown,
+        })
+    }
+
+    /// The script the owner's connection pays: miners paying it use [`Upstreams::owner`].
+    pub fn owner_script(&self) -> &ScriptBuf {
+        &self.config.owner
+    }
+
+    /// A miner mining to `address` (paying `script`, not the owner's) joins its address's
+    /// pool connection, opened now if it is the first; or, with every connection of the
+    /// coin taken, waits for the node ([`Waiting`], shown in the API).
+    pub fn join(self: &Arc<Self>, address: &str, script: &ScriptBuf) -> Result<Lease, Waiting> {
+        let mut book = self.by_address.lock().expect("upstream lock");
+        if let Some(e) = book.entries.get_mut(script) {
+            e.miners += 1;
+            return Ok(Lease {
+                upstreams: self.clone(),
+                script: script.clone(),
+                link: e.link.clone(),
+                work: e.work.clone(),
+            });
+        }
+        // The owner's connection is one of them.
+        if book.entries.len() + 1 >= self.max_connections {
+            book.waiting += 1;
+            return Err(Waiting { upstreams: self.clone() });
+        }
+        let config =
+            UpstreamConfig { user: format!("{address}.minebox"), owner: script.clone(), ..self.config.clone() };
+        let stop = self.shutdown.child_token();
+        let (link, work) = spawn_connection(&config, &self.own, &self.ready, None, &self.ids, &stop);
+        tracing::info!(coin = %self.config.coin, %address, upstream = %self.config.url, "a pool connection for a miner's own address");
+        book.generation += 1;
+        let link = Arc::new(link);
+        let generation = book.generation;
+        book.entries.insert(
+            script.clone(),
+            AddressEntry {
+                address: address.to_string(),
+                miners: 1,
+                generation,
+                link: link.clone(),
+                work: work.clone(),
+                stop,
+            },
+        );
+        Ok(Lease { upstreams: self.clone(), script: script.clone(), link, work })
+    }
+
+    fn release(self: &Arc<Self>, script: &ScriptBuf) {
+        let mut book = self.by_address.lock().expect("upstream lock");
+        let Some(e) = book.entries.get_mut(script) else { return };
+        e.miners -= 1;
+        if e.miners > 0 {
+            return;
+        }
+        let generation = e.generation;
+        let (me, script, grace) = (self.clone(), script.clone(), self.grace);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = me.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(grace) => {}
+            }
+            let mut book = me.by_address.lock().expect("upstream lock");
+            // A miner that came back meanwhile keeps it; a newer connection is not this one's.
+            if book.entries.get(&script).is_some_and(|e| e.miners == 0 && e.generation == generation) {
+                let e = book.entries.remove(&script).expect("just seen");
+                e.stop.cancel();
+                tracing::info!(coin = %me.config.coin, address = %e.address, "the last miner of an address left: its pool connection closed");
+            }
+        });
+    }
+
+    /// The miners' own connections, for the API.
+    pub fn addresses(&self) -> Vec<AddressStatus> {
+        let book = self.by_address.lock().expect("upstream lock");
+        let mut list: Vec<AddressStatus> = book
+            .entries
+            .values()
+            .map(|e| AddressStatus {
+                address: e.address.clone(),
+                miners: e.miners,
+                status: e.link.status.lock().expect("upstream lock").clone(),
+            })
+            .collect();
+        list.sort_by(|a, b| a.address.cmp(&b.address));
+        list
+    }
+
+    /// Miner connections waiting for the node because every pool connection is taken.
+    pub fn waiting(&self) -> usize {
+        self.by_address.lock().expect("upstream lock").waiting
+    }
+}
+
+/// Starts one pool connection and the chooser between its jobs and the node's templates;
+/// the chooser publishes to `publish`, or to a new channel whose receiver is returned.
+fn spawn_connection(
+    config: &UpstreamConfig,
+    own: &watch::Receiver<Option<Arc<Template>>>,
+    ready: &watch::Receiver<bool>,
+    publish: Option<watch::Sender<Option<Arc<Template>>>>,
+    ids: &Arc<AtomicU64>,
+    stop: &CancellationToken,
+) -> (Link, watch::Receiver<Option<Arc<Template>>>) {
+    let status = Arc::new(Mutex::new(UpstreamStatus { url: config.url.clone(), ..Default::default() }));
+    let (up_tx, up_rx) = watch::channel(None);
+    let (submit_tx, submit_rx) = mpsc::channel(256);
+    let publish = publish.unwrap_or_else(|| watch::channel(None).0);
+    let work = publish.subscribe();
+    tokio::spawn(run(config.clone(), up_tx, submit_rx, status.clone(), ids.clone(), stop.clone()));
+    tokio::spawn(choose_source(
+        own.clone(),
+        ready.clone(),
+        up_rx,
+        publish,
+        status.clone(),
+        config.coin.clone(),
+        stop.clone(),
+    ));
+    (Link { submit: submit_tx, status }, work)
 }
 
 #[cfg(test)]

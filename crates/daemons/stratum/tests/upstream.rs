@@ -74,8 +74,16 @@ impl Gate {
     }
 }
 
-/// The box: its node behind `node_rpc`, the owner's address `owner`, and `upstream`.
-async fn start_box(core: &Core, node_rpc: SocketAddr, owner: &str, upstream: &str, dir: &std::path::Path) -> Running {
+/// The box: its node behind `node_rpc`, the owner's address `owner`, and `upstream` with at
+/// most `max_connections` pool connections (the owner's and one per miner address).
+async fn start_box(
+    core: &Core,
+    node_rpc: SocketAddr,
+    owner: &str,
+    upstream: &str,
+    max_connections: usize,
+    dir: &std::path::Path,
+) -> Running {
     let mut c = coin_config(core);
     c.node = minebox_node_rpc::NodeClient::new(
         &format!("http://{node_rpc}/"),
@@ -87,6 +95,9 @@ async fn start_box(core: &Core, node_rpc: SocketAddr, owner: &str, upstream: &st
     // minebox_stratum::upstream), 4 to its extranonce2.
     c.extranonce2_len = 4;
     c.upstream = Some(upstream.parse().unwrap());
+    c.upstream_max_connections = max_connections;
+    // Short, so the test sees a miner address's connection close after its last miner.
+    c.upstream_grace = Duration::from_millis(200);
     service::start(ServiceConfig {
         coins: vec![c],
         database: dir.join("state.db"),
@@ -113,7 +124,7 @@ async fn a_miner_mines_for_the_owner_through_the_upstream_until_the_node_is_read
     let (owner, owner_script) = regtest_addresses()[0].clone();
     let box_dir = tempfile::tempdir().unwrap();
     let upstream = format!("stratum+tcp://{}", pool.stratum_addr("btc").unwrap());
-    let the_box = start_box(&core, gate.addr, &owner, &upstream, box_dir.path()).await;
+    let the_box = start_box(&core, gate.addr, &owner, &upstream, 8, box_dir.path()).await;
 
     // A Bitaxe set up with a bare worker name mines for the owner.
     let report = Arc::new(Mutex::new(minebox_simminer::Report::default()));
@@ -123,6 +134,16 @@ async fn a_miner_mines_for_the_owner_through_the_upstream_until_the_node_is_read
         minebox_simminer::MinerConfig::bitaxe(&url, "rig1"),
         report.clone(),
         stop.clone(),
+    ));
+
+    // A second miner set up with its own address, as payout_policy = "miner" allows.
+    let (mine, mine_script) = regtest_addresses()[1].clone();
+    let own_report = Arc::new(Mutex::new(minebox_simminer::Report::default()));
+    let own_stop = Arc::new(AtomicBool::new(false));
+    let own_miner = tokio::spawn(minebox_simminer::run(
+        minebox_simminer::MinerConfig::bitaxe(&url, &format!("{mine}.rig2")),
+        own_report.clone(),
+        own_stop.clone(),
     ));
 
     // Its shares reach the pool, which accepts them as the owner's.
@@ -137,20 +158,59 @@ async fn a_miner_mines_for_the_owner_through_the_upstream_until_the_node_is_read
     // On regtest every share is a block: the pool submitted them, paying the owner from its
     // own coinbase; the box submitted none itself.
     let store = pool.store.clone();
-    wait_for("a block accepted by the pool's node", || {
+    wait_for("a block for the owner accepted by the pool's node", || {
         let store = store.clone();
-        async move { store.blocks(Some("btc"), 1000).unwrap().iter().any(|b| b.status == BlockStatus::Accepted) }
+        let worker = format!("{owner}.minebox");
+        async move {
+            store
+                .blocks(Some("btc"), 1000)
+                .unwrap()
+                .iter()
+                .any(|b| b.status == BlockStatus::Accepted && b.worker == worker)
+        }
     })
     .await;
     let client = core.client();
+    assert!(s["blocks"].as_u64().unwrap() >= 1, "{s}");
+
+    // The second miner mines through a pool connection authorized as its own address: the
+    // blocks the pool submits for it pay that address, never the owner.
+    wait_for("a block for the miner's own address accepted by the pool's node", || {
+        let store = store.clone();
+        let worker = format!("{mine}.minebox");
+        async move {
+            store
+                .blocks(Some("btc"), 1000)
+                .unwrap()
+                .iter()
+                .any(|b| b.status == BlockStatus::Accepted && b.worker == worker)
+        }
+    })
+    .await;
     for b in pool.store.blocks(Some("btc"), 1000).unwrap().iter().filter(|b| b.status == BlockStatus::Accepted) {
-        assert!(b.worker.starts_with(&format!("{owner}.minebox")) || b.worker == "minebox", "worker {}", b.worker);
         let block: Value = client.get_block_verbose(&b.hash.parse().unwrap(), 2).await.unwrap();
         let paid = block["tx"][0]["vout"][0]["scriptPubKey"]["hex"].as_str().unwrap().to_string();
-        assert_eq!(paid, owner_script.to_hex_string(), "block {} pays the owner", b.hash);
+        let expected = match b.worker.strip_suffix(".minebox") {
+            Some(a) if a == owner => &owner_script,
+            Some(a) if a == mine => &mine_script,
+            _ => panic!("block {} of an unexpected worker {}", b.hash, b.worker),
+        };
+        assert_eq!(paid, expected.to_hex_string(), "block {} of worker {} pays its address", b.hash, b.worker);
     }
+    let s = upstream_state(&the_box).await;
+    let own = s["addresses"].as_array().unwrap().iter().find(|a| a["address"] == mine.as_str()).cloned();
+    let own = own.unwrap_or_else(|| panic!("the miner's address has its own pool connection: {s}"));
+    assert_eq!((own["miners"].as_u64(), own["authorized"].as_bool()), (Some(1), Some(true)), "{s}");
+    assert!(own["accepted"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(s["waiting_for_node"], 0, "{s}");
     assert!(the_box.store.blocks(Some("btc"), 10).unwrap().is_empty(), "the box submits no upstream block itself");
-    assert!(s["blocks"].as_u64().unwrap() >= 1, "{s}");
+    // Its last miner leaves: the address's connection closes after the grace period.
+    own_stop.store(true, Ordering::SeqCst);
+    let _ = own_miner.await;
+    wait_for("the miner address's pool connection closed", || async {
+        upstream_state(&the_box).await["addresses"].as_array().unwrap().is_empty()
+    })
+    .await;
 
     // The node becomes ready: a clean job from the box's own templates, same connection.
     let clean_before = report.lock().unwrap().clean_jobs;
@@ -223,7 +283,8 @@ async fn a_misbehaving_upstream_is_reported_and_miners_stay_connected() {
     let dir = tempfile::tempdir().unwrap();
     let pool = hostile_pool().await;
     let (owner, _) = regtest_addresses()[0].clone();
-    let the_box = start_box(&core, closed.addr, &owner, &format!("stratum+tcp://{pool}"), dir.path()).await;
+    // One pool connection in all: the owner's.
+    let the_box = start_box(&core, closed.addr, &owner, &format!("stratum+tcp://{pool}"), 1, dir.path()).await;
     let mut miner = common::Raw::connect(the_box.stratum_addr("btc").unwrap()).await;
     miner.send(r#"{"id":1,"method":"mining.subscribe","params":["bitaxe/BM1370"]}"#).await;
     assert!(miner.reply(1).await["error"].is_null());
@@ -247,5 +308,23 @@ async fn a_misbehaving_upstream_is_reported_and_miners_stay_connected() {
     // The miner is still connected and answered.
     miner.send(r#"{"id":3,"method":"mining.ping","params":[]}"#).await;
     assert_eq!(miner.reply(3).await["result"], "pong");
+
+    // A miner with its own address finds the coin's one pool connection taken (the
+    // owner's): it stays connected, waits for the node, and the API says why.
+    let (mine, _) = regtest_addresses()[1].clone();
+    let mut own = common::Raw::connect(the_box.stratum_addr("btc").unwrap()).await;
+    own.send(r#"{"id":1,"method":"mining.subscribe","params":["bitaxe/BM1370"]}"#).await;
+    assert!(own.reply(1).await["error"].is_null());
+    own.send(&format!(r#"{{"id":2,"method":"mining.authorize","params":["{mine}.rig2","x"]}}"#)).await;
+    assert_eq!(own.reply(2).await["result"], true);
+    let s = upstream_state(&the_box).await;
+    assert_eq!((s["waiting_for_node"].as_u64(), s["max_connections"].as_u64()), (Some(1), Some(1)), "{s}");
+    assert!(s["waiting_reason"].as_str().unwrap().contains("1 pool connections"), "{s}");
+    assert!(s["addresses"].as_array().unwrap().is_empty(), "{s}");
+    drop(own);
+    wait_for("the waiting miner no longer counted", || async {
+        upstream_state(&the_box).await["waiting_for_node"] == 0
+    })
+    .await;
     the_box.stop().await;
 }

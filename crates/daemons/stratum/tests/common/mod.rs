@@ -70,6 +70,8 @@ pub fn coin_config(node: &impl TestNode) -> CoinConfig {
         block_poll: Duration::from_millis(200),
         upstream: None,
         upstream_idle: Duration::from_secs(300),
+        upstream_max_connections: minebox_stratum::upstream::DEFAULT_MAX_CONNECTIONS,
+        upstream_grace: minebox_stratum::upstream::DEFAULT_GRACE,
     }
 }
 
