@@ -114,6 +114,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(3, "0003_plans"),
     migration!(4, "0004_devices"),
     migration!(5, "0005_telemetry"),
+    migration!(6, "0006_snapshots"),
 ];
 
 fn sha256_hex(text: &str) -> String {

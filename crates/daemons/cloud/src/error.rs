@@ -28,6 +28,9 @@ pub enum ApiError {
     /// A mailed link that was used already or has expired.
     #[error("{0}")]
     Gone(String),
+    /// The plan's monthly limit is reached (402): which limit, the use, when it resets.
+    #[error("{0}")]
+    OverQuota(String),
     #[error("{message}")]
     Throttled { message: String, retry_after: i64 },
     #[error("{0}")]
@@ -47,6 +50,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::OverQuota(_) => StatusCode::PAYMENT_REQUIRED,
             ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

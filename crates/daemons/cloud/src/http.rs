@@ -2,7 +2,7 @@
 
 use crate::error::ApiError;
 use crate::App;
-use crate::{accounts, billing, devices, metrics, plans, telemetry, web};
+use crate::{accounts, billing, devices, metrics, plans, snapshots, telemetry, web};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::Method;
@@ -49,6 +49,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/device/heartbeat", post(telemetry::heartbeat))
         .route("/api/v1/device/stats/daily", post(telemetry::daily))
         .route("/api/v1/device/blocks", post(telemetry::block))
+        .route("/api/v1/device/snapshots/offer", post(snapshots::offer))
+        .route("/api/v1/device/snapshots/grant", post(snapshots::grant))
+        .route(
+            "/api/v1/device/snapshots/downloads/{download}/chunks",
+            post(snapshots::chunks).layer(DefaultBodyLimit::max(snapshots::CHUNKS_BODY_LIMIT)),
+        )
+        .route("/api/v1/device/snapshots/downloads/{download}/complete", post(snapshots::complete))
+        // A publisher's bearer token (publisher_tokens), not a user's.
+        .route("/api/v1/publisher/snapshots", post(snapshots::register))
         .route("/api/v1/usage", get(telemetry::usage))
         .route("/api/v1/downloads", get(telemetry::downloads))
         .route("/api/v1/leaderboard/blocks", get(telemetry::leaderboard))

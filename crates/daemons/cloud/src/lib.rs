@@ -16,6 +16,8 @@
 //! - `telemetry`: what a linked box reports if its owner opts in (heartbeat, daily stats,
 //!   blocks found), the user's downloads this month against their plan, the block leaderboard
 //!   (point 6).
+//! - `snapshots`: the snapshot catalogue the publisher registers into, the box's grants and
+//!   presigned URLs, metered downloads against the plan (point 5).
 //! - `billing`: the payment provider's webhook, Stripe's event shape and signature (point 3).
 //! - `http`: the routes and the extractors saying who asks; `error`: refusals; `mail`: SMTP.
 //! - `metrics`: `/metrics` (Prometheus), `/healthz` and `/readyz` (point 8).
@@ -31,6 +33,7 @@ pub mod http;
 pub mod mail;
 pub mod metrics;
 pub mod plans;
+pub mod snapshots;
 pub mod telemetry;
 pub mod web;
 
@@ -61,6 +64,9 @@ pub struct Config {
     /// Where `GET /metrics` is served (with `/healthz` and `/readyz`); `None`: no metrics.
     /// A separate address so the public listener never shows them.
     pub metrics_listen: Option<SocketAddr>,
+    /// The publisher keys registrations are verified with and the buckets snapshots are served
+    /// from; none: registration refuses every tree.
+    pub snapshots: snapshots::SnapshotConfig,
 }
 
 pub struct App {
@@ -70,6 +76,8 @@ pub struct App {
     pub mailer: mail::Mailer,
     pub context: db::UserContext,
     pub metrics: metrics::Metrics,
+    /// The snapshot buckets, ready to read and presign.
+    pub stores: snapshots::Stores,
 }
 
 /// Brings the database up to date: migrations, the coin catalogue, this month's and the next
@@ -166,7 +174,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose()?;
-    let app = Arc::new(App { config, owner, api, mailer, context, metrics: metrics::Metrics::new() });
+    let stores = snapshots::Stores::new(&config.snapshots)?;
+    let app = Arc::new(App { config, owner, api, mailer, context, metrics: metrics::Metrics::new(), stores });
     let router = http::router(app.clone());
     let metrics_router = http::metrics_router(app.clone());
     let task = tokio::spawn(async move {

@@ -51,6 +51,15 @@ enum Command {
         /// (loopback or an internal network). Without it there is no /metrics.
         #[arg(long, env = "MINEBOX_CLOUD_METRICS_LISTEN")]
         metrics_listen: Option<SocketAddr>,
+        /// A publisher's public key (minisign format) registrations must be signed with;
+        /// repeatable. Without one, every registration is refused.
+        #[arg(long = "snapshot-key")]
+        snapshot_keys: Vec<std::path::PathBuf>,
+        /// A bucket snapshots are registered in and served from (presigned URLs); repeatable.
+        /// Its credentials, region and endpoint come from AWS_ACCESS_KEY_ID,
+        /// AWS_SECRET_ACCESS_KEY, AWS_REGION and AWS_ENDPOINT (non-AWS stores).
+        #[arg(long = "snapshot-bucket")]
+        snapshot_buckets: Vec<String>,
     },
     /// Plans and subscriptions by hand, over the owner's connection.
     Admin {
@@ -81,6 +90,12 @@ enum Admin {
     },
     /// The plans, their limits and how many accounts each has.
     Plans,
+    /// A new token for a snapshot publisher (`minebox-publisher register --token-file`),
+    /// printed once; making one again for the same name replaces it.
+    PublisherToken {
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[tokio::main]
@@ -105,7 +120,16 @@ async fn main() -> anyhow::Result<()> {
             api_pool_size,
             billing_webhook_secret,
             metrics_listen,
+            snapshot_keys,
+            snapshot_buckets,
         } => {
+            let snapshots = minebox_cloud::snapshots::SnapshotConfig {
+                keys: minebox_snapshot::minisign::PublicKey::read_all(&snapshot_keys)?,
+                buckets: snapshot_buckets
+                    .iter()
+                    .map(|b| minebox_cloud::snapshots::Bucket::from_env(b))
+                    .collect::<anyhow::Result<_>>()?,
+            };
             let config = Config {
                 owner_url: cli.database_url,
                 api_url: api_database_url,
@@ -119,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
                 api_pool_size,
                 billing_webhook_secret: billing_webhook_secret.filter(|s| !s.is_empty()),
                 metrics_listen,
+                snapshots,
             };
             let running = minebox_cloud::start(config).await?;
             tracing::info!("serving on {}", running.addr);
@@ -141,6 +166,7 @@ async fn main() -> anyhow::Result<()> {
                 }
                 Admin::Revoke { email } => plans::revoke(&mut client, &email).await?,
                 Admin::Plans => plans::list(&client).await?,
+                Admin::PublisherToken { name } => minebox_cloud::snapshots::publisher_token(&mut client, &name).await?,
             };
             print!("{}{}", said, if said.ends_with('\n') { "" } else { "\n" });
             Ok(())

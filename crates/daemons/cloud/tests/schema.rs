@@ -46,14 +46,14 @@ async fn migrations_apply_on_an_empty_database_and_a_rerun_changes_nothing() {
         "BCH 3334"
     );
     let recorded = pg.psql(DB, "SELECT string_agg(name, ',' ORDER BY version) FROM schema_migrations");
-    assert_eq!(recorded, "0001_schema,0002_accounts,0003_plans,0004_devices,0005_telemetry");
+    assert_eq!(recorded, "0001_schema,0002_accounts,0003_plans,0004_devices,0005_telemetry,0006_snapshots");
 
     // A second run (every start runs it) applies nothing and keeps the data.
     pg.psql(DB, "INSERT INTO users (email, password_hash) VALUES ('kept@example.org', 'x')");
     let mut client = db::client(&owner).await.unwrap();
     assert!(db::migrate(&mut client).await.unwrap().is_empty());
     minebox_cloud::prepare(&owner).await.unwrap();
-    assert_eq!(pg.psql(DB, "SELECT count(*) FROM schema_migrations"), "5");
+    assert_eq!(pg.psql(DB, "SELECT count(*) FROM schema_migrations"), "6");
     assert_eq!(pg.psql(DB, "SELECT count(*) FROM users"), "1");
     assert_eq!(pg.psql(DB, "SELECT count(*) FROM coins"), "4", "coins upserted, not duplicated");
 

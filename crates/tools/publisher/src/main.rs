@@ -58,6 +58,24 @@ enum Cmd {
         #[arg(long)]
         to: String,
     },
+    /// Catalogue a tree uploaded to a bucket in MineBox Cloud: the cloud reads and verifies the
+    /// manifest and index there itself; by default it becomes the coin's current snapshot.
+    Register {
+        /// MineBox Cloud's address, e.g. https://cloud.example.org
+        #[arg(long)]
+        cloud: String,
+        /// A file holding the publisher token `minebox-cloud admin publisher-token` printed.
+        #[arg(long)]
+        token_file: PathBuf,
+        #[arg(long)]
+        bucket: String,
+        /// The tree's prefix in the bucket (what followed the bucket in `upload --to`).
+        #[arg(long)]
+        prefix: String,
+        /// Catalogue it without offering it to boxes yet (the current one stays current).
+        #[arg(long)]
+        no_current: bool,
+    },
     /// Check a published tree end to end against public keys.
     Verify {
         #[arg(long)]
@@ -127,6 +145,14 @@ fn main() -> anyhow::Result<()> {
                 "uploaded {} objects ({} bytes); {} chunks were already in {to}",
                 r.uploaded, r.uploaded_bytes, r.already_there
             );
+        }
+        Cmd::Register { cloud, token_file, bucket, prefix, no_current } => {
+            let token = minebox_publisher::register::read_token(&token_file)?;
+            let registration =
+                minebox_cloud_link::snapshots::Registration { bucket, prefix, make_current: !no_current };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let r = rt.block_on(minebox_publisher::register::register(&cloud, &token, &registration))?;
+            println!("{}", r.message);
         }
         Cmd::Verify { dir, pubkeys } => {
             let keys = PublicKey::read_all(&pubkeys)?;

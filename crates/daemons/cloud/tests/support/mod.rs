@@ -83,6 +83,7 @@ impl Rig {
             api_pool_size: 4,
             billing_webhook_secret: Some(WEBHOOK_SECRET.into()),
             metrics_listen: None,
+            snapshots: Default::default(),
         };
         change(&mut config);
         let running = minebox_cloud::start(config).await.expect("the service starts");
