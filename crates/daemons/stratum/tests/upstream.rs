@@ -328,3 +328,87 @@ async fn a_misbehaving_upstream_is_reported_and_miners_stay_connected() {
     .await;
     the_box.stop().await;
 }
+
+/// The upstream pool (a second MineBox server) listening on `listen`, so a restarted one
+/// comes back where the box looks for it.
+async fn start_pool_at(core: &Core, dir: &std::path::Path, listen: SocketAddr) -> Running {
+    let mut c = coin_config(core);
+    c.listen = listen;
+    service::start(ServiceConfig {
+        coins: vec![c],
+        database: dir.join("state.db"),
+        api_listen: "127.0.0.1:0".parse().unwrap(),
+        stats_flush: Duration::from_secs(1),
+        limits: Limits::default(),
+        supervisor_events: None,
+    })
+    .await
+    .expect("the pool starts")
+}
+
+#[tokio::test]
+async fn the_upstream_dropping_mid_mining_is_reported_and_the_box_goes_on_with_its_node_once_ready() {
+    let core = common::core().await;
+    let pool_dir = tempfile::tempdir().unwrap();
+    let pool = start_server(&core, pool_dir.path(), Limits::default()).await;
+    let pool_addr = pool.stratum_addr("btc").unwrap();
+    let gate = Gate::new(&core).await;
+    let (owner, _) = regtest_addresses()[0].clone();
+    let box_dir = tempfile::tempdir().unwrap();
+    let the_box = start_box(&core, gate.addr, &owner, &format!("stratum+tcp://{pool_addr}"), 8, box_dir.path()).await;
+    let report = Arc::new(Mutex::new(minebox_simminer::Report::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = format!("stratum+tcp://{}", the_box.stratum_addr("btc").unwrap());
+    let miner = tokio::spawn(minebox_simminer::run(
+        minebox_simminer::MinerConfig::bitaxe(&url, "rig1"),
+        report.clone(),
+        stop.clone(),
+    ));
+    wait_for("shares accepted by the upstream pool", || async {
+        upstream_state(&the_box).await["accepted"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
+
+    // The pool stops while the node is not ready: the API says the box is disconnected and
+    // why; the miner keeps its connection.
+    pool.stop().await;
+    wait_for("the upstream reported unreachable", || async {
+        let s = upstream_state(&the_box).await;
+        s["connected"] == false && s["last_error"].as_str().is_some_and(|e| e.contains("cannot connect"))
+    })
+    .await;
+    let s = upstream_state(&the_box).await;
+    assert_eq!((s["mining_from"].as_str(), s["authorized"].as_bool()), (Some("none"), Some(false)), "{s}");
+    assert!(!miner.is_finished(), "the miner kept its connection: {:?}", report.lock().unwrap());
+
+    // The pool comes back where it was: the box reconnects by itself and shares reach it again.
+    let accepted = s["accepted"].as_u64().unwrap();
+    let pool = start_pool_at(&core, pool_dir.path(), pool_addr).await;
+    wait_for("the box reconnected and the restarted pool accepts its shares", || async {
+        let s = upstream_state(&the_box).await;
+        s["connected"] == true && s["mining_from"] == "upstream" && s["accepted"].as_u64().unwrap() > accepted
+    })
+    .await;
+
+    // It stops again, and this time the node becomes ready: the miner goes on with the box's
+    // own templates (a clean job) on the same connection, and the box finds a block.
+    pool.stop().await;
+    wait_for("the upstream reported unreachable again", || async {
+        upstream_state(&the_box).await["connected"] == false
+    })
+    .await;
+    let clean_before = report.lock().unwrap().clean_jobs;
+    gate.open();
+    let store = the_box.store.clone();
+    wait_for("a block found by the box on its own work", || {
+        let store = store.clone();
+        async move { store.blocks(Some("btc"), 1000).unwrap().iter().any(|b| b.status == BlockStatus::Accepted) }
+    })
+    .await;
+    assert_eq!(upstream_state(&the_box).await["mining_from"], "own");
+    assert!(report.lock().unwrap().clean_jobs > clean_before);
+    assert!(!miner.is_finished(), "the miner kept its connection: {:?}", report.lock().unwrap());
+    stop.store(true, Ordering::SeqCst);
+    let _ = miner.await;
+    the_box.stop().await;
+}
