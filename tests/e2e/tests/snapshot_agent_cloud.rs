@@ -154,9 +154,13 @@ async fn the_agent_installs_through_the_cloud_resumes_refuses_tampering_and_show
     assert!(is_url(&agent(SnapshotSource::Auto).source_for(&coin).await.unwrap()));
     let e = agent(SnapshotSource::Cloud).source_for(&coin).await.unwrap_err();
     assert!(matches!(e, AgentError::NotLinked) && e.to_string().contains("link it on the status page"), "{e}");
-    // A key, pairing started but not finished: the cloud says 403, and auto takes the URL.
+    // A key (made at first boot), pairing started but not finished: auto asks nothing of the
+    // cloud and takes the URL; and if the link note is stale, the cloud says 403 and auto takes
+    // the URL all the same.
     let link = CloudLink::new(&rig.base, DeviceKey::load_or_create(&key_path).unwrap());
     let code = link.start_pairing(&BoxInfo::default()).await.unwrap().code;
+    assert!(is_url(&agent(SnapshotSource::Auto).source_for(&coin).await.unwrap()));
+    minebox_cloud_link::note_linked(&key_path, true).unwrap();
     assert!(is_url(&agent(SnapshotSource::Auto).source_for(&coin).await.unwrap()));
     let e = agent(SnapshotSource::Cloud).source_for(&coin).await.unwrap_err();
     assert!(e.to_string().contains("MineBox Cloud refused (403)"), "{e}");
@@ -180,6 +184,8 @@ async fn the_agent_installs_through_the_cloud_resumes_refuses_tampering_and_show
         .unwrap();
     let (status, body) = cloud::answer(r).await;
     assert_eq!(status, 200, "{body}");
+    // The status page notes it when the cloud says "linked" (tests/e2e/tests/status_cloud.rs).
+    assert!(minebox_cloud_link::noted_linked(&key_path));
     let options = |s: Source| {
         let mut o = Options::from_source(s, vec![key.public()], &coin.dest);
         o.retries = 1;

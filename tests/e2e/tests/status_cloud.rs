@@ -222,11 +222,15 @@ async fn link_pair_telemetry_and_unlink_with_the_real_cloud() {
     let (stratum, blocks) = stratum_stand_in().await;
     let page = Page::start(Some(&cloud.base), &stratum).await;
 
-    // Never linked: no key, no request to the cloud; the text of what would be sent is there.
+    // First boot: the key is made (0640) and nothing is asked of the cloud; the text of what
+    // would be sent is there.
     let v = page.get("/api/v1/cloud").await;
     assert_eq!((v["state"].as_str(), v["telemetry"].as_bool()), (Some("unlinked"), Some(false)), "{v}");
     assert_eq!(v["what_is_sent"], minebox_cloud_link::telemetry::WHAT_IS_SENT);
-    assert!(!page.key().exists(), "the key is made at the first link, not before");
+    assert_eq!(mode(&page.key()), 0o640, "the key is made at first boot");
+    let first_key = std::fs::read(page.key()).unwrap();
+    assert_eq!(cloud.count("devices"), 0, "a box never linked never talked to the cloud");
+    assert!(!minebox_cloud_link::noted_linked(&page.key()));
 
     // Link: a change, so the CSRF token is needed; then a code and the key (0640) on /data.
     let r = page.http.post(format!("{}/api/v1/cloud/link", page.base)).send().await.unwrap();
@@ -235,7 +239,7 @@ async fn link_pair_telemetry_and_unlink_with_the_real_cloud() {
     assert_eq!(s, 200, "{v}");
     let code = v["code"].as_str().unwrap().to_string();
     assert!(code.len() == 9 && code.as_bytes()[4] == b'-', "{code}");
-    assert_eq!(mode(&page.key()), 0o640);
+    assert_eq!(std::fs::read(page.key()).unwrap(), first_key, "linking uses the first boot's key");
     let v = page.get("/api/v1/cloud").await;
     assert_eq!((v["state"].as_str(), v["code"].as_str()), (Some("pending"), Some(code.as_str())), "{v}");
     assert!(v["expires_in"].as_i64().unwrap() > 0, "{v}");
@@ -250,6 +254,7 @@ async fn link_pair_telemetry_and_unlink_with_the_real_cloud() {
     let account = v["account"].as_str().unwrap();
     assert!(account.ends_with("***@example.org") && !account.contains("owner"), "{account}");
     assert_eq!(v["code"], Value::Null);
+    assert!(minebox_cloud_link::noted_linked(&page.key()), "the snapshot agent learns the box is linked");
 
     // Telemetry off (the default): a round sends nothing.
     let now = minebox_platform::clock::unix_secs();
@@ -300,6 +305,7 @@ async fn link_pair_telemetry_and_unlink_with_the_real_cloud() {
     let (s, _) = cloud.as_user(reqwest::Method::DELETE, &format!("/api/v1/devices/{id}"), &owner, None).await;
     assert!(s == 200 || s == 204, "{s}");
     assert_eq!(page.get("/api/v1/cloud").await["state"], "unlinked");
+    assert!(!minebox_cloud_link::noted_linked(&page.key()), "the agent stops asking the cloud");
     assert!(!sender.round(now + 86_400).await.heartbeat);
     let v = page.get("/api/v1/cloud").await;
     assert!(v["telemetry_problem"].as_str().unwrap_or("").contains("unlinked from MineBox Cloud"), "{v}");
@@ -311,8 +317,12 @@ async fn link_pair_telemetry_and_unlink_with_the_real_cloud() {
         cloud.as_user(reqwest::Method::POST, "/api/v1/devices/pair", &owner, Some(json!({"code": code}))).await;
     assert!(s == 200 || s == 201);
     assert_eq!(page.get("/api/v1/cloud").await["state"], "linked");
+    // The page forgets the code it showed (a restart) while the box is linked: Link says linked.
+    let (s, v) = page.post("/api/v1/cloud/link").await;
+    assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("linked")), "{v}");
     let (s, v) = page.post("/api/v1/cloud/unlink").await;
     assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("unlinked")), "{v}");
+    assert!(!minebox_cloud_link::noted_linked(&page.key()));
     let devices = cloud.as_user(reqwest::Method::GET, "/api/v1/devices", &owner, None).await.1;
     assert_eq!(devices["devices"].as_array().map(Vec::len), Some(0), "{devices}");
 }
@@ -334,9 +344,9 @@ async fn no_cloud_or_an_unreachable_one_is_said_in_words() {
     let (s, v) = page.post("/api/v1/cloud/link").await;
     assert_eq!(s, 502);
     assert!(v["error"].as_str().unwrap().contains("cannot reach MineBox Cloud"), "{v}");
+    // No code was given, the box was never linked: the page does not keep asking.
     let v = page.get("/api/v1/cloud").await;
-    assert_eq!(v["state"], "unreachable");
-    assert!(v["message"].as_str().unwrap().contains("cannot reach MineBox Cloud"), "{v}");
+    assert_eq!(v["state"], "unlinked", "{v}");
     let (s, v) = page.post("/api/v1/cloud/unlink").await;
     assert_eq!(s, 502, "{v}");
 }

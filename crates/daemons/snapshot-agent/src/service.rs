@@ -110,7 +110,8 @@ impl Agent {
     }
 
     /// The cloud link to use now, if any: none when the source is the URL, or, with `auto`,
-    /// when no cloud is set or the box was never linked (no device key).
+    /// when no cloud is set or the box is not noted as linked (no device key, or the status page
+    /// has not seen the cloud say "linked").
     fn via(&self) -> Result<Via, AgentError> {
         let forced = self.source == SnapshotSource::Cloud;
         if self.source == SnapshotSource::Url {
@@ -127,6 +128,11 @@ impl Agent {
                 Ok(Via::Url)
             };
         };
+        // The key exists from first boot; with `auto` the cloud is asked only once the status
+        // page has noted that the cloud said "linked": a box never linked never talks to it.
+        if !forced && !minebox_cloud_link::noted_linked(&cloud.key) {
+            return Ok(Via::Url);
+        }
         match DeviceKey::load_existing(&cloud.key) {
             Ok(Some(key)) => Ok(Via::Cloud(Arc::new(CloudLink::new(&cloud.url, key)))),
             Ok(None) if forced => Err(AgentError::NotLinked),

@@ -1,9 +1,12 @@
 //! "Link to MineBox Cloud" (issue 16, point 4, the box's side): where the box stands with
 //! the cloud, in words the page shows, and the two changes an admin makes (link, unlink).
 //!
-//! The device key is made when the owner first links the box (not at first boot): a box never
-//! linked has no key and never talks to the cloud. The key stays in `settings.cloud.key` on
-//! /data; only its public half and signatures leave the box (`minebox-cloud-link`).
+//! The device key is made at first boot ([`make_key`], when a cloud is set) and stays in
+//! `settings.cloud.key` on /data; only its public half and signatures leave the box
+//! (`minebox-cloud-link`). Making it talks to no one: a box never linked never contacts the
+//! cloud. What the cloud last said about the link is noted beside the key
+//! (`minebox_cloud_link::note_linked`), so the snapshot agent asks the cloud only for a linked
+//! box.
 //!
 //! The cloud keeps only a hash of the pairing code, so the box remembers the code it was given
 //! (in memory: after a restart of the page a pending link shows no code, and "Link" makes a
@@ -107,6 +110,29 @@ impl Cloud {
     }
 }
 
+/// Makes the device key if there is none (at the service's start: on first boot), when a cloud
+/// is set. A damaged key is reported, never replaced (a new key is a new box).
+pub async fn make_key(settings: &minebox_settings::CloudSettings) {
+    if settings.url.is_none() {
+        return;
+    }
+    let path = settings.key.clone();
+    match tokio::task::spawn_blocking(move || DeviceKey::load_or_create(&path)).await.expect("key task") {
+        Ok(key) => tracing::debug!(public = %key.public_hex(), "device key ready"),
+        Err(e) => tracing::error!("{e}"),
+    }
+}
+
+/// Notes what the cloud said about the link beside the key (a write only on change).
+pub fn note(key: &Path, linked: bool) {
+    if let Err(e) = minebox_cloud_link::note_linked(key, linked) {
+        tracing::warn!(
+            "cannot note the link state beside {}: {e}; the snapshot agent may ask the cloud in vain",
+            key.display()
+        );
+    }
+}
+
 fn load(path: &Path, create: bool) -> Result<Option<DeviceKey>, KeyError> {
     if create {
         DeviceKey::load_or_create(path).map(Some)
@@ -186,10 +212,20 @@ pub async fn view(settings: &minebox_settings::CloudSettings, cloud: &Cloud) -> 
             return v;
         }
     };
+    // The cloud is asked only while a code waits or once it has said "linked": a box its owner
+    // never linked does not talk to it.
+    if !minebox_cloud_link::noted_linked(&settings.key) && cloud.code().is_none() {
+        v.message = "Not linked. Press Link to get a code to enter in your MineBox Cloud account.".into();
+        return v;
+    }
     match bounded(&url, link.status()).await {
-        Ok(s) => from_status(v, s, cloud),
+        Ok(s) => {
+            note(&settings.key, s.state == State::Linked);
+            from_status(v, s, cloud)
+        }
         // The cloud does not know this key: it was never paired, or the cloud forgot it.
         Err(CloudError::Link(LinkError::Refused { status: 401, .. })) => {
+            note(&settings.key, false);
             v.message = "Not linked. Press Link to get a code to enter in your MineBox Cloud account.".into();
             v
         }
@@ -210,7 +246,14 @@ pub async fn start(settings: &minebox_settings::CloudSettings, cloud: &Cloud) ->
         model: None,
         version: Some(env!("CARGO_PKG_VERSION").into()),
     };
-    let pairing = bounded(&url, link.start_pairing(&info)).await?;
+    let pairing = match bounded(&url, link.start_pairing(&info)).await {
+        // Linked already: a code entered after this page forgot it (a restart). Say so.
+        Err(CloudError::Link(LinkError::Refused { status: 409, .. })) => {
+            note(&settings.key, true);
+            return Ok(view(settings, cloud).await);
+        }
+        other => other?,
+    };
     tracing::info!(device = %pairing.device_id, "MineBox Cloud pairing code made from the status page");
     cloud.remember_code(Some((pairing.code.clone(), pairing.expires_in)));
     let mut v = base_view(settings, cloud);
@@ -226,6 +269,7 @@ pub async fn unlink(settings: &minebox_settings::CloudSettings, cloud: &Cloud) -
     let url = settings.url.as_ref().ok_or(CloudError::NotConfigured)?.as_str().trim_end_matches('/').to_string();
     let link = cloud.link(&url, &settings.key, false).await?.ok_or(CloudError::NeverLinked)?;
     let s = bounded(&url, link.unlink()).await?;
+    note(&settings.key, s.state == State::Linked);
     tracing::info!("box unlinked from MineBox Cloud from the status page");
     Ok(from_status(base_view(settings, cloud), s, cloud))
 }

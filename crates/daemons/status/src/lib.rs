@@ -52,6 +52,8 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // First boot: the device key, made before anything could need it.
+    cloud::make_key(&app.settings().cloud).await;
     let http = app.up.client().clone();
     let feeds = [
         tokio::spawn(feed::follow(

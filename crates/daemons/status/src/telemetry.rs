@@ -143,8 +143,12 @@ impl Sender {
         };
         if !self.linked {
             match link.status().await {
-                Ok(s) if s.state == minebox_cloud_link::State::Linked => self.linked = true,
+                Ok(s) if s.state == minebox_cloud_link::State::Linked => {
+                    crate::cloud::note(&settings.key, true);
+                    self.linked = true
+                }
                 Ok(_) | Err(LinkError::Refused { status: 401, .. }) => {
+                    crate::cloud::note(&settings.key, false);
                     self.note(Some(
                         "telemetry is on, but the box is not linked to MineBox Cloud: nothing is sent".into(),
                     ));
@@ -162,6 +166,7 @@ impl Sender {
             Ok(()) => self.note(None),
             Err(LinkError::Refused { status: 403, .. }) => {
                 // Unlinked from the account since the last round: ask again next time.
+                crate::cloud::note(&settings.key, false);
                 self.linked = false;
                 self.note(Some("the box was unlinked from MineBox Cloud: telemetry stopped".into()));
             }

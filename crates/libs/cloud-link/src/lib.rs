@@ -3,6 +3,8 @@
 //!
 //! - [`DeviceKey`]: the box's Ed25519 key, made on first use and kept in a 32-byte seed file on
 //!   /data (mode 0640, group `minebox-cloud`: the status page and the snapshot agent). It never leaves the box: the cloud knows the box by its public key.
+//! - [`note_linked`], [`noted_linked`]: the box's note that it is linked, which tells the
+//!   snapshot agent whether to ask the cloud at all.
 //! - [`DeviceKey::sign`]: the headers of a signed request (key, timestamp, fresh nonce,
 //!   signature over [`canonical`]), which the cloud checks and refuses to see twice.
 //! - [`CloudLink`]: the three calls the box makes: [`CloudLink::start_pairing`] (a short code
@@ -199,6 +201,38 @@ impl DeviceKey {
             (HEADER_NONCE, nonce.to_string()),
             (HEADER_SIGNATURE, hex::encode(signature.to_bytes())),
         ]
+    }
+}
+
+/// The box's own note that it is linked: an empty file beside the key (`device.key.linked`),
+/// written by the status page when the cloud says "linked" and removed when it says otherwise.
+/// The key exists from first boot, so it cannot say whether the box was ever linked; this note
+/// lets the snapshot agent ask the cloud only when it has reason to, so a box its owner never
+/// linked never talks to the cloud. The cloud stays the authority: a stale note costs one
+/// refused request, after which the agent uses the URL.
+pub fn linked_note(key: &Path) -> PathBuf {
+    let mut name = key.as_os_str().to_owned();
+    name.push(".linked");
+    PathBuf::from(name)
+}
+
+/// Whether the note says the box is linked.
+pub fn noted_linked(key: &Path) -> bool {
+    linked_note(key).is_file()
+}
+
+/// Writes or removes the note; does nothing (no write) when it already says so.
+pub fn note_linked(key: &Path, linked: bool) -> std::io::Result<()> {
+    let note = linked_note(key);
+    match (linked, note.is_file()) {
+        (true, false) => {
+            fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o640).open(&note).map(|_| ())
+        }
+        (false, true) => match fs::remove_file(&note) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+        _ => Ok(()),
     }
 }
 
@@ -451,6 +485,22 @@ mod tests {
         fs::remove_file(&path).unwrap();
         fs::create_dir(&path).unwrap();
         assert!(matches!(DeviceKey::load_or_create(&path).unwrap_err(), KeyError::NotAFile { .. }));
+    }
+
+    #[test]
+    fn the_linked_note_is_written_and_removed_only_on_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("device.key");
+        assert_eq!(linked_note(&key), dir.path().join("device.key.linked"));
+        assert!(!noted_linked(&key));
+        note_linked(&key, false).unwrap();
+        assert!(!linked_note(&key).exists(), "saying unlinked twice writes nothing");
+        note_linked(&key, true).unwrap();
+        assert!(noted_linked(&key));
+        assert_eq!(mode(&linked_note(&key)) & 0o027, 0, "no group write, nothing for others");
+        note_linked(&key, true).unwrap();
+        note_linked(&key, false).unwrap();
+        assert!(!noted_linked(&key));
     }
 
     #[test]
