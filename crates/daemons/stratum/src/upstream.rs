@@ -53,8 +53,9 @@ const MINER_EXTRANONCE1_BYTES: usize = 4;
 /// Largest extranonce2 a pool may give (ckpool gives 8; anything above 32 is not a pool).
 const MAX_UPSTREAM_EXTRANONCE2: usize = 32;
 
-/// Difficulties a pool may set (the settings' range for share difficulties).
-const DIFFICULTY_RANGE: std::ops::RangeInclusive<f64> = 1e-9..=1e18;
+/// Difficulties a pool may set: from the settings' lowest share difficulty (a regtest pool
+/// sets difficulties below regtest's network difficulty, 4.66e-10) to far above mainnet's.
+const DIFFICULTY_RANGE: std::ops::RangeInclusive<f64> = 1e-12..=1e18;
 
 /// Upstream jobs get template ids from their own range, so the job book never mistakes
 /// one for a node template.
