@@ -268,6 +268,10 @@ async fn publisher_registers_and_a_linked_box_downloads_through_presigned_urls_m
     assert!(status == 422 && message.contains("is not a chunk name"), "{status} {message}");
     let many = ChunkRequest { chunks: vec![first.to_hex(); minebox_cloud_link::snapshots::MAX_CHUNKS_PER_REQUEST + 1] };
     assert_eq!(refused(box_a.link.chunk_urls(&grant.download, &many).await.unwrap_err()).0, 422);
+    // Past this endpoint's own body limit: 413, naming that limit (not the other endpoints').
+    let huge = ChunkRequest { chunks: vec!["a".repeat(64); 1100] };
+    let (status, message) = refused(box_a.link.chunk_urls(&grant.download, &huge).await.unwrap_err());
+    assert_eq!((status, message.contains("larger than 65536 bytes")), (413, true), "{message}");
     let (status, _) = refused(box_a.link.chunk_urls("not-a-download", &one).await.unwrap_err());
     assert_eq!(status, 404);
     let (status, _) = refused(

@@ -166,18 +166,21 @@ impl FromRequest<Arc<App>> for Signed {
         let (mut parts, body) = req.into_parts();
         let Ok(OriginalUri(uri)) = OriginalUri::from_request_parts(&mut parts, app).await;
         let (method, headers) = (parts.method.clone(), parts.headers.clone());
-        let body = raw_body(Bytes::from_request(Request::from_parts(parts, body), app).await)?;
+        // The chunk-URL endpoint takes a larger body than the rest (http.rs): say its limit.
+        let limit =
+            if uri.path().ends_with("/chunks") { crate::snapshots::CHUNKS_BODY_LIMIT } else { crate::http::BODY_LIMIT };
+        let body = raw_body(Bytes::from_request(Request::from_parts(parts, body), app).await, limit)?;
         let key = verify(app, &method, uri.path(), &headers, &body).await?;
         Ok(Signed { key, body })
     }
 }
 
 /// The raw body, or the same refusal a JSON endpoint gives (413 when too large).
-fn raw_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+fn raw_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
         let status = rejection.status();
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            format!("the request body is larger than {} bytes", crate::http::BODY_LIMIT)
+            format!("the request body is larger than {limit} bytes")
         } else {
             format!("the request body could not be read: {}", rejection.body_text())
         };

@@ -100,7 +100,10 @@ pub async fn prepare(owner: &deadpool_postgres::Pool) -> anyhow::Result<()> {
 /// Daily upkeep as the owner: the coming months' partitions, and forgetting what no longer
 /// counts: login failures older than the throttle's window, sessions and mailed tokens a week
 /// past their end, signed device requests' nonces past the replay window (also hourly,
-/// [`forget_nonces`]), pairing codes a day past their end. Returns the partitions it made.
+/// [`forget_nonces`]), pairing codes a day past their end, and which chunks a download was
+/// given URLs for once its month is over (a download is resumed only within its month; the
+/// month before is kept, so nothing a box may still be asking about goes). Returns the
+/// partitions it made.
 pub async fn upkeep(owner: &deadpool_postgres::Pool, throttle: &accounts::Throttle) -> anyhow::Result<Vec<String>> {
     let mut client = db::client(owner).await?;
     let made = db::create_partitions(&mut client).await?;
@@ -112,7 +115,8 @@ pub async fn upkeep(owner: &deadpool_postgres::Pool, throttle: &accounts::Thrott
             "DELETE FROM login_failures WHERE failed_at < now() - make_interval(secs => {});
              DELETE FROM sessions WHERE coalesce(revoked_at, expires_at) < now() - interval '7 days';
              DELETE FROM email_tokens WHERE coalesce(used_at, expires_at) < now() - interval '7 days';
-             DELETE FROM device_pairings WHERE coalesce(used_at, expires_at) < now() - interval '1 day';",
+             DELETE FROM device_pairings WHERE coalesce(used_at, expires_at) < now() - interval '1 day';
+             DELETE FROM snapshot_download_chunks WHERE granted_at < date_trunc('month', now()) - interval '1 month';",
             throttle.window_secs,
         ))
         .await

@@ -152,6 +152,24 @@ async fn replicas_making_partitions_at_once_all_succeed_and_make_each_once() {
     assert_eq!(all, expected, "each partition made once, by one replica");
 }
 
+#[tokio::test]
+async fn upkeep_forgets_which_chunks_old_downloads_were_given_and_keeps_this_and_last_months() {
+    let pg = cluster();
+    let owner = owner_pool(&pg);
+    minebox_cloud::prepare(&owner).await.unwrap();
+    pg.psql(
+        DB,
+        "INSERT INTO users (email, password_hash) VALUES ('a@example.org', 'x');
+         INSERT INTO snapshot_download_chunks (download_id, chunk, user_id, compressed_size_bytes, granted_at)
+         SELECT gen_random_uuid(), repeat(m::text, 64), (SELECT id FROM users), 1,
+                date_trunc('month', now()) - make_interval(months => m) + interval '1 hour'
+           FROM generate_series(0, 3) AS m;",
+    );
+    minebox_cloud::upkeep(&owner, &Default::default()).await.unwrap();
+    let left = pg.psql(DB, "SELECT string_agg(left(chunk, 1), ',' ORDER BY chunk) FROM snapshot_download_chunks");
+    assert_eq!(left, "0,1", "this month's and last month's kept, older ones forgotten");
+}
+
 /// deploy/minebox-cloud.service, with ExecStart pointing at the binary just built, passes
 /// `systemd-analyze verify` without a word, and its hardening rates "OK" (exposure at most 2.0
 /// of 10) in `systemd-analyze security`.
