@@ -18,37 +18,34 @@ use serde::Deserialize;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
-/// Per coin with an upstream pool: where its miners get work now, the owner's pool
-/// connection's state (and why it last ended) and the shares sent to it; under `addresses`
-/// the same for each miner address's own connection; `waiting_for_node` and
-/// `waiting_reason` when the connection limit keeps miners off the pool. Its own route for now: the
-/// status page's contract (minebox-api) does not carry it yet.
-pub const UPSTREAM: &str = "/api/v1/stratum/upstream";
+/// Per coin with an upstream pool ([`routes::Pools`]): where its miners get work now, the
+/// owner's pool connection's state (and why it last ended) and the shares sent to it; under
+/// `addresses` the same for each miner address's own connection; `waiting_for_node` and
+/// `waiting_reason` when the connection limit keeps miners off the pool.
+pub const UPSTREAM: &str = routes::POOLS;
 
-async fn upstream(State(st): State<ApiState>) -> Json<serde_json::Value> {
-    let mut coins = serde_json::Map::new();
+async fn upstream(State(st): State<ApiState>) -> Json<routes::Pools> {
+    let mut coins = routes::Pools::new();
     for c in st.coins.iter() {
         if let Some(up) = &c.pool.upstream {
-            let s = up.owner.status.lock().expect("upstream lock").clone();
-            let mut v = serde_json::to_value(s).expect("plain data");
             let waiting = up.waiting();
-            v["addresses"] = serde_json::to_value(up.addresses()).expect("plain data");
-            v["max_connections"] = up.max_connections.into();
-            v["waiting_for_node"] = waiting.into();
-            v["waiting_reason"] = if waiting > 0 {
-                format!(
-                    "{waiting} miner connection(s) mining to their own address wait for the node: the coin's {} \
-                     pool connections (the owner's and one per miner address) are all open",
-                    up.max_connections
-                )
-                .into()
-            } else {
-                serde_json::Value::Null
+            let pool = routes::CoinPool {
+                owner: up.owner.status.lock().expect("upstream lock").clone(),
+                addresses: up.addresses(),
+                max_connections: up.max_connections,
+                waiting_for_node: waiting,
+                waiting_reason: (waiting > 0).then(|| {
+                    format!(
+                        "{waiting} miner connection(s) mining to their own address wait for the node: the coin's {} \
+                         pool connections (the owner's and one per miner address) are all open",
+                        up.max_connections
+                    )
+                }),
             };
-            coins.insert(c.pool.ctx.coin.clone(), v);
+            coins.insert(c.pool.ctx.coin.clone(), pool);
         }
     }
-    Json(serde_json::Value::Object(coins))
+    Json(coins)
 }
 
 /// One coin's server as the API sees it.

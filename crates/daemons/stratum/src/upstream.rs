@@ -139,39 +139,9 @@ impl Forward {
     }
 }
 
-/// Where miners of a coin get work now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    /// No work yet: the node has not answered and the pool has sent no job.
-    #[default]
-    None,
-    Own,
-    Upstream,
-}
-
-/// The upstream's state for the API and the status page.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct UpstreamStatus {
-    pub url: String,
-    pub mining_from: Source,
-    pub connected: bool,
-    pub authorized: bool,
-    /// Why the last connection ended or was refused, as the user should read it.
-    pub last_error: Option<String>,
-    pub difficulty: Option<f64>,
-    pub extranonce2_size: Option<usize>,
-    pub connections: u64,
-    pub jobs: u64,
-    /// Shares that met the pool's difficulty and were sent to it.
-    pub forwarded: u64,
-    pub accepted: u64,
-    pub rejected: u64,
-    /// Shares sent that met the network target: blocks, submitted by the pool.
-    pub blocks: u64,
-    /// Shares sent to the pool that could not be (the queue full, the connection gone).
-    pub dropped: u64,
-}
+/// Where miners of a coin get work now, and the upstream's state for the API and the status
+/// page: the contract's types (minebox-api), which the API serializes as they are.
+pub use minebox_api::stratum::{MiningFrom as Source, PoolLink as UpstreamStatus};
 
 pub type SharedUpstream = Arc<Mutex<UpstreamStatus>>;
 
@@ -775,14 +745,7 @@ impl Drop for Waiting {
 }
 
 /// A miner's own pool connection as the API shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AddressStatus {
-    pub address: String,
-    /// Miner connections using it now (0 during the grace period).
-    pub miners: usize,
-    #[serde(flatten)]
-    pub status: UpstreamStatus,
-}
+pub use minebox_api::stratum::AddressPoolLink as AddressStatus;
 
 impl Upstreams {
     /// Starts the owner's connection and its chooser, which publishes to `publish`.
@@ -889,7 +852,7 @@ impl Upstreams {
             .map(|e| AddressStatus {
                 address: e.address.clone(),
                 miners: e.miners,
-                status: e.link.status.lock().expect("upstream lock").clone(),
+                link: e.link.status.lock().expect("upstream lock").clone(),
             })
             .collect();
         list.sort_by(|a, b| a.address.cmp(&b.address));

@@ -15,6 +15,9 @@ pub const BLOCKS: &str = "/api/v1/stratum/blocks";
 pub const HASHRATE: &str = "/api/v1/stratum/hashrate";
 /// `GET`: [`Event`]s as server-sent events.
 pub const EVENTS: &str = "/api/v1/stratum/events";
+/// `GET`: [`Pools`]: per coin with a solo pool set (`coins.<id>.upstream`), where its miners
+/// get work now and the state of its connections to that pool.
+pub const POOLS: &str = "/api/v1/stratum/upstream";
 
 /// Hashrate in hashes per second, averaged over a minute, an hour and a day.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -229,3 +232,73 @@ pub enum BlockStatus {
 
 /// `GET` [`HASHRATE`] answers a list of these: unix seconds and hashes per second.
 pub type HashratePoint = (i64, f64);
+
+/// Where a coin's miners get work now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MiningFrom {
+    /// No work: the node has not answered and the pool has sent no job.
+    #[default]
+    None,
+    /// The coin's own node's templates.
+    Own,
+    /// The solo pool's jobs (the node is not ready).
+    Upstream,
+}
+
+/// One connection to a coin's solo pool: its state, why it last ended, and the shares the
+/// box sent through it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PoolLink {
+    /// The pool as the settings name it (`stratum+tcp://host:port`).
+    pub url: String,
+    pub mining_from: MiningFrom,
+    pub connected: bool,
+    pub authorized: bool,
+    /// Why the last connection ended or was refused, as the user should read it.
+    pub last_error: Option<String>,
+    /// The pool's share difficulty.
+    pub difficulty: Option<f64>,
+    pub extranonce2_size: Option<usize>,
+    /// Connections opened since the service started.
+    pub connections: u64,
+    pub jobs: u64,
+    /// Shares that met the pool's difficulty and were sent to it.
+    pub forwarded: u64,
+    /// The pool's answers to them.
+    pub accepted: u64,
+    pub rejected: u64,
+    /// Shares sent that met the network target: blocks, submitted by the pool.
+    pub blocks: u64,
+    /// Shares for the pool that could not be sent (the queue full, the connection gone).
+    pub dropped: u64,
+}
+
+/// A miner address's own connection to the pool (a miner mining to its own address).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AddressPoolLink {
+    pub address: String,
+    /// Miner connections using it now (0 during the grace period after the last left).
+    pub miners: usize,
+    #[serde(flatten)]
+    pub link: PoolLink,
+}
+
+/// One coin's solo pool: the owner's connection (its fields at the top level), each miner
+/// address's own, and the miners kept off the pool by the connection limit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CoinPool {
+    #[serde(flatten)]
+    pub owner: PoolLink,
+    pub addresses: Vec<AddressPoolLink>,
+    pub max_connections: usize,
+    /// Miner connections waiting for the node because every pool connection is taken.
+    pub waiting_for_node: usize,
+    pub waiting_reason: Option<String>,
+}
+
+/// `GET /api/v1/stratum/upstream`: coin id to its pool; coins without one are absent.
+pub type Pools = std::collections::BTreeMap<String, CoinPool>;
