@@ -70,6 +70,9 @@ try {
   await page.waitForSelector("#coin-btc");
   await until("miners connected", async () => Number(await page.textContent('[data-testid="miners-btc"]')) >= 1);
   await until("node synced", async () => (await page.textContent('[data-testid="node-state-btc"]')) === "synced");
+  // The local stack sets no solo pool: its node gives the work, and the card says so.
+  await until("mining on its own node", async () => (await page.textContent('[data-testid="mining-btc"]')) === "On your own node");
+  assert.match(await page.textContent('[data-testid="mining-counts-btc"]'), /^Own node: \d+ blocks? found$/, "no pool, no pool counts");
   await until("a hashrate", async () => !/^0 /.test(await page.textContent('[data-testid="hashrate-btc"]')));
   assert.match(await page.textContent('[data-testid="stratum-url-btc"]'), /127\.0\.0\.1/);
   const firstBlocks = Number(await page.textContent('[data-testid="blocks-btc"]'));
@@ -158,6 +161,29 @@ try {
   await page.click("#settings-save");
   await until("the refusal", async () => /payout_address/.test(await page.textContent("#settings-result")));
   assert.equal(fs.readFileSync(settingsFile, "utf8"), onDisk, "settings file untouched");
+
+  log("the pool picker: none by default, the well-known pools with fee and what they see, a choice saved and removed");
+  await page.reload();
+  const btcSet = page.locator('fieldset[data-coin="btc"]');
+  await btcSet.waitFor();
+  assert.equal(await btcSet.locator("[name=upstream]").inputValue(), "", "no pool by default");
+  assert.doesNotMatch(onDisk, /upstream/);
+  await btcSet.locator('[data-testid="pools-btc"] summary').click();
+  const known = btcSet.locator('[data-testid="known-pool"]');
+  assert.ok((await known.count()) >= 1, "at least one well-known pool");
+  assert.match(await known.first().textContent(), /stratum\+tcp:\/\/.*Fee: .*Sees: your payout address.*IP address/s);
+  const poolUrl = await known.first().locator("code").textContent();
+  await known.first().getByRole("button", { name: "Use" }).click();
+  assert.equal(await btcSet.locator("[name=upstream]").inputValue(), poolUrl);
+  await page.screenshot({ path: `${shots}/settings-pool.png`, fullPage: true });
+  await page.click("#settings-save");
+  await until("the pool saved", async () => fs.readFileSync(settingsFile, "utf8").includes(`upstream = "${poolUrl}"`));
+  await page.reload();
+  await btcSet.waitFor();
+  assert.equal(await btcSet.locator("[name=upstream]").inputValue(), poolUrl, "shown after a reload");
+  await btcSet.getByRole("button", { name: "No pool" }).click();
+  await page.click("#settings-save");
+  await until("the pool removed", async () => !/upstream/.test(fs.readFileSync(settingsFile, "utf8")));
 
   log("the MineBox Cloud card: no cloud set in the local stack, what telemetry sends, the switch");
   await until("the cloud card", async () => /No MineBox Cloud is set/.test(await page.textContent('[data-testid="cloud-message"]')));

@@ -75,6 +75,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/overview", get(overview))
         .route("/api/v1/events", get(events))
         .route("/api/v1/stratum", get(stratum_status))
+        .route("/api/v1/pools", get(pools))
         .route("/api/v1/workers", get(workers))
         .route("/api/v1/miners", get(miners))
         .route("/api/v1/miners/scan", post(miners_scan))
@@ -469,6 +470,12 @@ async fn update_history(State(app): State<Arc<App>>) -> ApiResult {
 async fn stratum_status(State(app): State<Arc<App>>) -> ApiResult {
     let coins: Vec<stratum::CoinStatus> = app.up.get_as(Service::Stratum, stratum::STATUS).await?;
     Ok(Json(coins).into_response())
+}
+
+/// The stratum server's solo pools, as it answers them (the contract's type).
+async fn pools(State(app): State<Arc<App>>) -> ApiResult {
+    let pools: stratum::Pools = app.up.get_as(Service::Stratum, stratum::POOLS).await?;
+    Ok(Json(pools).into_response())
 }
 
 async fn snapshots(State(app): State<Arc<App>>) -> ApiResult {

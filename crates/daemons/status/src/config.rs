@@ -38,6 +38,12 @@ pub struct CoinConfig {
     /// Whose address a block pays: `miner` (a miner's own valid address, else the payout
     /// address) or `owner` (always the payout address).
     pub payout_policy: Option<String>,
+    /// The solo pool miners work through while the node is not ready
+    /// (`stratum+tcp://host:port`); none by default, "" to remove it.
+    pub upstream: Option<String>,
+    /// Well-known solo pools the page offers for `upstream` (read-only).
+    #[serde(default, skip_deserializing)]
+    pub known_pools: Vec<crate::mining_source::KnownPool>,
     /// Why the box cannot run this coin's node itself, when it cannot (read-only).
     #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
     pub node_note: Option<String>,
@@ -150,6 +156,8 @@ pub fn view(settings: &Settings, registry: &Registry) -> ConfigView {
                 min_difficulty: c.map(|c| c.min_difficulty),
                 max_difficulty: c.map(|c| c.max_difficulty),
                 payout_policy: Some(c.map(|c| c.payout_policy.as_str()).unwrap_or("miner").to_string()),
+                upstream: Some(c.and_then(|c| c.upstream.as_ref()).map_or_else(String::new, |u| u.to_string())),
+                known_pools: crate::mining_source::known_pools(&id),
                 node_note,
             };
             (id, cfg)
@@ -222,6 +230,14 @@ fn edit_document(doc: &mut toml_edit::DocumentMut, edit: &ConfigEdit) {
         set(t, "min_difficulty", c.min_difficulty);
         set(t, "max_difficulty", c.max_difficulty);
         set(t, "payout_policy", c.payout_policy.clone());
+        // "" removes the pool (none is the default); the settings crate checks the rest.
+        match c.upstream.as_deref().map(str::trim) {
+            Some("") => {
+                t.remove("upstream");
+            }
+            Some(url) => set(t, "upstream", Some(url.to_string())),
+            None => {}
+        }
     }
     if let Some(u) = &edit.updates {
         set(table(doc, &["updates"]), "channel", u.channel.clone());
@@ -333,6 +349,41 @@ mod tests {
         let e = apply(&files, &edit, &reg).unwrap_err().to_string();
         assert!(e.contains("coins.btc.payout_policy"), "{e}");
         assert_eq!(std::fs::read_to_string(&files.user).unwrap(), before);
+    }
+
+    #[test]
+    fn the_pool_is_none_by_default_set_checked_and_removed() {
+        let (_d, files, reg) = setup("[coins.btc]\nnetwork = \"regtest\" # mine\n");
+        let v = view(&files.load(&reg).unwrap(), &reg);
+        assert_eq!(v.coins["btc"].upstream.as_deref(), Some(""), "none by default");
+        assert!(v.coins["btc"].known_pools.iter().any(|p| p.url.starts_with("stratum+tcp://")));
+        let edit = |url: &str| {
+            let mut e = ConfigEdit::default();
+            e.coins.insert("btc".into(), CoinConfig { upstream: Some(url.into()), ..Default::default() });
+            e
+        };
+        let s = apply(&files, &edit("stratum+tcp://public-pool.io:21496"), &reg).unwrap();
+        assert_eq!(s.coins["btc"].upstream.as_ref().map(|u| u.authority()).as_deref(), Some("public-pool.io:21496"));
+        let text = std::fs::read_to_string(&files.user).unwrap();
+        assert!(
+            text.contains("upstream = \"stratum+tcp://public-pool.io:21496\"") && text.contains("# mine"),
+            "{text}"
+        );
+        assert_eq!(
+            view(&files.load(&reg).unwrap(), &reg).coins["btc"].upstream.as_deref(),
+            Some("stratum+tcp://public-pool.io:21496")
+        );
+        // A URL the stratum server cannot use is refused, naming the key and the form.
+        let e = apply(&files, &edit("stratum+ssl://public-pool.io:4333"), &reg).unwrap_err().to_string();
+        assert!(e.contains("coins.btc.upstream") && e.contains("stratum+tcp://host:port"), "{e}");
+        assert_eq!(std::fs::read_to_string(&files.user).unwrap(), text, "nothing written");
+        // An edit without the key keeps it; "" removes it.
+        let mut keep = ConfigEdit::default();
+        keep.coins.insert("btc".into(), CoinConfig { payout_policy: Some("owner".into()), ..Default::default() });
+        assert!(apply(&files, &keep, &reg).unwrap().coins["btc"].upstream.is_some());
+        let s = apply(&files, &edit(""), &reg).unwrap();
+        assert_eq!(s.coins["btc"].upstream, None);
+        assert!(!std::fs::read_to_string(&files.user).unwrap().contains("upstream"));
     }
 
     #[test]

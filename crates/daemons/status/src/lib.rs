@@ -9,7 +9,8 @@
 //! - [`accounts`]: admin and viewer passwords (argon2id), first-visit setup.
 //! - [`session`]: in-memory sessions, CSRF tokens, the login throttle; [`hashing`]: the two
 //!   threads that hash passwords.
-//! - [`overview`]: the per-coin overview; [`odds`]: time to a block; [`sync`]: node sync ETA.
+//! - [`overview`]: the per-coin overview; [`odds`]: time to a block; [`sync`]: node sync ETA;
+//!   [`mining_source`]: where each coin mines now (own node or solo pool), the pools offered.
 //! - [`upstream`]: the box's services as clients; [`feed`]: live events to open pages.
 //! - [`config`]: the settings the page edits, checked before they are written.
 //! - [`notify`]: alerts to a webhook, ntfy and email; [`alert`]: which conditions are worth one, once.
@@ -34,6 +35,7 @@ pub mod hashing;
 pub mod journal;
 pub mod limits;
 pub mod metrics;
+pub mod mining_source;
 pub mod notify;
 pub mod odds;
 pub mod overview;

@@ -3,6 +3,7 @@
 //! the box's own health. Assembled from the services' local APIs on each request (and
 //! pushed to open pages every few seconds), never stored.
 
+use crate::mining_source::{mining_source, MiningSource};
 use crate::odds::{odds, Odds};
 use crate::sync::SyncTracker;
 use crate::system::System;
@@ -35,6 +36,8 @@ pub struct CoinOverview {
     pub best_share_session: f64,
     pub blocks_found: u64,
     pub odds: Odds,
+    /// Where the coin mines now (own node or solo pool) and its shares and blocks by source.
+    pub mining: MiningSource,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -68,15 +71,18 @@ pub async fn build(
     tracker: &SyncTracker,
     system: System,
 ) -> Overview {
-    let (stratum, nodes, miners) = tokio::join!(
+    let (stratum, nodes, miners, pools) = tokio::join!(
         up.get_as::<Vec<stratum::CoinStatus>>(Service::Stratum, stratum::STATUS),
         up.get_as::<Vec<supervisor::Node>>(Service::Supervisor, supervisor::NODES),
         up.get_as::<Vec<stratum::Miner>>(Service::Stratum, stratum::MINERS),
+        up.get_as::<stratum::Pools>(Service::Stratum, stratum::POOLS),
     );
     let mut problems = Vec::new();
     let stratum = stratum.map_err(|e| problems.push(e.to_string())).unwrap_or_default();
     let nodes = nodes.map_err(|e| problems.push(e.to_string())).unwrap_or_default();
     let miners = miners.unwrap_or_default();
+    // A stratum server not answering is already a problem above.
+    let pools = pools.unwrap_or_default();
     let at = minebox_time();
     let coins = settings
         .coins
@@ -97,6 +103,12 @@ pub async fn build(
                 peers: health.map(|h| h.peers),
                 version: health.map(|h| h.version.clone()),
             };
+            let mining = mining_source(&crate::mining_source::Inputs {
+                setting: c.upstream.as_ref(),
+                stratum: s,
+                pool: pools.get(&c.id),
+                sync_eta_secs: node.eta_secs,
+            });
             let hashrate = s.map(|s| s.hashrate).unwrap_or_default();
             let session_best = miners.iter().filter(|m| m.coin == c.id).map(|m| m.miner.best_share).fold(0.0, f64::max);
             let difficulty = s.map_or(0.0, |s| s.node.network_difficulty);
@@ -119,6 +131,7 @@ pub async fn build(
                 best_share_session: session_best,
                 blocks_found: s.map_or(0, |s| s.blocks_found),
                 odds: odds(difficulty, rate),
+                mining,
             }
         })
         .collect();

@@ -8,6 +8,7 @@
 //! additionalProperties, minItems/maxItems, enum).
 
 use minebox_api::{snapshot, stratum, supervisor};
+use minebox_status::mining_source::{mining_source, Inputs};
 use minebox_status::overview::{CoinOverview, NodeSummary, Overview, StratumSummary};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -316,10 +317,18 @@ fn the_overview_matches_the_document() {
         best_share_session: 1.0,
         blocks_found: 0,
         odds: minebox_status::odds::odds(1.0e14, 1.0e12),
+        mining: mining_source(&Inputs { setting: None, stratum: None, pool: None, sync_eta_secs: None }),
     };
+    // Through a pool: the pool's counts are an object, not null.
+    let pool = coin_pool();
+    let through = CoinOverview {
+        mining: mining_source(&Inputs { setting: None, stratum: None, pool: Some(&pool), sync_eta_secs: Some(7200.0) }),
+        ..coin.clone()
+    };
+    assert!(through.mining.through_pool.is_some() && through.mining.pool.is_some());
     let o = Overview {
         at: 1.7e9,
-        coins: vec![coin],
+        coins: vec![coin, through],
         system: minebox_status::system::System { load: [0.1, 0.2, 0.3], ..Default::default() },
         problems: vec!["the stratum server is not answering".into()],
     };
@@ -327,6 +336,62 @@ fn the_overview_matches_the_document() {
     let mut v = serde_json::to_value(&o).unwrap();
     v["restart_required"] = json!(false);
     assert_eq!(problems("Overview", v, &[]), Vec::<String>::new());
+}
+
+fn coin_pool() -> stratum::CoinPool {
+    let link = stratum::PoolLink {
+        url: "stratum+tcp://public-pool.io:21496".into(),
+        mining_from: stratum::MiningFrom::Upstream,
+        connected: true,
+        authorized: true,
+        last_error: Some("the pool closed the connection".into()),
+        difficulty: Some(1000.0),
+        extranonce2_size: Some(8),
+        connections: 2,
+        jobs: 30,
+        forwarded: 10,
+        accepted: 9,
+        rejected: 1,
+        blocks: 0,
+        dropped: 0,
+    };
+    stratum::CoinPool {
+        owner: link.clone(),
+        addresses: vec![stratum::AddressPoolLink { address: "bc1qminer".into(), miners: 1, link }],
+        max_connections: 8,
+        waiting_for_node: 1,
+        waiting_reason: Some("1 miner connection(s) mining to their own address wait for the node".into()),
+    }
+}
+
+#[test]
+fn the_pools_answer_matches_the_document() {
+    let doc = document();
+    let schema = &doc["paths"]["/api/v1/pools"]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
+    let idle = stratum::CoinPool {
+        owner: stratum::PoolLink { url: "stratum+tcp://10.0.0.2:3333".into(), ..Default::default() },
+        ..Default::default()
+    };
+    let pools = stratum::Pools::from([("btc".to_string(), coin_pool()), ("bch".to_string(), idle)]);
+    let mut out = Vec::new();
+    check(&doc, schema, &serde_json::to_value(&pools).unwrap(), "pools", &[], &mut out);
+    assert_eq!(out, Vec::<String>::new());
+    // The contract reads back what the stratum server writes (flattened connection fields).
+    let back: stratum::Pools = serde_json::from_value(serde_json::to_value(&pools).unwrap()).unwrap();
+    assert_eq!(back, pools);
+}
+
+#[test]
+fn the_settings_pool_picker_matches_the_document() {
+    let registry = minebox_coin::Registry::embedded();
+    let settings = minebox_settings::Settings::load(None, None, &registry).unwrap();
+    let view = minebox_status::config::view(&settings, &registry);
+    let mut btc = serde_json::to_value(&view.coins["btc"]).unwrap();
+    assert!(!btc["known_pools"].as_array().unwrap().is_empty());
+    assert_eq!(btc["upstream"], json!(""), "no pool by default");
+    // Only coins the image has no node for carry a note.
+    btc["node_note"] = json!("External node only");
+    assert_eq!(problems("CoinConfig", btc, &[]), Vec::<String>::new());
 }
 
 #[test]

@@ -165,6 +165,7 @@ function renderOverview(o) {
         n.progress !== null ? h("div", { class: "sync" },
           h("progress", { max: 1, value: n.progress, "data-testid": `sync-${c.coin}` }),
           ` ${pct(n.progress)}`, syncing && n.eta_secs ? ` · about ${duration(n.eta_secs)} left` : "") : null),
+      miningSource(c),
       h("div", { class: "stats" },
         stat("Hashrate (1 m)", hashrate(c.hashrate["1m"]), `hashrate-${c.coin}`),
         stat("Hashrate (1 h)", hashrate(c.hashrate["1h"])),
@@ -198,6 +199,19 @@ function renderOverview(o) {
   if (o.restart_required) banner.push("Settings were saved; restart the box's services for them to take effect.");
   $("banner").textContent = banner.join(" · ");
   $("banner").hidden = banner.length === 0;
+}
+
+// Where the coin mines now (the server words it from the stratum server's pool state and
+// the sync estimate) and its blocks and shares by source.
+function miningSource(c) {
+  const m = c.mining;
+  if (!m) return null;
+  const p = m.through_pool;
+  return h("div", { class: `mining mining-${m.source}` },
+    h("div", { "data-testid": `mining-${c.coin}` }, m.words),
+    h("div", { class: "muted small", "data-testid": `mining-counts-${c.coin}` },
+      `Own node: ${m.own_node_blocks} block${m.own_node_blocks === 1 ? "" : "s"} found`,
+      p ? ` · Through the pool: ${p.forwarded} shares sent, ${p.accepted} accepted, ${p.rejected} rejected, ${p.blocks} block${p.blocks === 1 ? "" : "s"} found` : ""));
 }
 
 function stat(label, value, testid) {
@@ -491,13 +505,32 @@ async function renderSettings() {
       h("label", {}, "Stratum port", h("input", { name: "stratum_port", type: "number", min: 1024, max: 65535, value: k.stratum_port ?? "" })),
       h("label", {}, "Start difficulty", h("input", { name: "start_difficulty", type: "number", step: "any", value: k.start_difficulty ?? "" })),
       h("label", {}, "Min difficulty", h("input", { name: "min_difficulty", type: "number", step: "any", value: k.min_difficulty ?? "" })),
-      h("label", {}, "Max difficulty", h("input", { name: "max_difficulty", type: "number", step: "any", value: k.max_difficulty ?? "" }))))));
+      h("label", {}, "Max difficulty", h("input", { name: "max_difficulty", type: "number", step: "any", value: k.max_difficulty ?? "" }))),
+    poolPicker(id, k))));
   $("set-channel").value = c.updates.channel || "";
   $("set-snapshots").checked = !!c.snapshots.enabled;
   $("set-webhook").value = c.notify.webhook || "";
   $("set-ntfy").value = c.notify.ntfy || "";
   for (const el of $("settings-form").querySelectorAll("input, select, button")) el.disabled = !admin;
   await renderCloud();
+}
+
+// The coin's solo pool (coins.<id>.upstream): none by default, since a pool sees the payout
+// address, the box's IP address and its hashrate. The well-known pools come from the box's
+// API with what each charges and sees; "Use" fills the URL, which any pool may be.
+function poolPicker(id, k) {
+  const input = h("input", { name: "upstream", value: k.upstream || "", spellcheck: "false", autocomplete: "off",
+    placeholder: "none: miners wait for the node", "data-testid": `upstream-${id}` });
+  return h("div", { class: "pool-picker" },
+    h("label", {}, "Solo pool while the node is not ready (stratum+tcp://host:port; empty for none)", input),
+    h("button", { type: "button", class: "secondary", onclick: () => { input.value = ""; } }, "No pool"),
+    (k.known_pools || []).length ? h("details", { "data-testid": `pools-${id}` },
+      h("summary", {}, "Well-known solo pools"),
+      h("ul", { class: "pools" }, ...k.known_pools.map((p) => h("li", { "data-testid": "known-pool" },
+        h("b", {}, p.name), " ", h("code", {}, p.url),
+        h("button", { type: "button", class: "secondary", onclick: () => { input.value = p.url; } }, "Use"),
+        h("div", { class: "small" }, `Fee: ${p.fee}. Run by ${p.operator}.`),
+        h("div", { class: "small muted" }, `Sees: ${p.sees}. `, h("a", { href: p.page, target: "_blank", rel: "noopener noreferrer" }, "The pool's page")))))) : null);
 }
 
 async function saveSettings(ev) {
@@ -510,7 +543,7 @@ async function saveSettings(ev) {
       enabled: v("enabled").checked, payout_address: v("payout_address").value.trim(),
       stratum_port: num("stratum_port"), start_difficulty: num("start_difficulty"),
       min_difficulty: num("min_difficulty"), max_difficulty: num("max_difficulty"),
-      payout_policy: v("payout_policy").value,
+      payout_policy: v("payout_policy").value, upstream: v("upstream").value.trim(),
     };
     // A coin left off with no address keeps whatever the file has.
     if (!edit.coins[fs.dataset.coin].enabled && !edit.coins[fs.dataset.coin].payout_address) delete edit.coins[fs.dataset.coin].payout_address;
