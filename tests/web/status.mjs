@@ -72,7 +72,7 @@ try {
   await until("node synced", async () => (await page.textContent('[data-testid="node-state-btc"]')) === "synced");
   // The local stack sets no solo pool: its node gives the work, and the card says so.
   await until("mining on its own node", async () => (await page.textContent('[data-testid="mining-btc"]')) === "On your own node");
-  assert.match(await page.textContent('[data-testid="mining-counts-btc"]'), /^Own node: \d+ blocks? found$/, "no pool, no pool counts");
+  assert.match(await page.textContent('[data-testid="mining-counts-btc"]'), /^Own node: \d+ shares accepted, \d+ blocks? found$/, "no pool, no pool counts");
   await until("a hashrate", async () => !/^0 /.test(await page.textContent('[data-testid="hashrate-btc"]')));
   assert.match(await page.textContent('[data-testid="stratum-url-btc"]'), /127\.0\.0\.1/);
   const firstBlocks = Number(await page.textContent('[data-testid="blocks-btc"]'));

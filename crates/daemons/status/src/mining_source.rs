@@ -101,6 +101,8 @@ pub struct MiningSource {
     /// Blocks found on the node's own templates (the box's block table; a block on pool
     /// work is the pool's and counted under `through_pool`).
     pub own_node_blocks: u64,
+    /// Shares accepted on the node's own templates since the stratum server started.
+    pub own_node_shares: u64,
     /// What went through the pool; null when the stratum server runs no pool for the coin.
     pub through_pool: Option<PoolShares>,
 }
@@ -136,6 +138,7 @@ pub fn about(secs: f64) -> String {
 
 pub fn mining_source(i: &Inputs) -> MiningSource {
     let own_node_blocks = i.stratum.map_or(0, |s| s.blocks_found);
+    let own_node_shares = i.stratum.map_or(0, |s| s.own_node_shares);
     let through_pool = i.pool.map(|p| {
         let links = std::iter::once(&p.owner).chain(p.addresses.iter().map(|a| &a.link));
         links.fold(PoolShares::default(), |t, l| PoolShares {
@@ -176,7 +179,7 @@ pub fn mining_source(i: &Inputs) -> MiningSource {
         ),
         _ => (Source::Waiting, "Waiting: your node is not ready and no pool is set".to_string()),
     };
-    MiningSource { source, words, pool: pool_url, own_node_blocks, through_pool }
+    MiningSource { source, words, pool: pool_url, own_node_blocks, own_node_shares, through_pool }
 }
 
 #[cfg(test)]
@@ -188,6 +191,7 @@ mod tests {
         CoinStatus {
             coin: "btc".into(),
             blocks_found: blocks,
+            own_node_shares: 7 * blocks,
             node: NodeStatus { reachable: ready, ..Default::default() },
             job: ready.then(Job::default),
             ..Default::default()
@@ -226,7 +230,7 @@ mod tests {
         // No pool: the node's work, or waiting for it.
         let w = mining_source(&Inputs { setting: None, stratum: Some(&ready), pool: None, sync_eta_secs: None });
         assert_eq!((w.source, w.words.as_str()), (Source::Own, "On your own node"));
-        assert_eq!((w.own_node_blocks, w.through_pool, w.pool), (2, None, None));
+        assert_eq!((w.own_node_blocks, w.own_node_shares, w.through_pool, w.pool), (2, 14, None, None));
         let w = mining_source(&Inputs { setting: None, stratum: Some(&up), pool: None, sync_eta_secs: Some(3600.0) });
         assert_eq!(w.words, "Waiting: your node is not ready and no pool is set");
         let w = mining_source(&Inputs { setting: None, stratum: None, pool: None, sync_eta_secs: None });

@@ -129,6 +129,7 @@ fn coin_status(job: Option<stratum::Job>) -> stratum::CoinStatus {
         hashrate: stratum::Hashrates { m1: 1.5e12, h1: 1.0e12, d1: 9.0e11 },
         best_share: 12345.5,
         blocks_found: 1,
+        own_node_shares: 40,
         node: stratum::NodeStatus { reachable: true, block_notify: "zmq".into(), ..Default::default() },
         job,
         rejected_before_authorize: HashMap::from([("unauthorized".to_string(), 4)]),

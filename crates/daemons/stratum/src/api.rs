@@ -137,6 +137,7 @@ async fn status(State(s): State<ApiState>) -> Json<Vec<CoinStatus>> {
                 hashrate: total,
                 best_share: mine.iter().map(|w| w.best_share).fold(0.0, f64::max),
                 blocks_found: mine.iter().map(|w| w.blocks).sum(),
+                own_node_shares: c.pool.own_node_shares.load(std::sync::atomic::Ordering::Relaxed),
                 node: c.node.lock().expect("status lock").clone(),
                 job,
                 rejected_before_authorize: s

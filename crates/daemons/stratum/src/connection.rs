@@ -235,6 +235,9 @@ pub async fn serve(
                                 let template = work.borrow().clone();
                                 let output = session.handle(&pool.ctx, &id, request, template.as_ref(), now, unix_now());
                                 out = output.lines;
+                                if output.own_node_share {
+                                    pool.own_node_shares.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                }
                                 match (output.forward, &lease, &pool.upstream) {
                                     (Some(f), Some(lease), _) => lease.link.forward(f),
                                     (Some(f), None, Some(up)) => up.owner.forward(f),

@@ -23,6 +23,9 @@ pub struct Pool {
     pub quiet_log: QuietLog,
     /// The upstream pool's connections, when the settings name one: shares of its work go there.
     pub upstream: Option<Arc<crate::upstream::Upstreams>>,
+    /// Shares accepted on the node's own work since the service started (those on the
+    /// pool's work are counted by its connections).
+    pub own_node_shares: std::sync::atomic::AtomicU64,
 }
 
 impl Pool {

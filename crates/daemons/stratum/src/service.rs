@@ -179,6 +179,7 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
             live: LiveMiners::default(),
             quiet_log: Default::default(),
             upstream: upstream_link,
+            own_node_shares: Default::default(),
         });
         let feed = WorkFeed {
             config: WorkConfig {

@@ -72,6 +72,9 @@ pub struct Output {
     pub close: bool,
     /// A share of upstream work that meets the pool's difficulty: to be sent to the pool.
     pub forward: Option<crate::upstream::Forward>,
+    /// A share was accepted on the node's own work (counted per coin for the status page,
+    /// apart from shares on the pool's work).
+    pub own_node_share: bool,
 }
 
 impl Output {
@@ -482,6 +485,7 @@ impl Session {
             }
         }
         let mut out = Output::default().line(protocol::reply(id, Value::Bool(true)));
+        out.own_node_share = job.template.upstream.is_none();
         if let Some(up) = &job.template.upstream {
             // Judged here against the miner's own difficulty (vardiff as always); only what
             // meets the pool's goes to the pool, which answers the box, not the miner.

@@ -115,6 +115,13 @@ async fn upstream_state(server: &Running) -> Value {
     reqwest::get(url).await.unwrap().json::<Value>().await.unwrap()["btc"].clone()
 }
 
+/// Shares the box accepted on its own node's work (`GET /api/v1/stratum`), for the status page.
+async fn own_node_shares(server: &Running) -> u64 {
+    let url = format!("http://{}{}", server.api, minebox_api::stratum::STATUS);
+    let coins = reqwest::get(url).await.unwrap().json::<Vec<minebox_api::stratum::CoinStatus>>().await.unwrap();
+    coins.iter().find(|c| c.coin == "btc").unwrap().own_node_shares
+}
+
 #[tokio::test]
 async fn a_miner_mines_for_the_owner_through_the_upstream_until_the_node_is_ready() {
     let core = common::core().await;
@@ -212,6 +219,9 @@ async fn a_miner_mines_for_the_owner_through_the_upstream_until_the_node_is_read
     })
     .await;
 
+    // Every share so far was on the pool's work: none counts as the own node's.
+    assert_eq!(own_node_shares(&the_box).await, 0);
+
     // The node becomes ready: a clean job from the box's own templates, same connection.
     let clean_before = report.lock().unwrap().clean_jobs;
     gate.open();
@@ -224,6 +234,7 @@ async fn a_miner_mines_for_the_owner_through_the_upstream_until_the_node_is_read
     .await;
     assert!(!miner.is_finished(), "the miner kept its connection: {:?}", report.lock().unwrap());
     assert!(report.lock().unwrap().clean_jobs > clean_before);
+    assert!(own_node_shares(&the_box).await >= 1, "the block's share, at least, was on the node's own work");
 
     // The node stops: back to the pool, clean again, same connection.
     let forwarded = upstream_state(&the_box).await["forwarded"].as_u64().unwrap();

@@ -54,7 +54,12 @@ pub struct CoinStatus {
     pub workers: usize,
     pub hashrate: Hashrates,
     pub best_share: f64,
+    /// Blocks found on the node's own work (a block on a solo pool's work is the pool's,
+    /// counted in [`PoolLink::blocks`]).
     pub blocks_found: u64,
+    /// Shares accepted on the node's own work since the stratum server started (those on
+    /// a solo pool's work: [`PoolLink`]).
+    pub own_node_shares: u64,
     pub node: NodeStatus,
     pub job: Option<Job>,
     /// Shares refused before the miner authorized, by reason.

@@ -210,7 +210,7 @@ function miningSource(c) {
   return h("div", { class: `mining mining-${m.source}` },
     h("div", { "data-testid": `mining-${c.coin}` }, m.words),
     h("div", { class: "muted small", "data-testid": `mining-counts-${c.coin}` },
-      `Own node: ${m.own_node_blocks} block${m.own_node_blocks === 1 ? "" : "s"} found`,
+      `Own node: ${m.own_node_shares} shares accepted, ${m.own_node_blocks} block${m.own_node_blocks === 1 ? "" : "s"} found`,
       p ? ` · Through the pool: ${p.forwarded} shares sent, ${p.accepted} accepted, ${p.rejected} rejected, ${p.blocks} block${p.blocks === 1 ? "" : "s"} found` : ""));
 }
 
