@@ -291,16 +291,16 @@ fn scan_lists_the_miners_and_mine_on_this_box_points_one_here_keeping_its_pool()
     };
     ready.recv().unwrap();
     // The far miner's mDNS responder (a test double of ESP-Miner's), on a thread of its own. In
-    // this namespace of seven addresses on one interface, an mdns-sd responder now and then never
+    // this namespace of seven addresses on one interface, mdns-sd's responder now and then never
     // answered the box's queries for a whole run (the box's own browse is the product's code and
-    // hears any answer or announcement), so the double also announces itself afresh every second,
-    // as a miner rebooting would, until the box is done.
+    // hears any answer or announcement), so the double also announces itself again every second
+    // (mdns-sd sends an announcement at each registration) until the box is done.
     let (reannounce, done) = std::sync::mpsc::channel::<()>();
     let responder = Hosts::run_in(&hosts.lan_ns, move || {
-        let mut mdns = announce(far);
+        let mdns = mdns_sd::ServiceDaemon::new().expect("mDNS daemon");
+        announce(&mdns, far);
         while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(Duration::from_secs(1)) {
-            let _ = mdns.shutdown();
-            mdns = announce(far);
+            announce(&mdns, far);
         }
         let _ = mdns.shutdown();
     });
@@ -350,6 +350,9 @@ async fn the_box(
         Duration::from_secs(2),
         Duration::from_secs(6),
     ));
+    // Two or three of the responder's announcements fall into the scan's browse even when the
+    // machine is busy (the box's default window is 3 s).
+    app.lan.mdns_window = Duration::from_secs(6);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
@@ -517,9 +520,8 @@ async fn the_box(
 }
 
 /// An AxeOS web server at `ip` announced over mDNS as ESP-Miner announces it (`_http._tcp`
-/// with the subtype `_axeos`, TXT board/family/asic), until the daemon is shut down.
-fn announce(ip: Ipv4Addr) -> mdns_sd::ServiceDaemon {
-    let daemon = mdns_sd::ServiceDaemon::new().expect("mDNS daemon");
+/// with the subtype `_axeos`, TXT board/family/asic), on `daemon` until it is shut down.
+fn announce(daemon: &mdns_sd::ServiceDaemon, ip: Ipv4Addr) {
     let txt = [("board", "601"), ("family", "Gamma"), ("asic", "BM1370")];
     let info = mdns_sd::ServiceInfo::new(
         "_axeos._sub._http._tcp.local.",
@@ -531,7 +533,6 @@ fn announce(ip: Ipv4Addr) -> mdns_sd::ServiceDaemon {
     )
     .expect("service info");
     daemon.register(info).expect("mDNS register");
-    daemon
 }
 
 /// The box's network address (its /23).
