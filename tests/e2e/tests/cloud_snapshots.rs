@@ -6,45 +6,17 @@
 
 #[path = "../../../crates/daemons/cloud/tests/support/mod.rs"]
 mod cloud;
+mod support;
 
 use cloud::{Auth, Box_, Rig};
 use minebox_cloud::snapshots::{Bucket, SnapshotConfig};
 use minebox_cloud_link::snapshots::{ChunkRequest, Completion, GrantRequest, OfferRequest};
 use minebox_cloud_link::{BoxInfo, LinkError};
-use minebox_test_support::{free_port, noise};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use minebox_test_support::noise;
+use std::process::Command;
+use support::moto;
 
 const BUCKET: &str = "minebox-snapshots";
-
-struct Moto(std::process::Child);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn moto(http: &reqwest::Client) -> (Moto, String) {
-    let port = free_port();
-    let child = Command::new("python3")
-        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 with moto[server] (scripts/setup)");
-    let moto = Moto(child);
-    let endpoint = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        let made = http.put(format!("{endpoint}/{BUCKET}")).send().await;
-        if made.map(|r| r.status().is_success()).unwrap_or(false) {
-            return (moto, endpoint);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("moto S3 server did not start");
-}
 
 /// Runs the publisher binary with the bucket's credentials; (success, its output).
 fn publisher(endpoint: &str, args: &[&str]) -> (bool, String) {
@@ -89,7 +61,7 @@ fn refused(e: LinkError) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_registers_and_a_linked_box_downloads_through_presigned_urls_metered() {
     let http = reqwest::Client::new();
-    let (_moto, endpoint) = moto(&http).await;
+    let (_moto, endpoint) = moto(&http, BUCKET).await;
     let dir = tempfile::tempdir().unwrap();
     let d = |p: &str| dir.path().join(p).display().to_string();
     std::fs::create_dir_all(d("node/blocks")).unwrap();

@@ -22,41 +22,11 @@ use minebox_snapshot_agent::service::{router, Agent, CloudAccess, CoinSource, Sn
 use minebox_snapshot_agent::source::Source;
 use minebox_snapshot_agent::AgentError;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 use support::*;
 
 const BUCKET: &str = "minebox-agent-snapshots";
-
-struct Moto(std::process::Child);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn moto(http: &reqwest::Client) -> (Moto, String) {
-    let port = free_port();
-    let child = Command::new("python3")
-        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 with moto[server] (scripts/setup)");
-    let moto = Moto(child);
-    let endpoint = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        let made = http.put(format!("{endpoint}/{BUCKET}")).send().await;
-        if made.map(|r| r.status().is_success()).unwrap_or(false) {
-            return (moto, endpoint);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("moto S3 server did not start");
-}
 
 /// Every file of the published `tree` into the bucket under `prefix` (moto takes plain PUTs).
 async fn upload(http: &reqwest::Client, endpoint: &str, tree: &Path, prefix: &str) {
@@ -79,7 +49,7 @@ async fn the_agent_installs_through_the_cloud_resumes_refuses_tampering_and_show
     // The agent's and the cloud's logs, for a failure's story (--no-capture).
     minebox_platform::lifecycle::init_logging();
     let http = reqwest::Client::new();
-    let (_moto, endpoint) = moto(&http).await;
+    let (_moto, endpoint) = moto(&http, BUCKET).await;
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source");
     make_datadir(&source, 6, 3);

@@ -242,3 +242,34 @@ pub fn same_tree(a: &Path, b: &Path) {
         assert!(std::fs::read(a.join(&p)).unwrap() == std::fs::read(b.join(&p)).unwrap(), "{} differs", p.display());
     }
 }
+
+/// moto's S3 server (PyPI, installed by scripts/setup), killed when dropped.
+pub struct Moto(Child);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts moto's S3 server on a free port and makes `bucket` in it; the server and its endpoint.
+pub async fn moto(http: &reqwest::Client, bucket: &str) -> (Moto, String) {
+    let port = free_port();
+    let child = Command::new("python3")
+        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 with moto[server] (scripts/setup)");
+    let moto = Moto(child);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        let made = http.put(format!("{endpoint}/{bucket}")).send().await;
+        if made.map(|r| r.status().is_success()).unwrap_or(false) {
+            return (moto, endpoint);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("moto S3 server did not start");
+}
