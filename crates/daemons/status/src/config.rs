@@ -146,9 +146,11 @@ pub fn view(settings: &Settings, registry: &Registry) -> ConfigView {
                     d.name
                 )
             });
+            let network = c.map(|c| c.network.name.clone()).unwrap_or_else(|| "main".into());
             let cfg = CoinConfig {
                 name,
-                network: c.map(|c| c.network.name.clone()).unwrap_or_else(|| "main".into()),
+                known_pools: crate::mining_source::known_pools(&id, &network),
+                network,
                 enabled: Some(c.is_some_and(|c| c.enabled)),
                 payout_address: Some(c.map(|c| c.payout_address.clone()).unwrap_or_default()),
                 stratum_port: c.map(|c| c.stratum_port),
@@ -157,7 +159,6 @@ pub fn view(settings: &Settings, registry: &Registry) -> ConfigView {
                 max_difficulty: c.map(|c| c.max_difficulty),
                 payout_policy: Some(c.map(|c| c.payout_policy.as_str()).unwrap_or("miner").to_string()),
                 upstream: Some(c.and_then(|c| c.upstream.as_ref()).map_or_else(String::new, |u| u.to_string())),
-                known_pools: crate::mining_source::known_pools(&id),
                 node_note,
             };
             (id, cfg)
@@ -356,7 +357,10 @@ mod tests {
         let (_d, files, reg) = setup("[coins.btc]\nnetwork = \"regtest\" # mine\n");
         let v = view(&files.load(&reg).unwrap(), &reg);
         assert_eq!(v.coins["btc"].upstream.as_deref(), Some(""), "none by default");
-        assert!(v.coins["btc"].known_pools.iter().any(|p| p.url.starts_with("stratum+tcp://")));
+        assert!(v.coins["btc"].known_pools.is_empty(), "mainnet pools are not offered for regtest");
+        let main = view(&setup("").1.load(&reg).unwrap(), &reg);
+        assert_eq!(main.coins["btc"].network, "main");
+        assert!(main.coins["btc"].known_pools.iter().any(|p| p.url.starts_with("stratum+tcp://")));
         let edit = |url: &str| {
             let mut e = ConfigEdit::default();
             e.coins.insert("btc".into(), CoinConfig { upstream: Some(url.into()), ..Default::default() });

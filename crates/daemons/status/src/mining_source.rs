@@ -28,17 +28,23 @@ pub struct KnownPool {
 /// fee is the operator's word and may change, so the page links the pool's page beside
 /// it. Kept here, not in the coin descriptors: it is advice the page shows (fees, who
 /// runs what), which changes with the pools, not a property of the chain. A pool per coin
-/// id; other coins have none listed (the URL field still takes any pool).
+/// id and network: a mainnet pool is never offered for a test network (its blocks would
+/// not be the coin the box mines); other coins and networks have none listed (the URL
+/// field still takes any pool).
 ///
 /// - Public Pool: its own home page (web.public-pool.io; the page's source is
 ///   https://github.com/benjamin-wilson/public-pool-ui/blob/master/src/app/components/splash/splash.component.html)
 ///   gives `stratum+tcp://public-pool.io:21496`, user `<your BTC address>.<worker name>`,
 ///   and "NO FEES".
 ///
-/// solo.ckpool.org is not listed: its stratum URL and fee were found only on third-party
-/// pages, not on the pool's own.
-const KNOWN: &[(&str, &str, &str, &str, &str, &str)] = &[(
+/// solo.ckpool.org is not listed: a search of the stored public pages and docs (queries
+/// "solo.ckpool.org fee", "solo.ckpool.org:3333 solo mining 2% fee", 2026-12-01) found
+/// only ckpool's source, its PPLNS pool's payout page (1.5 % or tiered fees, another pool)
+/// and the 2014 bitcointalk post for pool.ckpool.org (zero fee, SPLNS, also another pool):
+/// nothing stating solo.ckpool.org's own URL and fee.
+const KNOWN: &[(&str, &str, &str, &str, &str, &str, &str)] = &[(
     "btc",
+    "main",
     "Public Pool",
     "stratum+tcp://public-pool.io:21496",
     "none (its page says \"NO FEES\")",
@@ -49,12 +55,13 @@ const KNOWN: &[(&str, &str, &str, &str, &str, &str)] = &[(
 /// What any public pool sees of a box mining through it.
 const SEES: &str = "your payout address (the box signs in with it), your IP address, and your hashrate and shares";
 
-/// The well-known pools for coin `coin`.
-pub fn known_pools(coin: &str) -> Vec<KnownPool> {
+/// The well-known pools for coin `coin` on its network `network` (the descriptor's name:
+/// "main", "test", "regtest", ...).
+pub fn known_pools(coin: &str, network: &str) -> Vec<KnownPool> {
     KNOWN
         .iter()
-        .filter(|k| k.0 == coin)
-        .map(|&(_, name, url, fee, operator, page)| KnownPool {
+        .filter(|k| k.0 == coin && k.1 == network)
+        .map(|&(_, _, name, url, fee, operator, page)| KnownPool {
             name: name.into(),
             url: url.into(),
             fee: fee.into(),
@@ -295,13 +302,17 @@ mod tests {
 
     #[test]
     fn the_known_pools_are_valid_settings_and_say_what_they_see() {
-        let pools = known_pools("btc");
+        let pools = known_pools("btc", "main");
         assert!(!pools.is_empty());
         for p in &pools {
             p.url.parse::<Upstream>().unwrap_or_else(|e| panic!("{}: {e}", p.name));
             assert!(p.sees.contains("payout address") && p.sees.contains("IP address"), "{p:?}");
             assert!(!p.fee.is_empty() && !p.operator.is_empty() && p.page.starts_with("https://"), "{p:?}");
         }
-        assert!(known_pools("no-such-coin").is_empty());
+        assert!(known_pools("no-such-coin", "main").is_empty());
+        // A mainnet pool would mine mainnet blocks: none is offered for a test network.
+        for network in ["test", "signet", "regtest"] {
+            assert!(known_pools("btc", network).is_empty(), "{network}");
+        }
     }
 }

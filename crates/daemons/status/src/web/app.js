@@ -517,7 +517,8 @@ async function renderSettings() {
 
 // The coin's solo pool (coins.<id>.upstream): none by default, since a pool sees the payout
 // address, the box's IP address and its hashrate. The well-known pools come from the box's
-// API with what each charges and sees; "Use" fills the URL, which any pool may be.
+// API with what each charges and sees, for the coin's network only; "Use" fills the URL,
+// which any pool may be.
 function poolPicker(id, k) {
   const input = h("input", { name: "upstream", value: k.upstream || "", spellcheck: "false", autocomplete: "off",
     placeholder: "none: miners wait for the node", "data-testid": `upstream-${id}` });
@@ -530,7 +531,10 @@ function poolPicker(id, k) {
         h("b", {}, p.name), " ", h("code", {}, p.url),
         h("button", { type: "button", class: "secondary", onclick: () => { input.value = p.url; } }, "Use"),
         h("div", { class: "small" }, `Fee: ${p.fee}. Run by ${p.operator}.`),
-        h("div", { class: "small muted" }, `Sees: ${p.sees}. `, h("a", { href: p.page, target: "_blank", rel: "noopener noreferrer" }, "The pool's page")))))) : null);
+        h("div", { class: "small muted" }, `Sees: ${p.sees}. `, h("a", { href: p.page, target: "_blank", rel: "noopener noreferrer" }, "The pool's page"))))))
+      // Pools are listed per network: a mainnet pool is never offered for a test network.
+      : h("p", { class: "small muted", "data-testid": `pools-${id}-none` },
+        `No well-known solo pool is listed for ${k.name} ${k.network}; enter any pool's URL above.`));
 }
 
 async function saveSettings(ev) {
