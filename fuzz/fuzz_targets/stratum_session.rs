@@ -447,7 +447,8 @@ fuzz_target!(|input: Input| {
         let out = session.handle(&ctx, &req_id, request, current.as_ref(), now, unix(now));
         assert!(!out.lines.is_empty(), "no answer to a request");
         let reply: Value = serde_json::from_str(&out.lines[0]).expect("reply is JSON");
-        if !matches!(&req_id, Value::Number(n) if n.is_f64()) {
+        // A float anywhere in the id may not round-trip bit for bit through serde_json.
+        if !has_float(&req_id) {
             assert_eq!(reply["id"], req_id, "the first line is not the reply: {:?}", out.lines);
         }
         if is_submit {
@@ -473,3 +474,12 @@ fuzz_target!(|input: Input| {
         assert_eq!(w.connections, 0, "worker {} still counted as connected after close", w.worker);
     }
 });
+
+fn has_float(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => n.is_f64(),
+        Value::Array(a) => a.iter().any(has_float),
+        Value::Object(o) => o.values().any(has_float),
+        _ => false,
+    }
+}
