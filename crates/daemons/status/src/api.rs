@@ -576,7 +576,34 @@ async fn miners_scan(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Ap
 }
 
 async fn miners_found(State(app): State<Arc<App>>) -> ApiResult {
-    Ok(Json(json!({ "last_scan": app.lan.last() })).into_response())
+    Ok(Json(json!({ "last_scan": app.lan.last(), "coins": coins_to_mine(&app) })).into_response())
+}
+
+/// A coin "Mine on this box" can point a miner at: its stratum port on the box, and the
+/// payout address the miner signs in with.
+#[derive(serde::Serialize)]
+struct CoinToMine {
+    id: String,
+    name: String,
+    network: String,
+    stratum_port: u16,
+    payout_address: String,
+}
+
+/// The enabled coins, in the order the settings keep them (the page's picker offers them
+/// when there is more than one; the first is its default).
+fn coins_to_mine(app: &App) -> Vec<CoinToMine> {
+    let settings = app.settings();
+    settings
+        .enabled_coins(&app.registry)
+        .map(|(c, coin, network)| CoinToMine {
+            id: c.id.clone(),
+            name: coin.name.clone(),
+            network: network.name.clone(),
+            stratum_port: c.stratum_port,
+            payout_address: c.payout_address.clone(),
+        })
+        .collect()
 }
 
 #[derive(Deserialize, Default)]

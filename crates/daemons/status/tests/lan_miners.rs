@@ -26,6 +26,9 @@ use std::time::Duration;
 
 const ADDR: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
 const STRATUM_PORT: u16 = 3999;
+/// A second coin the box mines (Bitcoin Cash regtest takes legacy base58 addresses too).
+const BCH_ADDR: &str = "mipcBbFg9gMiCh81Kj8tqqdgoZub1ZJRfn";
+const BCH_PORT: u16 = 3998;
 
 /// Runs `ip` with `args`; a failure stops the test with what `ip` said.
 fn ip(args: &[&str]) {
@@ -331,7 +334,8 @@ async fn the_box(
         &config,
         format!(
             "[supervisor]\nbackend = \"process\"\n[status]\napply = []\n\
-             [coins.btc]\nenabled = true\nnetwork = \"regtest\"\npayout_address = \"{ADDR}\"\nstratum_port = {STRATUM_PORT}\n"
+             [coins.btc]\nenabled = true\nnetwork = \"regtest\"\npayout_address = \"{ADDR}\"\nstratum_port = {STRATUM_PORT}\n\
+             [coins.bch]\nenabled = true\nnetwork = \"regtest\"\npayout_address = \"{BCH_ADDR}\"\nstratum_port = {BCH_PORT}\n"
         ),
     )
     .unwrap();
@@ -377,9 +381,18 @@ async fn the_box(
     assert_eq!(s, 200);
     let vcsrf = v["csrf_token"].as_str().unwrap().to_string();
 
-    // Before any scan: nothing found, nothing asked.
+    // Before any scan: nothing found, nothing asked; the two coins a miner can be pointed at.
     let (s, v) = json_of(viewer.get(url("/api/v1/miners/found"))).await;
-    assert_eq!((s, &v), (StatusCode::OK, &json!({"last_scan": null})));
+    assert_eq!((s, &v["last_scan"]), (StatusCode::OK, &Value::Null));
+    let coins: Vec<(&str, u64, &str)> = v["coins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (c["id"].as_str().unwrap(), c["stratum_port"].as_u64().unwrap(), c["payout_address"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(coins, [("bch", u64::from(BCH_PORT), BCH_ADDR), ("btc", u64::from(STRATUM_PORT), ADDR)]);
 
     // The viewer may look but neither scan nor change a miner.
     let (s, v) = json_of(viewer.post(url("/api/v1/miners/scan")).header("X-CSRF-Token", &vcsrf)).await;
@@ -464,14 +477,42 @@ async fn the_box(
     let (s, v) = json_of(viewer.get(url("/api/v1/miners/found"))).await;
     assert_eq!((s, &v["last_scan"]), (StatusCode::OK, &report));
 
-    // "Mine on this box" on the Gamma.
-    let (s, p) =
-        json_of(admin.post(url(&format!("/api/v1/miners/{gamma}/point-here"))).header("X-CSRF-Token", &csrf)).await;
+    // With two coins the box must be told which one; a coin it does not mine is refused.
+    // Neither sends the miner anything.
+    let point = |ip: Ipv4Addr, coin: Option<&str>| {
+        let r = admin.post(url(&format!("/api/v1/miners/{ip}/point-here"))).header("X-CSRF-Token", &csrf);
+        json_of(match coin {
+            Some(c) => r.json(&json!({ "coin": c })),
+            None => r,
+        })
+    };
+    let before = stand_in.seen().len();
+    let (s, v) = point(gamma, None).await;
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(v["error"], "this box mines bch, btc; say which coin (\"coin\")");
+    let (s, v) = point(gamma, Some("ltc")).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v["error"].as_str().unwrap().starts_with("the box does not mine \"ltc\""), "{v}");
+    assert_eq!(stand_in.seen().len(), before, "nothing sent");
+
+    // The far miner on Bitcoin Cash: that coin's port and payout address.
+    let (s, p) = point(far, Some("bch")).await;
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(
+        p["pool"],
+        json!({"url": box_ip.to_string(), "port": BCH_PORT, "user": format!("{BCH_ADDR}.bitaxe-far")})
+    );
+    assert_eq!(stand_in.info(far)["stratumPort"], BCH_PORT);
+
+    // "Mine on this box" on the Gamma, for Bitcoin.
+    let writes_before = stand_in.seen().into_iter().filter(|r| r.method != Method::GET).count();
+    let (s, p) = point(gamma, Some("btc")).await;
     assert_eq!(s, 200, "{p}");
     let user = format!("{ADDR}.bitaxe-gamma");
     assert_eq!(p["pool"], json!({"url": box_ip.to_string(), "port": STRATUM_PORT, "user": user}));
     assert_eq!(p["fallback"], json!({"url": "public-pool.io", "port": 21496, "user": "bc1qold.gamma"}));
-    let writes: Vec<Seen> = stand_in.seen().into_iter().filter(|r| r.method != Method::GET).collect();
+    let writes: Vec<Seen> =
+        stand_in.seen().into_iter().filter(|r| r.method != Method::GET).skip(writes_before).collect();
     assert_eq!(writes.len(), 2, "{writes:?}");
     assert_eq!((writes[0].to, writes[0].path.as_str()), (gamma, "/api/system"));
     assert_eq!(
@@ -494,8 +535,7 @@ async fn the_box(
     assert_eq!((now["frequency"].clone(), now["hostname"].clone()), (json!(525), json!("bitaxe-gamma")));
 
     // A second click: the miner is on the box already, so its fallback (the old pool) stays.
-    let (s, p) =
-        json_of(admin.post(url(&format!("/api/v1/miners/{gamma}/point-here"))).header("X-CSRF-Token", &csrf)).await;
+    let (s, p) = point(gamma, Some("btc")).await;
     assert_eq!(s, 200, "{p}");
     assert_eq!(p["fallback"]["url"], "public-pool.io");
     let last_patch = stand_in.seen().into_iter().rfind(|r| r.method == Method::PATCH).unwrap();
@@ -505,14 +545,14 @@ async fn the_box(
     // A device that is not a readable miner is not written to; an address off the box's
     // network is refused before anything is sent.
     let before = stand_in.seen().len();
-    let (s, v) =
-        json_of(admin.post(url(&format!("/api/v1/miners/{garbage}/point-here"))).header("X-CSRF-Token", &csrf)).await;
+    let (s, v) = point(garbage, Some("btc")).await;
     assert_eq!(s, 502, "{v}");
     assert!(v["error"].as_str().unwrap().contains("not as AxeOS does"), "{v}");
     for off in ["8.8.8.8", "10.231.255.7", "127.0.0.1", &box_ip.to_string(), "bitaxe.local"] {
         let (s, v) =
             json_of(admin.post(url(&format!("/api/v1/miners/{off}/point-here"))).header("X-CSRF-Token", &csrf)).await;
         assert_eq!(s, 422, "{off}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(off), "the refusal names the address, not the coin: {v}");
     }
     let after: Vec<Seen> = stand_in.seen().into_iter().skip(before).collect();
     assert!(after.iter().all(|r| r.method == Method::GET && r.to == garbage), "{after:?}");

@@ -272,12 +272,21 @@ async function renderMiners() {
     if (workers.length === WORKERS_PAGE) cell.append(h("button", { type: "button", onclick: page(offset + WORKERS_PAGE) }, "Older"));
     body.append(h("tr", {}, cell));
   }
-  api("GET", "/api/v1/miners/found").then((f) => renderLan(f.last_scan)).catch((e) => { $("lan-status").textContent = e.message; });
+  api("GET", "/api/v1/miners/found").then((f) => { renderLanCoins(f.coins); renderLan(f.last_scan); }).catch((e) => { $("lan-status").textContent = e.message; });
   if (!state.worker && workers.length) state.worker = workers[0];
   if (state.worker) selectWorker(state.worker);
 }
 // Miners on the LAN: what the last scan (started by the admin) found, and "Mine on this box".
 const poolText = (p) => p ? `${p.url}:${p.port}` : "–";
+// Which coin "Mine on this box" points a miner at: offered only when the box mines more than
+// one (each has its own stratum port and payout address); the first is the default.
+function renderLanCoins(coins) {
+  const sel = $("lan-coin");
+  const keep = sel.value;
+  sel.replaceChildren(...coins.map((c) => h("option", { value: c.id, selected: c.id === keep },
+    `${c.name} (${c.network}), port ${c.stratum_port}`)));
+  $("lan-coin-label").hidden = coins.length < 2;
+}
 function renderLan(report) {
   const admin = state.session.role === "admin";
   const body = $("lan-miners").tBodies[0];
@@ -301,10 +310,13 @@ function renderLan(report) {
       h("td", {}, admin ? h("button", { type: "button", class: here ? "secondary" : "", "data-testid": `lan-point-${f.ip}`,
         onclick: async (ev) => {
           const name = m.hostname || f.ip;
-          if (!confirm(`Point ${name} at this box? Its pool ${poolText(m.pool)} becomes its fallback, and it restarts.`)) return;
+          const sel = $("lan-coin");
+          const coin = $("lan-coin-label").hidden ? "" : sel.value;
+          const what = coin ? ` to mine ${sel.selectedOptions[0].textContent}` : "";
+          if (!confirm(`Point ${name} at this box${what}? Its pool ${poolText(m.pool)} becomes its fallback, and it restarts.`)) return;
           ev.target.disabled = true;
           try {
-            const r = await api("POST", `/api/v1/miners/${f.ip}/point-here`);
+            const r = await api("POST", `/api/v1/miners/${f.ip}/point-here`, coin ? { coin } : undefined);
             toast(`${name} now mines on ${poolText(r.pool)} as ${r.pool.user}; fallback ${poolText(r.fallback)}. It is restarting.`);
           } catch (e) { toast(e.message); ev.target.disabled = false; }
         } }, here ? "Mine on this box again" : "Mine on this box") : null));
