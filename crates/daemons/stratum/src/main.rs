@@ -287,8 +287,8 @@ fn from_settings(cli: &Cli, path: &std::path::Path) -> anyhow::Result<ServiceCon
             block_poll: Duration::from_millis(cli.block_poll_ms),
             upstream: c.upstream.clone(),
             upstream_idle: UPSTREAM_IDLE,
-            upstream_max_connections: minebox_stratum::upstream::DEFAULT_MAX_CONNECTIONS,
-            upstream_grace: minebox_stratum::upstream::DEFAULT_GRACE,
+            upstream_max_connections: c.upstream_max_connections,
+            upstream_grace: c.upstream_grace,
         });
     }
     if coins.is_empty() {
@@ -381,8 +381,8 @@ fn from_flags(cli: &Cli) -> anyhow::Result<ServiceConfig> {
             block_poll: Duration::from_millis(cli.block_poll_ms),
             upstream: cli.upstream.clone(),
             upstream_idle: UPSTREAM_IDLE,
-            upstream_max_connections: minebox_stratum::upstream::DEFAULT_MAX_CONNECTIONS,
-            upstream_grace: minebox_stratum::upstream::DEFAULT_GRACE,
+            upstream_max_connections: c.upstream_max_connections,
+            upstream_grace: c.upstream_grace,
         }],
         database: cli.database.clone().unwrap_or_else(|| settings.paths.state.clone()),
         api_listen: cli.api.unwrap_or(settings.stratum.api),

@@ -671,12 +671,13 @@ pub async fn choose_source(
     }
 }
 
-/// Upstream connections a coin opens at most by default: the owner's and 7 miners' own.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 8;
+/// Upstream connections a coin opens at most by default (`coins.<id>.upstream_max_connections`,
+/// checked by minebox-settings): the owner's and 7 miners' own.
+pub const DEFAULT_MAX_CONNECTIONS: usize = minebox_settings::coins::DEFAULT_UPSTREAM_MAX_CONNECTIONS;
 
-/// How long a miner's own pool connection stays open after its last miner leaves (a miner
-/// reconnecting, or restarting, finds it still there).
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(60);
+/// How long a miner's own pool connection stays open after its last miner leaves by default
+/// (`coins.<id>.upstream_grace_secs`): a miner reconnecting, or restarting, finds it still there.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(minebox_settings::coins::DEFAULT_UPSTREAM_GRACE_SECS);
 
 /// A coin's pool connections: the owner's, always open, and one per miner address (a miner
 /// authorized with its own address, as `payout_policy = "miner"` allows), opened when its

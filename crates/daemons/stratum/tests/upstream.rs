@@ -253,6 +253,23 @@ async fn a_miner_mines_for_the_owner_through_the_upstream_until_the_node_is_read
     pool.stop().await;
 }
 
+/// `coins.btc.upstream_max_connections = n` read back through minebox-settings, as the box
+/// reads its settings file.
+fn upstream_max_connections_from_settings(owner: &str, n: usize, dir: &std::path::Path) -> usize {
+    let file = dir.join("minebox.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[coins.btc]\nenabled = true\nnetwork = \"regtest\"\npayout_address = \"{owner}\"\n\
+             upstream = \"stratum+tcp://127.0.0.1:1\"\nupstream_max_connections = {n}\n"
+        ),
+    )
+    .unwrap();
+    let registry = minebox_coin::Registry::embedded();
+    let settings = minebox_settings::Settings::load(Some(&file), None, &registry).unwrap();
+    settings.coins["btc"].upstream_max_connections
+}
+
 /// A pool that misbehaves in a different way on each connection (a test double).
 async fn hostile_pool() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -294,8 +311,10 @@ async fn a_misbehaving_upstream_is_reported_and_miners_stay_connected() {
     let dir = tempfile::tempdir().unwrap();
     let pool = hostile_pool().await;
     let (owner, _) = regtest_addresses()[0].clone();
-    // One pool connection in all: the owner's.
-    let the_box = start_box(&core, closed.addr, &owner, &format!("stratum+tcp://{pool}"), 1, dir.path()).await;
+    // One pool connection in all, the owner's: as the user sets it in the settings file.
+    let max_connections = upstream_max_connections_from_settings(&owner, 1, dir.path());
+    let the_box =
+        start_box(&core, closed.addr, &owner, &format!("stratum+tcp://{pool}"), max_connections, dir.path()).await;
     let mut miner = common::Raw::connect(the_box.stratum_addr("btc").unwrap()).await;
     miner.send(r#"{"id":1,"method":"mining.subscribe","params":["bitaxe/BM1370"]}"#).await;
     assert!(miner.reply(1).await["error"].is_null());

@@ -35,6 +35,8 @@ pub(crate) struct File {
     pub p2p_port: Option<u16>,
     pub zmq_port: Option<u16>,
     upstream: Option<String>,
+    upstream_max_connections: Option<u64>,
+    upstream_grace_secs: Option<u64>,
 }
 
 /// Whose address a block found by a miner pays (`coins.<id>.payout_policy`).
@@ -142,7 +144,25 @@ pub struct CoinSettings {
     /// coin's node cannot give work (starting, syncing, down). None by default: a pool sees
     /// the owner's address and hashrate, so the user chooses one.
     pub upstream: Option<Upstream>,
+    /// `upstream_max_connections`: pool connections the coin opens at most, the owner's
+    /// included (one per payout address mining through the pool).
+    pub upstream_max_connections: usize,
+    /// `upstream_grace_secs`: how long a miner address's pool connection stays open after
+    /// its last miner leaves (a miner restarting finds it still there).
+    pub upstream_grace: std::time::Duration,
 }
+
+/// Pool connections a coin opens at most unless `upstream_max_connections` says otherwise:
+/// the owner's and 7 miners' own (a LAN rarely has more owners than that).
+pub const DEFAULT_UPSTREAM_MAX_CONNECTIONS: usize = 8;
+/// What `upstream_max_connections` may be: the owner's connection at least; a pool sees
+/// every connection as a separate client, and 64 is already far more than a LAN's owners.
+pub const UPSTREAM_MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<u64> = 1..=64;
+/// Seconds a miner address's pool connection outlives its last miner unless
+/// `upstream_grace_secs` says otherwise.
+pub const DEFAULT_UPSTREAM_GRACE_SECS: u64 = 60;
+/// What `upstream_grace_secs` may be: 0 (close at once) to an hour.
+pub const UPSTREAM_GRACE_SECS_RANGE: std::ops::RangeInclusive<u64> = 0..=3600;
 
 /// An upstream solo pool, checked once: a host name or address and a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -443,6 +463,30 @@ fn resolve_one(
         Some(u) if u.is_empty() => None,
         Some(u) => Some(u.parse::<Upstream>().map_err(|m| err("upstream", m))?),
     };
+    let upstream_max_connections = own!(upstream_max_connections).unwrap_or(DEFAULT_UPSTREAM_MAX_CONNECTIONS as u64);
+    if !UPSTREAM_MAX_CONNECTIONS_RANGE.contains(&upstream_max_connections) {
+        return Err(err(
+            "upstream_max_connections",
+            format!(
+                "{upstream_max_connections} is out of range; use {} (only the owner's connection) to {} \
+                 (default {DEFAULT_UPSTREAM_MAX_CONNECTIONS}: the owner's and one per miner address)",
+                UPSTREAM_MAX_CONNECTIONS_RANGE.start(),
+                UPSTREAM_MAX_CONNECTIONS_RANGE.end()
+            ),
+        ));
+    }
+    let upstream_grace_secs = own!(upstream_grace_secs).unwrap_or(DEFAULT_UPSTREAM_GRACE_SECS);
+    if !UPSTREAM_GRACE_SECS_RANGE.contains(&upstream_grace_secs) {
+        return Err(err(
+            "upstream_grace_secs",
+            format!(
+                "{upstream_grace_secs} is out of range; use {} (close at once) to {} seconds (default \
+                 {DEFAULT_UPSTREAM_GRACE_SECS})",
+                UPSTREAM_GRACE_SECS_RANGE.start(),
+                UPSTREAM_GRACE_SECS_RANGE.end()
+            ),
+        ));
+    }
     Ok(CoinSettings {
         id: id.to_string(),
         enabled,
@@ -467,6 +511,8 @@ fn resolve_one(
         p2p_port: own!(p2p_port).unwrap_or(network.ports.p2p_port),
         zmq_port: own!(zmq_port).unwrap_or(network.ports.zmq_port),
         upstream,
+        upstream_max_connections: upstream_max_connections as usize,
+        upstream_grace: std::time::Duration::from_secs(upstream_grace_secs),
         network,
     })
 }

@@ -218,6 +218,37 @@ payout_address = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
     }
 
     #[test]
+    fn upstream_limits_default_to_8_connections_and_60_s_and_refuse_values_out_of_range() {
+        let base = "[coins.btc]\nenabled = true\nnetwork = \"regtest\"\npayout_address = \"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080\"\n";
+        let d = &load(base).unwrap().coins["btc"];
+        assert_eq!((d.upstream_max_connections, d.upstream_grace), (8, std::time::Duration::from_secs(60)));
+        let set = load(&format!("{base}upstream_max_connections = 1\nupstream_grace_secs = 0\n")).unwrap();
+        let c = &set.coins["btc"];
+        assert_eq!((c.upstream_max_connections, c.upstream_grace), (1, std::time::Duration::ZERO));
+        for (line, key, says) in [
+            (
+                "upstream_max_connections = 0",
+                "coins.btc.upstream_max_connections",
+                "1 (only the owner's connection) to 64",
+            ),
+            (
+                "upstream_max_connections = 65",
+                "coins.btc.upstream_max_connections",
+                "1 (only the owner's connection) to 64",
+            ),
+            ("upstream_grace_secs = 3601", "coins.btc.upstream_grace_secs", "0 (close at once) to 3600 seconds"),
+        ] {
+            let e = load(&format!("{base}{line}\n")).unwrap_err();
+            let SettingsError::Value { key: k, message, .. } = &e else { panic!("{e}") };
+            assert_eq!(k, key);
+            assert!(message.contains(says), "{line}: {message}");
+        }
+        // A negative number is not a count: refused by the file's types, naming the line.
+        let e = load(&format!("{base}upstream_grace_secs = -1\n")).unwrap_err().to_string();
+        assert!(e.contains("line 5") && e.contains("-1"), "{e}");
+    }
+
+    #[test]
     fn upstream_is_none_by_default_and_only_a_stratum_tcp_url_with_a_port() {
         let base = "[coins.btc]\nenabled = true\nnetwork = \"regtest\"\npayout_address = \"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080\"\n";
         assert_eq!(load(base).unwrap().coins["btc"].upstream, None);
