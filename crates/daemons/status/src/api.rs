@@ -542,7 +542,7 @@ impl From<crate::discovery::ScanError> for ApiError {
     fn from(e: crate::discovery::ScanError) -> ApiError {
         use crate::discovery::ScanError;
         let status = match e {
-            ScanError::Busy | ScanError::NoNetwork => 409,
+            ScanError::Busy { .. } | ScanError::NoNetwork => 409,
             ScanError::BadRange(_)
             | ScanError::OutsideLan { .. }
             | ScanError::TooLarge { .. }
@@ -567,16 +567,24 @@ struct ScanBody {
     range: Option<String>,
 }
 
-/// Asks the box's own network for AxeOS miners (admin: it sends requests to other devices;
-/// it changes nothing on them) and answers with what it found.
+/// Starts a scan of the box's own network for AxeOS miners (admin: it sends requests to
+/// other devices; it changes nothing on them) and answers at once (202) with its progress;
+/// the page polls GET /miners/found until it is done. A range off the box's network is
+/// refused here (422), a second scan while one runs too (409).
 async fn miners_scan(State(app): State<Arc<App>>, body: axum::body::Bytes) -> ApiResult {
     let body: ScanBody = optional_body(&body)?;
-    let report = app.lan.scan(body.range.as_deref()).await?;
-    Ok(Json(report).into_response())
+    let job = app.lan.start(body.range.as_deref())?;
+    let progress = app.lan.progress();
+    let bg = app.clone();
+    tokio::spawn(async move {
+        bg.lan.run(job).await;
+    });
+    Ok((StatusCode::ACCEPTED, Json(progress)).into_response())
 }
 
 async fn miners_found(State(app): State<Arc<App>>) -> ApiResult {
-    Ok(Json(json!({ "last_scan": app.lan.last(), "coins": coins_to_mine(&app) })).into_response())
+    let answer = json!({ "last_scan": app.lan.last(), "scan": app.lan.progress(), "coins": coins_to_mine(&app) });
+    Ok(Json(answer).into_response())
 }
 
 /// A coin "Mine on this box" can point a miner at: its stratum port on the box, and the

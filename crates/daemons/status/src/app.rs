@@ -87,7 +87,10 @@ impl App {
             streams: Default::default(),
             metrics: Default::default(),
             metrics_cache_for: crate::metrics::CACHE_FOR,
-            lan: Default::default(),
+            lan: crate::discovery::Lan::persisted(
+                crate::axeos::Client::default(),
+                data.join(crate::discovery::REPORT_FILE),
+            ),
             cloud: Default::default(),
             telemetry_every: crate::telemetry::EVERY,
         })

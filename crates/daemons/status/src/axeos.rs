@@ -57,7 +57,7 @@ fn host_of(url: &str) -> &str {
 }
 
 /// A miner as the page lists it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MinerInfo {
     pub ip: Ipv4Addr,
     pub hostname: String,

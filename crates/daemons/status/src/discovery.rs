@@ -13,8 +13,10 @@
 
 use crate::axeos::{AxeosError, Client, MinerInfo};
 use futures::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// The most addresses one scan asks per interface, and per range the user names.
 pub const MAX_HOSTS: u32 = 256;
@@ -92,8 +94,8 @@ pub enum ScanError {
     TooLarge { range: String, hosts: u64 },
     #[error("this box has no IPv4 network to scan: no network interface with an IPv4 address is up")]
     NoNetwork,
-    #[error("a scan is running already; its results come in a few seconds")]
-    Busy,
+    #[error("a scan is running already ({asked} of {addresses} addresses asked); wait for it to end, then scan again")]
+    Busy { asked: usize, addresses: usize },
     #[error("{ip} is not on this box's own network ({nets}); the box only changes miners on the network it is on")]
     MinerOutsideLan { ip: Ipv4Addr, nets: String },
 }
@@ -216,7 +218,7 @@ pub fn mdns_browse(window: std::time::Duration) -> Vec<Ipv4Addr> {
 }
 
 /// One address that answered like a miner: what it is, or why it could not be read.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Found {
     pub ip: Ipv4Addr,
     /// The box's address on the miner's network (where "Mine on this box" points it).
@@ -226,7 +228,7 @@ pub struct Found {
 }
 
 /// What a scan asked and found.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// Unix seconds when the scan ended.
     pub finished_at: i64,
@@ -240,13 +242,16 @@ pub struct Report {
     pub mdns_announced: Vec<Ipv4Addr>,
 }
 
-/// Asks every target for /api/system/info, [`CONCURRENCY`] at a time. Addresses where
-/// nothing listens or a web server that is not AxeOS answers are left out; one that
-/// answers garbage or too slowly is listed with the reason, and the scan goes on.
-pub async fn scan(client: &Client, targets: &[Target]) -> Vec<Found> {
+/// Asks every target for /api/system/info, [`CONCURRENCY`] at a time, counting each
+/// address done in `asked`. Addresses where nothing listens or a web server that is not
+/// AxeOS answers are left out; one that answers garbage or too slowly is listed with the
+/// reason, and the scan goes on.
+pub async fn scan(client: &Client, targets: &[Target], asked: &AtomicUsize) -> Vec<Found> {
     let mut found: Vec<Found> = futures::stream::iter(targets.iter().copied())
         .map(|t| async move {
-            match client.info(t.ip).await {
+            let answer = client.info(t.ip).await;
+            asked.fetch_add(1, Ordering::Relaxed);
+            match answer {
                 Ok(m) => Some(Found { ip: t.ip, via: t.via, miner: Some(m), error: None }),
                 Err(AxeosError::Unreachable { .. } | AxeosError::NotAxeos { .. }) => None,
                 Err(e) => Some(Found { ip: t.ip, via: t.via, miner: None, error: Some(e.to_string()) }),
@@ -260,13 +265,61 @@ pub async fn scan(client: &Client, targets: &[Target]) -> Vec<Found> {
     found
 }
 
-/// The scan the page started last, and the one running now.
+/// Where a scan the page started is: the page polls it while it runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Progress {
+    /// Counts up from 1 each time the service starts (a scan's id for the page).
+    pub id: u64,
+    pub state: ScanState,
+    /// Unix seconds.
+    pub started_at: i64,
+    /// The range the user named, if any.
+    pub range: Option<String>,
+    /// Addresses this scan asks (grows by the mDNS-announced ones once it has listened).
+    pub addresses: usize,
+    /// Addresses asked so far.
+    pub asked: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanState {
+    Running,
+    Done,
+}
+
+/// A scan accepted by [`Lan::start`], to be run by [`Lan::run`] in the background.
+pub struct Job {
+    nets: Vec<LocalNet>,
+    targets: Vec<Target>,
+    /// The whole subnet (no range named): mDNS is listened to as well.
+    whole: bool,
+}
+
+/// The last scan's report file in the status service's data directory.
+pub const REPORT_FILE: &str = "lan-scan.json";
+/// A report file larger than this is not a report this service wrote (256 entries of a
+/// few hundred bytes).
+const MAX_REPORT_FILE: u64 = 1 << 20;
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The scan the page started last, and the one running now: one at a time, run in the
+/// background, its report kept in memory and (with a file) written once when it ends, so
+/// the page still shows it after the service restarts. Written once per scan, never per
+/// host: the box's data partition is an SD card.
 pub struct Lan {
     pub client: Client,
     /// How long a scan listens for mDNS announcements; zero: not at all.
     pub mdns_window: std::time::Duration,
+    file: Option<PathBuf>,
     last: std::sync::Mutex<Option<Report>>,
-    running: tokio::sync::Mutex<()>,
+    progress: std::sync::Mutex<Option<Progress>>,
+    asked: AtomicUsize,
+    running: AtomicBool,
+    ids: AtomicU64,
 }
 
 impl Default for Lan {
@@ -275,23 +328,85 @@ impl Default for Lan {
     }
 }
 
+/// Clears `running` when the background scan ends, also if it panics.
+struct RunningGuard<'a>(&'a AtomicBool);
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 impl Lan {
+    /// A scanner whose reports live in memory only.
     pub fn new(client: Client) -> Lan {
-        Lan { client, mdns_window: MDNS_BROWSE, last: Default::default(), running: Default::default() }
+        Lan {
+            client,
+            mdns_window: MDNS_BROWSE,
+            file: None,
+            last: Default::default(),
+            progress: Default::default(),
+            asked: AtomicUsize::new(0),
+            running: AtomicBool::new(false),
+            ids: AtomicU64::new(0),
+        }
+    }
+
+    /// A scanner that keeps its last report in `file`, starting from the report there.
+    pub fn persisted(client: Client, file: PathBuf) -> Lan {
+        let last = read_report(&file);
+        Lan { file: Some(file), last: std::sync::Mutex::new(last), ..Lan::new(client) }
     }
 
     pub fn last(&self) -> Option<Report> {
         self.last.lock().expect("scan report").clone()
     }
 
-    /// Scans the box's own subnets, or `range` inside them; one scan at a time.
-    pub async fn scan(&self, range: Option<&str>) -> Result<Report, ScanError> {
-        let Ok(_one) = self.running.try_lock() else { return Err(ScanError::Busy) };
+    /// The scan running now, or the last one this run of the service started.
+    pub fn progress(&self) -> Option<Progress> {
+        let mut p = self.progress.lock().expect("scan progress").clone()?;
+        if p.state == ScanState::Running {
+            p.asked = self.asked.load(Ordering::Relaxed);
+        }
+        Some(p)
+    }
+
+    /// Accepts a scan of the box's own subnets, or of `range` inside them, if none is
+    /// running; a range off the box's network is refused here, before anything is sent.
+    pub fn start(&self, range: Option<&str>) -> Result<Job, ScanError> {
+        if self.running.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            let p = self.progress();
+            let (asked, addresses) = p.map_or((0, 0), |p| (p.asked, p.addresses));
+            return Err(ScanError::Busy { asked, addresses });
+        }
+        let range = range.map(str::trim).filter(|r| !r.is_empty());
         let nets = local_nets();
-        let mut targets = plan(&nets, range)?;
+        let targets = match plan(&nets, range) {
+            Ok(t) => t,
+            Err(e) => {
+                self.running.store(false, Ordering::SeqCst);
+                return Err(e);
+            }
+        };
+        self.asked.store(0, Ordering::Relaxed);
+        *self.progress.lock().expect("scan progress") = Some(Progress {
+            id: self.ids.fetch_add(1, Ordering::Relaxed) + 1,
+            state: ScanState::Running,
+            started_at: now(),
+            range: range.map(str::to_string),
+            addresses: targets.len(),
+            asked: 0,
+        });
+        Ok(Job { nets, targets, whole: range.is_none() })
+    }
+
+    /// Runs a scan [`Lan::start`] accepted (the page polls [`Lan::progress`] meanwhile).
+    pub async fn run(&self, job: Job) -> Report {
+        let _running = RunningGuard(&self.running);
+        let Job { nets, mut targets, whole } = job;
         // Only for the whole-subnet scan: a range the user names is all that is asked.
         let mut mdns_announced = Vec::new();
-        if range.is_none_or(|r| r.trim().is_empty()) {
+        if whole {
             let window = self.mdns_window;
             let heard = tokio::task::spawn_blocking(move || mdns_browse(window)).await.unwrap_or_default();
             // A flood of announcements asks no more than a subnet's worth.
@@ -303,17 +418,61 @@ impl Lan {
                     }
                 }
             }
+            if let Some(p) = self.progress.lock().expect("scan progress").as_mut() {
+                p.addresses = targets.len();
+            }
         }
         let networks = nets.iter().filter(|n| targets.iter().any(|t| t.via == n.address)).map(|n| n.to_string());
         let networks = networks.collect();
         tracing::info!(addresses = targets.len(), "scanning the LAN for AxeOS miners (asked from the status page)");
-        let found = scan(&self.client, &targets).await;
-        let finished_at =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        let report = Report { finished_at, networks, addresses_asked: targets.len(), found, mdns_announced };
+        let found = scan(&self.client, &targets, &self.asked).await;
+        let report = Report { finished_at: now(), networks, addresses_asked: targets.len(), found, mdns_announced };
+        if let Some(file) = &self.file {
+            // Once per scan; a failure costs only the report after a restart.
+            if let Err(e) = write_report(file, &report) {
+                tracing::warn!(file = %file.display(), error = %e, "the scan's report was not saved; it is shown until the service restarts");
+            }
+        }
         *self.last.lock().expect("scan report") = Some(report.clone());
-        Ok(report)
+        if let Some(p) = self.progress.lock().expect("scan progress").as_mut() {
+            p.state = ScanState::Done;
+            p.asked = self.asked.load(Ordering::Relaxed);
+        }
+        report
     }
+}
+
+/// The report in `file`; none if there is none, or (with a warning) if it is not one.
+fn read_report(file: &Path) -> Option<Report> {
+    use std::io::Read;
+    let f = match std::fs::File::open(file) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(file = %file.display(), error = %e, "the last LAN scan's report cannot be read; scan again");
+            return None;
+        }
+    };
+    let mut text = Vec::new();
+    if let Err(e) = f.take(MAX_REPORT_FILE + 1).read_to_end(&mut text) {
+        tracing::warn!(file = %file.display(), error = %e, "the last LAN scan's report cannot be read; scan again");
+        return None;
+    }
+    if text.len() as u64 > MAX_REPORT_FILE {
+        tracing::warn!(file = %file.display(), "the last LAN scan's report is too large to be one; scan again");
+        return None;
+    }
+    serde_json::from_slice(&text)
+        .map_err(|e| tracing::warn!(file = %file.display(), error = %e, "the last LAN scan's report is not readable; scan again"))
+        .ok()
+}
+
+fn write_report(file: &Path, report: &Report) -> std::io::Result<()> {
+    let text = serde_json::to_vec(report).map_err(std::io::Error::other)?;
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    minebox_platform::fs::AtomicWrite::to(file).mode(0o640).write(&text)
 }
 
 #[cfg(test)]
@@ -357,6 +516,27 @@ mod tests {
         let wide = [net([10, 0, 0, 1], 16)];
         assert!(matches!(plan(&wide, Some("10.0.0.0/20")), Err(ScanError::TooLarge { hosts: 4096, .. })));
         assert!(matches!(plan(&[], None), Err(ScanError::NoNetwork)));
+    }
+
+    #[test]
+    fn the_report_file_round_trips_and_anything_else_is_no_report() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("sub").join(REPORT_FILE);
+        assert_eq!(read_report(&file), None, "no file yet");
+        let ip = Ipv4Addr::new(192, 168, 1, 7);
+        let report = Report {
+            finished_at: 1_700_000_000,
+            networks: vec!["192.168.1.0/24 on eth0".into()],
+            addresses_asked: 253,
+            found: vec![Found { ip, via: ip, miner: None, error: Some("answered too slowly".into()) }],
+            mdns_announced: vec![ip],
+        };
+        write_report(&file, &report).unwrap();
+        assert_eq!(Lan::persisted(Client::default(), file.clone()).last(), Some(report));
+        std::fs::write(&file, "{\"finished_at\": \"yesterday\"}").unwrap();
+        assert_eq!(Lan::persisted(Client::default(), file.clone()).last(), None);
+        std::fs::write(&file, vec![b' '; (MAX_REPORT_FILE + 1) as usize]).unwrap();
+        assert_eq!(read_report(&file), None);
     }
 
     #[test]

@@ -339,21 +339,19 @@ async fn the_box(
         ),
     )
     .unwrap();
-    let mut app = App::new(Options {
-        config,
+    let options = || Options {
+        config: config.clone(),
         defaults: None,
         registry: minebox_coin::Registry::embedded(),
         accounts: Some(dir.path().join("secrets/accounts")),
         data_dir: Some(dir.path().to_path_buf()),
-    })
-    .unwrap();
+    };
+    let report_file = dir.path().join(minebox_status::discovery::REPORT_FILE);
+    let mut app = App::new(options()).unwrap();
     // The stand-in that never answers is given up on after this; the rest answer at once, but on
     // a loaded 2-core machine "at once" took over 2 s for the megabyte one (the box's defaults
     // are 1.5 s and 4 s): room enough that only the silent one runs out.
-    app.lan = minebox_status::discovery::Lan::new(minebox_status::axeos::Client::new(
-        Duration::from_secs(2),
-        Duration::from_secs(6),
-    ));
+    app.lan.client = minebox_status::axeos::Client::new(Duration::from_secs(2), Duration::from_secs(6));
     // Two or three of the responder's announcements fall into the scan's browse even when the
     // machine is busy (the box's default window is 3 s).
     app.lan.mdns_window = Duration::from_secs(6);
@@ -435,15 +433,35 @@ async fn the_box(
     // UDP multicast, best effort: on this loaded machine a scan's browse now and then heard no
     // answer even with the responder up, as a user on a busy LAN may see once and scan again.
     // So: up to five scans for one that heard it; each asks every host once.
+    // The scan runs in the background: the request answers at once, the page polls.
     let mut scans = 0;
-    let (s, report) = loop {
-        let (s, report) = json_of(admin.post(url("/api/v1/miners/scan")).header("X-CSRF-Token", &csrf)).await;
+    let report = loop {
+        let (s, started) = json_of(admin.post(url("/api/v1/miners/scan")).header("X-CSRF-Token", &csrf)).await;
+        assert_eq!(s, 202, "{started}");
         scans += 1;
-        if s != 200 || report["mdns_announced"] != json!([]) || scans == 5 {
-            break (s, report);
+        assert_eq!((started["id"].as_u64(), &started["state"]), (Some(scans as u64), &json!("running")), "{started}");
+        if scans == 1 {
+            // One at a time (the scan listens to mDNS for seconds before it asks anyone), and
+            // nothing is written while it runs.
+            let (s, v) = json_of(admin.post(url("/api/v1/miners/scan")).header("X-CSRF-Token", &csrf)).await;
+            assert_eq!(s, 409, "{v}");
+            assert!(v["error"].as_str().unwrap().starts_with("a scan is running already ("), "{v}");
+            assert!(!report_file.exists(), "the report is written when the scan ends, not before");
+        }
+        let report = loop {
+            let (s, v) = json_of(viewer.get(url("/api/v1/miners/found"))).await;
+            assert_eq!(s, 200, "{v}");
+            assert_eq!(v["scan"]["id"].as_u64(), Some(scans as u64), "{v}");
+            if v["scan"]["state"] == "done" {
+                assert_eq!(v["scan"]["asked"], v["scan"]["addresses"], "{v}");
+                break v["last_scan"].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        if report["mdns_announced"] != json!([]) || scans == 5 {
+            break report;
         }
     };
-    assert_eq!(s, 200, "{report}");
     assert_eq!(report["addresses_asked"], 255, "a /24 without the box and the /23's network address, and the far one");
     assert_eq!(report["mdns_announced"], json!([far.to_string()]));
     assert_eq!(report["networks"].as_array().unwrap().len(), 1);
@@ -473,9 +491,26 @@ async fn the_box(
     assert!(seen.iter().all(|r| r.method == Method::GET && r.path == "/api/system/info"), "{seen:?}");
     assert_eq!(seen.iter().filter(|r| r.to == gamma).count(), scans, "once per scan");
 
-    // The viewer sees the same list.
+    // The viewer sees the same list, and it is on the data partition, for after a restart.
     let (s, v) = json_of(viewer.get(url("/api/v1/miners/found"))).await;
     assert_eq!((s, &v["last_scan"]), (StatusCode::OK, &report));
+    let on_disk: Value = serde_json::from_slice(&std::fs::read(&report_file).unwrap()).unwrap();
+    assert_eq!(on_disk, report);
+    // A restarted status service shows the last scan, with its time, and no scan running.
+    let again = App::new(options()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base2 = format!("http://{}", listener.local_addr().unwrap());
+    let (_stop2, rx2) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(minebox_status::serve(Arc::new(again), listener, async move {
+        let _ = rx2.await;
+    }));
+    let viewer2 = reqwest::Client::builder().cookie_store(true).no_proxy().build().unwrap();
+    let (s, _) =
+        json_of(viewer2.post(format!("{base2}/api/v1/auth/login")).json(&json!({"password": "just looking"}))).await;
+    assert_eq!(s, 200);
+    let (s, v) = json_of(viewer2.get(format!("{base2}/api/v1/miners/found"))).await;
+    assert_eq!((s, &v["last_scan"], &v["scan"]), (StatusCode::OK, &report, &Value::Null));
+    assert!(report["finished_at"].as_i64().unwrap() > 1_700_000_000, "{report}");
 
     // With two coins the box must be told which one; a coin it does not mine is refused.
     // Neither sends the miner anything.

@@ -272,7 +272,7 @@ async function renderMiners() {
     if (workers.length === WORKERS_PAGE) cell.append(h("button", { type: "button", onclick: page(offset + WORKERS_PAGE) }, "Older"));
     body.append(h("tr", {}, cell));
   }
-  api("GET", "/api/v1/miners/found").then((f) => { renderLanCoins(f.coins); renderLan(f.last_scan); }).catch((e) => { $("lan-status").textContent = e.message; });
+  api("GET", "/api/v1/miners/found").then(showLan).catch((e) => { $("lan-status").textContent = e.message; });
   if (!state.worker && workers.length) state.worker = workers[0];
   if (state.worker) selectWorker(state.worker);
 }
@@ -296,7 +296,8 @@ function renderLan(report) {
     return;
   }
   const miners = report.found.filter((f) => f.miner).length;
-  $("lan-status").textContent = `${miners} miner${miners === 1 ? "" : "s"} among ${report.addresses_asked} addresses of ${report.networks.join(", ") || "–"}, ${ago(report.finished_at)}.`;
+  const when = new Date(report.finished_at * 1000).toLocaleString();
+  $("lan-status").textContent = `${miners} miner${miners === 1 ? "" : "s"} among ${report.addresses_asked} addresses of ${report.networks.join(", ") || "–"}; scanned ${when} (${ago(report.finished_at)}).`;
   body.replaceChildren(...report.found.map((f) => {
     const m = f.miner;
     if (!m) return h("tr", { class: "offline" }, h("td", {}, f.ip), h("td", { colspan: 5, class: "error small" }, f.error));
@@ -323,12 +324,28 @@ function renderLan(report) {
   }));
   if (!report.found.length) body.append(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No AxeOS miner answered.")));
 }
+// The scan runs on the box in the background: the page shows its progress and asks again
+// each second until it is done (also after a reload while one runs).
+function showLan(f) {
+  renderLanCoins(f.coins);
+  clearTimeout(showLan.timer);
+  const scan = f.scan;
+  if (scan && scan.state === "running") {
+    renderLan(f.last_scan);
+    $("lan-scan").disabled = true;
+    $("lan-status").textContent = `Scanning the box's network: ${scan.asked} of ${scan.addresses} addresses asked…`;
+    if (state.page === "miners") showLan.timer = setTimeout(() => api("GET", "/api/v1/miners/found").then(showLan).catch((e) => { $("lan-status").textContent = e.message; $("lan-scan").disabled = false; }), 1000);
+    return;
+  }
+  $("lan-scan").disabled = false;
+  renderLan(f.last_scan);
+}
 async function scanLan() {
   $("lan-scan").disabled = true;
-  $("lan-status").textContent = "Scanning the box's network (a few seconds)…";
-  try { renderLan(await api("POST", "/api/v1/miners/scan")); }
-  catch (e) { $("lan-status").textContent = e.message; }
-  finally { $("lan-scan").disabled = false; }
+  try {
+    await api("POST", "/api/v1/miners/scan");
+    showLan(await api("GET", "/api/v1/miners/found"));
+  } catch (e) { $("lan-status").textContent = e.message; $("lan-scan").disabled = false; }
 }
 
 function selectWorker(w) {
