@@ -29,6 +29,7 @@ pub mod job;
 pub mod merkle;
 pub mod payout;
 pub mod pool;
+pub mod pplns;
 pub mod protocol;
 pub mod quiet_log;
 pub mod server;
