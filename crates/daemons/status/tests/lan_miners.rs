@@ -448,7 +448,11 @@ async fn the_box(
             assert!(v["error"].as_str().unwrap().starts_with("a scan is running already ("), "{v}");
             assert!(!report_file.exists(), "the report is written when the scan ends, not before");
         }
+        let mut polls = 0;
         let report = loop {
+            polls += 1;
+            // Bounded so a scan that never ends fails the test (a scan here takes seconds).
+            assert!(polls < 1500, "scan {scans} never ended");
             let (s, v) = json_of(viewer.get(url("/api/v1/miners/found"))).await;
             assert_eq!(s, 200, "{v}");
             assert_eq!(v["scan"]["id"].as_u64(), Some(scans as u64), "{v}");
