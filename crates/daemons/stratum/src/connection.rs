@@ -243,6 +243,13 @@ pub async fn serve(
                                     (Some(f), None, Some(up)) => up.owner.forward(f),
                                     _ => {}
                                 }
+                                if output.not_sent_to_pool {
+                                    match (&lease, &pool.upstream) {
+                                        (Some(lease), _) => lease.link.not_sent(),
+                                        (None, Some(up)) => up.owner.not_sent(),
+                                        _ => {}
+                                    }
+                                }
                                 if lease.is_none() && waiting.is_none() {
                                     join_address_upstream(&pool, &mut session, &mut work, &mut lease, &mut waiting, &mut out);
                                 }

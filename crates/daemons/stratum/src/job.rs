@@ -125,7 +125,8 @@ impl Job {
                 Coinbase {
                     coinb1: up.coinb1.clone(),
                     coinb2: up.coinb2.clone(),
-                    extranonce2_len: rules.extranonce2_len,
+                    // A pool's small extranonce2: miners roll the size they were told.
+                    extranonce2_len: up.miner_extranonce.map_or(rules.extranonce2_len, |n| n.extranonce2_len),
                     segwit: false,
                 }
             }

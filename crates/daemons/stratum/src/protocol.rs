@@ -299,6 +299,13 @@ pub fn set_version_mask(mask: u32) -> String {
     json!({ "id": null, "method": "mining.set_version_mask", "params": [format!("{mask:08x}")] }).to_string()
 }
 
+/// A new extranonce1 and extranonce2 size for the next jobs (to miners that sent
+/// `mining.extranonce.subscribe`).
+pub fn set_extranonce(extranonce1: &[u8], extranonce2_len: usize) -> String {
+    json!({ "id": null, "method": "mining.set_extranonce", "params": [hex::encode(extranonce1), extranonce2_len] })
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

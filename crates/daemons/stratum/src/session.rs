@@ -75,6 +75,9 @@ pub struct Output {
     /// A share was accepted on the node's own work (counted per coin for the status page,
     /// apart from shares on the pool's work).
     pub own_node_share: bool,
+    /// A share of upstream work rolling version bits the pool does not allow: refused, not
+    /// sent (the pool would reject it), counted with the pool connection's dropped shares.
+    pub not_sent_to_pool: bool,
 }
 
 impl Output {
@@ -92,6 +95,13 @@ pub struct Session {
     user_agent: String,
     /// Negotiated version-rolling mask; 0 when the miner does not roll.
     version_mask: u32,
+    /// The mask the miner was last told: the negotiated one, or narrower on a pool's work.
+    told_mask: u32,
+    /// The miner accepts `mining.set_extranonce` (it sent `mining.extranonce.subscribe`).
+    extranonce_subscribed: bool,
+    /// The extranonce1 length the miner was last told by `mining.set_extranonce`; `None`
+    /// while it mines with the one it subscribed with.
+    told_extranonce1_len: Option<usize>,
     payout: Option<(String, ScriptBuf)>,
     workers: Vec<(String, SharedWorker)>,
     vardiff: Vardiff,
@@ -114,6 +124,9 @@ impl Session {
             subscribed: false,
             user_agent: String::new(),
             version_mask: 0,
+            told_mask: 0,
+            extranonce_subscribed: false,
+            told_extranonce1_len: None,
             payout: None,
             workers: Vec::new(),
             vardiff: Vardiff::new(ctx.vardiff.clone(), now),
@@ -196,9 +209,18 @@ impl Session {
                 self.start_work(ctx, out, template, false)
             }
             Request::ExtranonceSubscribe => {
-                // Extranonce1 never changes during a session, so there is nothing to push
-                // later; saying yes keeps firmware that insists on it happy.
-                Output::default().line(protocol::reply(id, Value::Bool(true)))
+                // On the node's work extranonce1 never changes; on a pool's with a small
+                // extranonce2 the miner is told a shorter one (crate::upstream).
+                self.extranonce_subscribed = true;
+                let out = Output::default().line(protocol::reply(id, Value::Bool(true)));
+                // ESP-Miner subscribes after its authorize: pool work it could not take
+                // then goes out now rather than with the pool's next job.
+                match template {
+                    Some(t) if t.upstream.as_ref().is_some_and(|u| u.miner_extranonce.is_some()) => {
+                        self.start_work(ctx, out, template, true)
+                    }
+                    _ => out,
+                }
             }
             Request::Submit(s) => self.submit(ctx, id, s, template, now, unix_now),
             Request::Ping => Output::default().line(protocol::reply(id, Value::String("pong".into()))),
@@ -232,6 +254,7 @@ impl Session {
                         }
                     }
                     self.version_mask = mask;
+                    self.told_mask = mask;
                     result.insert(ext.clone(), Value::Bool(true));
                     result.insert("version-rolling.mask".into(), Value::String(format!("{mask:08x}")));
                 }
@@ -244,7 +267,11 @@ impl Session {
                         result.insert(ext.clone(), Value::Bool(false));
                     }
                 },
-                "subscribe-extranonce" | "info" => {
+                "subscribe-extranonce" => {
+                    self.extranonce_subscribed = true;
+                    result.insert(ext.clone(), Value::Bool(true));
+                }
+                "info" => {
                     result.insert(ext.clone(), Value::Bool(true));
                 }
                 _ => {
@@ -338,7 +365,29 @@ impl Session {
         self.send_job(ctx, Output::default(), template, clean)
     }
 
+    /// The extranonce1 the miner uses on a job: its own, or its last bytes on a pool's work
+    /// with a small extranonce2.
+    fn extranonce1_for(&self, template: &Template) -> &[u8] {
+        match template.upstream.as_ref().and_then(|u| u.miner_extranonce) {
+            Some(n) => &self.extranonce1[self.extranonce1.len() - n.extranonce1_len..],
+            None => &self.extranonce1,
+        }
+    }
+
+    /// The version bits the miner may roll on a job: the negotiated ones, within the pool's
+    /// on its work.
+    fn mask_for(&self, template: &Template) -> u32 {
+        template.upstream.as_ref().map_or(self.version_mask, |u| self.version_mask & u.version_mask)
+    }
+
     fn send_job(&mut self, ctx: &PoolContext, mut out: Output, template: &Arc<Template>, clean: bool) -> Output {
+        let mut clean = clean;
+        let narrow = template.upstream.as_ref().and_then(|u| u.miner_extranonce);
+        // A pool's work with a small extranonce2 fits only miners that take a new one; the
+        // others keep their last job until the node's work comes (the API says why).
+        if narrow.is_some() && !self.extranonce_subscribed {
+            return out;
+        }
         let Some((_, script)) = &self.payout else { return out };
         let job = match ctx.jobs.job_for(template, script) {
             Ok(j) => j,
@@ -351,6 +400,24 @@ impl Session {
                 return out;
             }
         };
+        let extranonce1_len = narrow.map(|n| n.extranonce1_len);
+        if extranonce1_len != self.told_extranonce1_len {
+            let en2 = narrow.map_or(ctx.jobs.rules().extranonce2_len, |n| n.extranonce2_len);
+            out.lines.push(protocol::set_extranonce(self.extranonce1_for(template), en2));
+            self.told_extranonce1_len = extranonce1_len;
+            // Earlier jobs were cut for the other extranonce: their shares no longer fit.
+            self.jobs.clear();
+            self.seen.clear();
+            self.seen_order.clear();
+            clean = true;
+        }
+        // Miners negotiated version rolling with the box, not the pool: on a pool that
+        // allows fewer bits they are told its mask, and the box's again on the node's work.
+        let mask = self.mask_for(template);
+        if self.version_mask != 0 && mask != self.told_mask {
+            out.lines.push(protocol::set_version_mask(mask));
+            self.told_mask = mask;
+        }
         let difficulty = self.vardiff.difficulty();
         if self.announced != Some(difficulty) {
             out.lines.push(protocol::set_difficulty(difficulty));
@@ -438,7 +505,28 @@ impl Session {
         }
         let job = sent.job.clone();
         let assigned = sent.difficulty;
-        let hashed = match share::hash_submission(&job, &self.extranonce1, &s, self.version_mask, unix_now as u32) {
+        let mask = self.mask_for(&job.template);
+        if let (Some(up), Some(bits)) = (&job.template.upstream, s.version_bits) {
+            if bits & self.version_mask & !up.version_mask != 0 {
+                let mut out = self.reject(
+                    ctx,
+                    id,
+                    Some(&worker),
+                    Rejection::new(
+                        ErrorCode::Other,
+                        format!(
+                            "version bits {bits:08x} outside the pool's mask {:08x}: not sent to the pool",
+                            up.version_mask
+                        ),
+                    ),
+                    unix_now,
+                );
+                out.not_sent_to_pool = true;
+                return out;
+            }
+        }
+        let extranonce1 = self.extranonce1_for(&job.template).to_vec();
+        let hashed = match share::hash_submission(&job, &extranonce1, &s, mask, unix_now as u32) {
             Ok(h) => h,
             Err(r) => return self.reject(ctx, id, Some(&worker), r, unix_now),
         };
@@ -490,7 +578,7 @@ impl Session {
             // Judged here against the miner's own difficulty (vardiff as always); only what
             // meets the pool's goes to the pool, which answers the box, not the miner.
             if hashed.is_block || share::meets(hashed.difficulty, up.difficulty) {
-                out.forward = Some(crate::upstream::Forward::new(up, &self.extranonce1, &s, hashed.is_block));
+                out.forward = Some(crate::upstream::Forward::new(up, &extranonce1, &s, hashed.is_block));
             }
         } else if hashed.is_block {
             out.found = Some(FoundBlock {
@@ -723,6 +811,96 @@ mod tests {
         assert_eq!(value(&out.lines[0]), json!({"id": 5, "result": "pong", "error": null}));
         assert!(send(&mut s, &c, None, r#"{"id":1,"method":"pong","params":[]}"#).lines.is_empty());
         assert!(send(&mut s, &c, None, r#"{"id":1,"result":"pong","error":null}"#).lines.is_empty());
+    }
+
+    /// A pool's job (crate::upstream) for the owner of "good" addresses, as a chooser hands it.
+    fn pool_template(id: u64, version_mask: u32, narrow: Option<crate::upstream::MinerExtranonce>) -> Arc<Template> {
+        let mut t = Template::new(id, regtest_parts(101), true);
+        t.upstream = Some(Arc::new(crate::upstream::UpstreamWork {
+            connection: 1,
+            job_id: "p1".into(),
+            coinb1: vec![1, 0, 0, 0, 1],
+            coinb2: vec![0xff; 8],
+            padding: 0,
+            difficulty: 1e-12,
+            owner: AnyP2wpkh.payout_script("good").unwrap(),
+            version_mask,
+            miner_extranonce: narrow,
+        }));
+        Arc::new(t)
+    }
+
+    fn methods(out: &Output) -> Vec<String> {
+        out.lines.iter().map(|l| value(l)["method"].as_str().unwrap_or("reply").to_string()).collect()
+    }
+
+    /// Submits `bits` with nonces until one is a (regtest-easy) block: forwarded to the pool.
+    fn forwarded(s: &mut Session, c: &PoolContext, t: &Arc<Template>, job: &str, en2: &str, bits: &str) -> Output {
+        (0..64u32)
+            .map(|nonce| {
+                let line = format!(
+                    r#"{{"id":4,"method":"mining.submit","params":["good.w","{job}","{en2}","6553f100","{nonce:08x}","{bits}"]}}"#
+                );
+                send(s, c, Some(t), &line)
+            })
+            .find(|o| o.forward.is_some())
+            .expect("regtest blocks are easy")
+    }
+
+    #[test]
+    fn on_a_pool_with_fewer_version_bits_the_miner_is_told_its_mask_and_shares_outside_it_are_not_sent() {
+        let c = ctx();
+        let t = template();
+        let mut s = Session::new([0, 0, 0, 9], &c, Instant::now());
+        let configure = r#"{"id":1,"method":"mining.configure","params":[["version-rolling"],{"version-rolling.mask":"ffffffff"}]}"#;
+        send(&mut s, &c, Some(&t), configure);
+        send(&mut s, &c, Some(&t), r#"{"id":2,"method":"mining.subscribe","params":[]}"#);
+        send(&mut s, &c, Some(&t), r#"{"id":3,"method":"mining.authorize","params":["good.w","x"]}"#);
+        let pool = pool_template(2, 0x1e00_0000, None);
+        let out = s.on_template(&c, &pool, Instant::now());
+        assert_eq!(methods(&out), ["mining.set_version_mask", "mining.notify"]);
+        assert_eq!(value(&out.lines[0])["params"][0], "1e000000");
+        let job = value(&out.lines[1])["params"][0].as_str().unwrap().to_string();
+        let outside = format!(
+            r#"{{"id":4,"method":"mining.submit","params":["good.w","{job}","0000000000000000","6553f100","00000000","00002000"]}}"#
+        );
+        let out = send(&mut s, &c, Some(&pool), &outside);
+        assert!(out.not_sent_to_pool && out.forward.is_none());
+        assert!(value(&out.lines[0])["error"][1].as_str().unwrap().contains("outside the pool's mask 1e000000"));
+        let inside = forwarded(&mut s, &c, &pool, &job, "0000000000000000", "02000000");
+        assert_eq!(inside.forward.unwrap().version_bits, Some(0x0200_0000));
+        // Back on the node's work: the box's own mask again.
+        let out = s.on_template(&c, &template(), Instant::now());
+        assert_eq!(methods(&out), ["mining.set_version_mask", "mining.notify"]);
+        assert_eq!(value(&out.lines[0])["params"][0], "1fffe000");
+        // A pool refusing version rolling: the miner rolls nothing on its work.
+        let out = s.on_template(&c, &pool_template(3, 0, None), Instant::now());
+        assert_eq!(value(&out.lines[0])["params"][0], "00000000");
+    }
+
+    #[test]
+    fn a_pool_with_a_small_extranonce2_gets_miners_that_subscribed_to_extranonce_changes_only() {
+        let c = ctx();
+        let t = template();
+        let narrow = crate::upstream::MinerExtranonce { extranonce1_len: 2, extranonce2_len: 2 };
+        let pool = pool_template(2, 0, Some(narrow));
+        let mut s = Session::new([0, 0, 0, 9], &c, Instant::now());
+        send(&mut s, &c, Some(&t), r#"{"id":2,"method":"mining.subscribe","params":[]}"#);
+        send(&mut s, &c, Some(&t), r#"{"id":3,"method":"mining.authorize","params":["good.w","x"]}"#);
+        // Without mining.extranonce.subscribe: no pool work (it keeps its last job).
+        assert!(s.on_template(&c, &pool, Instant::now()).lines.is_empty());
+        // Subscribing (after authorize, as ESP-Miner does) brings the pool's work at once.
+        let out = send(&mut s, &c, Some(&pool), r#"{"id":5,"method":"mining.extranonce.subscribe","params":[]}"#);
+        assert_eq!(methods(&out), ["reply", "mining.set_extranonce", "mining.notify"]);
+        let out = Output { lines: out.lines[1..].to_vec(), ..Output::default() };
+        assert_eq!(value(&out.lines[0])["params"], json!(["0009", 2]));
+        assert_eq!(value(&out.lines[1])["params"][8], true, "a clean job after a new extranonce");
+        let job = value(&out.lines[1])["params"][0].as_str().unwrap().to_string();
+        let f = forwarded(&mut s, &c, &pool, &job, "abcd", "00000000").forward.unwrap();
+        assert_eq!(f.extranonce2, [0x00, 0x09, 0xab, 0xcd], "the pool's 4 bytes: the miner's last 2 and its 2");
+        // The node's work: the miner's own extranonce1 and the box's size again.
+        let out = s.on_template(&c, &template(), Instant::now());
+        assert_eq!(value(&out.lines[0])["params"], json!(["00000009", 8]));
     }
 
     #[test]

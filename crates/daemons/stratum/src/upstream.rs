@@ -17,7 +17,16 @@
 //! `zero padding || miner's extranonce1 || miner's extranonce2`: the pool's extranonce1 and
 //! the padding are appended to the pool's coinb1 before it goes to the miner. The pool must
 //! therefore give at least `4 + extranonce2_len` bytes of extranonce2 (8 with the box set
-//! to 4; 12 with the default 8); a pool giving less is refused with that explanation.
+//! to 4; 12 with the default 8). A pool giving less but at least 4 ([`MinerExtranonce`]) gets
+//! only the miners that sent `mining.extranonce.subscribe`: they are told the last bytes of
+//! their extranonce1 and a shorter extranonce2 (`mining.set_extranonce`), the others wait for
+//! the node; a pool giving fewer than 4 is refused with the sizes.
+//!
+//! # Version rolling
+//!
+//! Miners negotiated their mask with the box; the pool's `mining.configure` answer narrows
+//! what they may roll on its jobs ([`UpstreamWork::version_mask`]). The session tells them
+//! (`mining.set_version_mask`) and never forwards a share rolling other bits.
 //!
 //! # What an upstream may not do
 //!
@@ -108,6 +117,44 @@ pub struct UpstreamWork {
     /// The pool's difficulty when the job arrived.
     pub difficulty: f64,
     pub owner: ScriptBuf,
+    /// The version bits miners may roll on this job: the box's mask and the pool's (0 when
+    /// the pool refused version rolling). Miners negotiated with the box, so a miner whose
+    /// mask is wider is told this one (`mining.set_version_mask`), and a share rolling bits
+    /// outside it is not sent: the pool would reject it.
+    pub version_mask: u32,
+    /// Set when the pool's extranonce2 is too small for the miners' own extranonce1 and
+    /// extranonce2 size: only miners that sent `mining.extranonce.subscribe` mine on it,
+    /// told a shorter extranonce1 and extranonce2 (`mining.set_extranonce`).
+    pub miner_extranonce: Option<MinerExtranonce>,
+}
+
+/// The extranonce a miner is told for a pool with a small extranonce2: the last
+/// `extranonce1_len` bytes of its own extranonce1 (unique among the box's connections that
+/// are open at once, as long as fewer than 2^(8 × len) connections separate two of them) and
+/// `extranonce2_len` bytes to roll, together exactly the pool's extranonce2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinerExtranonce {
+    pub extranonce1_len: usize,
+    pub extranonce2_len: usize,
+}
+
+/// Bytes of extranonce2 a miner must roll at least (cgminer-based firmware refuses fewer
+/// than 2) and may roll at most (8, what every firmware handles).
+const MINER_EXTRANONCE2_RANGE: std::ops::RangeInclusive<usize> = 2..=8;
+
+/// Bytes of its extranonce1 a miner keeps under a small pool extranonce2: 2 tell 65536
+/// connections apart.
+const NARROW_EXTRANONCE1_BYTES: usize = 2;
+
+impl MinerExtranonce {
+    /// How miners that accept `mining.set_extranonce` share a pool extranonce2 of `size`
+    /// bytes, if they can.
+    fn for_pool(size: usize) -> Option<MinerExtranonce> {
+        let extranonce2_len = size.checked_sub(NARROW_EXTRANONCE1_BYTES)?.min(*MINER_EXTRANONCE2_RANGE.end());
+        MINER_EXTRANONCE2_RANGE
+            .contains(&extranonce2_len)
+            .then_some(MinerExtranonce { extranonce1_len: size - extranonce2_len, extranonce2_len })
+    }
 }
 
 /// A share for the pool: a miner's submission rewritten into the pool's extranonce2.
@@ -123,7 +170,9 @@ pub struct Forward {
 }
 
 impl Forward {
-    pub fn new(work: &UpstreamWork, extranonce1: &[u8; 4], s: &Submit, is_block: bool) -> Forward {
+    /// `extranonce1` is what the miner was told for this job: its own 4 bytes, or their last
+    /// bytes under [`UpstreamWork::miner_extranonce`].
+    pub fn new(work: &UpstreamWork, extranonce1: &[u8], s: &Submit, is_block: bool) -> Forward {
         let mut extranonce2 = vec![0u8; work.padding];
         extranonce2.extend_from_slice(extranonce1);
         extranonce2.extend_from_slice(&s.extranonce2);
@@ -158,6 +207,12 @@ impl Link {
             self.status.lock().expect("upstream lock").dropped += 1;
         }
     }
+
+    /// A share the box did not send because the pool would reject it (version bits outside
+    /// the pool's mask): counted with the dropped ones.
+    pub fn not_sent(&self) {
+        self.status.lock().expect("upstream lock").dropped += 1;
+    }
 }
 
 /// Why a connection to the pool ended. The text is what the user reads in the API.
@@ -177,7 +232,7 @@ pub enum Dropped {
     Absurd(String),
     #[error(
         "the pool gives {got} bytes of extranonce2; the box needs at least {need} (4 per miner + its \
-         extranonce2 size): choose another pool or lower the box's extranonce2 size"
+         extranonce2 size), or 4 for miners that accept mining.set_extranonce: choose another pool"
     )]
     ExtranonceTooSmall { got: usize, need: usize },
     #[error("the pool refused {0}: {1}; check the payout address and the pool's coin and network")]
@@ -250,6 +305,22 @@ struct Subscription {
     /// A job that came before the authorize answer (ckpool sends its first one right
     /// after the subscription): used as soon as the pool says yes.
     early_job: Option<Value>,
+    /// The version bits the pool lets the box roll (its mining.configure answer, within the
+    /// box's mask); `None` until it answers, and 0 if it refuses or never answers.
+    pool_mask: Option<u32>,
+    /// Set when the pool's extranonce2 fits only miners that accept `mining.set_extranonce`.
+    miner_extranonce: Option<MinerExtranonce>,
+}
+
+/// What the API says while a pool's extranonce2 fits only miners that accept
+/// `mining.set_extranonce`: the others wait for the node.
+fn narrow_note(got: usize, need: usize, n: MinerExtranonce) -> String {
+    format!(
+        "the pool gives {got} bytes of extranonce2; miners that sent mining.extranonce.subscribe mine with \
+         {} bytes of extranonce2, the others need {need} (4 per miner + the box's extranonce2 size) and wait \
+         for the node",
+        n.extranonce2_len
+    )
 }
 
 const ID_CONFIGURE: u64 = 1;
@@ -347,7 +418,10 @@ async fn connect_and_mine(
                     Ok(Step::Reply(r)) => Some(r),
                     Ok(Step::Job(t)) => {
                         *got_work = true;
-                        status.lock().expect("upstream lock").last_error = None;
+                        let note = t.upstream.as_ref().and_then(|u| u.miner_extranonce).map(|n| {
+                            narrow_note(sub_size(&t), MINER_EXTRANONCE1_BYTES + config.miner_extranonce2_len, n)
+                        });
+                        status.lock().expect("upstream lock").last_error = note;
                         publish.send_replace(Some(t));
                         None
                     }
@@ -367,6 +441,14 @@ async fn connect_and_mine(
             }
         }
     }
+}
+
+/// The pool's extranonce2 size a job was cut for (its parts the box and the miner fill).
+fn sub_size(t: &Template) -> usize {
+    t.upstream.as_ref().map_or(0, |u| match u.miner_extranonce {
+        Some(n) => n.extranonce1_len + n.extranonce2_len,
+        None => u.padding + MINER_EXTRANONCE1_BYTES,
+    })
 }
 
 enum Step {
@@ -441,14 +523,15 @@ fn job(
         return Err(malformed("a job before any mining.set_difficulty"));
     };
     let en1 = sub.extranonce1.as_deref().unwrap_or_default();
-    let t =
-        notify_template(config, connection, params, en1, sub.padding, difficulty, ids).map_err(|what| match what {
-            NotifyError::Malformed(w) => malformed(w),
-            NotifyError::OtherChain(t) => Dropped::Absurd(format!(
-                "a job with target {t:x} is easier than {} allows: work for another chain",
-                config.coin
-            )),
-        })?;
+    let split =
+        Split { padding: sub.padding, pool_mask: sub.pool_mask.unwrap_or(0), miner_extranonce: sub.miner_extranonce };
+    let t = notify_template(config, connection, params, en1, &split, difficulty, ids).map_err(|what| match what {
+        NotifyError::Malformed(w) => malformed(w),
+        NotifyError::OtherChain(t) => Dropped::Absurd(format!(
+            "a job with target {t:x} is easier than {} allows: work for another chain",
+            config.coin
+        )),
+    })?;
     status.lock().expect("upstream lock").jobs += 1;
     Ok(Step::Job(Arc::new(t)))
 }
@@ -468,8 +551,22 @@ fn on_answer(
     let error = obj.get("error").filter(|e| !e.is_null());
     let error_text = || error.map(|e| e.to_string()).unwrap_or_else(|| "no reason given".into());
     match id {
-        // Version rolling is optional: a pool without it answers with an error.
-        ID_CONFIGURE => Ok(Step::Nothing),
+        // Version rolling is optional: a pool without it answers with an error or `false`,
+        // and miners are then told to roll nothing on its jobs.
+        ID_CONFIGURE => {
+            let granted = match result.get("version-rolling").and_then(Value::as_bool) {
+                Some(true) => result
+                    .get("version-rolling.mask")
+                    .and_then(Value::as_str)
+                    .and_then(|m| u32::from_str_radix(m, 16).ok())
+                    .unwrap_or(0),
+                _ => 0,
+            };
+            let mask = granted & config.version_mask;
+            sub.pool_mask = Some(mask);
+            tracing::info!(coin = %config.coin, upstream = %config.url, mask = format!("{mask:08x}"), "version bits the pool lets miners roll");
+            Ok(Step::Nothing)
+        }
         ID_SUBSCRIBE => {
             let (Some(en1), Some(size)) =
                 (result.get(1).and_then(Value::as_str), result.get(2).and_then(Value::as_u64))
@@ -486,10 +583,17 @@ fn on_answer(
                 return Err(Dropped::Absurd(format!("a {size}-byte extranonce2")));
             }
             if size < need {
-                return Err(Dropped::ExtranonceTooSmall { got: size, need });
+                // Miners that accept mining.set_extranonce can share a smaller one.
+                let Some(n) = MinerExtranonce::for_pool(size) else {
+                    return Err(Dropped::ExtranonceTooSmall { got: size, need });
+                };
+                sub.miner_extranonce = Some(n);
+                sub.padding = 0;
+            } else {
+                sub.miner_extranonce = None;
+                sub.padding = size - need;
             }
             sub.extranonce1 = Some(en1);
-            sub.padding = size - need;
             status.lock().expect("upstream lock").extranonce2_size = Some(size);
             Ok(Step::Nothing)
         }
@@ -545,16 +649,27 @@ fn bip34_height(coinb1: &[u8]) -> u64 {
     coinb1[43..43 + n].iter().rev().fold(0u64, |acc, b| (acc << 8) | *b as u64)
 }
 
+/// How a connection's jobs are cut: from its subscription and configure answers.
+struct Split {
+    padding: usize,
+    pool_mask: u32,
+    miner_extranonce: Option<MinerExtranonce>,
+}
+
 /// A mining.notify turned into work the box can hand its miners.
 fn notify_template(
     config: &UpstreamConfig,
     connection: u64,
     params: &Value,
     extranonce1: &[u8],
-    padding: usize,
+    split: &Split,
     difficulty: f64,
     ids: &AtomicU64,
 ) -> Result<Template, NotifyError> {
+    let padding = split.padding;
+    // The bits miners may roll on the pool's work: the pool rebuilds the version from its
+    // own mask, so rolling any other bit makes a share it rejects.
+    let version_mask = config.version_mask & split.pool_mask;
     let p = params.as_array().filter(|p| p.len() >= 9).ok_or(NotifyError::Malformed("notify needs 9 parameters"))?;
     let job_id = p[0]
         .as_str()
@@ -578,7 +693,7 @@ fn notify_template(
     // The bits miners roll are cleared, as for the node's templates (crate::work::job_version):
     // ESP-Miner and BIP310 rebuild the same header only then, and the pool, which rebuilds
     // `(version & !mask) | bits`, sees the same version either way.
-    let version = crate::work::job_version(hex_u32(&p[5], "version")?, config.version_mask);
+    let version = crate::work::job_version(hex_u32(&p[5], "version")?, version_mask);
     let bits = CompactTarget::from_consensus(hex_u32(&p[6], "nbits")?);
     let ntime = hex_u32(&p[7], "ntime")?;
     let clean = p[8].as_bool().ok_or(NotifyError::Malformed("clean_jobs"))?;
@@ -598,6 +713,8 @@ fn notify_template(
         padding,
         difficulty,
         owner: config.owner.clone(),
+        version_mask,
+        miner_extranonce: split.miner_extranonce,
     };
     Ok(Template {
         id: ids.fetch_add(1, Ordering::Relaxed),
@@ -912,6 +1029,10 @@ mod tests {
         }
     }
 
+    fn split(padding: usize, pool_mask: u32) -> Split {
+        Split { padding, pool_mask, miner_extranonce: None }
+    }
+
     fn notify(nbits: &str) -> Value {
         json!(["j1", "00".repeat(32), "01000000", "ffffffff", [], "20000000", nbits, "65000000", true])
     }
@@ -921,10 +1042,11 @@ mod tests {
         let ids = AtomicU64::new(UPSTREAM_TEMPLATE_IDS);
         let regtest = notify("207fffff");
         assert!(matches!(
-            notify_template(&config(), 1, &regtest, &[9; 4], 0, 1.0, &ids),
+            notify_template(&config(), 1, &regtest, &[9; 4], &split(0, 0x1fffe000), 1.0, &ids),
             Err(NotifyError::OtherChain(_))
         ));
-        let t = notify_template(&config(), 1, &notify("17034219"), &[9; 4], 2, 1.0, &ids).ok().unwrap();
+        let t =
+            notify_template(&config(), 1, &notify("17034219"), &[9; 4], &split(2, 0x1fffe000), 1.0, &ids).ok().unwrap();
         let up = t.upstream.unwrap();
         assert_eq!(up.coinb1, [1, 0, 0, 0, 9, 9, 9, 9, 0, 0], "pool's coinb1, its extranonce1, padding");
     }
@@ -933,12 +1055,51 @@ mod tests {
     fn a_pool_extranonce2_too_small_to_split_is_refused_with_the_sizes() {
         let status = SharedUpstream::default();
         let mut sub = Subscription::default();
-        let line = r#"{"id":2,"result":[[],"aabbccdd",4],"error":null}"#;
+        let line = r#"{"id":2,"result":[[],"aabbccdd",3],"error":null}"#;
         let e = on_line(&config(), 1, line, &mut sub, &status, &AtomicU64::new(0)).err().unwrap();
-        assert!(matches!(e, Dropped::ExtranonceTooSmall { got: 4, need: 8 }), "{e}");
+        assert!(matches!(e, Dropped::ExtranonceTooSmall { got: 3, need: 8 }), "{e}");
+        assert!(e.to_string().contains("or 4 for miners that accept mining.set_extranonce"), "{e}");
+        // 4 bytes (many pools): miners that accept mining.set_extranonce get 2 + 2.
+        let line = r#"{"id":2,"result":[[],"aabbccdd",4],"error":null}"#;
+        assert!(on_line(&config(), 1, line, &mut sub, &status, &AtomicU64::new(0)).is_ok());
+        let narrow = MinerExtranonce { extranonce1_len: 2, extranonce2_len: 2 };
+        assert_eq!((sub.miner_extranonce, sub.padding), (Some(narrow), 0));
+        // Never more than 8 bytes for a miner to roll.
+        let eleven = MinerExtranonce::for_pool(11).unwrap();
+        assert_eq!((eleven.extranonce1_len, eleven.extranonce2_len), (3, 8));
         let line = r#"{"id":2,"result":[[],"aabbccdd",12],"error":null}"#;
         assert!(on_line(&config(), 1, line, &mut sub, &status, &AtomicU64::new(0)).is_ok());
-        assert_eq!(sub.padding, 4);
+        assert_eq!((sub.padding, sub.miner_extranonce), (4, None));
+    }
+
+    #[test]
+    fn the_pools_version_rolling_answer_sets_the_bits_miners_may_roll_on_its_jobs() {
+        let ids = AtomicU64::new(UPSTREAM_TEMPLATE_IDS);
+        for (answer, mask) in [
+            (
+                r#"{"id":1,"result":{"version-rolling":true,"version-rolling.mask":"1e000000"},"error":null}"#,
+                0x1e00_0000,
+            ),
+            (r#"{"id":1,"result":{"version-rolling":false},"error":null}"#, 0),
+            (r#"{"id":1,"result":null,"error":[20,"unknown method",null]}"#, 0),
+            // A pool granting bits the box never asked for: only the box's count.
+            (
+                r#"{"id":1,"result":{"version-rolling":true,"version-rolling.mask":"ffffffff"},"error":null}"#,
+                0x1fff_e000,
+            ),
+        ] {
+            let (status, mut sub) = (SharedUpstream::default(), Subscription::default());
+            on_line(&config(), 1, answer, &mut sub, &status, &ids).ok().unwrap();
+            assert_eq!(sub.pool_mask, Some(mask), "{answer}");
+            // The pool's version keeps every bit miners may not roll.
+            let t =
+                notify_template(&config(), 1, &notify("17034219"), &[9; 4], &split(0, mask), 1.0, &ids).ok().unwrap();
+            assert_eq!(t.upstream.unwrap().version_mask, mask);
+        }
+        let mut pool_version = notify("17034219");
+        pool_version[5] = json!("20002000");
+        let t = notify_template(&config(), 1, &pool_version, &[9; 4], &split(0, 0), 1.0, &ids).ok().unwrap();
+        assert_eq!(t.version, 0x2000_2000, "a pool without version rolling: its version as it is");
     }
 
     #[test]

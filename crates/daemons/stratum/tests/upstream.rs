@@ -442,3 +442,127 @@ async fn the_upstream_dropping_mid_mining_is_reported_and_the_box_goes_on_with_i
     let _ = miner.await;
     the_box.stop().await;
 }
+
+/// An upstream pool: a second MineBox server on the same node, set up by `f` the way another
+/// pool differs (its version-rolling mask, its extranonce2 size).
+async fn start_pool_with(core: &Core, dir: &std::path::Path, f: impl FnOnce(&mut service::CoinConfig)) -> Running {
+    let mut c = coin_config(core);
+    f(&mut c);
+    service::start(ServiceConfig {
+        coins: vec![c],
+        database: dir.join("state.db"),
+        api_listen: "127.0.0.1:0".parse().unwrap(),
+        stats_flush: Duration::from_secs(1),
+        limits: Limits::default(),
+        supervisor_events: None,
+    })
+    .await
+    .expect("the pool starts")
+}
+
+fn bitaxe(the_box: &Running, user: &str, extranonce_subscribe: bool) -> minebox_simminer::MinerConfig {
+    let url = format!("stratum+tcp://{}", the_box.stratum_addr("btc").unwrap());
+    minebox_simminer::MinerConfig { extranonce_subscribe, ..minebox_simminer::MinerConfig::bitaxe(&url, user) }
+}
+
+#[tokio::test]
+async fn miners_roll_only_the_version_bits_the_pool_allows_and_the_boxs_again_on_the_node() {
+    let core = common::core().await;
+    let (owner, _) = regtest_addresses()[0].clone();
+    // One pool allows 4 of the 16 bits the box and the Bitaxe agree on, the other refuses
+    // version rolling (as a pool without BIP310 does).
+    let (narrow_dir, refusing_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let narrow = start_pool_with(&core, narrow_dir.path(), |c| c.version_mask = 0x1e00_0000).await;
+    let refusing = start_pool_with(&core, refusing_dir.path(), |c| c.version_mask = 0).await;
+    let mut running = Vec::new();
+    for (pool, mask) in [(&narrow, 0x1e00_0000u32), (&refusing, 0)] {
+        let gate = Gate::new(&core).await;
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = format!("stratum+tcp://{}", pool.stratum_addr("btc").unwrap());
+        let the_box = start_box(&core, gate.addr, &owner, &upstream, 8, dir.path()).await;
+        let report = Arc::new(Mutex::new(minebox_simminer::Report::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let miner = tokio::spawn(minebox_simminer::run(bitaxe(&the_box, "rig1", false), report.clone(), stop.clone()));
+        wait_for("shares accepted by the pool", || async {
+            upstream_state(&the_box).await["accepted"].as_u64().unwrap_or(0) >= 5
+        })
+        .await;
+        // The Bitaxe was told the pool's mask, so the pool rejected none of its shares (it
+        // would reject every share rolling another bit) and the box held none back.
+        let s = upstream_state(&the_box).await;
+        assert_eq!((s["rejected"].as_u64(), s["dropped"].as_u64()), (Some(0), Some(0)), "{s}");
+        assert_eq!(report.lock().unwrap().version_mask, mask, "{:?}", report.lock().unwrap());
+        assert!(report.lock().unwrap().rejected.is_empty(), "{:?}", report.lock().unwrap());
+        running.push((gate, dir, the_box, report, stop, miner));
+    }
+    // The node becomes ready: the box's own mask again, on the same connection.
+    let (gate, _, the_box, report, ..) = &running[0];
+    gate.open();
+    wait_for("the box's mask back on its own node's work", || async {
+        upstream_state(the_box).await["mining_from"] == "own" && report.lock().unwrap().version_mask == 0x1fff_e000
+    })
+    .await;
+    for (_, _, the_box, _, stop, miner) in running {
+        stop.store(true, Ordering::SeqCst);
+        let _ = miner.await;
+        the_box.stop().await;
+    }
+    narrow.stop().await;
+    refusing.stop().await;
+}
+
+#[tokio::test]
+async fn a_pool_with_a_4_byte_extranonce2_gets_the_miners_that_take_a_new_extranonce() {
+    let core = common::core().await;
+    let pool_dir = tempfile::tempdir().unwrap();
+    // Many pools give 4 bytes of extranonce2; the box's miners roll 4 of their own after
+    // their 4-byte extranonce1, so 8 would be needed without mining.set_extranonce.
+    let pool = start_pool_with(&core, pool_dir.path(), |c| c.extranonce2_len = 4).await;
+    let gate = Gate::new(&core).await;
+    let (owner, _) = regtest_addresses()[0].clone();
+    let box_dir = tempfile::tempdir().unwrap();
+    let upstream = format!("stratum+tcp://{}", pool.stratum_addr("btc").unwrap());
+    let the_box = start_box(&core, gate.addr, &owner, &upstream, 8, box_dir.path()).await;
+    // A Bitaxe with "extranonce subscribe" on, and one with it off (ESP-Miner's default).
+    let (taking, plain) = (
+        Arc::new(Mutex::new(minebox_simminer::Report::default())),
+        Arc::new(Mutex::new(minebox_simminer::Report::default())),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let miners = [
+        tokio::spawn(minebox_simminer::run(bitaxe(&the_box, "rig1", true), taking.clone(), stop.clone())),
+        tokio::spawn(minebox_simminer::run(bitaxe(&the_box, "rig2", false), plain.clone(), stop.clone())),
+    ];
+    wait_for("shares of the subscribed miner accepted by the pool", || async {
+        upstream_state(&the_box).await["accepted"].as_u64().unwrap_or(0) >= 3
+    })
+    .await;
+    let s = upstream_state(&the_box).await;
+    assert_eq!((s["extranonce2_size"].as_u64(), s["rejected"].as_u64()), (Some(4), Some(0)), "{s}");
+    let error = s["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("gives 4 bytes") && error.contains("need 8") && error.contains("wait for the node"), "{s}");
+    assert!(taking.lock().unwrap().extranonce_changes >= 1, "{:?}", taking.lock().unwrap());
+    // The other one got no pool work and waits, connected, for the node.
+    assert_eq!(plain.lock().unwrap().jobs, 0, "{:?}", plain.lock().unwrap());
+    assert!(miners.iter().all(|m| !m.is_finished()));
+    // The node becomes ready: both mine the box's own work, the subscribed one with its
+    // own extranonce again, and a block is found there.
+    gate.open();
+    let store = the_box.store.clone();
+    wait_for("both miners on the node's work and a block found", || {
+        let store = store.clone();
+        let (taking, plain) = (taking.clone(), plain.clone());
+        async move {
+            plain.lock().unwrap().accepted >= 1
+                && taking.lock().unwrap().extranonce_changes >= 2
+                && store.blocks(Some("btc"), 1000).unwrap().iter().any(|b| b.status == BlockStatus::Accepted)
+        }
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    for m in miners {
+        let _ = m.await;
+    }
+    the_box.stop().await;
+    pool.stop().await;
+}

@@ -276,7 +276,8 @@ pub struct PoolLink {
     pub rejected: u64,
     /// Shares sent that met the network target: blocks, submitted by the pool.
     pub blocks: u64,
-    /// Shares for the pool that could not be sent (the queue full, the connection gone).
+    /// Shares for the pool that were not sent: the queue full, the connection gone, or
+    /// version bits outside the pool's mask (the pool would reject them).
     pub dropped: u64,
 }
 

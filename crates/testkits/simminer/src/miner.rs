@@ -11,7 +11,8 @@
 //! and once authorize succeeds, `mining.suggest_difficulty [d]` (the configured pool
 //! difficulty) and, when enabled, `mining.extranonce.subscribe`. Every `mining.submit`
 //! carries the sixth `version_bits` parameter. `set_difficulty` applies to the next job;
-//! `clean_jobs` drops queued work.
+//! `clean_jobs` drops queued work; `mining.set_version_mask` and `mining.set_extranonce`
+//! apply from the next job.
 //!
 //! Like ESP-Miner it rolls versions by OR-ing its bits into the job's version and submits
 //! `rolled ^ job_version`, answers the server's `mining.ping` with a `pong` *request*
@@ -67,7 +68,10 @@ pub struct Report {
     pub jobs: u64,
     pub clean_jobs: u64,
     pub difficulty: f64,
+    /// The version mask the server gave last (mining.configure, then mining.set_version_mask).
     pub version_mask: u32,
+    /// `mining.set_extranonce` messages taken (sent only with `extranonce_subscribe`).
+    pub extranonce_changes: u64,
     pub hashes: u64,
     pub authorized: Option<bool>,
     pub authorize_error: Option<String>,
@@ -248,7 +252,18 @@ pub async fn run(config: MinerConfig, report: Arc<Mutex<Report>>, stop: Arc<Atom
                         if let Some(d) = v["params"][0].as_f64() { pending_difficulty = Some(d); }
                     }
                     Some("mining.set_version_mask") => {
-                        if let Some(m) = v["params"][0].as_str().and_then(|s| u32::from_str_radix(s, 16).ok()) { version_mask = m; }
+                        if let Some(m) = v["params"][0].as_str().and_then(|s| u32::from_str_radix(s, 16).ok()) {
+                            version_mask = m;
+                            report.lock().expect("report lock").version_mask = m;
+                        }
+                    }
+                    // As ESP-Miner: a new extranonce1 and extranonce2 size for the next job.
+                    Some("mining.set_extranonce") => {
+                        if let (Some(en1), Some(size)) = (v["params"][0].as_str().and_then(|s| hex::decode(s).ok()), v["params"][1].as_u64()) {
+                            extranonce1 = en1;
+                            extranonce2_len = size as usize;
+                            report.lock().expect("report lock").extranonce_changes += 1;
+                        }
                     }
                     Some("mining.ping") => {
                         report.lock().expect("report lock").pings += 1;
