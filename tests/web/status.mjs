@@ -94,6 +94,10 @@ try {
   // network of its own).
   assert.ok(await page.isVisible('[data-testid="lan-scan"]'), "the admin can scan");
   await until("LAN section read", async () => /Not scanned yet/.test(await page.textContent('[data-testid="lan-status"]')));
+  // The stack mines one coin: "Mine on this box" needs no coin picker (tests/lan_miners.rs
+  // covers two coins through the API).
+  assert.equal(await page.locator('[data-testid="lan-coin"] option').count(), 1, "the one enabled coin");
+  assert.ok(!(await page.isVisible('[data-testid="lan-coin"]')), "no coin picker with one coin");
   await page.screenshot({ path: `${shots}/miners.png`, fullPage: true });
 
   log("blocks page shows accepted blocks");
