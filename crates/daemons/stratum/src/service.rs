@@ -136,6 +136,7 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
                     pow_limit: crate::upstream::pow_limit(&c.network),
                     idle_timeout: c.upstream_idle,
                     version_mask: c.version_mask,
+                    node: Some(c.node.with_timeout(crate::upstream::CHAIN_CHECK_TIMEOUT)),
                 };
                 let (own_tx, own_rx) = watch::channel(None);
                 let (ready_tx, ready_rx) = watch::channel(false);

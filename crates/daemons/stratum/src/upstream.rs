@@ -32,7 +32,9 @@
 //!
 //! Lines longer than [`MAX_UPSTREAM_LINE_BYTES`], lines that are not JSON-RPC, difficulties
 //! outside the settings' range, a job whose target is easier than the network allows (work
-//! for another chain), malformed job fields, an extranonce2 the box cannot split, refusing
+//! for another chain), a job building on a block the coin's node does not know although its
+//! headers are past that height (another chain with the same limits: [`another_chain`]),
+//! malformed job fields, an extranonce2 the box cannot split, refusing
 //! the owner's address, and silence longer than the idle timeout: each is logged with what
 //! it was, shown in the API's upstream state, and the connection is dropped and retried
 //! with backoff. Miners keep their connections throughout.
@@ -90,6 +92,34 @@ pub struct UpstreamConfig {
     pub idle_timeout: Duration,
     /// The version bits the box lets miners roll.
     pub version_mask: u32,
+    /// The coin's node, to tell a pool of another chain by its jobs' previous block
+    /// ([`another_chain`]); the check is skipped while the node does not answer.
+    pub node: Option<minebox_node_rpc::NodeClient>,
+}
+
+/// How long the chain check waits for the node before the job goes out unchecked.
+pub const CHAIN_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a pool's job is for another chain, when the coin's node can tell: the block the job
+/// builds on is not among the node's headers although the node's headers reach past its
+/// height (a Bitcoin Cash pool behind a Bitcoin box, which the target check cannot tell
+/// apart). A node that does not answer, is behind the pool, or a coinbase without a
+/// readable height (BIP34) skips the check.
+pub async fn another_chain(node: &minebox_node_rpc::NodeClient, t: &Template) -> Option<String> {
+    let prev_height = t.height.checked_sub(1)?;
+    let info = node.get_blockchain_info().await.ok()?;
+    if info.headers < t.height {
+        return None;
+    }
+    match node.call::<Value>("getblockheader", json!([t.prev_hash.to_string()])).await {
+        // -5: "Block not found".
+        Err(minebox_node_rpc::RpcError::Node { code: -5, .. }) => Some(format!(
+            "its job builds on block {} at height {prev_height}, which the box's node (headers up to {}) does \
+             not have; check that the pool mines this coin and network",
+            t.prev_hash, info.headers
+        )),
+        _ => None,
+    }
 }
 
 /// The easiest target of a network by its name in the coin descriptors (every coin
@@ -241,6 +271,8 @@ pub enum Dropped {
     Stalled(Duration),
     #[error("the pool asked the box to reconnect")]
     Reconnect,
+    #[error("the pool at {0} sends work for another chain: {1}")]
+    OtherChain(String, String),
     #[error("stopping")]
     Shutdown,
 }
@@ -368,6 +400,8 @@ async fn connect_and_mine(
     while submits.try_recv().is_ok() {}
     let mut sub = Subscription::default();
     let mut next_id = 100u64;
+    // The last previous block the node vouched for (or could not judge): checked once each.
+    let mut chain_checked: Option<BlockHash> = None;
     let mut last_line = Instant::now();
     loop {
         let reply = tokio::select! {
@@ -417,6 +451,16 @@ async fn connect_and_mine(
                     Ok(Step::Nothing) => None,
                     Ok(Step::Reply(r)) => Some(r),
                     Ok(Step::Job(t)) => {
+                        if let Some(node) = config.node.as_ref().filter(|_| chain_checked != Some(t.prev_hash)) {
+                            let checked = tokio::select! {
+                                _ = shutdown.cancelled() => return Dropped::Shutdown,
+                                c = tokio::time::timeout(CHAIN_CHECK_TIMEOUT, another_chain(node, &t)) => c,
+                            };
+                            if let Ok(Some(why)) = checked {
+                                return Dropped::OtherChain(config.url.clone(), why);
+                            }
+                            chain_checked = Some(t.prev_hash);
+                        }
                         *got_work = true;
                         let note = t.upstream.as_ref().and_then(|u| u.miner_extranonce).map(|n| {
                             narrow_note(sub_size(&t), MINER_EXTRANONCE1_BYTES + config.miner_extranonce2_len, n)
@@ -642,6 +686,10 @@ fn hex_u32(v: &Value, what: &'static str) -> Result<u32, NotifyError> {
 fn bip34_height(coinb1: &[u8]) -> u64 {
     // version (4), input count (1), previous output (36), script length (1), push opcode.
     let Some(&push) = coinb1.get(42) else { return 0 };
+    // Heights 1 to 16 are a small-integer opcode (OP_1..OP_16), as Bitcoin Core writes them.
+    if (0x51..=0x60).contains(&push) {
+        return u64::from(push - 0x50);
+    }
     let n = push as usize;
     if !(1..=8).contains(&n) || coinb1.len() < 43 + n {
         return 0;
@@ -1026,6 +1074,7 @@ mod tests {
             pow_limit: Target::MAX_ATTAINABLE_MAINNET,
             idle_timeout: Duration::from_secs(60),
             version_mask: 0x1fff_e000,
+            node: None,
         }
     }
 
@@ -1049,6 +1098,15 @@ mod tests {
             notify_template(&config(), 1, &notify("17034219"), &[9; 4], &split(2, 0x1fffe000), 1.0, &ids).ok().unwrap();
         let up = t.upstream.unwrap();
         assert_eq!(up.coinb1, [1, 0, 0, 0, 9, 9, 9, 9, 0, 0], "pool's coinb1, its extranonce1, padding");
+    }
+
+    #[test]
+    fn the_height_is_read_from_the_coinbase_as_core_writes_it() {
+        let coinbase = |script: &[u8]| [&[1u8, 0, 0, 0, 1][..], &[0u8; 36], &[script.len() as u8], script].concat();
+        assert_eq!(bip34_height(&coinbase(&[0x53, 0x00])), 3, "heights 1-16 are OP_1..OP_16");
+        assert_eq!(bip34_height(&coinbase(&[0x01, 0x11, 0x00])), 17);
+        assert_eq!(bip34_height(&coinbase(&[0x03, 0x40, 0x0d, 0x03])), 200_000);
+        assert_eq!(bip34_height(&coinbase(&[0x00])), 0, "unreadable: the chain check is skipped");
     }
 
     #[test]
