@@ -84,6 +84,14 @@ pub fn template_parts(t: &BlockTemplate, segwit: bool) -> TemplateParts {
     }
 }
 
+/// Longest wait between two getblocktemplate attempts while the node gives no work.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// The same with an upstream pool: miners are on the pool's work meanwhile, and every second
+/// spent there after the node is ready is a second not mining for the box's own blocks. A
+/// node refusing templates (starting, syncing) answers at once, so one call a second costs
+/// nothing worth saving.
+const RETRY_MAX_WITH_UPSTREAM: Duration = Duration::from_secs(1);
+
 impl WorkFeed {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let (notify_tx, mut notify_rx) = mpsc::channel::<BlockHash>(16);
@@ -144,7 +152,7 @@ impl WorkFeed {
                         Some(_) = notify_rx.recv() => {}
                         Some(_) = self.kick.recv() => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff = (backoff * 2).min(if self.ready.is_some() { RETRY_MAX_WITH_UPSTREAM } else { RETRY_MAX });
                     continue;
                 }
             }

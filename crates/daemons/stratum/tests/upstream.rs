@@ -225,7 +225,10 @@ async fn a_miner_mines_for_the_owner_through_the_upstream_until_the_node_is_read
     // The node becomes ready: a clean job from the box's own templates, same connection.
     let clean_before = report.lock().unwrap().clean_jobs;
     gate.open();
+    let opened = Instant::now();
     wait_for("work from the box's own node", || async { upstream_state(&the_box).await["mining_from"] == "own" }).await;
+    // Measured, not asserted (docs/stratum.md): how soon miners left the pool's work.
+    eprintln!("node reachable -> miners on its work: {:?}", opened.elapsed());
     let store = the_box.store.clone();
     wait_for("a block found by the box on its own work", || {
         let store = store.clone();
@@ -429,6 +432,10 @@ async fn the_upstream_dropping_mid_mining_is_reported_and_the_box_goes_on_with_i
     .await;
     let clean_before = report.lock().unwrap().clean_jobs;
     gate.open();
+    let opened = Instant::now();
+    wait_for("work from the box's own node", || async { upstream_state(&the_box).await["mining_from"] == "own" }).await;
+    // Measured, not asserted (docs/stratum.md): the node was unreachable for seconds here.
+    eprintln!("node reachable after a long outage -> miners on its work: {:?}", opened.elapsed());
     let store = the_box.store.clone();
     wait_for("a block found by the box on its own work", || {
         let store = store.clone();
