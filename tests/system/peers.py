@@ -1,6 +1,7 @@
 """Real peers on the host for the twin's system tests: a bcoin regtest node (the guest's
 external node, reached at 10.0.2.2 through QEMU's user networking), nginx serving update
-bundles, and the simulated Bitaxe (minebox-simminer) mining on the guest's stratum port."""
+bundles, the simulated Bitaxe (minebox-simminer) mining on the guest's stratum port, and a
+solo pool (a host minebox-stratum on a host Bitcoin Core) for the box's upstream."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -290,3 +293,116 @@ class HostCore:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+class UpstreamPool:
+    """A solo pool on the host for the box's `upstream`: minebox-stratum in flags mode (a real
+    Stratum V1 server) on its own regtest node (a HostCore, not the box's bcoin), listening
+    on host loopback, where the guest reaches it as 10.0.2.2. Miners' own addresses are
+    paid (`--payout-policy miner`), as at a public solo pool."""
+
+    def __init__(self, binary: Path, core: HostCore, workdir: Path):
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.api = free_port()
+        self.proc = subprocess.Popen(
+            [
+                str(binary), "--network", "regtest", "--listen", f"127.0.0.1:{self.port}",
+                "--node-url", f"http://127.0.0.1:{core.port}/", "--node-user", "minebox",
+                "--payout-policy", "miner", "--database", str(self.dir / "state.db"),
+                "--api", f"127.0.0.1:{self.api}", "--start-difficulty", "0.0001",
+                "--min-difficulty", "0.00000001", "--stats-flush-secs", "5",
+            ],
+            env={**os.environ, "MINEBOX_NODE_PASSWORD": core.password, "RUST_LOG": "info"},
+            stdout=open(self.dir / "stratum.log", "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        for _ in range(600):
+            try:
+                self.get("/api/v1/stratum")
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"the pool's minebox-stratum exited; see {self.dir / 'stratum.log'}")
+                time.sleep(0.1)
+        raise RuntimeError("the pool's minebox-stratum did not answer")
+
+    def guest_url(self) -> str:
+        return f"stratum+tcp://10.0.2.2:{self.port}"
+
+    def get(self, path: str):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.api}{path}", timeout=10) as r:
+            return json.load(r)
+
+    def worker(self, name: str) -> dict:
+        """The pool's own counters for one worker (accepted, rejected by reason); {} if unseen."""
+        return next((w for w in self.get("/api/v1/stratum/workers?coin=btc&limit=1000") if w["worker"] == name), {})
+
+    def blocks(self) -> list:
+        return self.get("/api/v1/stratum/blocks?coin=btc&limit=1000")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class Gate:
+    """A node's RPC port as the box sees it, on host loopback: closed, nothing listens there
+    (the box's connections are refused, as for a node that is down or not started yet);
+    open, every connection is forwarded to the node's real port."""
+
+    def __init__(self, to_port: int):
+        self.to = to_port
+        self.port = free_port()
+        self.listener: socket.socket | None = None
+        self.conns: list[socket.socket] = []
+
+    def open(self) -> None:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", self.port))
+        s.listen(16)
+        self.listener = s
+        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                inbound, _ = listener.accept()
+            except OSError:
+                return  # closed
+            try:
+                outbound = socket.create_connection(("127.0.0.1", self.to), timeout=10)
+            except OSError:
+                inbound.close()
+                continue
+            outbound.settimeout(None)
+            self.conns += [inbound, outbound]
+            for a, b in ((inbound, outbound), (outbound, inbound)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        if self.listener:
+            self.listener.close()
+            self.listener = None
+        for c in self.conns:
+            c.close()
+        self.conns.clear()
