@@ -20,7 +20,15 @@ cleanup() {
   rm -rf "$state"
 }
 trap cleanup EXIT
-fail() { echo "status-web: FAIL: $*" >&2; tail -40 "$log" >&2 || true; exit 1; }
+fail() { echo "status-web: FAIL: $*" >&2; if [ -f "$log" ]; then tail -40 "$log" >&2; fi; exit 1; }
+
+# A stack already on these ports (another run of this check, or scripts/run-local) would answer
+# in this one's place and fail it in confusing ways: say so instead.
+for port in 18080 3333 3390 3391 3392 3393; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    fail "127.0.0.1:$port is in use: another local stack is running (stop it, then run this check again)"
+  fi
+done
 
 # Built first so the wait below is for the stack, not the compiler (a no-op after scripts/test's build).
 (cd "$root" && cargo build --locked -q -p minebox-stratum -p minebox-supervisor -p minebox-simminer -p minebox-status -p minebox-snapshot-agent -p minebox-updater)
