@@ -1,47 +1,16 @@
 //! The cloud target against a real S3-compatible server (moto's, from PyPI), and the
 //! device installing straight from the bucket.
 
-use minebox_test_support::free_port;
+mod support;
+
 use minebox_test_support::noise;
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
-struct Moto(std::process::Child);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::process::Command;
+use support::moto;
 
 #[tokio::test]
 async fn publish_upload_to_s3_and_install_from_the_bucket() {
-    let port = free_port();
-    let child = Command::new("python3")
-        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 with moto[server] (scripts/setup)");
-    let _moto = Moto(child);
-    let endpoint = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..100 {
-        if http
-            .put(format!("{endpoint}/minebox-snapshots"))
-            .send()
-            .await
-            .map(|r| r.status().is_success())
-            .unwrap_or(false)
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(up, "moto S3 server did not start");
+    let (_moto, endpoint) = moto(&http, "minebox-snapshots").await;
 
     let dir = tempfile::tempdir().unwrap();
     let d = |p: &str| dir.path().join(p).display().to_string();
