@@ -1022,7 +1022,8 @@ async fn config_put(
         return Err(ApiError::new(
             403,
             format!(
-                "{} is an {}: coin settings (payout address, who a block pays, solo pool, coin on/off) and                  MineBox Cloud are changed by an admin; updates, snapshots and notifications are yours",
+                "{} is signed in as {}: coin settings (payout address, who a block pays, solo pool, coin on/off) and \
+                 MineBox Cloud are changed by an admin; updates, snapshots and notifications are yours",
                 s.user,
                 s.role.as_str()
             ),
