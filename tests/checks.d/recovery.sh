@@ -45,4 +45,15 @@ printf '4\nyes\nno\n' | sh "$root/buildroot-external/overlay/usr/sbin/minebox-re
 printf '4\nyes\nyes\n' | sh "$root/buildroot-external/overlay/usr/sbin/minebox-recovery" >/dev/null 2>&1 || true
 [ "$(minebox-tryboot get-primary)" = B ] || fail "switch did not make B the default"
 grep -q "status page: http://" "$work/out1" || fail "menu does not show the status page address"
-echo "recovery: ok (factory reset keeps chain data, slot switch, status shown)"
+
+# 2 = reset the status page's users: a marker the service acts on when it restarts (the
+# service's side: crates/daemons/status tests/users.rs the_recovery_reset_reopens_first_visit_setup).
+mkdir -p "$work/data/secrets/status"
+echo 'admin = "an old hash"' >"$work/data/secrets/status/accounts"
+printf '2\nno\n' | sh "$root/buildroot-external/overlay/usr/sbin/minebox-recovery" >/dev/null 2>&1 || true
+[ ! -e "$work/data/secrets/status/reset-users" ] || fail "users reset without a yes"
+printf '2\nyes\n' | sh "$root/buildroot-external/overlay/usr/sbin/minebox-recovery" >/dev/null 2>&1 || true
+[ -e "$work/data/secrets/status/reset-users" ] || fail "no reset marker for the status page"
+[ ! -e "$work/data/secrets/status/accounts" ] || fail "the old password file would be taken over again"
+grep -q "systemctl restart minebox-status.service" "$work/systemctl.log" || fail "status page not restarted"
+echo "recovery: ok (factory reset keeps chain data, slot switch, status shown, status page users reset)"

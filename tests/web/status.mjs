@@ -216,13 +216,22 @@ try {
   const withToken = await page.request.put(`${base}/api/v1/config`, { headers: { "X-CSRF-Token": session.csrf_token }, data: {} });
   assert.equal(withToken.status(), 200, "the page's own token works");
 
+  log("users (issue 17): the admin adds a viewer on the page; the audit log shows it");
+  await page.goto(`${base}/#settings`);
+  await page.waitForSelector('[data-testid="user-admin"]');
+  await page.fill("#user-name", "viewer");
+  await page.selectOption("#user-role", "viewer");
+  await page.fill("#user-password", VIEWER);
+  await page.click('#user-add button[type="submit"]');
+  await page.waitForSelector('[data-testid="user-viewer"]');
+  await until("the audit entry", async () => /user created\s*viewer \(viewer\)/.test(await page.textContent("#audit-list")));
+  await page.screenshot({ path: `${shots}/users.png`, fullPage: true });
+
   log("a viewer login reads but cannot change");
-  const setViewer = await page.request.put(`${base}/api/v1/auth/password`, {
-    headers: { "X-CSRF-Token": session.csrf_token }, data: { role: "viewer", password: VIEWER, current_password: ADMIN } });
-  assert.equal(setViewer.status(), 200);
   const vctx = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true });
   const vpage = await vctx.newPage();
   await vpage.goto(base);
+  await vpage.fill("#auth-user", "viewer");
   await vpage.fill("#auth-password", VIEWER);
   await vpage.click("#auth-submit");
   await vpage.waitForSelector("#coin-btc");
@@ -233,6 +242,9 @@ try {
   assert.ok(await vpage.isDisabled("#settings-save"), "viewer cannot save");
   await until("the viewer's cloud card", async () => (await vpage.textContent('[data-testid="cloud-what"]')).length > 0);
   assert.ok(await vpage.isDisabled('[data-testid="cloud-telemetry"]'), "viewer cannot switch telemetry");
+  await until("the viewer's own session listed", async () => /this one/.test(await vpage.textContent("#sessions-list")));
+  assert.ok(!(await vpage.isVisible('[data-testid="users"]')), "the viewer sees no user management");
+  assert.ok(!(await vpage.isVisible('[data-testid="audit"]')), "nor the audit log");
   const vs = await (await vpage.request.get(`${base}/api/v1/auth/session`)).json();
   assert.equal(vs.role, "viewer");
   await vpage.goto(`${base}/#miners`);
@@ -248,6 +260,22 @@ try {
   await vpage.waitForSelector("#auth:not([hidden])");
   assert.equal((await vpage.request.get(`${base}/api/v1/overview`)).status(), 401, "the viewer signed out for real");
   await vctx.close();
+
+  log("the admin revokes a session left signed in elsewhere");
+  const lctx = await browser.newContext();
+  const lpage = await lctx.newPage();
+  await lpage.goto(base);
+  await lpage.fill("#auth-user", "viewer");
+  await lpage.fill("#auth-password", VIEWER);
+  await lpage.click("#auth-submit");
+  await lpage.waitForSelector("#coin-btc");
+  await page.goto(`${base}/#overview`);
+  await page.goto(`${base}/#settings`);
+  await until("the viewer's session in the admin's list", async () => /viewer/.test(await page.textContent("#sessions-list")));
+  const row = page.locator("#sessions-list tr", { hasText: "viewer" }).first();
+  await row.locator("button").click();
+  await until("the revoked session refused", async () => (await lpage.request.get(`${base}/api/v1/overview`)).status() === 401);
+  await lctx.close();
 
   log("only the box's own names are served (DNS rebinding)");
   const rebound = await new Promise((resolve, reject) => {
@@ -281,7 +309,7 @@ try {
   for (let i = 0; i < 5; i++) {
     await page.fill("#auth-password", `wrong password ${i}`);
     await page.click("#auth-submit");
-    await until(`refusal ${i}`, async () => /wrong password|too many/.test(await page.textContent("#auth-error")));
+    await until(`refusal ${i}`, async () => /wrong user name or password|too many/.test(await page.textContent("#auth-error")));
     await page.evaluate(() => (document.getElementById("auth-error").textContent = ""));
   }
   await page.fill("#auth-password", ADMIN);

@@ -1,80 +1,154 @@
-//! The admin and viewer passwords: argon2id hashes in one small file on /data.
+//! Named users and their roles (issue 17): argon2id password hashes in the status page's
+//! database ([`crate::user_db`]).
 //!
-//! There is no default password anywhere: until the file holds an admin hash, the page
-//! asks its first visitor to choose one. The recovery console deletes the file to reopen
-//! that first-visit setup. The file is read on every login rather than cached, so a reset
-//! from the console takes effect without a restart.
+//! There is no default password anywhere: until an admin user exists, the page asks its
+//! first visitor to choose one. The recovery console's "reset status page password"
+//! removes every user, which reopens that first-visit setup.
 
+use crate::user_db::{DbError, UserDb};
 use argon2::password_hash::{rand_core::OsRng, Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
+use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-/// What a signed-in user may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What a signed-in user may do; each role may do everything the ones before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Everything, including settings, node start/stop, snapshots and updates.
-    Admin,
-    /// Reads every page; changes nothing.
+    /// Reads every page but the users and the audit log; changes only their own password
+    /// and sessions.
     Viewer,
+    /// Runs the box: miners, nodes, snapshots, updates, the settings that do not decide
+    /// who is paid. No user management, no coin settings, no MineBox Cloud link.
+    Operator,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Role> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountsError {
-    #[error("an admin password is already set; sign in, or reset it from the box's console")]
+    #[error("an admin already exists; sign in, or reset the status page password from the box's console")]
     AlreadySet,
-    #[error("no admin password is set yet; open the status page to choose one")]
+    #[error("no admin exists yet; open the status page to choose the first admin's password")]
     NotSet,
     #[error("passwords need at least {MIN_LEN} characters")]
     TooShort,
     #[error("passwords may have at most {MAX_LEN} bytes")]
     TooLong,
-    #[error("{path}: {message}; the recovery console's 'reset status page password' starts over")]
-    File { path: String, message: String },
+    #[error(
+        "{0:?} is not a user name: use 1 to 32 lowercase letters, digits, '.', '_' or '-', starting with a letter \
+         or digit"
+    )]
+    BadName(String),
+    #[error("there is no user {0:?}")]
+    NoSuchUser(String),
+    #[error("a user {0:?} exists already; choose another name")]
+    Exists(String),
+    #[error("{0:?} is the last admin who can sign in; make another user admin first")]
+    LastAdmin(String),
+    #[error("the current password is wrong")]
+    WrongCurrent,
+    #[error(transparent)]
+    Db(#[from] DbError),
 }
 
 pub const MIN_LEN: usize = 8;
 pub const MAX_LEN: usize = 256;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// A user as the page lists them (never the hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub name: String,
+    pub role: Role,
+    pub disabled: bool,
+    /// Unix seconds.
+    pub created: i64,
+}
+
+/// What an admin changes about a user; fields left out stay.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AccountsFile {
-    admin: Option<String>,
-    viewer: Option<String>,
+pub struct UserEdit {
+    pub role: Option<Role>,
+    pub disabled: Option<bool>,
+    pub password: Option<String>,
 }
 
 pub struct Accounts {
-    path: PathBuf,
+    db: Arc<UserDb>,
     params: Params,
     /// Passwords checked against a hash so far: what a login flood costs, for tests and logs.
     checked: AtomicU64,
 }
 
+/// Checked for a name that does not exist, so that a wrong name costs as long as a wrong
+/// password and does not tell a guesser which names exist (the same parameters as
+/// [`params`]; its output matches no password anyone can find).
+const DECOY: &str = "$argon2id$v=19$m=19456,t=2,p=1$bm90IGEgdXNlciBzYWx0$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+fn row_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    let role: String = r.get(1)?;
+    Ok(User {
+        name: r.get(0)?,
+        role: Role::parse(&role).unwrap_or(Role::Viewer),
+        disabled: r.get::<_, i64>(2)? != 0,
+        created: r.get(3)?,
+    })
+}
+
 impl Accounts {
-    pub fn new(path: &Path) -> Accounts {
-        Accounts { path: path.to_path_buf(), params: params(), checked: AtomicU64::new(0) }
+    pub fn new(db: Arc<UserDb>) -> Accounts {
+        Accounts { db, params: params(), checked: AtomicU64::new(0) }
     }
 
-    /// True until the first visitor has chosen the admin password.
+    /// True until the first visitor has chosen the first admin's password.
     pub fn setup_needed(&self) -> Result<bool, AccountsError> {
-        Ok(self.read()?.admin.is_none())
+        Ok(self.db.optional::<i64>("SELECT count(*) FROM users WHERE role = 'admin'", [])?.unwrap_or(0) == 0)
     }
 
-    pub fn viewer_enabled(&self) -> Result<bool, AccountsError> {
-        Ok(self.read()?.viewer.is_some())
-    }
-
-    /// First-visit setup: sets the admin password only if none is set.
-    pub fn set_first_admin(&self, password: &str) -> Result<(), AccountsError> {
+    /// First-visit setup: makes `name` an admin only if there is no admin yet.
+    pub fn set_first_admin(&self, name: &str, password: &str, now: i64) -> Result<(), AccountsError> {
+        check_name(name)?;
         check(password)?;
-        let mut file = self.read()?;
-        if file.admin.is_some() {
+        let hash = self.hash(password);
+        let mut conn = self.db.lock();
+        let tx = conn.transaction().map_err(|e| self.db.damaged(e))?;
+        let admins: i64 = tx
+            .query_row("SELECT count(*) FROM users WHERE role = 'admin'", [], |r| r.get(0))
+            .map_err(|e| self.db.damaged(e))?;
+        if admins > 0 {
             return Err(AccountsError::AlreadySet);
         }
-        file.admin = Some(self.hash(password));
-        self.write(&file)
+        // A viewer or operator of that name left from before a reset gives way to the admin.
+        tx.execute("DELETE FROM users WHERE name = ?1", [name]).map_err(|e| self.db.damaged(e))?;
+        tx.execute(
+            "INSERT INTO users (name, role, hash, disabled, created) VALUES (?1, 'admin', ?2, 0, ?3)",
+            (name, &hash, now),
+        )
+        .map_err(|e| self.db.damaged(e))?;
+        tx.commit().map_err(|e| self.db.damaged(e))?;
+        Ok(())
     }
 
     /// How many passwords have been checked against a hash since start.
@@ -82,47 +156,141 @@ impl Accounts {
         self.checked.load(Ordering::Relaxed)
     }
 
-    /// The role `password` signs in as, if any. Admin is tried first, so a viewer password
-    /// equal to the admin's would grant admin: [`Accounts::set`] refuses that.
-    pub fn verify(&self, password: &str) -> Result<Option<Role>, AccountsError> {
+    /// The user `name` signs in as with `password`, if any: `None` for a wrong password,
+    /// a name that does not exist and a disabled user alike (all cost one hash).
+    pub fn verify(&self, name: &str, password: &str) -> Result<Option<User>, AccountsError> {
         if password.len() > MAX_LEN {
             return Ok(None);
         }
-        let file = self.read()?;
-        if file.admin.is_none() {
+        if self.setup_needed()? {
             return Err(AccountsError::NotSet);
         }
+        let found = self
+            .db
+            .lock()
+            .query_row("SELECT name, role, disabled, created, hash FROM users WHERE name = ?1", [name], |r| {
+                Ok((row_user(r)?, r.get::<_, String>(4)?))
+            })
+            .optional()
+            .map_err(|e| self.db.damaged(e))?;
         self.checked.fetch_add(1, Ordering::Relaxed);
-        for (role, hash) in [(Role::Admin, &file.admin), (Role::Viewer, &file.viewer)] {
-            if let Some(hash) = hash {
-                let parsed = PasswordHash::new(hash).map_err(|e| AccountsError::File {
-                    path: self.path.display().to_string(),
-                    message: e.to_string(),
-                })?;
-                if verify_in_place(password.as_bytes(), &parsed) {
-                    return Ok(Some(role));
-                }
-            }
-        }
-        Ok(None)
+        let hash = found.as_ref().map_or(DECOY, |(_, h)| h.as_str());
+        let parsed = PasswordHash::new(hash).map_err(|e| DbError::Damaged {
+            path: self.db.path().display().to_string(),
+            message: format!("the password hash of {name:?}: {e}"),
+        })?;
+        let right = verify_in_place(password.as_bytes(), &parsed);
+        Ok(found.filter(|(u, _)| right && !u.disabled).map(|(u, _)| u))
     }
 
-    /// Changes a role's password; `None` removes the viewer login.
-    pub fn set(&self, role: Role, password: Option<&str>) -> Result<(), AccountsError> {
-        let mut file = self.read()?;
-        let hash = match password {
-            Some(p) => {
-                check(p)?;
-                Some(self.hash(p))
-            }
-            None if role == Role::Admin => return Err(AccountsError::TooShort),
-            None => None,
-        };
-        match role {
-            Role::Admin => file.admin = hash,
-            Role::Viewer => file.viewer = hash,
+    /// The user, as it is now (a role change or a disable applies at the next request).
+    pub fn get(&self, name: &str) -> Result<Option<User>, AccountsError> {
+        self.db
+            .lock()
+            .query_row("SELECT name, role, disabled, created FROM users WHERE name = ?1", [name], row_user)
+            .optional()
+            .map_err(|e| AccountsError::Db(self.db.damaged(e)))
+    }
+
+    pub fn list(&self) -> Result<Vec<User>, AccountsError> {
+        let conn = self.db.lock();
+        let mut st = conn
+            .prepare("SELECT name, role, disabled, created FROM users ORDER BY name")
+            .map_err(|e| self.db.damaged(e))?;
+        let users = st.query_map([], row_user).map_err(|e| self.db.damaged(e))?;
+        users.collect::<Result<Vec<_>, _>>().map_err(|e| AccountsError::Db(self.db.damaged(e)))
+    }
+
+    /// A new user (an admin adds them).
+    pub fn create(&self, name: &str, role: Role, password: &str, now: i64) -> Result<User, AccountsError> {
+        check_name(name)?;
+        check(password)?;
+        let hash = self.hash(password);
+        let conn = self.db.lock();
+        let inserted = conn.execute(
+            "INSERT INTO users (name, role, hash, disabled, created) VALUES (?1, ?2, ?3, 0, ?4) \
+             ON CONFLICT (name) DO NOTHING",
+            (name, role.as_str(), &hash, now),
+        );
+        match inserted.map_err(|e| self.db.damaged(e))? {
+            0 => Err(AccountsError::Exists(name.to_string())),
+            _ => Ok(User { name: name.to_string(), role, disabled: false, created: now }),
         }
-        self.write(&file)
+    }
+
+    /// An admin's change to a user. Refuses to leave the box without an admin who can sign
+    /// in: the last enabled admin can be neither demoted nor disabled.
+    pub fn edit(&self, name: &str, edit: &UserEdit) -> Result<User, AccountsError> {
+        if let Some(p) = &edit.password {
+            check(p)?;
+        }
+        let hash = edit.password.as_deref().map(|p| self.hash(p));
+        let mut conn = self.db.lock();
+        let tx = conn.transaction().map_err(|e| self.db.damaged(e))?;
+        let user = tx
+            .query_row("SELECT name, role, disabled, created FROM users WHERE name = ?1", [name], row_user)
+            .optional()
+            .map_err(|e| self.db.damaged(e))?
+            .ok_or_else(|| AccountsError::NoSuchUser(name.to_string()))?;
+        let role = edit.role.unwrap_or(user.role);
+        let disabled = edit.disabled.unwrap_or(user.disabled);
+        if user.role == Role::Admin && !user.disabled && (role != Role::Admin || disabled) {
+            let others: i64 = tx
+                .query_row(
+                    "SELECT count(*) FROM users WHERE role = 'admin' AND disabled = 0 AND name != ?1",
+                    [name],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.db.damaged(e))?;
+            if others == 0 {
+                return Err(AccountsError::LastAdmin(name.to_string()));
+            }
+        }
+        tx.execute("UPDATE users SET role = ?2, disabled = ?3 WHERE name = ?1", (name, role.as_str(), disabled))
+            .map_err(|e| self.db.damaged(e))?;
+        if let Some(hash) = hash {
+            tx.execute("UPDATE users SET hash = ?2 WHERE name = ?1", (name, hash)).map_err(|e| self.db.damaged(e))?;
+        }
+        tx.commit().map_err(|e| self.db.damaged(e))?;
+        Ok(User { role, disabled, ..user })
+    }
+
+    /// Removes a user and, with them, their sessions (the audit log keeps their name).
+    pub fn remove(&self, name: &str) -> Result<(), AccountsError> {
+        let mut conn = self.db.lock();
+        let tx = conn.transaction().map_err(|e| self.db.damaged(e))?;
+        let role: Option<String> = tx
+            .query_row("SELECT role FROM users WHERE name = ?1 AND disabled = 0", [name], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.db.damaged(e))?;
+        if role.as_deref() == Some("admin") {
+            let others: i64 = tx
+                .query_row(
+                    "SELECT count(*) FROM users WHERE role = 'admin' AND disabled = 0 AND name != ?1",
+                    [name],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.db.damaged(e))?;
+            if others == 0 {
+                return Err(AccountsError::LastAdmin(name.to_string()));
+            }
+        }
+        let removed = tx.execute("DELETE FROM users WHERE name = ?1", [name]).map_err(|e| self.db.damaged(e))?;
+        tx.commit().map_err(|e| self.db.damaged(e))?;
+        if removed == 0 {
+            return Err(AccountsError::NoSuchUser(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// A user's change of their own password: the current one must be right.
+    pub fn change_own(&self, name: &str, current: &str, new: &str) -> Result<(), AccountsError> {
+        check(new)?;
+        if self.verify(name, current)?.is_none() {
+            return Err(AccountsError::WrongCurrent);
+        }
+        self.edit(name, &UserEdit { password: Some(new.to_string()), ..UserEdit::default() })?;
+        Ok(())
     }
 
     fn hash(&self, password: &str) -> String {
@@ -140,26 +308,6 @@ impl Accounts {
         }
         .to_string()
     }
-
-    fn read(&self) -> Result<AccountsFile, AccountsError> {
-        let err = |message: String| AccountsError::File { path: self.path.display().to_string(), message };
-        match std::fs::read_to_string(&self.path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| err(e.message().to_string())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AccountsFile::default()),
-            Err(e) => Err(err(e.to_string())),
-        }
-    }
-
-    fn write(&self, file: &AccountsFile) -> Result<(), AccountsError> {
-        let text = toml::to_string(file).expect("accounts serialize");
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).ok();
-        }
-        minebox_platform::fs::AtomicWrite::to(&self.path)
-            .mode(0o600)
-            .write(text.as_bytes())
-            .map_err(|e| AccountsError::File { path: self.path.display().to_string(), message: e.to_string() })
-    }
 }
 
 fn check(password: &str) -> Result<(), AccountsError> {
@@ -170,6 +318,18 @@ fn check(password: &str) -> Result<(), AccountsError> {
         return Err(AccountsError::TooLong);
     }
     Ok(())
+}
+
+/// User names appear in the audit log and the page: plain, short, unambiguous.
+fn check_name(name: &str) -> Result<(), AccountsError> {
+    let ok = (1..=32).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(AccountsError::BadName(name.to_string()))
+    }
 }
 
 thread_local! {
@@ -224,51 +384,70 @@ fn params() -> Params {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::user_db::UserDb;
+
+    fn accounts(dir: &std::path::Path) -> Accounts {
+        Accounts::new(Arc::new(UserDb::open(&dir.join("users.db"), &dir.join("accounts"), 1000).unwrap()))
+    }
 
     #[test]
-    fn first_visit_sets_admin_once_then_roles_sign_in() {
+    fn first_visit_makes_one_admin_then_users_sign_in_by_name() {
         let dir = tempfile::tempdir().unwrap();
-        let a = Accounts::new(&dir.path().join("status/accounts"));
+        let a = accounts(dir.path());
         assert!(a.setup_needed().unwrap());
-        assert!(matches!(a.verify("whatever1"), Err(AccountsError::NotSet)));
-        assert!(matches!(a.set_first_admin("short"), Err(AccountsError::TooShort)));
-        a.set_first_admin("correct horse").unwrap();
+        assert!(matches!(a.verify("admin", "whatever1"), Err(AccountsError::NotSet)));
+        assert!(matches!(a.set_first_admin("admin", "short", 1), Err(AccountsError::TooShort)));
+        assert!(matches!(a.set_first_admin("Robert'); DROP", "correct horse", 1), Err(AccountsError::BadName(_))));
+        a.set_first_admin("alice", "correct horse", 1).unwrap();
         assert!(!a.setup_needed().unwrap());
-        assert!(matches!(a.set_first_admin("another one"), Err(AccountsError::AlreadySet)));
-        assert_eq!(a.verify("correct horse").unwrap(), Some(Role::Admin));
-        assert_eq!(a.verify("wrong horse").unwrap(), None);
-        a.set(Role::Viewer, Some("just looking")).unwrap();
-        assert_eq!(a.verify("just looking").unwrap(), Some(Role::Viewer));
-        a.set(Role::Viewer, None).unwrap();
-        assert_eq!(a.verify("just looking").unwrap(), None);
+        assert!(matches!(a.set_first_admin("mallory", "another one", 1), Err(AccountsError::AlreadySet)));
+        assert_eq!(a.verify("alice", "correct horse").unwrap().unwrap().role, Role::Admin);
+        assert_eq!(a.verify("alice", "wrong horse").unwrap(), None);
+        assert_eq!(a.verify("nobody", "correct horse").unwrap(), None, "an unknown name is just a miss");
+        a.create("bob", Role::Operator, "runs the box", 2).unwrap();
+        assert!(matches!(a.create("bob", Role::Viewer, "second bob", 2), Err(AccountsError::Exists(_))));
+        assert_eq!(a.verify("bob", "runs the box").unwrap().unwrap().role, Role::Operator);
+        a.edit("bob", &UserEdit { disabled: Some(true), ..UserEdit::default() }).unwrap();
+        assert_eq!(a.verify("bob", "runs the box").unwrap(), None, "a disabled user cannot sign in");
+        a.remove("bob").unwrap();
+        assert!(matches!(a.remove("bob"), Err(AccountsError::NoSuchUser(_))));
     }
 
     #[test]
-    fn the_file_holds_hashes_not_passwords() {
+    fn the_last_admin_stays() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("accounts");
-        Accounts::new(&path).set_first_admin("correct horse").unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains("$argon2id$"), "{text}");
+        let a = accounts(dir.path());
+        a.set_first_admin("alice", "correct horse", 1).unwrap();
+        let demote = UserEdit { role: Some(Role::Viewer), ..UserEdit::default() };
+        assert!(matches!(a.edit("alice", &demote), Err(AccountsError::LastAdmin(_))));
+        let disable = UserEdit { disabled: Some(true), ..UserEdit::default() };
+        assert!(matches!(a.edit("alice", &disable), Err(AccountsError::LastAdmin(_))));
+        assert!(matches!(a.remove("alice"), Err(AccountsError::LastAdmin(_))));
+        a.create("carol", Role::Admin, "second admin", 2).unwrap();
+        a.edit("alice", &demote).unwrap();
+        assert_eq!(a.get("alice").unwrap().unwrap().role, Role::Viewer);
+    }
+
+    #[test]
+    fn own_password_change_needs_the_current_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = accounts(dir.path());
+        a.set_first_admin("alice", "correct horse", 1).unwrap();
+        assert!(matches!(a.change_own("alice", "wrong horse", "new battery"), Err(AccountsError::WrongCurrent)));
+        a.change_own("alice", "correct horse", "new battery").unwrap();
+        assert!(a.verify("alice", "correct horse").unwrap().is_none());
+        assert!(a.verify("alice", "new battery").unwrap().is_some());
+    }
+
+    #[test]
+    fn the_database_holds_hashes_not_passwords() {
+        let dir = tempfile::tempdir().unwrap();
+        accounts(dir.path()).set_first_admin("alice", "correct horse", 1).unwrap();
+        let bytes = std::fs::read(dir.path().join("users.db")).unwrap();
+        let wal = std::fs::read(dir.path().join("users.db-wal")).unwrap_or_default();
+        let all = [bytes, wal].concat();
+        let text = String::from_utf8_lossy(&all);
+        assert!(text.contains("$argon2id$"));
         assert!(!text.contains("correct horse"));
-    }
-
-    #[test]
-    fn deleting_the_file_reopens_setup() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("accounts");
-        let a = Accounts::new(&path);
-        a.set_first_admin("correct horse").unwrap();
-        std::fs::remove_file(&path).unwrap();
-        assert!(a.setup_needed().unwrap());
-    }
-
-    #[test]
-    fn a_damaged_file_is_an_error_that_names_the_fix() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("accounts");
-        std::fs::write(&path, "admin = [").unwrap();
-        let e = Accounts::new(&path).verify("correct horse").unwrap_err().to_string();
-        assert!(e.contains("reset status page password"), "{e}");
     }
 }

@@ -2,23 +2,25 @@
 //! /api/v1/openapi.json), the login, and the guard in front of it all.
 //!
 //! Who may do what: without a session only the health check, the OpenAPI document and the
-//! sign-in endpoints answer; a viewer reads everything; an admin also changes things. Every
-//! state-changing request needs the session's CSRF token in `X-CSRF-Token`.
+//! sign-in endpoints answer; with one, the least role each endpoint needs is in one table,
+//! [`crate::access`]. Every state-changing request needs the session's CSRF token in
+//! `X-CSRF-Token`. Every change made here is noted in the audit log with who made it.
 
-use crate::accounts::{AccountsError, Role};
+use crate::accounts::{AccountsError, Role, UserEdit};
 use crate::app::App;
 use crate::config::{self, ConfigEdit};
 use crate::limits::{Conn, LocalAddr, StreamRefusal};
 use crate::session::Refusal;
-use crate::session::COOKIE;
+use crate::session::{Session, COOKIE};
 use crate::upstream::{Service, UpstreamError};
+use crate::user_db::{now, DbError};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::routing::{delete, get, post, put};
+use axum::{Extension, Json, Router};
 use minebox_api::{snapshot, stratum, supervisor, updater};
 use serde::Deserialize;
 use serde_json::json;
@@ -52,12 +54,20 @@ impl From<UpstreamError> for ApiError {
 impl From<AccountsError> for ApiError {
     fn from(e: AccountsError) -> ApiError {
         let status = match e {
-            AccountsError::AlreadySet => 409,
-            AccountsError::NotSet => 409,
-            AccountsError::TooShort | AccountsError::TooLong => 422,
-            AccountsError::File { .. } => 500,
+            AccountsError::AlreadySet | AccountsError::NotSet | AccountsError::Exists(_) => 409,
+            AccountsError::LastAdmin(_) => 409,
+            AccountsError::TooShort | AccountsError::TooLong | AccountsError::BadName(_) => 422,
+            AccountsError::NoSuchUser(_) => 404,
+            AccountsError::WrongCurrent => 403,
+            AccountsError::Db(_) => 500,
         };
         ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> ApiError {
+        ApiError::new(500, e.to_string())
     }
 }
 
@@ -72,6 +82,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/auth/login", post(login))
         .route("/api/v1/auth/logout", post(logout))
         .route("/api/v1/auth/password", put(password))
+        .route("/api/v1/users", get(users_list).post(users_create))
+        .route("/api/v1/users/{name}", axum::routing::patch(users_edit).delete(users_remove))
+        .route("/api/v1/sessions", get(sessions_list))
+        .route("/api/v1/sessions/{id}", delete(sessions_revoke))
+        .route("/api/v1/audit", get(audit_list))
         .route("/api/v1/overview", get(overview))
         .route("/api/v1/events", get(events))
         .route("/api/v1/stratum", get(stratum_status))
@@ -181,6 +196,13 @@ fn session_token(headers: &HeaderMap) -> Option<String> {
     })
 }
 
+fn current_session(app: &App, headers: &HeaderMap) -> Result<Option<Session>, ApiError> {
+    match session_token(headers) {
+        Some(t) => Ok(app.sessions.get(&t, now())?),
+        None => Ok(None),
+    }
+}
+
 fn changes_state(m: &Method) -> bool {
     !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
 }
@@ -194,15 +216,25 @@ async fn guard(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Res
         }
         return next.run(req).await;
     }
-    let Some(s) = session_token(req.headers()).and_then(|t| app.sessions.get(&t)) else {
-        return ApiError::new(401, "sign in first").into_response();
+    let s = match current_session(&app, req.headers()) {
+        Ok(Some(s)) => s,
+        Ok(None) => return ApiError::new(401, "sign in first").into_response(),
+        Err(e) => return e.into_response(),
     };
+    let needed = crate::access::minimum_role(req.method(), &path);
+    if s.role < needed {
+        return ApiError::new(
+            403,
+            format!(
+                "{} is signed in as {}; this needs {} or above: ask an admin, or sign in as one",
+                s.user,
+                s.role.as_str(),
+                needed.as_str()
+            ),
+        )
+        .into_response();
+    }
     if changes_state(req.method()) {
-        // Signing out is for everyone; everything else that changes something is the admin's.
-        if s.role != Role::Admin && path != "/api/v1/auth/logout" {
-            return ApiError::new(403, "the viewer login can look but not change anything; sign in as admin")
-                .into_response();
-        }
         let sent = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok());
         if sent != Some(s.csrf.as_str()) {
             return ApiError::new(403, "missing or wrong CSRF token; reload the page").into_response();
@@ -273,10 +305,11 @@ async fn openapi() -> Response {
 }
 
 async fn session(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
-    let s = session_token(&headers).and_then(|t| app.sessions.get(&t));
+    let s = current_session(&app, &headers)?;
     Ok(Json(json!({
         "setup_required": app.accounts.setup_needed()?,
         "signed_in": s.is_some(),
+        "user": s.as_ref().map(|s| s.user.clone()),
         "role": s.as_ref().map(|s| s.role),
         "csrf_token": s.as_ref().map(|s| s.csrf.clone()),
     }))
@@ -285,13 +318,27 @@ async fn session(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PasswordBody {
+struct SignInBody {
+    /// Left out: `admin`, the name the first admin gets by default and that a box's old
+    /// admin password became, so existing scripts that sent only a password keep working.
+    #[serde(default = "admin_name")]
+    user: String,
     password: String,
 }
 
-fn signed_in(token: &str, csrf: &str, role: Role, status: StatusCode) -> Response {
-    let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200");
-    (status, [(header::SET_COOKIE, cookie)], Json(json!({ "role": role, "csrf_token": csrf }))).into_response()
+fn admin_name() -> String {
+    "admin".into()
+}
+
+/// The device a session is listed with: the browser's own name for itself.
+fn user_agent(headers: &HeaderMap) -> String {
+    headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+}
+
+fn signed_in(token: &str, csrf: &str, user: &str, role: Role, status: StatusCode) -> Response {
+    let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}", crate::session::ABSOLUTE);
+    (status, [(header::SET_COOKIE, cookie)], Json(json!({ "user": user, "role": role, "csrf_token": csrf })))
+        .into_response()
 }
 
 fn stopped(e: crate::hashing::Stopped) -> ApiError {
@@ -305,23 +352,34 @@ fn refused(r: Refusal) -> Response {
     resp
 }
 
-async fn setup(State(app): State<Arc<App>>, Json(body): Json<PasswordBody>) -> ApiResult {
+async fn setup(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(body): Json<SignInBody>,
+) -> ApiResult {
+    let user = body.user.clone();
     let slot = match app.gate.slot().await {
         Ok(s) => s,
         Err(r) => return Ok(refused(r)),
     };
     let app2 = app.clone();
     // The pool place goes with the hash: a client hanging up does not free it early.
-    app.gate.hash(slot, move || app2.accounts.set_first_admin(&body.password)).await.map_err(stopped)??;
-    tracing::info!("status page admin password set (first visit)");
-    let (token, csrf) = app.sessions.create(Role::Admin);
-    Ok(signed_in(&token, &csrf, Role::Admin, StatusCode::CREATED))
+    app.gate
+        .hash(slot, move || app2.accounts.set_first_admin(&body.user, &body.password, now()))
+        .await
+        .map_err(stopped)??;
+    let address = crate::limits::canonical(peer.ip()).to_string();
+    app.audit.record(now(), &user, "first admin set", &format!("first-visit setup from {address}"));
+    let (token, csrf) = app.sessions.create(&user, &address, &user_agent(&headers), now())?;
+    Ok(signed_in(&token, &csrf, &user, Role::Admin, StatusCode::CREATED))
 }
 
 async fn login(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Json(body): Json<PasswordBody>,
+    headers: HeaderMap,
+    Json(body): Json<SignInBody>,
 ) -> ApiResult {
     let ip = crate::limits::canonical(peer.ip());
     // The lockout check and this address's one attempt are taken together, before any hashing.
@@ -339,34 +397,35 @@ async fn login(
     let app2 = app.clone();
     // The attempt and the pool place go with the hash: a client hanging up mid-check frees
     // neither early, and its attempt counts as a miss.
-    let role = app
+    let name = body.user.clone();
+    let user = app
         .gate
         .hash(slot, move || {
-            let role = app2.accounts.verify(&body.password);
-            match &role {
+            let user = app2.accounts.verify(&body.user, &body.password);
+            match &user {
                 Ok(Some(_)) => attempt.succeeded(),
                 Ok(None) => attempt.failed(),
                 Err(_) => attempt.withdrawn(),
             }
-            role
+            user
         })
         .await
         .map_err(stopped)??;
-    match role {
-        Some(role) => {
-            let (token, csrf) = app.sessions.create(role);
-            Ok(signed_in(&token, &csrf, role, StatusCode::OK))
+    match user {
+        Some(user) => {
+            let (token, csrf) = app.sessions.create(&user.name, &ip.to_string(), &user_agent(&headers), now())?;
+            Ok(signed_in(&token, &csrf, &user.name, user.role, StatusCode::OK))
         }
         None => {
-            tracing::warn!(client = %ip, "status page: wrong password");
-            Err(ApiError::new(401, "wrong password"))
+            tracing::warn!(client = %ip, user = name, "status page: wrong user name or password");
+            Err(ApiError::new(401, "wrong user name or password (or the user is disabled)"))
         }
     }
 }
 
 async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
     if let Some(t) = session_token(&headers) {
-        app.sessions.remove(&t);
+        app.sessions.remove(&t)?;
     }
     let clear = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
     Ok(([(header::SET_COOKIE, clear)], Json(json!({ "signed_in": false }))).into_response())
@@ -375,38 +434,152 @@ async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChangePassword {
-    role: Role,
-    /// null removes the viewer login.
-    password: Option<String>,
+    password: String,
     current_password: String,
 }
 
-async fn password(State(app): State<Arc<App>>, headers: HeaderMap, Json(body): Json<ChangePassword>) -> ApiResult {
+/// Runs `f` (which hashes a password) on the hashing pool, as sign-ins do.
+async fn hashing<T: Send + 'static>(
+    app: &Arc<App>,
+    f: impl FnOnce(&App) -> Result<T, ApiError> + Send + 'static,
+) -> Result<Result<T, ApiError>, Response> {
     let slot = match app.gate.slot().await {
         Ok(s) => s,
-        Err(r) => return Ok(refused(r)),
+        Err(r) => return Err(refused(r)),
     };
     let app2 = app.clone();
-    let role = body.role;
-    app.gate
-        .hash(slot, move || {
-            if app2.accounts.verify(&body.current_password)? != Some(Role::Admin) {
-                return Err(ApiError::new(403, "the current admin password is wrong"));
-            }
-            if let (Role::Viewer, Some(p)) = (body.role, &body.password) {
-                if app2.accounts.verify(p)? == Some(Role::Admin) {
-                    return Err(ApiError::new(422, "the viewer password must differ from the admin password"));
-                }
-            }
-            app2.accounts.set(body.role, body.password.as_deref()).map_err(ApiError::from)
-        })
-        .await
-        .map_err(stopped)??;
-    // Every other session of that role signed in with the old password: it ends. The
-    // admin who made the change stays signed in (they just proved the current password).
-    let mine = session_token(&headers);
-    app.sessions.remove_role_except(role, mine.as_deref());
-    Ok(Json(json!({ "changed": role })).into_response())
+    app.gate.hash(slot, move || f(&app2)).await.map_err(|e| stopped(e).into_response())
+}
+
+/// A user changes their own password. Their other sessions signed in with the old one and
+/// end; this one stays (they just proved the current password, and being thrown out of the
+/// form they used would only confuse).
+async fn password(
+    State(app): State<Arc<App>>,
+    Extension(s): Extension<Session>,
+    Json(body): Json<ChangePassword>,
+) -> ApiResult {
+    let user = s.user.clone();
+    let changed = hashing(&app, move |app| {
+        app.accounts.change_own(&user, &body.current_password, &body.password).map_err(ApiError::from)
+    })
+    .await;
+    match changed {
+        Err(resp) => return Ok(resp),
+        Ok(r) => r?,
+    }
+    let ended = app.sessions.remove_user_except(&s.user, Some(s.id))?;
+    app.audit.record(now(), &s.user, "own password changed", &format!("{ended} other sessions signed out"));
+    Ok(Json(json!({ "changed": s.user })).into_response())
+}
+
+async fn users_list(State(app): State<Arc<App>>) -> ApiResult {
+    Ok(Json(app.accounts.list()?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    name: String,
+    role: Role,
+    password: String,
+}
+
+async fn users_create(
+    State(app): State<Arc<App>>,
+    Extension(s): Extension<Session>,
+    Json(body): Json<NewUser>,
+) -> ApiResult {
+    let created = hashing(&app, move |app| {
+        app.accounts.create(&body.name, body.role, &body.password, now()).map_err(ApiError::from)
+    })
+    .await;
+    let user = match created {
+        Err(resp) => return Ok(resp),
+        Ok(r) => r?,
+    };
+    app.audit.record(now(), &s.user, "user created", &format!("{} ({})", user.name, user.role.as_str()));
+    Ok((StatusCode::CREATED, Json(user)).into_response())
+}
+
+/// An admin changes a user's role, disables or enables them, or sets a new password. A
+/// disabled user, a new role and a new password all end that user's sessions (but the
+/// admin's own, when they edit themselves).
+async fn users_edit(
+    State(app): State<Arc<App>>,
+    Extension(s): Extension<Session>,
+    Path(name): Path<String>,
+    Json(edit): Json<UserEdit>,
+) -> ApiResult {
+    let mut what = Vec::new();
+    if let Some(r) = edit.role {
+        what.push(format!("role {}", r.as_str()));
+    }
+    match edit.disabled {
+        Some(true) => what.push("disabled".to_string()),
+        Some(false) => what.push("enabled".to_string()),
+        None => {}
+    }
+    if edit.password.is_some() {
+        what.push("password set".to_string());
+    }
+    if what.is_empty() {
+        return Err(ApiError::new(422, "say what changes: role, disabled or password"));
+    }
+    let target = name.clone();
+    let edited = hashing(&app, move |app| app.accounts.edit(&target, &edit).map_err(ApiError::from)).await;
+    let user = match edited {
+        Err(resp) => return Ok(resp),
+        Ok(r) => r?,
+    };
+    let keep = (user.name == s.user).then_some(s.id);
+    app.sessions.remove_user_except(&user.name, keep)?;
+    app.audit.record(now(), &s.user, "user changed", &format!("{}: {}", user.name, what.join(", ")));
+    Ok(Json(user).into_response())
+}
+
+async fn users_remove(
+    State(app): State<Arc<App>>,
+    Extension(s): Extension<Session>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    app.accounts.remove(&name)?;
+    app.audit.record(now(), &s.user, "user removed", &name);
+    Ok(Json(json!({ "removed": name })).into_response())
+}
+
+/// The caller's sessions; an admin's answer holds every user's.
+async fn sessions_list(State(app): State<Arc<App>>, Extension(s): Extension<Session>) -> ApiResult {
+    let whose = (s.role != Role::Admin).then_some(s.user.as_str());
+    Ok(Json(app.sessions.list(whose, s.id, now())?).into_response())
+}
+
+/// Signs a session out: one's own, or any for an admin. Someone else's session is "not
+/// found" to a non-admin, which tells them nothing about it.
+async fn sessions_revoke(
+    State(app): State<Arc<App>>,
+    Extension(s): Extension<Session>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let id: i64 = id.parse().map_err(|_| ApiError::new(404, format!("no session {id:?}")))?;
+    let owner = (s.role != Role::Admin).then_some(s.user.as_str());
+    if !app.sessions.revoke(id, owner)? {
+        return Err(ApiError::new(404, format!("no session {id} of yours; list them with GET /api/v1/sessions")));
+    }
+    app.audit.record(now(), &s.user, "session revoked", &format!("session {id}"));
+    Ok(Json(json!({ "revoked": id })).into_response())
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    limit: Option<i64>,
+    before: Option<i64>,
+}
+
+/// The audit log, newest first, a page at a time (`before` = the last id shown).
+async fn audit_list(State(app): State<Arc<App>>, Query(q): Query<AuditQuery>) -> ApiResult {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    Ok(Json(app.audit.list(limit, q.before)?).into_response())
 }
 
 /// An answer and whether saved settings wait for the services to restart.
@@ -571,9 +744,14 @@ struct ScanBody {
 /// other devices; it changes nothing on them) and answers at once (202) with its progress;
 /// the page polls GET /miners/found until it is done. A range off the box's network is
 /// refused here (422), a second scan while one runs too (409).
-async fn miners_scan(State(app): State<Arc<App>>, body: axum::body::Bytes) -> ApiResult {
+async fn miners_scan(
+    State(app): State<Arc<App>>,
+    Extension(s): Extension<Session>,
+    body: axum::body::Bytes,
+) -> ApiResult {
     let body: ScanBody = optional_body(&body)?;
     let job = app.lan.start(body.range.as_deref())?;
+    app.audit.record(now(), &s.user, "miners scan", body.range.as_deref().unwrap_or("the box's network"));
     let progress = app.lan.progress();
     let bg = app.clone();
     tokio::spawn(async move {
@@ -624,7 +802,12 @@ struct PointBody {
 /// "Mine on this box": the miner's primary pool becomes this box's stratum port for the
 /// coin, signed in as the owner's payout address and a worker named after the miner; its
 /// previous pool stays as its fallback; it restarts.
-async fn miner_point_here(State(app): State<Arc<App>>, Path(ip): Path<String>, body: axum::body::Bytes) -> ApiResult {
+async fn miner_point_here(
+    State(app): State<Arc<App>>,
+    Extension(s): Extension<Session>,
+    Path(ip): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
     let body: PointBody = optional_body(&body)?;
     let ip: std::net::Ipv4Addr =
         ip.parse().map_err(|_| ApiError::new(422, format!("{ip:?} is not an IPv4 address of a miner")))?;
@@ -649,7 +832,7 @@ async fn miner_point_here(State(app): State<Arc<App>>, Path(ip): Path<String>, b
         .point_to_box(ip, &via.to_string(), coin.stratum_port, &coin.payout_address)
         .await
         .map_err(|e| ApiError::new(502, e.to_string()))?;
-    tracing::info!(%ip, coin = %coin.id, "miner pointed at this box from the status page");
+    app.audit.record(now(), &s.user, "miner pointed here", &format!("{ip} mines {} on this box", coin.id));
     Ok(Json(pointed).into_response())
 }
 
@@ -717,34 +900,49 @@ async fn nodes(State(app): State<Arc<App>>) -> ApiResult {
     Ok(Json(list.into_iter().map(PublicNode::from).collect::<Vec<_>>()).into_response())
 }
 
-async fn node_action(State(app): State<Arc<App>>, Path((coin, action)): Path<(String, String)>) -> ApiResult {
+async fn node_action(
+    State(app): State<Arc<App>>,
+    Extension(s): Extension<Session>,
+    Path((coin, action)): Path<(String, String)>,
+) -> ApiResult {
     valid_coin(&coin)?;
     let Some(act) = supervisor::NodeAction::parse(&action) else {
         return Err(ApiError::new(404, "nodes can be started or stopped"));
     };
     app.up.post_ok(Service::Supervisor, &act.path(&coin)).await?;
-    tracing::info!(coin, action, "node action from the status page");
+    app.audit.record(now(), &s.user, &format!("node {action}"), &coin);
     let n: supervisor::Node = app.up.get_as(Service::Supervisor, &supervisor::node(&coin)).await?;
     Ok(Json(PublicNode::from(n)).into_response())
 }
 
-async fn snapshot_install(State(app): State<Arc<App>>, Path(coin): Path<String>) -> ApiResult {
+async fn snapshot_install(
+    State(app): State<Arc<App>>,
+    Extension(s): Extension<Session>,
+    Path(coin): Path<String>,
+) -> ApiResult {
     valid_coin(&coin)?;
     let started: snapshot::Started = app.up.post_as(Service::Snapshots, &snapshot::install(&coin)).await?;
+    app.audit.record(now(), &s.user, "snapshot install", &coin);
     Ok(Json(started).into_response())
 }
 
 async fn update_action(
     State(app): State<Arc<App>>,
+    Extension(s): Extension<Session>,
     Path(action): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
     match updater::Action::parse(&action) {
-        Some(updater::Action::Upload) => upload(&app, &headers, body).await,
+        Some(updater::Action::Upload) => {
+            let answer = upload(&app, &headers, body).await?;
+            app.audit.record(now(), &s.user, "update upload", "a bundle uploaded to the updater");
+            Ok(answer)
+        }
         Some(a) => {
             // The updater answers every action with its status.
             let status: updater::Status = app.up.post_as(Service::Updates, a.path()).await?;
+            app.audit.record(now(), &s.user, &format!("update {action}"), "");
             Ok(Json(status).into_response())
         }
         None => Err(ApiError::new(404, "update actions: check, install, usb, upload")),
@@ -812,8 +1010,26 @@ async fn config_get(State(app): State<Arc<App>>) -> Json<WithRestart<config::Con
     Json(WithRestart { answer, restart_required: app.restart_required.load(Ordering::Relaxed) })
 }
 
-async fn config_put(State(app): State<Arc<App>>, body: axum::body::Bytes) -> ApiResult {
+async fn config_put(
+    State(app): State<Arc<App>>,
+    Extension(s): Extension<Session>,
+    body: axum::body::Bytes,
+) -> ApiResult {
     let edit: ConfigEdit = serde_json::from_slice(&body).map_err(|e| ApiError::new(422, format!("{e}")))?;
+    // Coin settings decide who is paid (payout address, payout_policy, the solo pool, the
+    // coin on or off) and the Cloud link sends data off the box: the admin's (docs/status.md).
+    if s.role < Role::Admin && (!edit.coins.is_empty() || edit.cloud.is_some()) {
+        return Err(ApiError::new(
+            403,
+            format!(
+                "{} is signed in as {}: coin settings (payout address, who a block pays, solo pool, coin on/off) and \
+                 MineBox Cloud are changed by an admin; updates, snapshots and notifications are yours",
+                s.user,
+                s.role.as_str()
+            ),
+        ));
+    }
+    let what = edit.summary();
     let live = edit.only_read_live();
     let app2 = app.clone();
     let settings = tokio::task::spawn_blocking(move || config::apply(&app2.files, &edit, &app2.registry))
@@ -821,7 +1037,7 @@ async fn config_put(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Api
         .expect("config task")
         .map_err(|e| ApiError::new(422, e.to_string()))?;
     *app.settings.write().expect("settings") = settings.clone();
-    tracing::info!("settings changed from the status page");
+    app.audit.record(now(), &s.user, "settings changed", &what);
     if live {
         // Only what this service reads as it goes (the telemetry switch): nothing to restart.
         let answer = config::view(&settings, &app.registry);
@@ -870,11 +1086,15 @@ async fn cloud_get(State(app): State<Arc<App>>) -> Json<crate::cloud::CloudView>
 }
 
 /// Starts linking (admin): makes the device key if the box has none and shows a code.
-async fn cloud_link(State(app): State<Arc<App>>) -> ApiResult {
-    Ok(Json(crate::cloud::start(&app.settings().cloud, &app.cloud).await?).into_response())
+async fn cloud_link(State(app): State<Arc<App>>, Extension(s): Extension<Session>) -> ApiResult {
+    let answer = crate::cloud::start(&app.settings().cloud, &app.cloud).await?;
+    app.audit.record(now(), &s.user, "cloud link started", "");
+    Ok(Json(answer).into_response())
 }
 
 /// Unlinks the box from its account (admin).
-async fn cloud_unlink(State(app): State<Arc<App>>) -> ApiResult {
-    Ok(Json(crate::cloud::unlink(&app.settings().cloud, &app.cloud).await?).into_response())
+async fn cloud_unlink(State(app): State<Arc<App>>, Extension(s): Extension<Session>) -> ApiResult {
+    let answer = crate::cloud::unlink(&app.settings().cloud, &app.cloud).await?;
+    app.audit.record(now(), &s.user, "cloud unlinked", "");
+    Ok(Json(answer).into_response())
 }

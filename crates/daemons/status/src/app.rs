@@ -2,6 +2,7 @@
 //! reads, and the event feed to open pages.
 
 use crate::accounts::Accounts;
+use crate::audit::Audit;
 use crate::config::ConfigFiles;
 use crate::overview::Overview;
 use crate::session::{LoginGate, Sessions};
@@ -21,6 +22,8 @@ pub struct App {
     pub settings: RwLock<Settings>,
     pub accounts: Accounts,
     pub sessions: Sessions,
+    /// Every change made through the page, with who and when.
+    pub audit: Audit,
     pub gate: LoginGate,
     pub up: Upstreams,
     pub tracker: SyncTracker,
@@ -50,6 +53,7 @@ pub struct Options {
     pub config: PathBuf,
     pub defaults: Option<PathBuf>,
     pub registry: Registry,
+    /// The old password file: migrated into the users database beside it on first start.
     pub accounts: Option<PathBuf>,
     /// The data partition, for the disk figures (the settings file's directory if unset).
     pub data_dir: Option<PathBuf>,
@@ -65,7 +69,12 @@ impl App {
             &settings.snapshots.api.to_string(),
             &settings.updates.api.to_string(),
         );
-        let accounts = Accounts::new(&opts.accounts.unwrap_or_else(|| settings.status.accounts.clone()));
+        let old_passwords = opts.accounts.unwrap_or_else(|| settings.status.accounts.clone());
+        let db = std::sync::Arc::new(crate::user_db::UserDb::open(
+            &old_passwords.with_file_name(crate::user_db::FILE),
+            &old_passwords,
+            crate::user_db::now(),
+        )?);
         let data = opts.data_dir.unwrap_or_else(|| {
             files.user.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).to_path_buf()
         });
@@ -73,8 +82,9 @@ impl App {
             files,
             registry: opts.registry,
             settings: RwLock::new(settings),
-            accounts,
-            sessions: Sessions::default(),
+            accounts: Accounts::new(db.clone()),
+            sessions: Sessions::new(db.clone()),
+            audit: Audit::new(db),
             gate: LoginGate::new(),
             up,
             tracker: SyncTracker::default(),
@@ -94,6 +104,18 @@ impl App {
             cloud: Default::default(),
             telemetry_every: crate::telemetry::EVERY,
         })
+    }
+
+    /// The retention policy, once: expired sessions and old audit entries go.
+    pub fn prune(&self) {
+        let now = crate::user_db::now();
+        match (self.sessions.purge(now), self.audit.prune(now)) {
+            (Ok(sessions), Ok(entries)) if sessions + entries > 0 => {
+                tracing::info!(sessions, entries, "expired sessions and old audit entries removed")
+            }
+            (Ok(_), Ok(_)) => {}
+            (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "pruning the users database failed"),
+        }
     }
 
     pub fn settings(&self) -> Settings {

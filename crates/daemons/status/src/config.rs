@@ -90,6 +90,23 @@ pub struct ConfigEdit {
 impl ConfigEdit {
     /// The edit changes only settings the status service reads as it goes (the telemetry
     /// switch), so the other services need no restart.
+    /// What the edit touches, for the audit log: the sections and coins, never the values
+    /// (a webhook URL or an address is the owner's business, not the log's).
+    pub fn summary(&self) -> String {
+        let mut parts: Vec<String> = self.coins.keys().map(|c| format!("coins.{c}")).collect();
+        for (name, set) in [
+            ("updates", self.updates.is_some()),
+            ("notify", self.notify.is_some()),
+            ("snapshots", self.snapshots.is_some()),
+            ("cloud", self.cloud.is_some()),
+        ] {
+            if set {
+                parts.push(name.to_string());
+            }
+        }
+        parts.join(", ")
+    }
+
     pub fn only_read_live(&self) -> bool {
         self.coins.is_empty()
             && self.updates.is_none()

@@ -6,9 +6,12 @@
 //! MineBox surface facing the LAN, behind a login.
 //!
 //! - [`api`]: the REST API under /api/v1, the sign-in guard and CSRF check.
-//! - [`accounts`]: admin and viewer passwords (argon2id), first-visit setup.
-//! - [`session`]: in-memory sessions, CSRF tokens, the login throttle; [`hashing`]: the two
+//! - [`accounts`]: named users and roles (admin, operator, viewer; argon2id), first-visit
+//!   setup; [`access`]: the least role each endpoint needs.
+//! - [`session`]: persisted sessions, CSRF tokens, the login throttle; [`hashing`]: the two
 //!   threads that hash passwords.
+//! - [`audit`]: who changed what and when; [`user_db`]: the SQLite file users, sessions and
+//!   the audit log live in, its schema and the migration from the old password file.
 //! - [`overview`]: the per-coin overview; [`odds`]: time to a block; [`sync`]: node sync ETA;
 //!   [`mining_source`]: where each coin mines now (own node or solo pool), the pools offered.
 //! - [`upstream`]: the box's services as clients; [`feed`]: live events to open pages.
@@ -22,10 +25,12 @@
 //!   sending it.
 //! - [`limits`]: connection, request-head, body and event-stream limits; the HTTP server.
 
+pub mod access;
 pub mod accounts;
 pub mod alert;
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod axeos;
 pub mod cloud;
 pub mod config;
@@ -44,6 +49,7 @@ pub mod sync;
 pub mod system;
 pub mod telemetry;
 pub mod upstream;
+pub mod user_db;
 pub mod web;
 
 use std::sync::Arc;
@@ -73,6 +79,7 @@ pub async fn serve(
         tokio::spawn(feed::notifier(app.clone())),
         tokio::spawn(feed::overviews(app.clone())),
         tokio::spawn(telemetry::Sender::new(app.clone()).run(app.telemetry_every, app.closing.clone())),
+        tokio::spawn(retention(app.clone())),
     ];
     let closing = app.closing.clone();
     let limits = app.limits.clone();
@@ -86,4 +93,15 @@ pub async fn serve(
         f.abort();
     }
     result
+}
+
+/// The retention policy, at start and then hourly: expired sessions purged, the audit log
+/// kept to a year and 10,000 entries.
+async fn retention(app: Arc<app::App>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        let app = app.clone();
+        let _ = tokio::task::spawn_blocking(move || app.prune()).await;
+    }
 }

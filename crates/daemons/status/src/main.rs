@@ -16,7 +16,8 @@ struct Cli {
     /// Listen address; the settings' status.listen when absent.
     #[arg(long)]
     listen: Option<String>,
-    /// The password file; the settings' status.accounts when absent.
+    /// The old password file (the settings' status.accounts when absent); the users
+    /// database is made beside it (users.db) and takes its passwords on first start.
     #[arg(long)]
     accounts: Option<PathBuf>,
     /// The data partition, for disk figures (the settings file's directory when absent).
@@ -41,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}; is another web server running there?"))?;
     tracing::info!(%listen, "status page up");
     if app.accounts.setup_needed()? {
-        tracing::info!("no admin password yet: the first visitor of the page chooses it");
+        tracing::info!("no admin user yet: the first visitor of the page chooses the first admin's password");
     }
     minebox_platform::lifecycle::ready();
     minebox_status::serve(Arc::new(app), listener, minebox_platform::lifecycle::terminated()).await?;

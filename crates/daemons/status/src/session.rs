@@ -1,12 +1,22 @@
 //! Signed-in sessions, their CSRF tokens, and the login throttle.
 //!
-//! Sessions live in memory only: a restart signs everyone out, which costs a login and
-//! saves the SD card a write per visit. The session token travels in an HttpOnly,
-//! SameSite=Strict cookie; every state-changing request must also carry the session's
-//! CSRF token in `X-CSRF-Token`, which a page from another origin cannot read.
+//! Sessions are kept in the status page's database ([`crate::user_db`]), so a restart of
+//! the page signs nobody out, and each one can be listed (with the device's address and
+//! browser) and revoked. The cookie's token is kept only as its SHA-256: someone who reads
+//! the database cannot sign in with what they read. A session ends after 12 h without a
+//! request or 7 days after sign-in, whichever comes first. "Last seen" is written at most
+//! once a minute per session: a page open all day costs the SD card a small write a minute,
+//! not one per request.
+//!
+//! The token travels in an HttpOnly, SameSite=Strict cookie; every state-changing request
+//! must also carry the session's CSRF token in `X-CSRF-Token`, which a page from another
+//! origin cannot read.
 
 use crate::accounts::Role;
+use crate::user_db::{DbError, UserDb};
 use rand::RngCore;
+use rusqlite::OptionalExtension;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,21 +25,43 @@ use std::time::{Duration, Instant};
 
 pub const COOKIE: &str = "minebox_session";
 
-/// Sessions end after this long without a request.
-const IDLE: Duration = Duration::from_secs(12 * 3600);
-/// A bound on memory: the oldest session goes when a new one would exceed it.
-const MAX_SESSIONS: usize = 256;
+/// Sessions end after this long without a request (seconds).
+pub const IDLE: i64 = 12 * 3600;
+/// And this long after sign-in, however busy (seconds); also the cookie's lifetime.
+pub const ABSOLUTE: i64 = 7 * 24 * 3600;
+/// "Last seen" is written when it is at least this old (seconds): SD wear.
+pub const TOUCH_EVERY: i64 = 60;
+/// A bound on the table: the longest-idle session goes when a new one would exceed it.
+const MAX_SESSIONS: i64 = 256;
+/// Browser names are kept to this many characters (they are shown, not parsed).
+const MAX_AGENT: usize = 200;
 
+/// A live session, as the guard hands it to the handlers.
 #[derive(Debug, Clone)]
 pub struct Session {
+    pub id: i64,
+    pub user: String,
     pub role: Role,
     pub csrf: String,
-    last_seen: Instant,
 }
 
-#[derive(Default)]
+/// A session as the page lists it (never its token).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionInfo {
+    pub id: i64,
+    pub user: String,
+    /// Unix seconds.
+    pub created: i64,
+    pub last_seen: i64,
+    /// The address it signed in from.
+    pub address: String,
+    pub user_agent: String,
+    /// The session this request came with.
+    pub current: bool,
+}
+
 pub struct Sessions {
-    map: Mutex<HashMap<String, Session>>,
+    db: Arc<UserDb>,
 }
 
 fn token() -> String {
@@ -38,47 +70,136 @@ fn token() -> String {
     hex::encode(b)
 }
 
+fn digest(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
 impl Sessions {
-    /// A new session: (cookie token, CSRF token).
-    pub fn create(&self, role: Role) -> (String, String) {
-        let mut map = self.map.lock().expect("sessions");
-        let now = Instant::now();
-        map.retain(|_, s| now.duration_since(s.last_seen) < IDLE);
-        if map.len() >= MAX_SESSIONS {
-            if let Some(oldest) = map.iter().min_by_key(|(_, s)| s.last_seen).map(|(k, _)| k.clone()) {
-                map.remove(&oldest);
-            }
-        }
+    pub fn new(db: Arc<UserDb>) -> Sessions {
+        Sessions { db }
+    }
+
+    /// A new session for `user`: (cookie token, CSRF token).
+    pub fn create(&self, user: &str, address: &str, user_agent: &str, now: i64) -> Result<(String, String), DbError> {
         let (t, csrf) = (token(), token());
-        map.insert(t.clone(), Session { role, csrf: csrf.clone(), last_seen: now });
-        (t, csrf)
+        let agent: String = user_agent.chars().take(MAX_AGENT).collect();
+        let mut conn = self.db.lock();
+        let tx = conn.transaction().map_err(|e| self.db.damaged(e))?;
+        tx.execute("DELETE FROM sessions WHERE last_seen <= ?1 OR created <= ?2", (now - IDLE, now - ABSOLUTE))
+            .map_err(|e| self.db.damaged(e))?;
+        tx.execute(
+            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions ORDER BY last_seen DESC LIMIT -1 OFFSET ?1)",
+            [MAX_SESSIONS - 1],
+        )
+        .map_err(|e| self.db.damaged(e))?;
+        tx.execute(
+            "INSERT INTO sessions (token_hash, user, csrf, created, last_seen, address, user_agent) \
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)",
+            (digest(&t), user, &csrf, now, address, agent),
+        )
+        .map_err(|e| self.db.damaged(e))?;
+        tx.commit().map_err(|e| self.db.damaged(e))?;
+        Ok((t, csrf))
     }
 
-    /// The live session for a cookie token, refreshed.
-    pub fn get(&self, token: &str) -> Option<Session> {
-        let mut map = self.map.lock().expect("sessions");
-        let s = map.get_mut(token)?;
-        let now = Instant::now();
-        if now.duration_since(s.last_seen) >= IDLE {
-            map.remove(token);
-            return None;
+    /// The live session for a cookie token, its user enabled; "last seen" refreshed when
+    /// it is a minute old. An expired one is removed.
+    pub fn get(&self, token: &str, now: i64) -> Result<Option<Session>, DbError> {
+        let conn = self.db.lock();
+        let found = conn
+            .query_row(
+                "SELECT s.id, s.user, u.role, s.csrf, s.created, s.last_seen FROM sessions s \
+                 JOIN users u ON u.name = s.user WHERE s.token_hash = ?1 AND u.disabled = 0",
+                [digest(token)],
+                |r| {
+                    let role: String = r.get(2)?;
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        role,
+                        r.get(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, i64>(5)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.db.damaged(e))?;
+        let Some((id, user, role, csrf, created, last_seen)) = found else { return Ok(None) };
+        if now - last_seen >= IDLE || now - created >= ABSOLUTE {
+            conn.execute("DELETE FROM sessions WHERE id = ?1", [id]).map_err(|e| self.db.damaged(e))?;
+            return Ok(None);
         }
-        s.last_seen = now;
-        Some(s.clone())
+        if now - last_seen >= TOUCH_EVERY {
+            conn.execute("UPDATE sessions SET last_seen = ?2 WHERE id = ?1", (id, now))
+                .map_err(|e| self.db.damaged(e))?;
+        }
+        let role = match role.as_str() {
+            "admin" => Role::Admin,
+            "operator" => Role::Operator,
+            _ => Role::Viewer,
+        };
+        Ok(Some(Session { id, user, role, csrf }))
     }
 
-    pub fn remove(&self, token: &str) {
-        self.map.lock().expect("sessions").remove(token);
+    /// Signs a session out by its cookie token.
+    pub fn remove(&self, token: &str) -> Result<(), DbError> {
+        self.db
+            .lock()
+            .execute("DELETE FROM sessions WHERE token_hash = ?1", [digest(token)])
+            .map_err(|e| self.db.damaged(e))?;
+        Ok(())
     }
 
-    /// Signs out every session of a role (its password changed or was removed).
-    pub fn remove_role(&self, role: Role) {
-        self.map.lock().expect("sessions").retain(|_, s| s.role != role);
+    /// Revokes session `id`; with `owner`, only if it is theirs. Whether one went.
+    pub fn revoke(&self, id: i64, owner: Option<&str>) -> Result<bool, DbError> {
+        let n = self
+            .db
+            .lock()
+            .execute("DELETE FROM sessions WHERE id = ?1 AND (?2 IS NULL OR user = ?2)", (id, owner))
+            .map_err(|e| self.db.damaged(e))?;
+        Ok(n > 0)
     }
 
-    /// Signs out every session of a role but `keep` (the one that changed the password).
-    pub fn remove_role_except(&self, role: Role, keep: Option<&str>) {
-        self.map.lock().expect("sessions").retain(|t, s| s.role != role || Some(t.as_str()) == keep);
+    /// Signs out every session of `user` but `keep` (the one that changed the password).
+    pub fn remove_user_except(&self, user: &str, keep: Option<i64>) -> Result<usize, DbError> {
+        self.db
+            .lock()
+            .execute("DELETE FROM sessions WHERE user = ?1 AND id IS NOT ?2", (user, keep))
+            .map_err(|e| self.db.damaged(e))
+    }
+
+    /// The live sessions of `user` (every user's with `None`), most recently seen first.
+    pub fn list(&self, user: Option<&str>, current: i64, now: i64) -> Result<Vec<SessionInfo>, DbError> {
+        let conn = self.db.lock();
+        let mut st = conn
+            .prepare(
+                "SELECT id, user, created, last_seen, address, user_agent FROM sessions \
+                 WHERE (?1 IS NULL OR user = ?1) AND last_seen > ?2 AND created > ?3 ORDER BY last_seen DESC, id DESC",
+            )
+            .map_err(|e| self.db.damaged(e))?;
+        let rows = st
+            .query_map((user, now - IDLE, now - ABSOLUTE), |r| {
+                Ok(SessionInfo {
+                    id: r.get(0)?,
+                    user: r.get(1)?,
+                    created: r.get(2)?,
+                    last_seen: r.get(3)?,
+                    address: r.get(4)?,
+                    user_agent: r.get(5)?,
+                    current: r.get::<_, i64>(0)? == current,
+                })
+            })
+            .map_err(|e| self.db.damaged(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.db.damaged(e))
+    }
+
+    /// Removes the sessions past either expiry (the retention task).
+    pub fn purge(&self, now: i64) -> Result<usize, DbError> {
+        self.db
+            .lock()
+            .execute("DELETE FROM sessions WHERE last_seen <= ?1 OR created <= ?2", (now - IDLE, now - ABSOLUTE))
+            .map_err(|e| self.db.damaged(e))
     }
 }
 
@@ -286,31 +407,88 @@ impl LoginGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::accounts::Accounts;
 
-    #[test]
-    fn sessions_are_distinct_and_removable() {
-        let s = Sessions::default();
-        let (a, csrf_a) = s.create(Role::Admin);
-        let (b, _) = s.create(Role::Viewer);
-        assert_ne!(a, b);
-        assert_eq!(s.get(&a).unwrap().csrf, csrf_a);
-        assert_eq!(s.get(&b).unwrap().role, Role::Viewer);
-        s.remove_role(Role::Viewer);
-        assert!(s.get(&b).is_none());
-        s.remove(&a);
-        assert!(s.get(&a).is_none());
-        assert!(s.get("not a token").is_none());
+    fn sessions(dir: &std::path::Path) -> (Sessions, Arc<UserDb>) {
+        let db = Arc::new(UserDb::open(&dir.join("users.db"), &dir.join("accounts"), 0).unwrap());
+        let a = Accounts::new(db.clone());
+        a.set_first_admin("alice", "correct horse", 0).unwrap();
+        a.create("vic", Role::Viewer, "just looking", 0).unwrap();
+        (Sessions::new(db.clone()), db)
     }
 
     #[test]
-    fn session_count_is_bounded() {
-        let s = Sessions::default();
-        let first = s.create(Role::Viewer).0;
-        for _ in 0..MAX_SESSIONS {
-            s.create(Role::Viewer);
+    fn sessions_outlive_the_process_and_are_revocable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, db) = sessions(dir.path());
+        let (a, csrf_a) = s.create("alice", "192.168.1.20", "Firefox", 100).unwrap();
+        let (b, _) = s.create("vic", "192.168.1.21", "Phone", 100).unwrap();
+        assert_ne!(a, b);
+        drop((s, db));
+        // A restart: a new connection to the same file knows both.
+        let db = Arc::new(UserDb::open(&dir.path().join("users.db"), &dir.path().join("accounts"), 200).unwrap());
+        let s = Sessions::new(db.clone());
+        let alice = s.get(&a, 200).unwrap().unwrap();
+        assert_eq!((alice.user.as_str(), alice.role, alice.csrf.as_str()), ("alice", Role::Admin, csrf_a.as_str()));
+        let vic = s.get(&b, 200).unwrap().unwrap();
+        let listed = s.list(None, alice.id, 200).unwrap();
+        assert_eq!(listed.len(), 2);
+        assert!(listed.iter().any(|l| l.user == "vic" && l.address == "192.168.1.21" && l.user_agent == "Phone"));
+        assert!(listed.iter().any(|l| l.user == "alice" && l.current));
+        assert!(!s.revoke(alice.id, Some("vic")).unwrap(), "a viewer cannot revoke someone else's");
+        assert!(s.revoke(vic.id, Some("vic")).unwrap());
+        assert!(s.get(&b, 201).unwrap().is_none(), "a revoked token is refused");
+        assert!(s.get("not a token", 201).unwrap().is_none());
+        // The database keeps the token's hash, not the token.
+        let stored: Option<i64> = db.optional("SELECT count(*) FROM sessions WHERE token_hash = ?1", [&a]).unwrap();
+        assert_eq!(stored, Some(0));
+    }
+
+    #[test]
+    fn idle_and_absolute_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _db) = sessions(dir.path());
+        let (t, _) = s.create("alice", "192.168.1.20", "", 0).unwrap();
+        assert!(s.get(&t, IDLE - 1).unwrap().is_some());
+        // Used every few hours it lives past the idle limit, but not past the absolute one.
+        let mut now = IDLE - 1;
+        while now + IDLE / 2 < ABSOLUTE {
+            now += IDLE / 2;
+            assert!(s.get(&t, now).unwrap().is_some(), "alive at {now}");
         }
-        assert!(s.get(&first).is_none(), "the oldest session made room");
-        assert_eq!(s.map.lock().unwrap().len(), MAX_SESSIONS);
+        assert!(s.get(&t, ABSOLUTE).unwrap().is_none(), "a week after sign-in it ends");
+        let (idle, _) = s.create("alice", "192.168.1.20", "", 0).unwrap();
+        assert!(s.get(&idle, IDLE).unwrap().is_none(), "12 h untouched it ends");
+    }
+
+    #[test]
+    fn last_seen_is_written_at_most_once_a_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, db) = sessions(dir.path());
+        let (t, _) = s.create("alice", "192.168.1.20", "", 1000).unwrap();
+        let changes = || db.optional::<i64>("SELECT total_changes()", []).unwrap().unwrap();
+        let before = changes();
+        for now in 1001..1000 + TOUCH_EVERY {
+            s.get(&t, now).unwrap().unwrap();
+        }
+        assert_eq!(changes(), before, "no write within the minute");
+        s.get(&t, 1000 + TOUCH_EVERY).unwrap().unwrap();
+        assert_eq!(changes(), before + 1);
+    }
+
+    #[test]
+    fn a_disabled_users_sessions_stop_and_the_table_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, db) = sessions(dir.path());
+        let (t, _) = s.create("vic", "192.168.1.21", "", 0).unwrap();
+        db.lock().execute("UPDATE users SET disabled = 1 WHERE name = 'vic'", []).unwrap();
+        assert!(s.get(&t, 1).unwrap().is_none());
+        let (first, _) = s.create("alice", "a", "", 1).unwrap();
+        for i in 0..MAX_SESSIONS {
+            s.create("alice", "a", "", 2 + i).unwrap();
+        }
+        assert!(s.get(&first, 1000).unwrap().is_none(), "the longest-idle session made room");
+        assert_eq!(db.optional::<i64>("SELECT count(*) FROM sessions", []).unwrap(), Some(MAX_SESSIONS));
     }
 
     #[test]

@@ -108,20 +108,20 @@ async fn first_visit_setup_then_roles_and_csrf() {
 
     // A viewer reads but cannot change, even with its own CSRF token.
     let (s, _) = json_of(
-        c.put(format!("{}/api/v1/auth/password", b.base))
+        c.post(format!("{}/api/v1/users", b.base))
             .header("X-CSRF-Token", &csrf)
-            .json(&json!({"role": "viewer", "password": "just looking", "current_password": "correct horse"}))
+            .json(&json!({"name": "viewer", "role": "viewer", "password": "just looking"}))
             .send()
             .await
             .unwrap(),
     )
     .await;
-    assert_eq!(s, 200);
+    assert_eq!(s, 201);
     let v_client = client();
     let (s, v) = json_of(
         v_client
             .post(format!("{}/api/v1/auth/login", b.base))
-            .json(&json!({"password": "just looking"}))
+            .json(&json!({"user": "viewer", "password": "just looking"}))
             .send()
             .await
             .unwrap(),
@@ -149,9 +149,14 @@ async fn first_visit_setup_then_roles_and_csrf() {
         .unwrap();
     assert_eq!(r.status(), 403);
 
-    // The accounts file holds hashes only, and no response carries them.
-    let accounts = std::fs::read_to_string(b.dir.path().join("secrets/accounts")).unwrap();
-    assert!(accounts.contains("$argon2id$") && !accounts.contains("correct horse"));
+    // The users database holds hashes only, and no response carries them.
+    let db = [
+        std::fs::read(b.dir.path().join("secrets/users.db")).unwrap(),
+        std::fs::read(b.dir.path().join("secrets/users.db-wal")).unwrap_or_default(),
+    ]
+    .concat();
+    let db = String::from_utf8_lossy(&db);
+    assert!(db.contains("$argon2id$") && !db.contains("correct horse"));
     for path in ["/api/v1/config", "/api/v1/auth/session", "/api/v1/overview"] {
         let body = c.get(format!("{}{path}", b.base)).send().await.unwrap().text().await.unwrap();
         assert!(!body.contains("argon2"), "{path}: {body}");

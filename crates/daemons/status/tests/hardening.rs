@@ -186,8 +186,11 @@ async fn setup(b: &Box, c: &reqwest::Client) -> (String, String) {
     (v["csrf_token"].as_str().unwrap().to_string(), cookie)
 }
 
+/// Signs in as `admin`, or as `viewer` with the viewer's password.
 async fn login(b: &Box, c: &reqwest::Client, password: &str) -> reqwest::Response {
-    c.post(format!("{}/api/v1/auth/login", b.base)).json(&json!({ "password": password })).send().await.unwrap()
+    let user = if password == "just looking" { "viewer" } else { "admin" };
+    let body = json!({ "user": user, "password": password });
+    c.post(format!("{}/api/v1/auth/login", b.base)).json(&body).send().await.unwrap()
 }
 
 /// A raw TCP connection to the page from 127.0.0.`n`.
@@ -348,7 +351,7 @@ async fn changing_the_admin_password_ends_the_other_admin_sessions() {
     let r = me
         .put(format!("{}/api/v1/auth/password", b.base))
         .header("X-CSRF-Token", &csrf)
-        .json(&json!({"role": "admin", "password": "a new admin password", "current_password": ADMIN}))
+        .json(&json!({"password": "a new admin password", "current_password": ADMIN}))
         .send()
         .await
         .unwrap();
@@ -366,13 +369,13 @@ async fn a_viewer_can_sign_out() {
     let admin = client_on(1);
     let (csrf, _) = setup(&b, &admin).await;
     let r = admin
-        .put(format!("{}/api/v1/auth/password", b.base))
+        .post(format!("{}/api/v1/users", b.base))
         .header("X-CSRF-Token", &csrf)
-        .json(&json!({"role": "viewer", "password": "just looking", "current_password": ADMIN}))
+        .json(&json!({"name": "viewer", "role": "viewer", "password": "just looking"}))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status(), 201);
     let viewer = client_on(2);
     let v: Value = login(&b, &viewer, "just looking").await.json().await.unwrap();
     let r = viewer

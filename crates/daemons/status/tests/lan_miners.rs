@@ -368,14 +368,16 @@ async fn the_box(
     let csrf = v["csrf_token"].as_str().unwrap().to_string();
     let (s, _) = json_of(
         admin
-            .put(url("/api/v1/auth/password"))
+            .post(url("/api/v1/users"))
             .header("X-CSRF-Token", &csrf)
-            .json(&json!({"role": "viewer", "password": "just looking", "current_password": "correct horse"})),
+            .json(&json!({"name": "viewer", "role": "viewer", "password": "just looking"})),
     )
     .await;
-    assert_eq!(s, 200);
+    assert_eq!(s, 201);
     let viewer = reqwest::Client::builder().cookie_store(true).no_proxy().build().unwrap();
-    let (s, v) = json_of(viewer.post(url("/api/v1/auth/login")).json(&json!({"password": "just looking"}))).await;
+    let (s, v) =
+        json_of(viewer.post(url("/api/v1/auth/login")).json(&json!({"user": "viewer", "password": "just looking"})))
+            .await;
     assert_eq!(s, 200);
     let vcsrf = v["csrf_token"].as_str().unwrap().to_string();
 
@@ -509,8 +511,10 @@ async fn the_box(
         let _ = rx2.await;
     }));
     let viewer2 = reqwest::Client::builder().cookie_store(true).no_proxy().build().unwrap();
-    let (s, _) =
-        json_of(viewer2.post(format!("{base2}/api/v1/auth/login")).json(&json!({"password": "just looking"}))).await;
+    let (s, _) = json_of(
+        viewer2.post(format!("{base2}/api/v1/auth/login")).json(&json!({"user": "viewer", "password": "just looking"})),
+    )
+    .await;
     assert_eq!(s, 200);
     let (s, v) = json_of(viewer2.get(format!("{base2}/api/v1/miners/found"))).await;
     assert_eq!((s, &v["last_scan"], &v["scan"]), (StatusCode::OK, &report, &Value::Null));

@@ -517,3 +517,28 @@ fn the_cloud_answers_and_the_settings_match_the_document() {
     v["coins"] = json!({});
     assert_eq!(problems("Config", v, &[]), Vec::<String>::new());
 }
+
+#[test]
+fn the_users_sessions_and_audit_answers_match_the_document() {
+    use minebox_status::accounts::{Role, User};
+    let user = User { name: "olga".into(), role: Role::Operator, disabled: false, created: 1_700_000_000 };
+    assert_eq!(problems("User", &user, &[]), Vec::<String>::new());
+    let session = minebox_status::session::SessionInfo {
+        id: 3,
+        user: "olga".into(),
+        created: 1_700_000_000,
+        last_seen: 1_700_000_060,
+        address: "192.168.1.20".into(),
+        user_agent: "Firefox".into(),
+        current: true,
+    };
+    assert_eq!(problems("SessionInfo", &session, &[]), Vec::<String>::new());
+    let entry = minebox_status::audit::Entry {
+        id: 9,
+        at: 1_700_000_000,
+        who: "alice".into(),
+        action: "node stop".into(),
+        detail: "btc".into(),
+    };
+    assert_eq!(problems("AuditEntry", &entry, &[]), Vec::<String>::new());
+}

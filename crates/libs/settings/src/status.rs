@@ -18,8 +18,9 @@ pub(crate) struct File {
 pub struct StatusSettings {
     /// Where the status page listens: the LAN on the box, localhost in development.
     pub listen: SocketAddr,
-    /// The admin and viewer password hashes; the recovery console deletes this file to
-    /// let the next visitor set a new admin password.
+    /// The old admin and viewer password file. The page keeps its users in `users.db`
+    /// beside it, made from this file on its first start (and never reads it again); the
+    /// recovery console's reset leaves a `reset-users` marker there.
     pub accounts: PathBuf,
     /// What runs after the status page saved a settings change, so services read it
     /// (empty: nothing; the page then says a restart is needed).

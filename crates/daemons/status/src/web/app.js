@@ -3,6 +3,10 @@
 // never as HTML: a hostile miner must not be able to script the owner's browser.
 "use strict";
 
+// Each role may do what the ones before it may (the API's own order, crate::accounts::Role).
+const RANK = { viewer: 0, operator: 1, admin: 2 };
+const can = (role) => !!state.session && RANK[state.session.role] >= RANK[role];
+
 const state = { session: null, overview: null, config: null, page: "overview", worker: null, events: null };
 
 // ---- formatting -------------------------------------------------------------------------
@@ -116,8 +120,8 @@ function showAuth() {
   $("auth").hidden = false;
   $("auth-title").textContent = setup ? "Welcome to your MineBox" : "Sign in";
   $("auth-help").textContent = setup
-    ? "Choose the admin password for this box (at least 8 characters). There is no default password."
-    : "Enter the admin password, or the read-only viewer password.";
+    ? "Choose the first admin's name and password for this box (at least 8 characters). There is no default password."
+    : "Enter your user name and password. (A box set up before users existed has users admin and viewer.)";
   $("auth-confirm-row").hidden = !setup;
   $("auth-password").autocomplete = setup ? "new-password" : "current-password";
   $("auth-submit").textContent = setup ? "Set password" : "Sign in";
@@ -128,14 +132,15 @@ async function submitAuth(ev) {
   ev.preventDefault();
   $("auth-error").textContent = "";
   const password = $("auth-password").value;
+  const user = $("auth-user").value.trim();
   const setup = state.session && state.session.setup_required;
   if (setup && password !== $("auth-confirm").value) {
     $("auth-error").textContent = "The two passwords differ.";
     return;
   }
   try {
-    const s = await api("POST", setup ? "/api/v1/auth/setup" : "/api/v1/auth/login", { password });
-    state.session = { signed_in: true, role: s.role, csrf_token: s.csrf_token, setup_required: false };
+    const s = await api("POST", setup ? "/api/v1/auth/setup" : "/api/v1/auth/login", { user, password });
+    state.session = { signed_in: true, user: s.user, role: s.role, csrf_token: s.csrf_token, setup_required: false };
     $("auth-password").value = "";
     $("auth-confirm").value = "";
     start();
@@ -288,10 +293,10 @@ function renderLanCoins(coins) {
   $("lan-coin-label").hidden = coins.length < 2;
 }
 function renderLan(report) {
-  const admin = state.session.role === "admin";
+  const runs = can("operator"); // operators run miners, nodes, snapshots and updates
   const body = $("lan-miners").tBodies[0];
   if (!report) {
-    $("lan-status").textContent = admin ? "Not scanned yet." : "Not scanned yet (the admin can scan).";
+    $("lan-status").textContent = runs ? "Not scanned yet." : "Not scanned yet (an operator or admin can scan).";
     body.replaceChildren();
     return;
   }
@@ -308,7 +313,7 @@ function renderLan(report) {
       h("td", {}, m.temperature_c === null ? "–" : `${m.temperature_c.toFixed(1)} °C`),
       h("td", {}, poolText(m.pool), h("div", { class: "muted small" }, m.pool.user,
         m.using_fallback ? " · on its fallback now" : "", m.fallback ? ` · fallback ${poolText(m.fallback)}` : "")),
-      h("td", {}, admin ? h("button", { type: "button", class: here ? "secondary" : "", "data-testid": `lan-point-${f.ip}`,
+      h("td", {}, runs ? h("button", { type: "button", class: here ? "secondary" : "", "data-testid": `lan-point-${f.ip}`,
         onclick: async (ev) => {
           const name = m.hostname || f.ip;
           const sel = $("lan-coin");
@@ -367,7 +372,7 @@ async function renderBlocks() {
 
 async function renderNodes() {
   const nodes = await api("GET", "/api/v1/nodes");
-  const admin = state.session.role === "admin";
+  const runs = can("operator"); // operators run miners, nodes, snapshots and updates
   $("nodes").replaceChildren(...nodes.map((n) => {
     const hl = n.health || {};
     const running = !["stopped", "crashed", "disk_full"].includes(n.state);
@@ -384,7 +389,7 @@ async function renderNodes() {
         ["Pruned", hl.pruned === undefined ? "–" : hl.pruned ? "yes" : "no"],
         ["Restarts", n.restarts],
       ])),
-      admin ? h("button", { class: running ? "secondary" : "", "data-testid": `node-${running ? "stop" : "start"}-${n.coin}`,
+      runs ? h("button", { class: running ? "secondary" : "", "data-testid": `node-${running ? "stop" : "start"}-${n.coin}`,
         onclick: async (ev) => {
           ev.target.disabled = true;
           try { await api("POST", `/api/v1/nodes/${n.coin}/${running ? "stop" : "start"}`); toast(`${n.coin}: ${running ? "stopping" : "starting"}`); }
@@ -448,7 +453,7 @@ function snapshotsActive(s) {
 
 async function renderSnapshots() {
   clearTimeout(renderSnapshots.timer);
-  const admin = state.session.role === "admin";
+  const runs = can("operator"); // operators run miners, nodes, snapshots and updates
   const snap = $("snapshots");
   try {
     const s = await api("GET", "/api/v1/snapshots");
@@ -458,7 +463,7 @@ async function renderSnapshots() {
         h("strong", {}, c.available.trust)) : h("p", { class: "muted" }, c.error || "no snapshot published for this coin"),
       ...snapshotProgress(c),
       c.available && c.installable === false ? h("p", { class: "muted" }, "The node is external: install snapshots on its own host.") : null,
-      admin && c.available && c.installable !== false ? h("button", { onclick: async () => {
+      runs && c.available && c.installable !== false ? h("button", { onclick: async () => {
         try { await api("POST", `/api/v1/snapshots/${c.coin}/install`); toast("snapshot download started"); renderSnapshots(); } catch (e) { toast(e.message); }
       } }, "Download and install") : null)));
     if (snapshotsActive(s) && state.page === "updates") renderSnapshots.timer = setTimeout(renderSnapshots, 3000);
@@ -468,7 +473,7 @@ async function renderSnapshots() {
 }
 
 async function renderUpdates() {
-  const admin = state.session.role === "admin";
+  const runs = can("operator"); // operators run miners, nodes, snapshots and updates
   const upd = $("updates");
   await renderSnapshots();
   try {
@@ -483,7 +488,7 @@ async function renderUpdates() {
         ["Problem", u.error || "none"],
       ])),
       p ? h("div", {}, h("progress", { max: 100, value: p.percent || 0 }), ` ${p.phase} ${Math.round(p.percent || 0)} %`) : null,
-      admin ? h("div", { class: "row" },
+      runs ? h("div", { class: "row" },
         h("button", { class: "secondary", onclick: async () => { try { await api("POST", "/api/v1/updates/check"); renderUpdates(); } catch (e) { toast(e.message); } } }, "Check now"),
         u.available ? h("button", { onclick: async () => { try { await api("POST", "/api/v1/updates/install"); toast("installing; the box restarts into the new version"); } catch (e) { toast(e.message); } } }, "Install now") : null,
         h("button", { class: "secondary", onclick: async () => { try { await api("POST", "/api/v1/updates/usb"); toast("looking for an update on USB"); } catch (e) { toast(e.message); } } }, "Install from USB stick")) : null,
@@ -540,8 +545,11 @@ async function renderSettings() {
   $("set-snapshots").checked = !!c.snapshots.enabled;
   $("set-webhook").value = c.notify.webhook || "";
   $("set-ntfy").value = c.notify.ntfy || "";
-  for (const el of $("settings-form").querySelectorAll("input, select, button")) el.disabled = !admin;
+  for (const el of $("settings-form").querySelectorAll("input, select, button")) el.disabled = !can("operator");
+  // Coin settings decide who is paid: the admin's (the API refuses them to an operator too).
+  if (!admin) for (const el of $("settings-coins").querySelectorAll("input, select, button")) el.disabled = true;
   await renderCloud();
+  await renderAccess();
 }
 
 // The coin's solo pool (coins.<id>.upstream): none by default, since a pool sees the payout
@@ -581,6 +589,7 @@ async function saveSettings(ev) {
     // A coin left off with no address keeps whatever the file has.
     if (!edit.coins[fs.dataset.coin].enabled && !edit.coins[fs.dataset.coin].payout_address) delete edit.coins[fs.dataset.coin].payout_address;
   }
+  if (!can("admin")) delete edit.coins;
   const out = $("settings-result");
   out.className = "";
   try {
@@ -591,6 +600,43 @@ async function saveSettings(ev) {
     out.textContent = e.message;
     out.className = "error";
   }
+}
+
+// ---- users, sessions, audit (issue 17) -------------------------------------------------------
+const when = (unix) => new Date(unix * 1000).toLocaleString();
+
+async function renderAccess() {
+  $("me").textContent = `${state.session.user || ""} (${state.session.role})`;
+  const sessions = await api("GET", "/api/v1/sessions");
+  $("sessions-list").replaceChildren(...sessions.map((x) => h("tr", { "data-testid": `session-${x.id}` },
+    h("td", {}, x.user), h("td", { class: "small" }, x.user_agent || "–"), h("td", {}, x.address),
+    h("td", {}, when(x.created)), h("td", {}, x.current ? "this one" : when(x.last_seen)),
+    h("td", {}, x.current ? null : h("button", { type: "button", class: "secondary", "data-testid": `revoke-${x.id}`, onclick: async () => {
+      try { await api("DELETE", `/api/v1/sessions/${x.id}`); await renderAccess(); } catch (e) { toast(e.message); }
+    } }, "Revoke")))));
+  if (!can("admin")) return;
+  const users = await api("GET", "/api/v1/users");
+  const edit = async (name, change) => {
+    try { await api("PATCH", `/api/v1/users/${encodeURIComponent(name)}`, change); $("users-result").textContent = ""; }
+    catch (e) { $("users-result").textContent = e.message; }
+    await renderAccess();
+  };
+  $("users-list").replaceChildren(...users.map((u) => h("tr", { "data-testid": `user-${u.name}` },
+    h("td", {}, u.name),
+    h("td", {}, h("select", { "aria-label": `role of ${u.name}`, onchange: (ev) => edit(u.name, { role: ev.target.value }) },
+      ...["viewer", "operator", "admin"].map((r) => h("option", { value: r, selected: r === u.role }, r)))),
+    h("td", {}, u.disabled ? "disabled" : "active"),
+    h("td", {},
+      h("button", { type: "button", class: "secondary", onclick: () => edit(u.name, { disabled: !u.disabled }) }, u.disabled ? "Enable" : "Disable"), " ",
+      h("button", { type: "button", class: "secondary", "data-testid": `remove-${u.name}`, onclick: async () => {
+        if (!confirm(`Remove ${u.name}? Their sessions end.`)) return;
+        try { await api("DELETE", `/api/v1/users/${encodeURIComponent(u.name)}`); $("users-result").textContent = ""; }
+        catch (e) { $("users-result").textContent = e.message; }
+        await renderAccess();
+      } }, "Remove")))));
+  const log = await api("GET", "/api/v1/audit?limit=100");
+  $("audit-list").replaceChildren(...log.map((e) => h("tr", {},
+    h("td", {}, when(e.at)), h("td", {}, e.who), h("td", {}, e.action), h("td", { class: "small" }, e.detail))));
 }
 
 // ---- MineBox Cloud ----------------------------------------------------------------------------
@@ -680,7 +726,8 @@ function start() {
   $("auth").hidden = true;
   $("nav").hidden = false;
   $("logout").hidden = false;
-  document.body.classList.toggle("viewer", state.session.role !== "admin");
+  document.body.classList.toggle("viewer", state.session.role === "viewer");
+  document.body.classList.toggle("not-admin", state.session.role !== "admin");
   connectEvents();
   show(location.hash.slice(1) || "overview");
 }
@@ -707,11 +754,21 @@ async function boot() {
   });
   $("password-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    const role = $("pw-role").value, pw = $("pw-new").value;
     try {
-      await api("PUT", "/api/v1/auth/password", { role, password: pw === "" && role === "viewer" ? null : pw, current_password: $("pw-current").value });
-      $("pw-result").textContent = "changed";
+      await api("PUT", "/api/v1/auth/password", { password: $("pw-new").value, current_password: $("pw-current").value });
+      $("pw-result").textContent = "changed; your other sessions are signed out";
+      $("pw-current").value = ""; $("pw-new").value = "";
+      await renderAccess();
     } catch (e) { $("pw-result").textContent = e.message; }
+  });
+  $("user-add").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      await api("POST", "/api/v1/users", { name: $("user-name").value.trim(), role: $("user-role").value, password: $("user-password").value });
+      $("users-result").textContent = `added ${$("user-name").value.trim()}`;
+      $("user-name").value = ""; $("user-password").value = "";
+    } catch (e) { $("users-result").textContent = e.message; }
+    await renderAccess();
   });
   $("upload-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
