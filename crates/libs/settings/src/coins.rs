@@ -37,6 +37,7 @@ pub(crate) struct File {
     upstream: Option<String>,
     upstream_max_connections: Option<u64>,
     upstream_grace_secs: Option<u64>,
+    pub pool: Option<crate::pool::File>,
 }
 
 /// Whose address a block found by a miner pays (`coins.<id>.payout_policy`).
@@ -150,6 +151,8 @@ pub struct CoinSettings {
     /// `upstream_grace_secs`: how long a miner address's pool connection stays open after
     /// its last miner leaves (a miner restarting finds it still there).
     pub upstream_grace: std::time::Duration,
+    /// `[coins.<id>.pool]`: pool mode (PPLNS) on its own port; None when off (the default).
+    pub pool: Option<crate::pool::PoolSettings>,
 }
 
 /// Pool connections a coin opens at most unless `upstream_max_connections` says otherwise:
@@ -487,8 +490,15 @@ fn resolve_one(
             ),
         ));
     }
+    let pool = crate::pool::resolve(
+        own.user.and_then(|c| c.pool.as_ref()).or_else(|| own.defaults.and_then(|c| c.pool.as_ref())),
+        &network,
+        (start_difficulty, min_difficulty, max_difficulty),
+        &err,
+    )?;
     Ok(CoinSettings {
         id: id.to_string(),
+        pool,
         enabled,
         payout_address,
         payout,

@@ -13,7 +13,8 @@
 //! One module per section; a new key is a field in its section's `File` (as written) and
 //! its resolved struct, a line in `resolve`, and its default in defaults.toml:
 //! - [`paths`]: data directories; [`stratum`], [`supervisor`], [`snapshots`], [`updates`],
-//!   [`notify`], [`status`]: one service each; [`cloud`]: MineBox Cloud, for the page and the agent; [`coins`]: one table per coin, over
+//!   [`notify`], [`status`]: one service each; [`pool`]: a coin's pool mode (`[coins.<id>.pool]`);
+//!   [`payees`]: the users a pool port pays (written by the status page, beside the settings file); [`cloud`]: MineBox Cloud, for the page and the agent; [`coins`]: one table per coin, over
 //!   `[coin_defaults]` and the coin's descriptor.
 //! - ports (private): no two listeners on one port, across all sections.
 //! - [`Settings`]: the merged, checked settings; [`SettingsError`]: file, key, and what
@@ -26,6 +27,8 @@ mod error;
 mod file;
 pub mod notify;
 pub mod paths;
+pub mod payees;
+pub mod pool;
 mod ports;
 pub mod snapshots;
 pub mod status;
@@ -39,6 +42,8 @@ pub use error::SettingsError;
 pub use minebox_coin::NodeFlavour;
 pub use notify::NotifySettings;
 pub use paths::Paths;
+pub use payees::{Payee, Payees, PayeesError};
+pub use pool::{PoolFee, PoolSettings};
 pub use snapshots::{SnapshotSettings, SnapshotSource};
 pub use status::StatusSettings;
 pub use stratum::StratumSettings;
@@ -215,6 +220,40 @@ payout_address = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
         let SettingsError::Value { key, message, .. } = &e else { panic!("{e}") };
         assert_eq!(key, "coins.btc.payout_policy");
         assert!(message.contains("\"miner\"") && message.contains("\"owner\""), "{message}");
+    }
+
+    #[test]
+    fn pool_mode_is_off_by_default_and_its_table_is_checked_key_by_key() {
+        let base = "[coins.btc]\nenabled = true\nnetwork = \"regtest\"\npayout_address = \"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080\"\n";
+        assert_eq!(load(base).unwrap().coins["btc"].pool, None);
+        let on = load(&format!("{base}[coins.btc.pool]\nport = 3334\n")).unwrap();
+        let pool = on.coins["btc"].pool.clone().unwrap();
+        assert_eq!((pool.port, pool.fee.is_none(), pool.window_factor, pool.max_outputs), (3334, true, 2.0, 39));
+        assert_eq!(pool.min_difficulty, on.coins["btc"].min_difficulty, "the solo port's bounds by default");
+        let fee = load(&format!(
+            "{base}[coins.btc.pool]\nport = 3334\nfee_bps = 100\nfee_address = \"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080\"\n"
+        ))
+        .unwrap();
+        assert_eq!(fee.coins["btc"].pool.as_ref().unwrap().fee.as_ref().unwrap().bps, 100);
+        for (table, key, says) in [
+            ("fee_bps = 5", "coins.btc.pool.port", "needs a port"),
+            ("port = 3363", "coins.btc.pool.port", "stratum port"),
+            ("port = 3334\nfee_bps = 1001", "coins.btc.pool.fee_bps", "10 %"),
+            ("port = 3334\nfee_bps = 100", "coins.btc.pool.fee_address", "needs the address"),
+            (
+                "port = 3334\nfee_bps = 100\nfee_address = \"bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4\"",
+                "coins.btc.pool.fee_address",
+                "bcrt1",
+            ),
+            ("port = 3334\nwindow_factor = 0", "coins.btc.pool.window_factor", "out of range"),
+            ("port = 3334\nmax_outputs = 0", "coins.btc.pool.max_outputs", "out of range"),
+            ("port = 3334\nmin_difficulty = 10.0\nmax_difficulty = 1.0", "coins.btc.pool.start_difficulty", "at most"),
+        ] {
+            let e = load(&format!("{base}[coins.btc.pool]\n{table}\n")).unwrap_err();
+            let SettingsError::Value { key: k, message, .. } = &e else { panic!("{e}") };
+            assert_eq!(k, key, "{table}: {e}");
+            assert!(message.contains(says), "{table}: {message}");
+        }
     }
 
     #[test]

@@ -87,11 +87,15 @@ pub(crate) fn check(
                 "stratum_port" => f.stratum_port.is_some(),
                 "rpc_port" => f.rpc_port.is_some(),
                 "p2p_port" => f.p2p_port.is_some(),
+                "pool.port" => f.pool.as_ref().is_some_and(|p| p.port.is_some()),
                 _ => f.zmq_port.is_some(),
             });
             users.push(PortUser { port, file: file.clone(), what: format!("{what} ({key})"), key, in_user });
         };
         add("stratum_port", c.stratum_port, format!("the {name} stratum port"));
+        if let Some(pool) = &c.pool {
+            add("pool.port", pool.port, format!("the {name} pool (PPLNS) port"));
+        }
         let local = c.node == NodeKind::Managed || is_loopback(&c.rpc_host);
         if local {
             add("rpc_port", c.rpc_port, format!("the {name} node's RPC port"));
