@@ -308,3 +308,75 @@ pub struct CoinPool {
 
 /// `GET /api/v1/stratum/upstream`: coin id to its pool; coins without one are absent.
 pub type Pools = std::collections::BTreeMap<String, CoinPool>;
+
+/// `GET ?coin=`: [`PoolStatus`] per coin with pool mode on (`[coins.<id>.pool]`): the port,
+/// the configuration version, the window and what each payee's share of it is now.
+pub const POOL: &str = "/api/v1/stratum/pool";
+/// `GET ?coin=&user=&limit=`: [`PoolPayout`]s, newest block first; `user` (an account name)
+/// narrows to that user's rows, which is what the page asks for a non-admin.
+pub const POOL_PAYOUTS: &str = "/api/v1/stratum/pool/payouts";
+
+/// One coin's pool mode as it stands.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PoolStatus {
+    pub coin: String,
+    pub network: String,
+    /// `host:port` of the PPLNS listener.
+    pub listen: String,
+    /// `[coins.<id>.pool] config_version` the jobs now are built under.
+    pub config_version: u64,
+    pub fee_bps: u16,
+    pub window_factor: f64,
+    pub max_outputs: u32,
+    /// Work the window holds at most (difficulty-1 units: window_factor × network difficulty),
+    /// and what it holds now.
+    pub window_size: f64,
+    pub window_work: f64,
+    /// Connected miners on the pool port.
+    pub miners: u64,
+    /// Per payee in the window: work, fraction of the window, and carried balance.
+    pub payees: Vec<PoolPayee>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PoolPayee {
+    pub user: String,
+    pub address: String,
+    /// Work of this user's shares in the window (difficulty-1 units).
+    pub work: f64,
+    /// `work` / the window's work, 0..=1.
+    pub fraction: f64,
+    /// Sats owed to (positive) or overpaid to (negative) this user, carried into the next
+    /// block's split (outputs under the dust limit, or beyond `max_outputs`).
+    pub carry_sats: i64,
+}
+
+/// One user's part of one block found on a pool port.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PoolPayout {
+    pub coin: String,
+    pub block_hash: String,
+    pub height: u64,
+    /// Unix seconds the block was found.
+    pub found_at: i64,
+    pub user: String,
+    pub address: String,
+    /// Paid in this block's coinbase (0 when carried).
+    pub amount_sats: u64,
+    /// Carried out of this block for this user (owed if positive).
+    pub carry_sats: i64,
+    /// Shares of this user counted in the window, and their work.
+    pub shares: u64,
+    pub work: f64,
+    /// The window the split was computed over: its work and its share count.
+    pub window_work: f64,
+    pub window_shares: u64,
+    /// The pool configuration version the block's job was built under.
+    pub config_version: u64,
+    /// "pending" (fewer than 100 confirmations), "confirmed" or "orphaned".
+    pub state: String,
+    pub confirmations: u64,
+}
