@@ -24,6 +24,8 @@ pub fn minimum_role(method: &Method, path: &str) -> Role {
         // Everyone's own: signing out, their password, their sessions (the handlers keep a
         // viewer to their own; admins see and revoke everyone's).
         (false, _, "/auth/logout" | "/auth/password") => Role::Viewer,
+        // Each user's own second factor (the requirement for admins, /mfa/policy, is the admin's).
+        (false, "auth", r) if r.starts_with("/auth/mfa/") => Role::Viewer,
         (_, "sessions", _) => Role::Viewer,
         (true, _, _) => Role::Viewer,
         (false, "miners" | "nodes" | "snapshots" | "updates" | "notify", _) => Role::Operator,
@@ -49,6 +51,11 @@ mod tests {
             (Method::DELETE, "/api/v1/sessions/4", Role::Viewer),
             (post.clone(), "/api/v1/auth/logout", Role::Viewer),
             (Method::PUT, "/api/v1/auth/password", Role::Viewer),
+            (post.clone(), "/api/v1/auth/mfa/enrol", Role::Viewer),
+            (post.clone(), "/api/v1/auth/mfa/disable", Role::Viewer),
+            (Method::GET, "/api/v1/mfa/policy", Role::Viewer),
+            (Method::PUT, "/api/v1/mfa/policy", Role::Admin),
+            (Method::DELETE, "/api/v1/users/bob/mfa", Role::Admin),
             (post.clone(), "/api/v1/nodes/btc/stop", Role::Operator),
             (post.clone(), "/api/v1/snapshots/btc/install", Role::Operator),
             (post.clone(), "/api/v1/updates/install", Role::Operator),

@@ -71,7 +71,7 @@ impl From<DbError> for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -82,6 +82,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/auth/login", post(login))
         .route("/api/v1/auth/logout", post(logout))
         .route("/api/v1/auth/password", put(password))
+        .route("/api/v1/auth/login/mfa", post(crate::mfa_api::login_code))
+        .route("/api/v1/auth/mfa", get(crate::mfa_api::status))
+        .route("/api/v1/auth/mfa/enrol", post(crate::mfa_api::enrol))
+        .route("/api/v1/auth/mfa/qr", get(crate::mfa_api::qr))
+        .route("/api/v1/auth/mfa/confirm", post(crate::mfa_api::confirm))
+        .route("/api/v1/auth/mfa/disable", post(crate::mfa_api::disable))
+        .route("/api/v1/auth/mfa/recovery-codes", post(crate::mfa_api::regenerate))
+        .route("/api/v1/mfa/policy", get(crate::mfa_api::policy_get).put(crate::mfa_api::policy_put))
+        .route("/api/v1/users/{name}/mfa", delete(crate::mfa_api::remove_other))
         .route("/api/v1/users", get(users_list).post(users_create))
         .route("/api/v1/users/{name}", axum::routing::patch(users_edit).delete(users_remove))
         .route("/api/v1/sessions", get(sessions_list))
@@ -186,8 +195,14 @@ fn all_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-const PUBLIC: &[&str] =
-    &["/api/v1/health", "/api/v1/openapi.json", "/api/v1/auth/session", "/api/v1/auth/setup", "/api/v1/auth/login"];
+const PUBLIC: &[&str] = &[
+    "/api/v1/health",
+    "/api/v1/openapi.json",
+    "/api/v1/auth/session",
+    "/api/v1/auth/setup",
+    "/api/v1/auth/login",
+    "/api/v1/auth/login/mfa",
+];
 
 fn session_token(headers: &HeaderMap) -> Option<String> {
     headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
@@ -233,6 +248,13 @@ async fn guard(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Res
             ),
         )
         .into_response();
+    }
+    if s.role == Role::Admin && !path.starts_with("/api/v1/auth/") {
+        match app.mfa.must_enrol(&s.user, s.role) {
+            Ok(false) => {}
+            Ok(true) => return ApiError::new(403, crate::mfa_api::ENROL_FIRST).into_response(),
+            Err(e) => return ApiError::from(e).into_response(),
+        }
     }
     if changes_state(req.method()) {
         let sent = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok());
@@ -312,6 +334,10 @@ async fn session(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
         "user": s.as_ref().map(|s| s.user.clone()),
         "role": s.as_ref().map(|s| s.role),
         "csrf_token": s.as_ref().map(|s| s.csrf.clone()),
+        "mfa_must_enrol": match &s {
+            Some(s) => app.mfa.must_enrol(&s.user, s.role).map_err(ApiError::from)?,
+            None => false,
+        },
     }))
     .into_response())
 }
@@ -331,11 +357,11 @@ fn admin_name() -> String {
 }
 
 /// The device a session is listed with: the browser's own name for itself.
-fn user_agent(headers: &HeaderMap) -> String {
+pub(crate) fn user_agent(headers: &HeaderMap) -> String {
     headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
 }
 
-fn signed_in(token: &str, csrf: &str, user: &str, role: Role, status: StatusCode) -> Response {
+pub(crate) fn signed_in(token: &str, csrf: &str, user: &str, role: Role, status: StatusCode) -> Response {
     let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}", crate::session::ABSOLUTE);
     (status, [(header::SET_COOKIE, cookie)], Json(json!({ "user": user, "role": role, "csrf_token": csrf })))
         .into_response()
@@ -412,6 +438,17 @@ async fn login(
         .await
         .map_err(stopped)??;
     match user {
+        // The right password of a user with a second factor: a ticket for the code, no session yet.
+        Some(user) if app.mfa.is_active(&user.name).map_err(ApiError::from)? => {
+            let ticket = app.mfa.begin(&user.name, &ip.to_string(), now()).map_err(ApiError::from)?;
+            Ok(Json(json!({
+                "user": user.name,
+                "mfa_required": true,
+                "mfa_ticket": ticket,
+                "expires_in": crate::mfa::TICKET_FOR,
+            }))
+            .into_response())
+        }
         Some(user) => {
             let (token, csrf) = app.sessions.create(&user.name, &ip.to_string(), &user_agent(&headers), now())?;
             Ok(signed_in(&token, &csrf, &user.name, user.role, StatusCode::OK))
@@ -439,7 +476,7 @@ struct ChangePassword {
 }
 
 /// Runs `f` (which hashes a password) on the hashing pool, as sign-ins do.
-async fn hashing<T: Send + 'static>(
+pub(crate) async fn hashing<T: Send + 'static>(
     app: &Arc<App>,
     f: impl FnOnce(&App) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<Result<T, ApiError>, Response> {

@@ -47,6 +47,8 @@ pub struct App {
     pub cloud: crate::cloud::Cloud,
     /// How often the telemetry sender runs a round (when the owner turned it on).
     pub telemetry_every: std::time::Duration,
+    /// Two-factor sign-in: secrets, recovery codes, the code throttle, half-signed-in tickets.
+    pub mfa: crate::mfa::Mfa,
 }
 
 pub struct Options {
@@ -82,6 +84,7 @@ impl App {
             files,
             registry: opts.registry,
             settings: RwLock::new(settings),
+            mfa: crate::mfa::Mfa::new(db.clone()),
             accounts: Accounts::new(db.clone()),
             sessions: Sessions::new(db.clone()),
             audit: Audit::new(db),

@@ -10,6 +10,8 @@
 //!   setup; [`access`]: the least role each endpoint needs.
 //! - [`session`]: persisted sessions, CSRF tokens, the login throttle; [`hashing`]: the two
 //!   threads that hash passwords.
+//! - [`mfa`]: two-factor sign-in (TOTP, recovery codes, the code throttle, the admin
+//!   requirement); [`mfa_api`]: its endpoints.
 //! - [`audit`]: who changed what and when; [`user_db`]: the SQLite file users, sessions and
 //!   the audit log live in, its schema and the migration from the old password file.
 //! - [`overview`]: the per-coin overview; [`odds`]: time to a block; [`sync`]: node sync ETA;
@@ -40,6 +42,8 @@ pub mod hashing;
 pub mod journal;
 pub mod limits;
 pub mod metrics;
+pub mod mfa;
+pub mod mfa_api;
 pub mod mining_source;
 pub mod notify;
 pub mod odds;

@@ -24,6 +24,9 @@ use std::sync::{Mutex, MutexGuard};
 pub const FILE: &str = "users.db";
 /// Left by the recovery console's "reset status page password": remove every user at start.
 pub const RESET_MARKER: &str = "reset-users";
+/// Left by the recovery console's "reset a user's two-factor sign-in": the file holds the user
+/// names, one a line, whose second factor (secret and recovery codes) goes at start.
+pub const RESET_MFA_MARKER: &str = "reset-mfa";
 /// The schema this build writes; a newer one is refused rather than guessed at.
 pub const SCHEMA: i64 = 1;
 
@@ -62,6 +65,23 @@ CREATE TABLE sessions (
     user_agent TEXT NOT NULL
 );
 CREATE INDEX sessions_user ON sessions(user);
+CREATE TABLE mfa (
+    user      TEXT PRIMARY KEY REFERENCES users(name) ON DELETE CASCADE,
+    secret    TEXT NOT NULL,
+    active    INTEGER NOT NULL DEFAULT 0,
+    last_step INTEGER NOT NULL DEFAULT -1,
+    created   INTEGER NOT NULL
+);
+CREATE TABLE recovery_codes (
+    user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    hash TEXT NOT NULL,
+    PRIMARY KEY (user, hash)
+);
+CREATE TABLE mfa_policy (
+    id             INTEGER PRIMARY KEY CHECK (id = 1),
+    require_admins INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO mfa_policy (id, require_admins) VALUES (1, 0);
 CREATE TABLE audit (
     id     INTEGER PRIMARY KEY AUTOINCREMENT,
     at     INTEGER NOT NULL,
@@ -111,6 +131,15 @@ impl UserDb {
         if marker.exists() {
             db.reset(now)?;
             std::fs::remove_file(&marker).map_err(|e| damaged(&e))?;
+        }
+        let mfa_marker = path.with_file_name(RESET_MFA_MARKER);
+        match std::fs::read_to_string(&mfa_marker) {
+            Ok(names) => {
+                db.reset_mfa(&names, now)?;
+                std::fs::remove_file(&mfa_marker).map_err(|e| damaged(&e))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(damaged(&e)),
         }
         Ok(db)
     }
@@ -162,6 +191,36 @@ impl UserDb {
         .map_err(|e| self.damaged(e))?;
         tx.commit().map_err(|e| self.damaged(e))?;
         tracing::warn!(removed, "status page users reset from the recovery console: first-visit setup is open");
+        Ok(())
+    }
+
+    /// The recovery console's two-factor reset: physical access to the box is the last factor.
+    /// Each named user signs in with their password alone until they enrol again; a name that
+    /// is no user is noted, not an error (the console cannot check names).
+    fn reset_mfa(&self, names: &str, now: i64) -> Result<(), DbError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.damaged(e))?;
+        for name in names.lines().map(str::trim).filter(|n| !n.is_empty()) {
+            let known: i64 = tx
+                .query_row("SELECT count(*) FROM users WHERE name = ?1", [name], |r| r.get(0))
+                .map_err(|e| self.damaged(e))?;
+            let had = tx.execute("DELETE FROM mfa WHERE user = ?1", [name]).map_err(|e| self.damaged(e))?;
+            tx.execute("DELETE FROM recovery_codes WHERE user = ?1", [name]).map_err(|e| self.damaged(e))?;
+            let detail = match (known, had) {
+                (0, _) => format!("{name:?}: there is no such user; nothing changed"),
+                (_, 0) => format!("{name}: had no two-factor sign-in; nothing changed"),
+                _ => format!(
+                    "{name}: two-factor sign-in and recovery codes removed; password alone until they enrol again"
+                ),
+            };
+            tx.execute(
+                "INSERT INTO audit (at, who, action, detail) VALUES (?1, 'recovery console', 'two-factor reset', ?2)",
+                (now, &detail),
+            )
+            .map_err(|e| self.damaged(e))?;
+            tracing::warn!(user = name, "status page: two-factor sign-in reset from the recovery console");
+        }
+        tx.commit().map_err(|e| self.damaged(e))?;
         Ok(())
     }
 
