@@ -56,4 +56,15 @@ printf '2\nyes\n' | sh "$root/buildroot-external/overlay/usr/sbin/minebox-recove
 [ -e "$work/data/secrets/status/reset-users" ] || fail "no reset marker for the status page"
 [ ! -e "$work/data/secrets/status/accounts" ] || fail "the old password file would be taken over again"
 grep -q "systemctl restart minebox-status.service" "$work/systemctl.log" || fail "status page not restarted"
-echo "recovery: ok (factory reset keeps chain data, slot switch, status shown, status page users reset)"
+
+# 8 = reset one user's two-factor sign-in: the name goes into a marker the service acts on when
+# it restarts (its side: crates/daemons/status tests/mfa.rs, the console reset).
+printf '8\nCarol; rm -rf /\n' | sh "$root/buildroot-external/overlay/usr/sbin/minebox-recovery" >"$work/out8" 2>&1 || true
+grep -q "Not a user name" "$work/out8" || fail "a bad user name was not refused"
+[ ! -e "$work/data/secrets/status/reset-mfa" ] || fail "a bad user name reached the marker"
+printf '8\ncarol\nno\n' | sh "$root/buildroot-external/overlay/usr/sbin/minebox-recovery" >/dev/null 2>&1 || true
+[ ! -e "$work/data/secrets/status/reset-mfa" ] || fail "two-factor reset without a yes"
+printf '8\ncarol\nyes\n' | sh "$root/buildroot-external/overlay/usr/sbin/minebox-recovery" >/dev/null 2>&1 || true
+[ "$(cat "$work/data/secrets/status/reset-mfa")" = carol ] || fail "no two-factor reset marker naming carol"
+[ "$(grep -c "systemctl restart minebox-status.service" "$work/systemctl.log")" = 2 ] || fail "status page not restarted after the two-factor reset"
+echo "recovery: ok (factory reset keeps chain data, slot switch, status shown, status page users reset, two-factor reset)"
