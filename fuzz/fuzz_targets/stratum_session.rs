@@ -323,6 +323,8 @@ fuzz_target!(|input: Input| {
         stats: Arc::new(Registry::new()),
         vardiff,
         version_mask: 0x1fff_e000,
+        // The solo port: the pool port's logins need a payees file (tests/pool_mode.rs).
+        pplns: None,
     };
     let start = Instant::now();
     let mut now = start;

@@ -48,6 +48,49 @@ async fn upstream(State(st): State<ApiState>) -> Json<routes::Pools> {
     Json(coins)
 }
 
+/// One coin's pool port (PPLNS) as the API sees it.
+pub struct PoolModeView {
+    pub pool: Arc<Pool>,
+    pub desk: Arc<crate::pplns::desk::PplnsDesk>,
+    pub listen: String,
+}
+
+#[derive(Deserialize)]
+struct PoolQuery {
+    coin: Option<String>,
+}
+
+/// [`routes::POOL`]: every coin with pool mode on (or `?coin=`'s), its window and payees.
+async fn pool_status(State(st): State<ApiState>, Query(q): Query<PoolQuery>) -> Json<Vec<routes::PoolStatus>> {
+    Json(
+        st.pplns
+            .iter()
+            .filter(|p| q.coin.as_deref().is_none_or(|c| c == p.desk.coin))
+            .map(|p| p.desk.status(p.pool.live.len() as u64))
+            .collect(),
+    )
+}
+
+#[derive(Deserialize)]
+struct PayoutsQuery {
+    coin: Option<String>,
+    user: Option<String>,
+    limit: Option<usize>,
+}
+
+/// [`routes::POOL_PAYOUTS`]: payout rows, newest first (at most 1000 per call).
+async fn pool_payouts(State(st): State<ApiState>, Query(q): Query<PayoutsQuery>) -> impl IntoResponse {
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let store = st.store.clone();
+    let result =
+        tokio::task::spawn_blocking(move || store.pool_payouts(q.coin.as_deref(), q.user.as_deref(), limit)).await;
+    match result {
+        Ok(Ok(rows)) => Json(rows).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
 /// One coin's server as the API sees it.
 pub struct CoinView {
     pub pool: Arc<Pool>,
@@ -58,6 +101,8 @@ pub struct CoinView {
 #[derive(Clone)]
 pub struct ApiState {
     pub coins: Arc<Vec<CoinView>>,
+    /// Coins with pool mode on.
+    pub pplns: Arc<Vec<PoolModeView>>,
     pub stats: Arc<Registry>,
     pub store: Store,
     pub events: broadcast::Sender<Event>,
@@ -101,6 +146,8 @@ pub fn router(state: ApiState) -> Router {
         .route(routes::HASHRATE, get(hashrate))
         .route(routes::EVENTS, get(events))
         .route(UPSTREAM, get(upstream))
+        .route(routes::POOL, get(pool_status))
+        .route(routes::POOL_PAYOUTS, get(pool_payouts))
         .route(minebox_api::HEALTHZ, get(|| async { "ok" }))
         .with_state(state)
 }

@@ -68,6 +68,8 @@ pub struct BlockDesk {
     pub node: NodeClient,
     pub store: Store,
     pub events: broadcast::Sender<Event>,
+    /// The coin's pool mode, if on: a block of a pool job records its payouts and carry.
+    pub pplns: Option<Arc<crate::pplns::desk::PplnsDesk>>,
 }
 
 impl BlockDesk {
@@ -174,7 +176,23 @@ impl BlockDesk {
         };
         tracing::info!(coin = %self.coin, height = record.block.height, hash = %record.block.hash, worker = %record.block.worker, "BLOCK FOUND");
         let r = record.clone();
-        let saved = match self.store_call(move |s, _| s.record_block(&r)).await {
+        let pool = match (&found.job.pplns, &self.pplns) {
+            (Some(job), Some(desk)) => {
+                // The job's carry is the pool's from now on (see docs/stratum.md, "Pool mode":
+                // also if the block is later orphaned).
+                desk.commit(job);
+                let saved = desk.take_snapshot();
+                saved.map(|w| (job.clone(), w, desk.clone()))
+            }
+            _ => None,
+        };
+        let saved = match self
+            .store_call(move |s, _| match &pool {
+                Some((job, window, desk)) => s.record_pool_block(&r, job, window).inspect_err(|_| desk.mark_dirty()),
+                None => s.record_block(&r),
+            })
+            .await
+        {
             Ok(()) => Recorded::Durable,
             Err(e) => {
                 // Never let a database problem cost a block: submit anyway, loudly.

@@ -26,9 +26,13 @@ pub enum FirewallError {
     Refused { status: std::process::ExitStatus, stderr: String },
 }
 
-/// The stratum ports of the enabled coins, sorted, each once: what the server listens on.
+/// The stratum ports of the enabled coins (solo, and pool mode's PPLNS port where it is on),
+/// sorted, each once: what the server listens on.
 pub fn stratum_ports(settings: &minebox_settings::Settings, registry: &minebox_coin::Registry) -> Vec<u16> {
-    let mut ports: Vec<u16> = settings.enabled_coins(registry).map(|(c, _, _)| c.stratum_port).collect();
+    let mut ports: Vec<u16> = settings
+        .enabled_coins(registry)
+        .flat_map(|(c, _, _)| std::iter::once(c.stratum_port).chain(c.pool.as_ref().map(|p| p.port)))
+        .collect();
     ports.sort_unstable();
     ports.dedup();
     ports
@@ -88,11 +92,12 @@ mod tests {
             &path,
             "[coins.btc]\nenabled = true\nnetwork = \"regtest\"\n\
              payout_address = \"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080\"\nstratum_port = 4444\n\
-             [coins.bch]\nenabled = false\nstratum_port = 4555\n",
+             [coins.btc.pool]\nport = 4445\n\
+             [coins.bch]\nenabled = false\nstratum_port = 4555\n[coins.bch.pool]\nport = 4556\n",
         )
         .unwrap();
         let registry = minebox_coin::Registry::embedded();
         let settings = minebox_settings::Settings::load(Some(&path), None, &registry).unwrap();
-        assert_eq!(stratum_ports(&settings, &registry), vec![4444]);
+        assert_eq!(stratum_ports(&settings, &registry), vec![4444, 4445], "the pool port of an enabled coin only");
     }
 }

@@ -108,6 +108,8 @@ pub struct Job {
     pub template: Arc<Template>,
     pub payout: ScriptBuf,
     pub coinbase: Coinbase,
+    /// A pool-port job's split (crate::pplns::desk): what its block pays each user.
+    pub pplns: Option<Arc<crate::pplns::desk::PplnsJob>>,
     /// mining.notify parameters after the job id and before clean_jobs, serialized once.
     notify_middle: String,
 }
@@ -135,6 +137,13 @@ impl Job {
         Ok(Self::with_coinbase(template, payout, coinbase))
     }
 
+    /// A pool-port job: the coinbase paying `split`'s outputs (crate::pplns::coinbase).
+    pub fn pplns(template: Arc<Template>, coinbase: Coinbase, split: Arc<crate::pplns::desk::PplnsJob>) -> Job {
+        let mut job = Self::with_coinbase(template, ScriptBuf::new(), coinbase);
+        job.pplns = Some(split);
+        job
+    }
+
     fn own_coinbase(template: &Template, payout: &ScriptBuf, rules: &CoinbaseRules) -> Result<Coinbase, CoinbaseError> {
         Coinbase::build(&CoinbaseSpec {
             height: template.height,
@@ -159,7 +168,7 @@ impl Job {
             template.bits.to_consensus(),
             template.cur_time,
         );
-        Job { template, payout, coinbase, notify_middle }
+        Job { template, payout, coinbase, pplns: None, notify_middle }
     }
 
     /// The mining.notify line for this job under a connection's own job id.

@@ -188,11 +188,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Cmd::Firewall { config, defaults, close, print, nft }) = &cli.command {
         return firewall(config, defaults.as_deref(), *close, *print, nft);
     }
-    let config = match &cli.config {
+    let (config, pools) = match &cli.config {
         Some(path) => from_settings(&cli, path)?,
-        None => from_flags(&cli)?,
+        None => (from_flags(&cli)?, Vec::new()),
     };
-    let running = service::start(config).await?;
+    let running = service::start_with_pools(config, pools).await?;
     tracing::info!(api = %running.api, "ready");
     minebox_platform::lifecycle::ready();
     running.run_until(minebox_platform::lifecycle::terminated()).await;
@@ -239,11 +239,27 @@ const UPSTREAM_IDLE: Duration = Duration::from_secs(300);
 const UPSTREAM_MINER_EXTRANONCE2: usize = 4;
 
 /// Settings mode (the box): every enabled coin of the settings file.
-fn from_settings(cli: &Cli, path: &std::path::Path) -> anyhow::Result<ServiceConfig> {
+fn from_settings(
+    cli: &Cli,
+    path: &std::path::Path,
+) -> anyhow::Result<(ServiceConfig, Vec<minebox_stratum::pplns::desk::PoolModeConfig>)> {
     let registry = minebox_coin::Registry::installed()?;
     let settings = minebox_settings::Settings::load(Some(path), cli.defaults.as_deref(), &registry)?;
+    let shared = std::sync::Arc::new(settings.clone());
     let mut coins = Vec::new();
+    let mut pools = Vec::new();
     for (c, coin, network) in settings.enabled_coins(&registry) {
+        // Pool mode: a PPLNS port beside the solo one, paying the users the page registered.
+        if let Some(p) = &c.pool {
+            pools.push(minebox_stratum::pplns::desk::PoolModeConfig {
+                coin: c.id.clone(),
+                network: network.name.clone(),
+                listen: SocketAddr::new(cli.bind, p.port),
+                settings: p.clone(),
+                payees_file: minebox_settings::payees::Payees::path_beside(path),
+                box_settings: shared.clone(),
+            });
+        }
         // The supervisor writes these credentials for a node it runs (the user, for an
         // external node); the stratum only reads them.
         let node =
@@ -300,14 +316,15 @@ fn from_settings(cli: &Cli, path: &std::path::Path) -> anyhow::Result<ServiceCon
         .supervisor_events
         .clone()
         .or_else(|| Some(format!("http://{}{}", settings.supervisor.api, minebox_api::supervisor::EVENTS)));
-    Ok(ServiceConfig {
+    let config = ServiceConfig {
         coins,
         database: cli.database.clone().unwrap_or_else(|| settings.paths.state.clone()),
         api_listen: cli.api.unwrap_or(settings.stratum.api),
         stats_flush: Duration::from_secs(cli.stats_flush_secs),
         limits: limits(cli)?,
         supervisor_events,
-    })
+    };
+    Ok((config, pools))
 }
 
 /// Flags mode (development): one coin, its node given on the command line.

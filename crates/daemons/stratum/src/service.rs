@@ -7,12 +7,14 @@ use crate::connection::Limits;
 use crate::event::Event;
 use crate::job::{CoinbaseRules, JobBook};
 use crate::pool::{LiveMiners, Pool};
+use crate::pplns::desk::{PoolModeConfig, PplnsDesk};
 use crate::session::{PayoutPolicy, PoolContext};
 use crate::stats::Registry;
 use crate::store::Store;
 use crate::vardiff::VardiffConfig;
 use crate::work::{NodeStatus, WorkConfig, WorkFeed};
 use anyhow::Context;
+use bitcoin::ScriptBuf;
 use minebox_node_rpc::NodeClient;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -67,6 +69,8 @@ pub struct ServiceConfig {
 pub struct Running {
     pub api: SocketAddr,
     pub stratum: Vec<(String, SocketAddr)>,
+    /// Pool ports (PPLNS), per coin with pool mode on.
+    pub pool_ports: Vec<(String, SocketAddr)>,
     pub events: broadcast::Sender<Event>,
     pub store: Store,
     pub stats: Arc<Registry>,
@@ -77,6 +81,10 @@ pub struct Running {
 impl Running {
     pub fn stratum_addr(&self, coin: &str) -> Option<SocketAddr> {
         self.stratum.iter().find(|(c, _)| c == coin).map(|(_, a)| *a)
+    }
+
+    pub fn pool_addr(&self, coin: &str) -> Option<SocketAddr> {
+        self.pool_ports.iter().find(|(c, _)| c == coin).map(|(_, a)| *a)
     }
 
     /// Stops accepting, closes every connection, writes the last statistics, and returns.
@@ -94,7 +102,25 @@ impl Running {
 }
 
 pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
+    start_with_pools(config, Vec::new()).await
+}
+
+/// A pool port's authorize never reads an address: logins name registered users.
+struct UsersOnly;
+
+impl PayoutPolicy for UsersOnly {
+    fn payout_script(&self, _: &str) -> Result<ScriptBuf, String> {
+        Err("this is a pool port: authorize as <user>.<worker> of a user registered on the box".into())
+    }
+}
+
+/// [`start`], with pool mode (PPLNS) on for the coins `pools` names.
+pub async fn start_with_pools(config: ServiceConfig, mut pools: Vec<PoolModeConfig>) -> anyhow::Result<Running> {
     let store = Store::open(&config.database)?;
+    if !pools.is_empty() {
+        store.open_pplns().context("creating the pool mode tables")?;
+    }
+    let mut pool_views = Vec::new();
     let stats = Arc::new(Registry::with_limits(crate::stats::WorkerLimits::from(&config.limits)));
     let restored = store.load_workers().context("reading saved worker statistics")?;
     let count = restored.len();
@@ -108,6 +134,7 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
     let mut tasks = JoinSet::new();
     let mut views = Vec::new();
     let mut addrs = Vec::new();
+    let mut pool_addrs = Vec::new();
     let mut kicks = std::collections::HashMap::new();
 
     for c in config.coins {
@@ -164,6 +191,46 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
             min_tx_size: c.min_tx_size,
             segwit: c.segwit,
         };
+        let pool_mode = pools.iter().position(|p| p.coin == c.coin).map(|i| pools.swap_remove(i));
+        let mut pplns = None;
+        if let Some(pm) = pool_mode {
+            let saved = store.load_pplns(&pm.coin).context("reading the saved PPLNS window")?;
+            let desk = Arc::new(PplnsDesk::new(&pm, saved));
+            let listener = crate::server::listen(pm.listen)
+                .with_context(|| format!("{} pool port {}: already in use or not allowed", c.coin, pm.listen))?;
+            let local = listener.local_addr()?;
+            let vardiff = VardiffConfig {
+                start: pm.settings.start_difficulty,
+                min: pm.settings.min_difficulty,
+                max: pm.settings.max_difficulty,
+                ..c.vardiff.clone()
+            };
+            let pool = Arc::new(Pool {
+                ctx: PoolContext {
+                    coin: c.coin.clone(),
+                    payouts: Box::new(UsersOnly),
+                    jobs: JobBook::new(rules.clone()),
+                    stats: stats.clone(),
+                    vardiff,
+                    version_mask: c.version_mask,
+                    pplns: Some(desk.clone()),
+                },
+                network: c.network.clone(),
+                work: work.clone(),
+                found: found_tx.clone(),
+                limits: config.limits.clone(),
+                live: LiveMiners::default(),
+                quiet_log: Default::default(),
+                upstream: None,
+                own_node_shares: Default::default(),
+            });
+            tasks.spawn(crate::server::run(listener, pool.clone(), shutdown.clone()));
+            tasks.spawn(save_pplns(desk.clone(), store.clone(), PPLNS_SNAPSHOT_EVERY, shutdown.clone()));
+            tracing::info!(coin = %c.coin, listen = %local, fee_bps = pm.settings.fee.as_ref().map_or(0, |f| f.bps), "pool port (PPLNS) listening");
+            pool_addrs.push((c.coin.clone(), local));
+            pool_views.push(api::PoolModeView { pool, desk: desk.clone(), listen: local.to_string() });
+            pplns = Some(desk);
+        }
         let pool = Arc::new(Pool {
             ctx: PoolContext {
                 coin: c.coin.clone(),
@@ -172,6 +239,7 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
                 stats: stats.clone(),
                 vardiff: c.vardiff,
                 version_mask: c.version_mask,
+                pplns: None,
             },
             network: c.network.clone(),
             work,
@@ -204,6 +272,7 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
             node: c.node,
             store: store.clone(),
             events: events.clone(),
+            pplns,
         };
         tasks.spawn(feed.run(shutdown.clone()));
         // On shutdown a block still being retried stays 'submitting' and is resubmitted at start.
@@ -214,12 +283,16 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
         views.push(CoinView { pool, listen: local.to_string(), node: node_status });
     }
 
+    if let Some(p) = pools.first() {
+        anyhow::bail!("{}: pool mode is set for a coin this server does not mine; enable the coin", p.coin);
+    }
     let api_listener = TcpListener::bind(config.api_listen)
         .await
         .with_context(|| format!("stratum API address {}: already in use or not allowed", config.api_listen))?;
     let api_addr = api_listener.local_addr()?;
     let router = api::router(ApiState {
         coins: Arc::new(views),
+        pplns: Arc::new(pool_views),
         stats: stats.clone(),
         store: store.clone(),
         events: events.clone(),
@@ -239,7 +312,38 @@ pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
         tasks.spawn(crate::supervisor::follow(url, kicks, shutdown.clone()));
     }
 
-    Ok(Running { api: api_addr, stratum: addrs, events, store, stats, shutdown, tasks })
+    Ok(Running { api: api_addr, stratum: addrs, pool_ports: pool_addrs, events, store, stats, shutdown, tasks })
+}
+
+/// How often a changed PPLNS window is saved: a power cut loses at most this much of it.
+pub const PPLNS_SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
+
+/// Saves the desk's window and carry when they changed, every `every` and at shutdown.
+async fn save_pplns(desk: Arc<PplnsDesk>, store: Store, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        let last = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        if let Some(saved) = desk.take_snapshot() {
+            let (store, coin, d) = (store.clone(), desk.coin.clone(), desk.clone());
+            let now = crate::stats::unix_now() as i64;
+            match tokio::task::spawn_blocking(move || store.save_pplns(&coin, &saved, now)).await {
+                Ok(Ok(())) => tracing::debug!(coin = %d.coin, "PPLNS window saved"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "could not save the PPLNS window; retried at the next interval");
+                    d.mark_dirty();
+                }
+                Err(e) => tracing::error!(error = %e, "PPLNS window writer panicked"),
+            }
+        }
+        if last {
+            return;
+        }
+    }
 }
 
 /// Writes changed statistics in one transaction per interval, and once more on shutdown.

@@ -36,6 +36,9 @@ pub struct PoolContext {
     pub vardiff: VardiffConfig,
     /// Version bits miners may roll (BIP320's 0x1fffe000 by default).
     pub version_mask: u32,
+    /// Set on a coin's pool port (PPLNS): miners authorize as `user.worker` of the box's
+    /// registered users, and jobs pay the split (crate::pplns::desk).
+    pub pplns: Option<Arc<crate::pplns::desk::PplnsDesk>>,
 }
 
 /// Jobs a session remembers: enough for a miner finishing work on the last few jobs
@@ -103,6 +106,8 @@ pub struct Session {
     /// while it mines with the one it subscribed with.
     told_extranonce1_len: Option<usize>,
     payout: Option<(String, ScriptBuf)>,
+    /// On a pool port: the registered user this connection mines for.
+    pool_user: Option<crate::pplns::UserId>,
     workers: Vec<(String, SharedWorker)>,
     vardiff: Vardiff,
     /// The last difficulty told to the miner, if any.
@@ -128,6 +133,7 @@ impl Session {
             extranonce_subscribed: false,
             told_extranonce1_len: None,
             payout: None,
+            pool_user: None,
             workers: Vec::new(),
             vardiff: Vardiff::new(ctx.vardiff.clone(), now),
             announced: None,
@@ -293,9 +299,25 @@ impl Session {
         let refuse = |message: String| {
             Output::default().line(protocol::reply_false(id, &Rejection::new(ErrorCode::Unauthorized, message)))
         };
-        let resolved = match crate::payout::resolve(ctx.payouts.as_ref(), ctx.payouts.owner(), user) {
-            Ok(r) => r,
-            Err(why) => return refuse(why),
+        let mut pool_user = None;
+        let resolved = match &ctx.pplns {
+            // A pool port pays registered users only: the login names one, never an address.
+            Some(desk) => match desk.login(user) {
+                Ok(l) => {
+                    pool_user = Some(l.user);
+                    crate::payout::Resolved {
+                        worker: user.chars().take(64).collect(),
+                        address: l.address,
+                        script: l.script,
+                        paid_to: minebox_api::stratum::PaidTo::Miner,
+                    }
+                }
+                Err(why) => return refuse(why),
+            },
+            None => match crate::payout::resolve(ctx.payouts.as_ref(), ctx.payouts.owner(), user) {
+                Ok(r) => r,
+                Err(why) => return refuse(why),
+            },
         };
         let address = resolved.address.as_str();
         if let Some((existing, _)) = &self.payout {
@@ -327,6 +349,9 @@ impl Session {
         }
         let first = self.payout.is_none();
         self.payout = Some((address.to_string(), resolved.script));
+        if pool_user.is_some() {
+            self.pool_user = pool_user;
+        }
         let out = Output::default().line(protocol::reply(id, Value::Bool(true)));
         if first {
             self.start_work(ctx, out, template, true)
@@ -389,7 +414,11 @@ impl Session {
             return out;
         }
         let Some((_, script)) = &self.payout else { return out };
-        let job = match ctx.jobs.job_for(template, script) {
+        let job = match &ctx.pplns {
+            Some(desk) => desk.job_for(template, script, &ctx.jobs),
+            None => ctx.jobs.job_for(template, script),
+        };
+        let job = match job {
             Ok(j) => j,
             // Another address's pool work (the owner's, before this miner joined its own
             // address's connection, or with the connection limit reached): this miner keeps
@@ -572,6 +601,10 @@ impl Session {
                 w.blocks += 1;
             }
         }
+        if let (Some(desk), Some(user), None) = (&ctx.pplns, self.pool_user, &job.template.upstream) {
+            // Counted at the difficulty it was asked for (its expected work), as PPLNS does.
+            desk.record_share(user, assigned);
+        }
         let mut out = Output::default().line(protocol::reply(id, Value::Bool(true)));
         out.own_node_share = job.template.upstream.is_none();
         if let Some(up) = &job.template.upstream {
@@ -638,6 +671,7 @@ mod tests {
             stats: Arc::new(Registry::new()),
             vardiff: VardiffConfig { start: 0.001, min: 0.0001, ..Default::default() },
             version_mask: 0x1fffe000,
+            pplns: None,
         }
     }
 

@@ -55,7 +55,7 @@ pub struct BlockRecord {
 
 #[derive(Clone)]
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
+    pub(crate) conn: Arc<Mutex<Connection>>,
 }
 
 const SCHEMA: &str = r#"
@@ -131,30 +131,37 @@ impl Store {
     /// Records a found block durably; returns once it is on disk.
     pub fn record_block(&self, b: &BlockRecord) -> Result<(), StoreError> {
         let conn = self.conn.lock().expect("store lock");
-        conn.execute(
-            "INSERT INTO stratum_blocks (hash, coin, network, height, worker, reward_sats, share_difficulty,
+        insert_block(&conn, b)
+    }
+}
+
+/// The found block's row; also written with a pool block's payouts, in one transaction.
+pub(crate) fn insert_block(conn: &Connection, b: &BlockRecord) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO stratum_blocks (hash, coin, network, height, worker, reward_sats, share_difficulty,
                 network_difficulty, found_at, status, detail, confirmations, block_hex)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
              ON CONFLICT(hash) DO NOTHING",
-            params![
-                b.block.hash,
-                b.block.coin,
-                b.block.network,
-                b.block.height as i64,
-                b.block.worker,
-                b.block.reward_sats as i64,
-                b.block.share_difficulty,
-                b.block.network_difficulty,
-                b.block.found_at,
-                status_name(b.block.status),
-                b.block.detail,
-                b.block.confirmations,
-                b.block_hex
-            ],
-        )?;
-        Ok(())
-    }
+        params![
+            b.block.hash,
+            b.block.coin,
+            b.block.network,
+            b.block.height as i64,
+            b.block.worker,
+            b.block.reward_sats as i64,
+            b.block.share_difficulty,
+            b.block.network_difficulty,
+            b.block.found_at,
+            status_name(b.block.status),
+            b.block.detail,
+            b.block.confirmations,
+            b.block_hex
+        ],
+    )?;
+    Ok(())
+}
 
+impl Store {
     pub fn update_block(
         &self,
         hash: &str,

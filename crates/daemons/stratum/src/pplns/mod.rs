@@ -1,4 +1,4 @@
-//! PPLNS pool mode, the engine (issue 17 point 4; not wired to a port, users or settings yet).
+//! PPLNS pool mode (issue 17 point 4): the engine, and the [`desk`] that runs it on a pool port.
 //!
 //! Users of the box register one payout address per coin; their miners' accepted shares go
 //! into the [`window`] (the last N units of work, N = window factor × network difficulty);
@@ -10,7 +10,9 @@
 //! docs/stratum.md ("PPLNS engine") says what exists and what is missing.
 
 pub mod coinbase;
+pub mod desk;
 pub mod split;
+pub mod store;
 pub mod window;
 
 use crate::coinbase::Coinbase;

@@ -52,6 +52,15 @@ impl Carry {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+    /// Balances as saved (zeros dropped; a user appearing twice keeps the sum).
+    pub fn from_balances(balances: impl IntoIterator<Item = (UserId, i64)>) -> Carry {
+        let mut m = BTreeMap::new();
+        for (u, v) in balances {
+            *m.entry(u).or_insert(0) += v;
+        }
+        m.retain(|_, v| *v != 0);
+        Carry(m)
+    }
 }
 
 /// The pool's cut, when there is one.

@@ -72,6 +72,8 @@ pub fn window_size(network_difficulty: f64, factor: f64) -> Result<Work, WindowE
 struct Run {
     user: UserId,
     work: Work,
+    /// Shares in the run: a share straddling the window's edge still counts as one.
+    shares: u64,
 }
 
 /// The per-user work of the oldest part of the window, folded when entries ran over the bound.
@@ -79,6 +81,8 @@ struct Run {
 struct Summary {
     /// Sorted by user: deterministic proration.
     users: Vec<(UserId, Work)>,
+    /// Shares per user, in the same order; they leave with the user's work, in proportion.
+    shares: Vec<u64>,
     total: Work,
 }
 
@@ -90,6 +94,16 @@ pub struct ShareWindow {
     runs: VecDeque<Run>,
     total: Work,
     per_user: HashMap<UserId, Work>,
+    per_user_shares: HashMap<UserId, u64>,
+}
+
+/// A window as saved to disk and read back after a restart (see `crate::pplns::desk`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowSnapshot {
+    pub size: Work,
+    /// (user, work, shares): the folded summary, then the runs oldest first.
+    pub summary: Vec<(UserId, Work, u64)>,
+    pub runs: Vec<(UserId, Work, u64)>,
 }
 
 impl ShareWindow {
@@ -103,18 +117,60 @@ impl ShareWindow {
             runs: VecDeque::new(),
             total: 0,
             per_user: HashMap::new(),
+            per_user_shares: HashMap::new(),
         }
+    }
+
+    /// What [`ShareWindow::restore`] needs to rebuild this window.
+    pub fn snapshot(&self) -> WindowSnapshot {
+        WindowSnapshot {
+            size: self.size,
+            summary: self.summary.users.iter().zip(&self.summary.shares).map(|((u, w), s)| (*u, *w, *s)).collect(),
+            runs: self.runs.iter().map(|r| (r.user, r.work, r.shares)).collect(),
+        }
+    }
+
+    /// The window a snapshot was taken of (its size then: the caller resizes it to the
+    /// network difficulty of its next template).
+    pub fn restore(snapshot: &WindowSnapshot, max_entries: usize) -> ShareWindow {
+        let mut w = ShareWindow::new(snapshot.size, max_entries);
+        let mut summary: Vec<(UserId, Work, u64)> = snapshot.summary.iter().filter(|e| e.1 > 0).copied().collect();
+        summary.sort_unstable_by_key(|e| e.0);
+        summary.dedup_by_key(|e| e.0);
+        for (u, work, shares) in summary {
+            w.summary.users.push((u, work));
+            w.summary.shares.push(shares);
+            w.summary.total += work;
+            w.total += work;
+            *w.per_user.entry(u).or_insert(0) += work;
+            *w.per_user_shares.entry(u).or_insert(0) += shares;
+        }
+        for (u, work, shares) in snapshot.runs.iter().filter(|e| e.1 > 0) {
+            w.runs.push_back(Run { user: *u, work: *work, shares: *shares });
+            w.total += work;
+            *w.per_user.entry(*u).or_insert(0) += work;
+            *w.per_user_shares.entry(*u).or_insert(0) += shares;
+        }
+        w.trim();
+        while w.runs.len() > w.max_entries {
+            w.fold_oldest_half();
+        }
+        w
     }
 
     /// Appends an accepted share. Amortised O(1); O(users) when the work leaving the window
     /// comes out of the summary.
     pub fn append(&mut self, user: UserId, work: Work) {
         match self.runs.back_mut() {
-            Some(last) if last.user == user => last.work += work,
-            _ => self.runs.push_back(Run { user, work }),
+            Some(last) if last.user == user => {
+                last.work += work;
+                last.shares += 1;
+            }
+            _ => self.runs.push_back(Run { user, work, shares: 1 }),
         }
         self.total += work;
         *self.per_user.entry(user).or_insert(0) += work;
+        *self.per_user_shares.entry(user).or_insert(0) += 1;
         self.trim();
         if self.runs.len() > self.max_entries {
             self.fold_oldest_half();
@@ -142,6 +198,18 @@ impl ShareWindow {
         self.runs.len() + self.summary.users.len()
     }
 
+    /// Shares in the window (the one straddling its edge included).
+    pub fn shares(&self) -> u64 {
+        self.per_user_shares.values().sum()
+    }
+
+    /// Each user's shares in the window, sorted by user (what a payout record counts).
+    pub fn shares_by_user(&self) -> Vec<(UserId, u64)> {
+        let mut v: Vec<(UserId, u64)> = self.per_user_shares.iter().map(|(u, n)| (*u, *n)).collect();
+        v.sort_unstable_by_key(|(u, _)| *u);
+        v
+    }
+
     /// Each user's work in the window, sorted by user: the split's input.
     pub fn weights(&self) -> Vec<(UserId, Work)> {
         let mut v: Vec<(UserId, Work)> = self.per_user.iter().map(|(u, w)| (*u, *w)).collect();
@@ -149,11 +217,15 @@ impl ShareWindow {
         v
     }
 
-    fn take_from_user(&mut self, user: UserId, work: Work) {
+    fn take_from_user(&mut self, user: UserId, work: Work, shares: u64) {
         let w = self.per_user.get_mut(&user).expect("every run and summary user has a per-user sum");
         *w -= work;
-        if *w == 0 {
+        let gone = *w == 0;
+        if gone {
             self.per_user.remove(&user);
+            self.per_user_shares.remove(&user);
+        } else if let Some(n) = self.per_user_shares.get_mut(&user) {
+            *n = n.saturating_sub(shares);
         }
         self.total -= work;
     }
@@ -170,11 +242,11 @@ impl ShareWindow {
             let front = self.runs.front_mut().expect("work in the window is in a run or the summary");
             if front.work <= excess {
                 let run = self.runs.pop_front().expect("front exists");
-                self.take_from_user(run.user, run.work);
+                self.take_from_user(run.user, run.work, run.shares);
             } else {
                 front.work -= excess;
                 let user = front.user;
-                self.take_from_user(user, excess);
+                self.take_from_user(user, excess, 0);
             }
         }
     }
@@ -184,8 +256,8 @@ impl ShareWindow {
     fn trim_summary(&mut self, excess: Work) {
         let summary = std::mem::take(&mut self.summary);
         if excess >= summary.total {
-            for (user, work) in summary.users {
-                self.take_from_user(user, work);
+            for ((user, work), shares) in summary.users.into_iter().zip(summary.shares) {
+                self.take_from_user(user, work, shares);
             }
             return;
         }
@@ -204,12 +276,16 @@ impl ShareWindow {
             short -= more;
         }
         let mut kept = Summary::default();
-        for ((user, work), t) in summary.users.into_iter().zip(taken) {
+        for (((user, work), shares), t) in summary.users.into_iter().zip(summary.shares).zip(taken) {
+            // Shares leave with their work, in proportion (rounded down: a share partly in
+            // the window still counts).
+            let gone = (shares as f64 * (t as f64 / work as f64)) as u64;
             if t > 0 {
-                self.take_from_user(user, t);
+                self.take_from_user(user, t, gone);
             }
             if work > t {
                 kept.users.push((user, work - t));
+                kept.shares.push(shares - gone.min(shares));
                 kept.total += work - t;
             }
         }
@@ -217,13 +293,18 @@ impl ShareWindow {
     }
 
     fn fold_oldest_half(&mut self) {
-        let mut merged: HashMap<UserId, Work> = self.summary.users.drain(..).collect();
+        let mut merged: HashMap<UserId, (Work, u64)> =
+            self.summary.users.drain(..).zip(self.summary.shares.drain(..)).map(|((u, w), s)| (u, (w, s))).collect();
         for run in self.runs.drain(..self.max_entries / 2) {
-            *merged.entry(run.user).or_insert(0) += run.work;
+            let e = merged.entry(run.user).or_insert((0, 0));
+            e.0 += run.work;
+            e.1 += run.shares;
             self.summary.total += run.work;
         }
-        self.summary.users = merged.into_iter().collect();
-        self.summary.users.sort_unstable_by_key(|(u, _)| *u);
+        let mut users: Vec<(UserId, (Work, u64))> = merged.into_iter().collect();
+        users.sort_unstable_by_key(|(u, _)| *u);
+        self.summary.users = users.iter().map(|(u, (w, _))| (*u, *w)).collect();
+        self.summary.shares = users.iter().map(|(_, (_, s))| *s).collect();
     }
 }
 
@@ -250,6 +331,26 @@ mod tests {
         w.append(UserId(4), 25);
         assert_eq!(w.weights(), vec![(UserId(4), 10)]);
         assert_eq!(w.entries(), 1);
+    }
+
+    #[test]
+    fn pplns_window_counts_shares_and_survives_a_snapshot() {
+        let mut w = ShareWindow::new(10, 4);
+        w.append(UserId(1), 4);
+        w.append(UserId(2), 3);
+        w.append(UserId(2), 3);
+        // User 1's share straddles the edge (work 2 of 4 inside): it still counts as a share.
+        w.append(UserId(3), 2);
+        assert_eq!(w.shares_by_user(), vec![(UserId(1), 1), (UserId(2), 2), (UserId(3), 1)]);
+        w.append(UserId(3), 4);
+        assert_eq!(w.shares_by_user(), vec![(UserId(2), 2), (UserId(3), 2)]);
+        for u in [4, 5, 6, 7, 8] {
+            w.append(UserId(u), 1);
+        }
+        let back = ShareWindow::restore(&w.snapshot(), 4);
+        assert_eq!(back.weights(), w.weights());
+        assert_eq!(back.shares_by_user(), w.shares_by_user());
+        assert_eq!(back.snapshot(), w.snapshot());
     }
 
     #[test]

@@ -1,0 +1,402 @@
+//! Pool mode, running: one coin's PPLNS port (issue 17 point 4; docs/stratum.md "Pool mode").
+//!
+//! The desk holds what every session of the pool port shares: the payees (the file the
+//! status page writes, re-read when it changes), the [`ShareWindow`] accepted shares go into,
+//! the [`Carry`] of the last block found, and the current pool job. A job is built once per
+//! template (the node's new blocks and its fee refreshes, every 30 s by default), so its
+//! cost is bounded whatever the share rate; its split is kept in the job, and a block found
+//! on it records exactly that split ([`crate::block`]).
+//!
+//! While the window is empty (a new pool, or after a restart without a saved window), no
+//! split exists: a miner's job then pays its own user's address, as the solo port would.
+
+use super::split::{Fee, SplitError, SplitRules};
+use super::window::{self, ShareWindow, UserId, Work, DEFAULT_MAX_ENTRIES};
+use super::{Carry, CoinbaseBudget, Split};
+use crate::job::{Job, JobBook, JobError, Template};
+use bitcoin::{CompactTarget, ScriptBuf};
+use minebox_settings::payees::Payees;
+use minebox_settings::{PoolSettings, Settings};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+/// A coin's pool mode as the service starts it.
+#[derive(Clone)]
+pub struct PoolModeConfig {
+    pub coin: String,
+    pub network: String,
+    pub listen: std::net::SocketAddr,
+    pub settings: PoolSettings,
+    /// `pool-payees.toml` (`Payees::path_beside` the settings file).
+    pub payees_file: PathBuf,
+    /// The box's settings: payee addresses are checked against the coin's network.
+    pub box_settings: Arc<Settings>,
+}
+
+/// Work units in one difficulty-1 share (see [`window`]): for the API's figures.
+const UNITS_PER_DIFFICULTY: f64 = 18_446_744_073_709_551_616.0;
+
+pub fn difficulty_of(work: Work) -> f64 {
+    work as f64 / UNITS_PER_DIFFICULTY
+}
+
+/// A user's part of a pool job's window, kept with the job for the block's payout record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PayeePart {
+    pub user: UserId,
+    pub name: String,
+    pub address: String,
+    pub work: Work,
+    pub shares: u64,
+    /// Paid in the coinbase (0: carried).
+    pub amount_sats: u64,
+    /// The user's balance after this block (positive: owed).
+    pub carry_sats: i64,
+}
+
+/// What a pool job's coinbase pays, and the window it was computed over.
+#[derive(Debug, Clone)]
+pub struct PplnsJob {
+    pub split: Split,
+    pub parts: Vec<PayeePart>,
+    pub window_work: Work,
+    pub window_shares: u64,
+    pub config_version: u64,
+    /// The carry once this job's block is found: the split's, plus the balances of users
+    /// no longer registered (kept for them should they register again).
+    pub carry_after: Carry,
+}
+
+/// A pool-port login, resolved.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub user: UserId,
+    pub name: String,
+    pub address: String,
+    pub script: ScriptBuf,
+}
+
+struct PayeeFile {
+    path: PathBuf,
+    settings: Arc<Settings>,
+    /// (mtime, size) of the file as last read, and what it held.
+    stamp: Option<(Option<SystemTime>, u64)>,
+    payees: Arc<Payees>,
+}
+
+impl PayeeFile {
+    /// The payees, re-read when the file's mtime or size changed (one stat otherwise). A
+    /// damaged file is logged once and the last good list kept.
+    fn current(&mut self, coin: &str) -> Arc<Payees> {
+        let stamp = match std::fs::metadata(&self.path) {
+            Ok(m) => Some((m.modified().ok(), m.len())),
+            Err(_) => None,
+        };
+        if stamp != self.stamp {
+            self.stamp = stamp;
+            match Payees::load(&self.path, &self.settings) {
+                Ok(p) => {
+                    tracing::info!(coin, payees = p.of_coin(coin).count(), file = %self.path.display(), "pool payees read");
+                    self.payees = Arc::new(p);
+                }
+                Err(e) => tracing::error!(error = %e, "pool payees file unreadable; the last good list is kept"),
+            }
+        }
+        self.payees.clone()
+    }
+}
+
+struct State {
+    window: ShareWindow,
+    carry: Carry,
+    /// The network difficulty the window was last sized for.
+    sized_for: Option<CompactTarget>,
+    /// The current template's pool job, if the window had work when it was built.
+    job: Option<(u64, Arc<Job>)>,
+    /// The window or the carry changed since the last snapshot.
+    dirty: bool,
+    payees: PayeeFile,
+}
+
+pub struct PplnsDesk {
+    pub coin: String,
+    pub network: String,
+    pub listen: String,
+    pub settings: PoolSettings,
+    rules: SplitRules,
+    state: Mutex<State>,
+}
+
+/// What a snapshot saves: the window and the carry.
+pub struct Saved {
+    pub window: window::WindowSnapshot,
+    pub carry: Vec<(UserId, i64)>,
+}
+
+impl PplnsDesk {
+    pub fn new(config: &PoolModeConfig, saved: Option<Saved>) -> PplnsDesk {
+        let fee = config.settings.fee.as_ref().map(|f| Fee { bps: f.bps, script: f.payout.script_pubkey().clone() });
+        // Settings count users' outputs; the split counts the fee's too.
+        let max_outputs = config.settings.max_outputs as usize + usize::from(fee.is_some());
+        let (window, carry) = match saved {
+            Some(s) => (ShareWindow::restore(&s.window, DEFAULT_MAX_ENTRIES), Carry::from_balances(s.carry)),
+            None => (ShareWindow::new(1, DEFAULT_MAX_ENTRIES), Carry::default()),
+        };
+        PplnsDesk {
+            coin: config.coin.clone(),
+            network: config.network.clone(),
+            listen: config.listen.to_string(),
+            settings: config.settings.clone(),
+            rules: SplitRules { fee, max_outputs },
+            state: Mutex::new(State {
+                window,
+                carry,
+                sized_for: None,
+                job: None,
+                dirty: false,
+                payees: PayeeFile {
+                    path: config.payees_file.clone(),
+                    settings: config.box_settings.clone(),
+                    stamp: None,
+                    payees: Arc::new(Payees::default()),
+                },
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("pplns lock")
+    }
+
+    /// Resolves `user.worker`: only a registered user with a payable address of this coin
+    /// may mine here; the error is what the miner is told.
+    pub fn login(&self, login: &str) -> Result<Login, String> {
+        let payees = self.state().payees.current(&self.coin);
+        let (p, _) = payees.login(&self.coin, login).map_err(|e| e.to_string())?;
+        Ok(Login {
+            user: UserId(p.id),
+            name: p.user.clone(),
+            address: p.payout.to_string(),
+            script: p.payout.script_pubkey().clone(),
+        })
+    }
+
+    /// An accepted share of `user` at its assigned difficulty goes into the window.
+    pub fn record_share(&self, user: UserId, difficulty: f64) {
+        match window::work_of(difficulty) {
+            Ok(w) => {
+                let mut s = self.state();
+                s.window.append(user, w);
+                s.dirty = true;
+            }
+            Err(e) => tracing::error!(error = %e, "share not counted in the PPLNS window"),
+        }
+    }
+
+    /// The job a pool-port miner of `own` (its user's script) mines on `template`: the
+    /// template's pool job, or, while the window is empty or no split can be made, one paying
+    /// its own user's address.
+    pub fn job_for(&self, template: &Arc<Template>, own: &ScriptBuf, jobs: &JobBook) -> Result<Arc<Job>, JobError> {
+        if template.upstream.is_some() {
+            // A solo pool's work pays the pool's coinbase; no split can be fixed into it.
+            return jobs.job_for(template, own);
+        }
+        let mut s = self.state();
+        if let Some((id, job)) = &s.job {
+            if *id == template.id {
+                return Ok(job.clone());
+            }
+        }
+        if s.sized_for != Some(template.bits) {
+            match window::window_size(template.network_difficulty(), self.settings.window_factor) {
+                Ok(size) => {
+                    s.window.resize(size);
+                    s.sized_for = Some(template.bits);
+                }
+                Err(e) => tracing::error!(error = %e, "PPLNS window not resized"),
+            }
+        }
+        if s.window.total() == 0 {
+            return jobs.job_for(template, own);
+        }
+        match self.build(&mut s, template, jobs) {
+            Ok(job) => {
+                s.job = Some((template.id, job.clone()));
+                Ok(job)
+            }
+            Err(e) => {
+                tracing::error!(coin = %self.coin, error = %e, "no PPLNS split for this template; miners' jobs pay their own user's address until one can be made");
+                jobs.job_for(template, own)
+            }
+        }
+    }
+
+    fn build(&self, s: &mut State, template: &Arc<Template>, jobs: &JobBook) -> Result<Arc<Job>, super::PplnsError> {
+        let payees = s.payees.current(&self.coin);
+        let known: BTreeMap<UserId, &minebox_settings::payees::Payee> =
+            payees.of_coin(&self.coin).map(|p| (UserId(p.id), p)).collect();
+        let scripts: BTreeMap<UserId, ScriptBuf> =
+            known.iter().map(|(u, p)| (*u, p.payout.script_pubkey().clone())).collect();
+        // Only a registered user's own address is ever paid: work and balances of users
+        // removed from the file (or whose address no longer fits the network) are left out.
+        let weights: Vec<(UserId, Work)> =
+            s.window.weights().into_iter().filter(|(u, _)| known.contains_key(u)).collect();
+        if weights.is_empty() {
+            return Err(SplitError::NoShares.into());
+        }
+        let carry_in = Carry::from_balances(s.carry.iter().filter(|(u, _)| known.contains_key(u)));
+        let split = super::split::split(template.coinbase_value, &weights, &carry_in, &scripts, &self.rules)?;
+        let coinbase = super::coinbase::build(template, &split, jobs.rules(), CoinbaseBudget::left_by(template))?;
+        let shares: BTreeMap<UserId, u64> = s.window.shares_by_user().into_iter().collect();
+        let work: BTreeMap<UserId, Work> = weights.iter().copied().collect();
+        let mut users: Vec<UserId> = work.keys().copied().collect();
+        users.extend(carry_in.iter().map(|(u, _)| u).filter(|u| !work.contains_key(u)));
+        users.sort_unstable();
+        let parts = users
+            .iter()
+            .map(|u| PayeePart {
+                user: *u,
+                name: known[u].user.clone(),
+                address: known[u].payout.to_string(),
+                work: work.get(u).copied().unwrap_or(0),
+                shares: shares.get(u).copied().unwrap_or(0),
+                amount_sats: split.payouts.iter().filter(|p| p.user == *u).map(|p| p.amount.to_sat()).sum(),
+                carry_sats: split.carry.get(*u),
+            })
+            .collect();
+        let carry_after =
+            Carry::from_balances(split.carry.iter().chain(s.carry.iter().filter(|(u, _)| !known.contains_key(u))));
+        let info = PplnsJob {
+            split,
+            parts,
+            window_work: s.window.total(),
+            window_shares: s.window.shares(),
+            config_version: self.settings.config_version,
+            carry_after,
+        };
+        Ok(Arc::new(Job::pplns(template.clone(), coinbase, Arc::new(info))))
+    }
+
+    /// A block of this job was found (and recorded): its carry is now the pool's.
+    pub fn commit(&self, job: &PplnsJob) {
+        let mut s = self.state();
+        s.carry = job.carry_after.clone();
+        s.dirty = true;
+    }
+
+    /// What to save, if anything changed since the last call (then marked saved).
+    pub fn take_snapshot(&self) -> Option<Saved> {
+        let mut s = self.state();
+        if !s.dirty {
+            return None;
+        }
+        s.dirty = false;
+        Some(Saved { window: s.window.snapshot(), carry: s.carry.iter().collect() })
+    }
+
+    /// The snapshot could not be written: try again next time.
+    pub fn mark_dirty(&self) {
+        self.state().dirty = true;
+    }
+
+    /// The pool as the API shows it.
+    pub fn status(&self, miners: u64) -> minebox_api::stratum::PoolStatus {
+        let mut s = self.state();
+        let payees = s.payees.current(&self.coin);
+        let total = s.window.total();
+        let work: BTreeMap<UserId, Work> = s.window.weights().into_iter().collect();
+        let payees = payees
+            .of_coin(&self.coin)
+            .map(|p| {
+                let w = work.get(&UserId(p.id)).copied().unwrap_or(0);
+                minebox_api::stratum::PoolPayee {
+                    user: p.user.clone(),
+                    address: p.payout.to_string(),
+                    work: difficulty_of(w),
+                    fraction: if total == 0 { 0.0 } else { w as f64 / total as f64 },
+                    carry_sats: s.carry.get(UserId(p.id)),
+                }
+            })
+            .collect();
+        minebox_api::stratum::PoolStatus {
+            coin: self.coin.clone(),
+            network: self.network.clone(),
+            listen: self.listen.clone(),
+            config_version: self.settings.config_version,
+            fee_bps: self.settings.fee.as_ref().map_or(0, |f| f.bps),
+            window_factor: self.settings.window_factor,
+            max_outputs: self.settings.max_outputs,
+            window_size: if s.sized_for.is_some() { difficulty_of(s.window.size()) } else { 0.0 },
+            window_work: difficulty_of(total),
+            miners,
+            payees,
+        }
+    }
+}
+
+/// Window snapshots as stored: a compact binary form, 28 bytes per entry (a window is
+/// at most 65,536 runs plus one summary entry per user: under 2 MB).
+pub mod codec {
+    use super::{UserId, Work};
+    use crate::pplns::window::WindowSnapshot;
+
+    const VERSION: u8 = 1;
+
+    pub fn encode(s: &WindowSnapshot) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + 16 + 8 + 28 * (s.summary.len() + s.runs.len()));
+        out.push(VERSION);
+        out.extend(s.size.to_le_bytes());
+        out.extend((s.summary.len() as u32).to_le_bytes());
+        out.extend((s.runs.len() as u32).to_le_bytes());
+        for (u, w, n) in s.summary.iter().chain(&s.runs) {
+            out.extend(u.0.to_le_bytes());
+            out.extend(w.to_le_bytes());
+            out.extend(n.to_le_bytes());
+        }
+        out
+    }
+
+    pub fn decode(b: &[u8]) -> Option<WindowSnapshot> {
+        let (&version, rest) = b.split_first()?;
+        if version != VERSION || rest.len() < 24 {
+            return None;
+        }
+        let size = Work::from_le_bytes(rest[..16].try_into().ok()?);
+        let summary = u32::from_le_bytes(rest[16..20].try_into().ok()?) as usize;
+        let runs = u32::from_le_bytes(rest[20..24].try_into().ok()?) as usize;
+        let body = &rest[24..];
+        if body.len() != 28 * (summary + runs) {
+            return None;
+        }
+        let entries: Vec<(UserId, Work, u64)> = body
+            .chunks_exact(28)
+            .map(|c| {
+                (
+                    UserId(u32::from_le_bytes(c[..4].try_into().expect("4 bytes"))),
+                    Work::from_le_bytes(c[4..20].try_into().expect("16 bytes")),
+                    u64::from_le_bytes(c[20..].try_into().expect("8 bytes")),
+                )
+            })
+            .collect();
+        Some(WindowSnapshot { size, summary: entries[..summary].to_vec(), runs: entries[summary..].to_vec() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pplns_window_snapshot_codec_round_trips_and_refuses_damage() {
+        let mut w = ShareWindow::new(1000, 4);
+        for (u, work) in [(1, 10), (2, 20), (1, 5), (3, 7), (2, 1), (4, 9)] {
+            w.append(UserId(u), work);
+        }
+        let bytes = codec::encode(&w.snapshot());
+        assert_eq!(codec::decode(&bytes), Some(w.snapshot()));
+        assert_eq!(codec::decode(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(codec::decode(&[]), None);
+    }
+}
