@@ -9,6 +9,8 @@
 //! - [`share`]: checking a submission; [`vardiff`]: the difficulty each miner gets.
 //! - [`session`]: one miner's protocol state machine (pure, no I/O).
 //! - [`stats`], [`store`]: per-worker statistics and their SQLite tables.
+//! - [`share_log`]: every judged share (reason included), buffered and written once a flush;
+//!   [`retention`]: detail kept three months, then hourly and daily totals, in small batches.
 //! - [`payout`]: who a block pays (the miner's address or the owner's), checked by the coin
 //!   registry; [`firewall`]: the stratum ports the LAN may reach, from the settings.
 //! - [`work`]: block templates from the node (ZMQ or polling) pushed to every miner.
@@ -32,10 +34,12 @@ pub mod pool;
 pub mod pplns;
 pub mod protocol;
 pub mod quiet_log;
+pub mod retention;
 pub mod server;
 pub mod service;
 pub mod session;
 pub mod share;
+pub mod share_log;
 pub mod stats;
 pub mod store;
 pub mod supervisor;

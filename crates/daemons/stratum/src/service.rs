@@ -9,6 +9,7 @@ use crate::job::{CoinbaseRules, JobBook};
 use crate::pool::{LiveMiners, Pool};
 use crate::pplns::desk::{PoolModeConfig, PplnsDesk};
 use crate::session::{PayoutPolicy, PoolContext};
+use crate::share_log::ShareLog;
 use crate::stats::Registry;
 use crate::store::Store;
 use crate::vardiff::VardiffConfig;
@@ -122,6 +123,7 @@ pub async fn start_with_pools(config: ServiceConfig, mut pools: Vec<PoolModeConf
     }
     let mut pool_views = Vec::new();
     let stats = Arc::new(Registry::with_limits(crate::stats::WorkerLimits::from(&config.limits)));
+    let share_log = Arc::new(ShareLog::default());
     let restored = store.load_workers().context("reading saved worker statistics")?;
     let count = restored.len();
     for w in restored {
@@ -214,6 +216,7 @@ pub async fn start_with_pools(config: ServiceConfig, mut pools: Vec<PoolModeConf
                     vardiff,
                     version_mask: c.version_mask,
                     pplns: Some(desk.clone()),
+                    shares: share_log.clone(),
                 },
                 network: c.network.clone(),
                 work: work.clone(),
@@ -240,6 +243,7 @@ pub async fn start_with_pools(config: ServiceConfig, mut pools: Vec<PoolModeConf
                 vardiff: c.vardiff,
                 version_mask: c.version_mask,
                 pplns: None,
+                shares: share_log.clone(),
             },
             network: c.network.clone(),
             work,
@@ -307,7 +311,14 @@ pub async fn start_with_pools(config: ServiceConfig, mut pools: Vec<PoolModeConf
         }
     });
 
-    tasks.spawn(flush_stats(stats.clone(), store.clone(), config.stats_flush, shutdown.clone()));
+    tasks.spawn(flush_stats(stats.clone(), share_log, store.clone(), config.stats_flush, shutdown.clone()));
+    tasks.spawn(crate::retention::run(
+        store.clone(),
+        crate::retention::Policy::default(),
+        crate::retention::EVERY,
+        crate::retention::PAUSE,
+        shutdown.clone(),
+    ));
     if let Some(url) = config.supervisor_events {
         tasks.spawn(crate::supervisor::follow(url, kicks, shutdown.clone()));
     }
@@ -346,8 +357,16 @@ async fn save_pplns(desk: Arc<PplnsDesk>, store: Store, every: Duration, shutdow
     }
 }
 
-/// Writes changed statistics in one transaction per interval, and once more on shutdown.
-async fn flush_stats(stats: Arc<Registry>, store: Store, every: Duration, shutdown: CancellationToken) {
+/// Writes changed statistics and the judged shares in one transaction each per interval,
+/// and once more on shutdown.
+async fn flush_stats(
+    stats: Arc<Registry>,
+    shares: Arc<ShareLog>,
+    store: Store,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut dropped = 0;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -385,6 +404,26 @@ async fn flush_stats(stats: Arc<Registry>, store: Store, every: Duration, shutdo
                 }
                 Err(e) => tracing::error!(error = %e, "statistics writer panicked"),
             }
+        }
+        let judged = shares.take();
+        if !judged.is_empty() {
+            let store = store.clone();
+            let n = judged.len();
+            match tokio::task::spawn_blocking(move || store.save_shares(&judged).map_err(|e| (e, judged))).await {
+                Ok(Ok(())) => tracing::debug!(shares = n, "share history written"),
+                Ok(Err((e, judged))) => {
+                    tracing::error!(error = %e, "could not write the share history; kept in memory and retried");
+                    shares.put_back(judged);
+                }
+                Err(e) => tracing::error!(error = %e, "share history writer panicked"),
+            }
+        }
+        if shares.dropped() > dropped {
+            tracing::warn!(
+                dropped = shares.dropped() - dropped,
+                "share history buffer full: shares judged but not recorded in the history"
+            );
+            dropped = shares.dropped();
         }
         if last {
             return;

@@ -7,6 +7,7 @@
 use crate::job::{Job, JobBook, Template};
 use crate::protocol::{self, Configure, ErrorCode, Rejection, Request, Submit};
 use crate::share::{self, Hashed};
+use crate::share_log::{Outcome, Port};
 use crate::stats::{Registry, SharedWorker};
 use crate::vardiff::{Vardiff, VardiffConfig};
 use bitcoin::hashes::Hash;
@@ -39,6 +40,23 @@ pub struct PoolContext {
     /// Set on a coin's pool port (PPLNS): miners authorize as `user.worker` of the box's
     /// registered users, and jobs pay the split (crate::pplns::desk).
     pub pplns: Option<Arc<crate::pplns::desk::PplnsDesk>>,
+    /// Where every judged share is recorded (the share history).
+    pub shares: Arc<crate::share_log::ShareLog>,
+}
+
+impl PoolContext {
+    /// Adds a judged share to the share history (a buffer in memory; never waits).
+    fn log_share(&self, worker: &str, outcome: Outcome, difficulty: f64, share_difficulty: f64, unix_now: f64) {
+        self.shares.record(crate::share_log::Share {
+            at: unix_now.max(0.0) as i64,
+            coin: self.coin.clone(),
+            worker: worker.to_string(),
+            port: if self.pplns.is_some() { Port::Pool } else { Port::Solo },
+            outcome,
+            difficulty,
+            share_difficulty,
+        });
+    }
 }
 
 /// Jobs a session remembers: enough for a miner finishing work on the last few jobs
@@ -474,10 +492,19 @@ impl Session {
         unix_now: f64,
     ) -> Output {
         self.rejected += 1;
-        match worker {
-            Some(w) => w.lock().expect("worker lock").record_rejected(r.code, unix_now),
-            None => ctx.stats.reject_anonymous(&ctx.coin, r.code),
-        }
+        let name = match worker {
+            Some(w) => {
+                let mut w = w.lock().expect("worker lock");
+                w.record_rejected(r.code, unix_now);
+                w.worker.clone()
+            }
+            None => {
+                ctx.stats.reject_anonymous(&ctx.coin, r.code);
+                String::new()
+            }
+        };
+        // Judged by the difficulty in force (a refused share's job may be unknown).
+        ctx.log_share(&name, Outcome::Rejected(r.code), self.vardiff.difficulty(), 0.0, unix_now);
         Output::default().line(protocol::reply_error(id, &r))
     }
 
@@ -596,6 +623,7 @@ impl Session {
         {
             let mut w = worker.lock().expect("worker lock");
             w.record_accepted(hashed.difficulty, assigned, unix_now);
+            ctx.log_share(&w.worker, Outcome::Accepted, assigned, hashed.difficulty, unix_now);
             // A block of upstream work is the pool's to submit; it is counted there.
             if hashed.is_block && job.template.upstream.is_none() {
                 w.blocks += 1;
@@ -672,6 +700,7 @@ mod tests {
             vardiff: VardiffConfig { start: 0.001, min: 0.0001, ..Default::default() },
             version_mask: 0x1fffe000,
             pplns: None,
+            shares: Default::default(),
         }
     }
 

@@ -112,6 +112,7 @@ impl Store {
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
             conn.execute_batch(SCHEMA)?;
+            conn.execute_batch(crate::share_log::SCHEMA)?;
             // Databases from before the worker registry had an eviction order.
             let has_last_seen: bool = conn
                 .prepare("SELECT 1 FROM pragma_table_info('stratum_workers') WHERE name = 'last_seen'")?
@@ -126,6 +127,11 @@ impl Store {
         };
         let conn = open(path).map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
         Ok(Store { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// The connection, for the tables kept by other modules ([`crate::share_log`]).
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().expect("store lock")
     }
 
     /// Records a found block durably; returns once it is on disk.
