@@ -27,6 +27,10 @@ pub fn minimum_role(method: &Method, path: &str) -> Role {
         // Each user's own second factor (the requirement for admins, /mfa/policy, is the admin's).
         (false, "auth", r) if r.starts_with("/auth/mfa/") => Role::Viewer,
         (_, "sessions", _) => Role::Viewer,
+        // Each user's own pool payout address (crate::payees: every role may mine); the pool
+        // configuration decides payouts and stays the admin's.
+        (false, "pool", r) if r.starts_with("/pool/addresses/") => Role::Viewer,
+        (false, "pool", _) => Role::Admin,
         (true, _, _) => Role::Viewer,
         (false, "miners" | "nodes" | "snapshots" | "updates" | "notify", _) => Role::Operator,
         // Operators may change the settings that do not decide payouts; the handler checks.
@@ -61,6 +65,10 @@ mod tests {
             (post.clone(), "/api/v1/updates/install", Role::Operator),
             (post.clone(), "/api/v1/miners/scan", Role::Operator),
             (Method::PUT, "/api/v1/config", Role::Operator),
+            (Method::GET, "/api/v1/pool", Role::Viewer),
+            (Method::PUT, "/api/v1/pool/addresses/btc", Role::Viewer),
+            (Method::DELETE, "/api/v1/pool/addresses/btc", Role::Viewer),
+            (Method::PUT, "/api/v1/pool/config/btc", Role::Admin),
             (post.clone(), "/api/v1/users", Role::Admin),
             (Method::PATCH, "/api/v1/users/bob", Role::Admin),
             (Method::DELETE, "/api/v1/users/bob", Role::Admin),

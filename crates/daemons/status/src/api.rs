@@ -96,6 +96,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/sessions", get(sessions_list))
         .route("/api/v1/sessions/{id}", delete(sessions_revoke))
         .route("/api/v1/audit", get(audit_list))
+        .route("/api/v1/pool", get(crate::pool_page::view))
+        .route(
+            "/api/v1/pool/addresses/{coin}",
+            put(crate::pool_page::address_set).delete(crate::pool_page::address_remove),
+        )
+        .route("/api/v1/pool/config/{coin}", put(crate::pool_page::config_put))
         .route("/api/v1/overview", get(overview))
         .route("/api/v1/events", get(events))
         .route("/api/v1/stratum", get(stratum_status))
@@ -571,6 +577,8 @@ async fn users_edit(
     };
     let keep = (user.name == s.user).then_some(s.id);
     app.sessions.remove_user_except(&user.name, keep)?;
+    // A disabled user is no payee any more (an enabled one again is).
+    app.payees.write_file_or_log();
     app.audit.record(now(), &s.user, "user changed", &format!("{}: {}", user.name, what.join(", ")));
     Ok(Json(user).into_response())
 }
@@ -581,6 +589,8 @@ async fn users_remove(
     Path(name): Path<String>,
 ) -> ApiResult {
     app.accounts.remove(&name)?;
+    // Their addresses went with them (ON DELETE CASCADE); the stratum server pays them no more.
+    app.payees.write_file_or_log();
     app.audit.record(now(), &s.user, "user removed", &name);
     Ok(Json(json!({ "removed": name })).into_response())
 }

@@ -24,6 +24,10 @@ pub struct App {
     pub sessions: Sessions,
     /// Every change made through the page, with who and when.
     pub audit: Audit,
+    /// Users' pool payout addresses and the payees file the stratum server reads.
+    pub payees: crate::payees::PayeeBook,
+    /// Pool mode's configuration versions.
+    pub pool_history: crate::pool_config::PoolHistory,
     pub gate: LoginGate,
     pub up: Upstreams,
     pub tracker: SyncTracker,
@@ -77,6 +81,13 @@ impl App {
             &old_passwords,
             crate::user_db::now(),
         )?);
+        // The payees file follows the table (a lost or hand-edited file heals here), and a
+        // hand edit of a pool table becomes a version of its own.
+        let payees =
+            crate::payees::PayeeBook::new(db.clone(), minebox_settings::payees::Payees::path_beside(&files.user));
+        payees.write_file_or_log();
+        let pool_history = crate::pool_config::PoolHistory::new(db.clone());
+        let settings = pool_history.record_hand_edits(&files, &opts.registry, settings, crate::user_db::now());
         let data = opts.data_dir.unwrap_or_else(|| {
             files.user.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).to_path_buf()
         });
@@ -88,6 +99,8 @@ impl App {
             accounts: Accounts::new(db.clone()),
             sessions: Sessions::new(db.clone()),
             audit: Audit::new(db),
+            payees,
+            pool_history,
             gate: LoginGate::new(),
             up,
             tracker: SyncTracker::default(),

@@ -195,6 +195,16 @@ pub fn view(settings: &Settings, registry: &Registry) -> ConfigView {
 
 /// Applies `edit` to the user's file if the result is valid; returns the new settings.
 pub fn apply(files: &ConfigFiles, edit: &ConfigEdit, registry: &Registry) -> Result<Settings, ConfigError> {
+    apply_with(files, registry, |doc| edit_document(doc, edit))
+}
+
+/// Lays `edit` over the user's file (as a `toml_edit` document, keeping their comments) and
+/// writes it if the settings crate accepts the result; returns the new settings.
+pub fn apply_with(
+    files: &ConfigFiles,
+    registry: &Registry,
+    edit: impl FnOnce(&mut toml_edit::DocumentMut),
+) -> Result<Settings, ConfigError> {
     let current = match std::fs::read_to_string(&files.user) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -203,7 +213,7 @@ pub fn apply(files: &ConfigFiles, edit: &ConfigEdit, registry: &Registry) -> Res
     let mut doc: toml_edit::DocumentMut = current
         .parse()
         .map_err(|e| ConfigError::Invalid(format!("{}: {e}; fix or delete the file", files.user.display())))?;
-    edit_document(&mut doc, edit);
+    edit(&mut doc);
     let text = doc.to_string();
     let (dname, dtext) = files.defaults_text()?;
     let settings = Settings::from_texts(&files.user.display().to_string(), &text, &dname, &dtext, registry)?;
@@ -217,7 +227,7 @@ pub fn apply(files: &ConfigFiles, edit: &ConfigEdit, registry: &Registry) -> Res
     Ok(settings)
 }
 
-fn table<'a>(doc: &'a mut toml_edit::DocumentMut, path: &[&str]) -> &'a mut toml_edit::Table {
+pub fn table<'a>(doc: &'a mut toml_edit::DocumentMut, path: &[&str]) -> &'a mut toml_edit::Table {
     let mut t = doc.as_table_mut();
     for key in path {
         let entry = t.entry(key).or_insert_with(|| {

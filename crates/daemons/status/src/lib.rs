@@ -10,6 +10,8 @@
 //!   setup; [`access`]: the least role each endpoint needs.
 //! - [`session`]: persisted sessions, CSRF tokens, the login throttle; [`hashing`]: the two
 //!   threads that hash passwords.
+//! - [`payees`]: users' pool payout addresses and the payees file; [`pool_config`]: pool
+//!   mode's configuration and its history; [`pool_page`]: the Pool panel's API.
 //! - [`mfa`]: two-factor sign-in (TOTP, recovery codes, the code throttle, the admin
 //!   requirement); [`mfa_api`]: its endpoints.
 //! - [`audit`]: who changed what and when; [`user_db`]: the SQLite file users, sessions and
@@ -48,6 +50,9 @@ pub mod mining_source;
 pub mod notify;
 pub mod odds;
 pub mod overview;
+pub mod payees;
+pub mod pool_config;
+pub mod pool_page;
 pub mod session;
 pub mod sync;
 pub mod system;

@@ -90,6 +90,22 @@ CREATE TABLE audit (
     detail TEXT NOT NULL
 );
 CREATE INDEX audit_at ON audit(at);
+CREATE TABLE payees (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    user    TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    coin    TEXT NOT NULL,
+    address TEXT NOT NULL,
+    updated INTEGER NOT NULL,
+    UNIQUE (user, coin)
+);
+CREATE TABLE pool_config (
+    coin    TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    at      INTEGER NOT NULL,
+    who     TEXT NOT NULL,
+    config  TEXT NOT NULL,
+    PRIMARY KEY (coin, version)
+);
 ";
 
 /// Today's password file, read once for the migration.

@@ -228,6 +228,9 @@ async fn the_openapi_document_lists_every_route() {
         "/api/v1/updates",
         "/api/v1/config",
         "/api/v1/system",
+        "/api/v1/pool",
+        "/api/v1/pool/addresses/{coin}",
+        "/api/v1/pool/config/{coin}",
         "/metrics",
     ] {
         assert!(paths.contains_key(p), "{p} missing from the OpenAPI document");

@@ -542,3 +542,79 @@ fn the_users_sessions_and_audit_answers_match_the_document() {
     };
     assert_eq!(problems("AuditEntry", &entry, &[]), Vec::<String>::new());
 }
+
+#[test]
+fn the_pool_panels_answer_matches_the_document() {
+    use minebox_status::payees::PayoutAddress;
+    use minebox_status::pool_config::{HistoryEntry, PoolValues};
+    use minebox_status::pool_page::{PoolCoin, PoolView};
+    let values = PoolValues {
+        port: 3334,
+        fee_bps: 100,
+        fee_address: "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".into(),
+        window_factor: 2.0,
+        max_outputs: 39,
+        start_difficulty: 1.0,
+        min_difficulty: 0.001,
+        max_difficulty: 1e12,
+    };
+    let history = |version, config: Option<PoolValues>| HistoryEntry {
+        coin: "btc".into(),
+        version,
+        at: 1_700_000_000,
+        who: "alice".into(),
+        config,
+        changes: vec!["fee_bps: 0 → 100".into()],
+    };
+    let payee = stratum::PoolPayee {
+        user: "vic".into(),
+        address: "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".into(),
+        work: 10.0,
+        fraction: 0.5,
+        carry_sats: -3,
+    };
+    let window = stratum::PoolStatus { coin: "btc".into(), payees: vec![payee], ..Default::default() };
+    let payout = stratum::PoolPayout { coin: "btc".into(), state: "pending".into(), ..Default::default() };
+    let running = PoolCoin {
+        id: "btc".into(),
+        name: "Bitcoin".into(),
+        network: "regtest".into(),
+        config: Some(values.clone()),
+        config_version: 2,
+        history: vec![history(2, Some(values)), history(1, None)],
+        running: true,
+        note: None,
+        window: Some(window),
+        payouts: vec![payout],
+    };
+    let off = PoolCoin {
+        config: None,
+        window: None,
+        note: Some("pool mode is off".into()),
+        running: false,
+        history: Vec::new(),
+        payouts: Vec::new(),
+        ..running.clone()
+    };
+    let address = PayoutAddress {
+        id: 4,
+        user: "vic".into(),
+        coin: "btc".into(),
+        address: "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".into(),
+        updated: 1_700_000_000,
+    };
+    let view = PoolView { coins: vec![running, off], addresses: vec![address] };
+    assert_eq!(problems("PoolView", &view, &[]), Vec::<String>::new());
+}
+
+#[test]
+fn the_two_factor_status_matches_the_document() {
+    let status = minebox_status::mfa::MfaStatus {
+        active: true,
+        enrolling: false,
+        recovery_codes_left: 9,
+        required_for_admins: false,
+        must_enrol: false,
+    };
+    assert_eq!(problems("MfaStatus", &status, &[]), Vec::<String>::new());
+}
