@@ -240,6 +240,22 @@ try {
   await vpage.goto(`${base}/#settings`);
   await vpage.waitForSelector('fieldset[data-coin="btc"]');
   assert.ok(await vpage.isDisabled("#settings-save"), "viewer cannot save");
+  log("pool (issue 17): the admin registers a payout address and turns pool mode on; the history shows it");
+  const owner = /payout_address\s*=\s*"([^"]+)"/.exec(fs.readFileSync(settingsFile, "utf8"))[1];
+  await page.goto(`${base}/#pool`);
+  await page.waitForSelector('[data-testid="pool-address-btc"]');
+  await until("pool mode off", async () => /pool mode is off/.test(await page.textContent('[data-testid="pool-state-btc"]')));
+  await page.fill('[data-testid="pool-address-btc"]', owner);
+  await page.locator('[data-testid="pool-address-btc"]').press("Enter");
+  await until("the address saved", async () => /saved \(payee \d+\)/.test(await page.textContent('[data-testid="pool-address-result-btc"]')));
+  await page.check('[data-testid="pool-enabled-btc"]');
+  await page.fill('[data-testid="pool-port-btc"]', "3340");
+  await page.click('[data-testid="pool-config-save-btc"]');
+  await until("the history row", async () => /1\s*.*admin\s*pool mode on: port 3340/.test(await page.textContent('[data-testid="pool-history-btc"]')));
+  // The stratum server was not restarted (apply = [] here) and does not serve pool mode yet.
+  await until("not running yet", async () => /pool mode not running/.test(await page.textContent('[data-testid="pool-state-btc"]')));
+  await page.screenshot({ path: `${shots}/pool.png`, fullPage: true });
+
   await until("the viewer's cloud card", async () => (await vpage.textContent('[data-testid="cloud-what"]')).length > 0);
   assert.ok(await vpage.isDisabled('[data-testid="cloud-telemetry"]'), "viewer cannot switch telemetry");
   await until("the viewer's own session listed", async () => /this one/.test(await vpage.textContent("#sessions-list")));

@@ -689,7 +689,7 @@ async function setTelemetry() {
 }
 
 // ---- navigation and live updates --------------------------------------------------------------
-const renderers = { overview: async () => renderOverview(await api("GET", "/api/v1/overview")), miners: renderMiners, blocks: renderBlocks, nodes: renderNodes, updates: renderUpdates, system: renderSystem, settings: renderSettings };
+const renderers = { overview: async () => renderOverview(await api("GET", "/api/v1/overview")), miners: renderMiners, blocks: renderBlocks, pool: renderPool, nodes: renderNodes, updates: renderUpdates, system: renderSystem, settings: renderSettings };
 
 async function show(page) {
   if (!renderers[page]) page = "overview";
@@ -740,6 +740,106 @@ async function boot() {
     try { await api("POST", "/api/v1/auth/logout"); } catch (_) { /* signed out anyway */ }
     if (state.events) state.events.close();
     state.session = await api("GET", "/api/v1/auth/session");
+// ---- pool mode (issue 17 points 4 and 5) -----------------------------------------------------
+// Per enabled coin: your payout address, your payouts and your line of the window; an admin
+// sees everyone's, and sets the pool's configuration, whose every version is listed.
+const POOL_KEYS = [
+  ["port", "Pool port", { min: 1024, max: 65535 }], ["fee_bps", "Fee (basis points, 100 = 1 %)", { min: 0, max: 1000 }],
+  ["fee_address", "Fee address", null], ["window_factor", "Window (× network difficulty)", { step: "any" }],
+  ["max_outputs", "Outputs at most", { min: 1, max: 500 }], ["start_difficulty", "Start difficulty", { step: "any" }],
+  ["min_difficulty", "Min difficulty", { step: "any" }], ["max_difficulty", "Max difficulty", { step: "any" }],
+];
+
+async function renderPool() {
+  const v = await api("GET", "/api/v1/pool");
+  const admin = can("admin");
+  if (!v.coins.length) {
+    $("pool-coins").replaceChildren(h("p", { class: "card" }, "No coin is enabled; an admin enables one in Settings."));
+    return;
+  }
+  $("pool-coins").replaceChildren(...v.coins.map((c) => poolCoin(c, v.addresses, admin)));
+}
+
+function poolCoin(c, addresses, admin) {
+  const mine = addresses.find((a) => a.coin === c.id && a.user === state.session.user);
+  const result = h("p", { "data-testid": `pool-address-result-${c.id}` });
+  const input = h("input", { value: mine ? mine.address : "", spellcheck: "false", autocomplete: "off", "data-testid": `pool-address-${c.id}`, "aria-label": `your ${c.name} payout address` });
+  const save = async (ev) => {
+    ev.preventDefault();
+    try {
+      const r = await api("PUT", `/api/v1/pool/addresses/${c.id}`, { address: input.value.trim() });
+      result.textContent = `saved (payee ${r.id}); miners sign in as ${state.session.user}.<worker>`;
+      result.className = "ok";
+    } catch (e) { result.textContent = e.message; result.className = "error"; }
+  };
+  const remove = async () => {
+    try { await api("DELETE", `/api/v1/pool/addresses/${c.id}`); await renderPool(); } catch (e) { result.textContent = e.message; result.className = "error"; }
+  };
+  const card = h("div", { class: "card", "data-coin": c.id },
+    h("h2", {}, `${c.name} (${c.network})`),
+    h("p", { class: c.running ? "ok" : "muted", "data-testid": `pool-state-${c.id}` },
+      c.running ? `Pool mode running on ${c.window.listen}, configuration version ${c.window.config_version}` : c.note || "pool mode not running"),
+    h("form", { class: "row", onsubmit: save },
+      h("label", {}, `Your ${c.name} payout address`, input),
+      h("button", { type: "submit" }, "Save"),
+      mine ? h("button", { type: "button", class: "secondary", onclick: remove }, "Remove") : null),
+    result);
+  if (c.window) {
+    card.append(h("h3", {}, admin ? "The window" : "Your share of the window"),
+      h("p", { class: "muted small" }, `${difficulty(c.window.window_work)} of ${difficulty(c.window.window_size)} work, ${c.window.miners} miners, fee ${c.window.fee_bps} bps`),
+      h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "User"), h("th", {}, "Work"), h("th", {}, "Share"), h("th", {}, "Carried"))),
+        h("tbody", {}, ...c.window.payees.map((p) => h("tr", {}, h("td", {}, p.user), h("td", {}, difficulty(p.work)), h("td", {}, pct(p.fraction)), h("td", {}, coins(p.carry_sats)))))));
+  }
+  if (c.config || c.payouts.length) {
+    card.append(h("h3", {}, admin ? "Payouts" : "Your payouts"),
+      c.payouts.length ? h("table", {}, h("thead", {}, h("tr", {}, ...["Height", "Block", "User", "Amount", "Shares", "Window", "Version", "State"].map((t) => h("th", {}, t)))),
+        h("tbody", { "data-testid": `pool-payouts-${c.id}` }, ...c.payouts.map((p) => h("tr", {},
+          h("td", {}, p.height), h("td", { class: "small" }, (p.block_hash || "").slice(0, 16)), h("td", {}, p.user), h("td", {}, coins(p.amount_sats)),
+          h("td", {}, p.shares), h("td", {}, `${difficulty(p.window_work)} (${p.window_shares} shares)`), h("td", {}, p.config_version),
+          h("td", {}, p.state === "pending" ? `pending (${p.confirmations} conf.)` : p.state)))))
+        : h("p", { class: "muted small" }, "No block found on the pool port yet."));
+  }
+  if (admin) {
+    const others = addresses.filter((a) => a.coin === c.id);
+    card.append(h("h3", {}, "Registered addresses"),
+      h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "User"), h("th", {}, "Payee"), h("th", {}, "Address"), h("th", {}, "Changed"))),
+        h("tbody", {}, ...others.map((a) => h("tr", {}, h("td", {}, a.user), h("td", {}, a.id), h("td", { class: "small" }, a.address), h("td", {}, when(a.updated)))))));
+    card.append(poolConfigForm(c));
+  }
+  card.append(h("h3", {}, "Configuration history"),
+    c.history.length ? h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Version"), h("th", {}, "When"), h("th", {}, "Who"), h("th", {}, "What changed"))),
+      h("tbody", { "data-testid": `pool-history-${c.id}` }, ...c.history.map((e) => h("tr", {},
+        h("td", {}, e.version), h("td", {}, when(e.at)), h("td", {}, e.who), h("td", { class: "small" }, e.changes.join("; "))))))
+      : h("p", { class: "muted small" }, "Never changed."));
+  return card;
+}
+
+function poolConfigForm(c) {
+  const k = c.config || {};
+  const on = h("input", { type: "checkbox", checked: !!c.config, "data-testid": `pool-enabled-${c.id}` });
+  const fields = POOL_KEYS.map(([key, label, attrs]) => [key, h("input", { name: key, type: attrs ? "number" : "text", ...(attrs || {}), value: k[key] ?? "", "data-testid": `pool-${key}-${c.id}` }), label]);
+  const result = h("p", { "data-testid": `pool-config-result-${c.id}` });
+  const save = async (ev) => {
+    ev.preventDefault();
+    const edit = { enabled: on.checked };
+    if (on.checked) for (const [key, input] of fields) {
+      const v = input.value.trim();
+      if (v !== "") edit[key] = input.type === "number" ? Number(v) : v;
+    }
+    try {
+      const r = await api("PUT", `/api/v1/pool/config/${c.id}`, edit);
+      toast(`Pool configuration saved as version ${r.config_version}${r.restart_required ? "; restart the services to apply it" : ""}`);
+      await renderPool();
+    } catch (e) { result.textContent = e.message; result.className = "error"; }
+  };
+  return h("form", { class: "admin-only", onsubmit: save },
+    h("h3", {}, "Pool configuration"),
+    h("label", { class: "check" }, on, " Pool mode on (a PPLNS port beside the solo port)"),
+    h("div", { class: "row" }, ...fields.map(([, input, label]) => h("label", {}, label, input))),
+    h("button", { type: "submit", "data-testid": `pool-config-save-${c.id}` }, "Save configuration"),
+    result);
+}
+
     showAuth();
   });
   $("lan-scan").addEventListener("click", scanLan);
