@@ -144,6 +144,7 @@ pub fn router(state: ApiState) -> Router {
         .route(routes::MINERS, get(miners))
         .route(routes::BLOCKS, get(blocks))
         .route(routes::HASHRATE, get(hashrate))
+        .route(routes::SHARES, get(shares))
         .route(routes::EVENTS, get(events))
         .route(UPSTREAM, get(upstream))
         .route(routes::POOL, get(pool_status))
@@ -274,6 +275,32 @@ async fn hashrate(State(s): State<ApiState>, Query(q): Query<HashrateQuery>) -> 
         .expect("store task")
     {
         Ok(points) => Json(points).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct SharesQuery {
+    coin: String,
+    worker: Option<String>,
+    since: Option<i64>,
+    limit: Option<usize>,
+}
+
+/// Buckets one call answers at most: a year of hours for two workers.
+pub const SHARE_BUCKETS_MAX: usize = 20_000;
+
+/// [`routes::SHARES`]: accepted and refused shares (by reason) per worker, hour and day;
+/// the last day by default.
+async fn shares(State(s): State<ApiState>, Query(q): Query<SharesQuery>) -> impl IntoResponse {
+    let store = s.store.clone();
+    let since = q.since.unwrap_or(unix_now() as i64 - 86_400);
+    let limit = q.limit.unwrap_or(SHARE_BUCKETS_MAX).min(SHARE_BUCKETS_MAX);
+    match tokio::task::spawn_blocking(move || store.share_history(&q.coin, q.worker.as_deref(), since, limit))
+        .await
+        .expect("store task")
+    {
+        Ok(buckets) => Json(buckets).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
 }

@@ -294,6 +294,16 @@ mod tests {
         assert_eq!(days, expected(&shares, NOW - 730 * DAY..NOW - 365 * DAY, Span::Day));
         assert!(!days.is_empty() && !hours.is_empty());
 
+        // What the API shows: every share of the last two years counted once, in hours for
+        // the last year and in days before.
+        let history = store.share_history("btc", None, 0, usize::MAX).unwrap();
+        let kept = || shares.iter().filter(|s| s.at >= NOW - 730 * DAY);
+        let accepted = kept().filter(|s| s.outcome == Outcome::Accepted).count() as u64;
+        assert_eq!(history.iter().map(|b| b.accepted).sum::<u64>(), accepted);
+        let duplicates: u64 = history.iter().filter_map(|b| b.rejected.get("duplicate")).sum();
+        assert_eq!(duplicates, kept().count() as u64 - accepted);
+        assert!(history.iter().all(|b| (b.span_secs == DAY) == (b.start < NOW - 365 * DAY)));
+
         // Applied again, nothing changes; a day later, one more day of each moves on.
         assert!(pass(&store, &policy, NOW).is_empty());
         pass(&store, &policy, NOW + DAY);

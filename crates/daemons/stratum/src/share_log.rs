@@ -13,6 +13,7 @@
 
 use crate::protocol::ErrorCode;
 use crate::store::{Store, StoreError};
+pub use minebox_api::stratum::ShareBucket;
 use rusqlite::params;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,6 +83,14 @@ impl Port {
         match self {
             Port::Solo => 0,
             Port::Pool => 1,
+        }
+    }
+
+    /// How the API names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Port::Solo => "solo",
+            Port::Pool => "pool",
         }
     }
 
@@ -307,6 +316,57 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The share history of one coin (and worker) from `since` for the API: hours from the
+    /// detail and the hourly totals, days from the daily totals; oldest first, at most
+    /// `limit` buckets.
+    pub fn share_history(
+        &self,
+        coin: &str,
+        worker: Option<&str>,
+        since: i64,
+        limit: usize,
+    ) -> Result<Vec<ShareBucket>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT t.start, t.span, w.worker, t.port, t.outcome, sum(t.shares), sum(t.difficulty) FROM (
+                SELECT at - at % 3600 AS start, 3600 AS span, worker_id, port, outcome, 1 AS shares, difficulty
+                  FROM stratum_shares WHERE at >= ?3 - ?3 % 3600
+                UNION ALL SELECT start, 3600, worker_id, port, outcome, shares, difficulty
+                  FROM stratum_share_hours WHERE start + 3600 > ?3
+                UNION ALL SELECT start, 86400, worker_id, port, outcome, shares, difficulty
+                  FROM stratum_share_days WHERE start + 86400 > ?3
+             ) t JOIN stratum_share_workers w ON w.id = t.worker_id
+             WHERE w.coin = ?1 AND (?2 IS NULL OR w.worker = ?2)
+             GROUP BY t.start, t.span, w.worker, t.port, t.outcome
+             ORDER BY t.start, t.span, w.worker, t.port",
+        )?;
+        let mut rows = stmt.query(params![coin, worker, since])?;
+        let mut out: Vec<ShareBucket> = Vec::new();
+        while let Some(r) = rows.next()? {
+            let (start, span_secs, worker): (i64, i64, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            let port = Port::from_code(r.get(3)?).name();
+            let (shares, difficulty): (i64, f64) = (r.get(5)?, r.get(6)?);
+            let same = out.last().is_some_and(|b| {
+                (b.start, b.span_secs, b.worker.as_str(), b.port.as_str()) == (start, span_secs, &worker, port)
+            });
+            if !same {
+                if out.len() == limit {
+                    break;
+                }
+                out.push(ShareBucket { start, span_secs, worker, port: port.into(), ..Default::default() });
+            }
+            let bucket = out.last_mut().expect("pushed above");
+            match Outcome::from_code(r.get(4)?) {
+                Outcome::Accepted => {
+                    bucket.accepted += shares as u64;
+                    bucket.accepted_difficulty += difficulty;
+                }
+                Outcome::Rejected(code) => *bucket.rejected.entry(code.as_str().into()).or_insert(0) += shares as u64,
+            }
+        }
+        Ok(out)
     }
 
     /// Share rows in detail (for the status figures and tests).

@@ -6,6 +6,7 @@ mod common;
 
 use common::process::{grind_block, ServerProcess};
 use common::Raw;
+use minebox_api::stratum::ShareBucket;
 use minebox_regtest::core_p2wpkh_address;
 use minebox_simminer::work::{hash_header, meets, Job};
 use minebox_stratum::connection::Limits;
@@ -66,6 +67,26 @@ async fn judged_shares_are_recorded_with_their_reason_and_a_sigkill_loses_only_t
     let (nonce, _) = grind_block(&job, &en1, &en2);
     let good = submit(&mut c, 5, &user, &job.id, &en2, job.ntime, nonce).await;
     assert_eq!(good["result"], true, "{good}");
+
+    // The API shows them by the hour: one accepted, two refused with their reasons (once
+    // flushed: every second in these tests).
+    let url = format!("http://{}/api/v1/stratum/shares?coin=btc&worker={user}", stack.server.api);
+    let started = Instant::now();
+    let buckets: Vec<ShareBucket> = loop {
+        let buckets: Vec<ShareBucket> = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        if buckets.iter().map(|b| b.accepted + b.rejected.values().sum::<u64>()).sum::<u64>() == 3 {
+            break buckets;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "never flushed: {buckets:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(buckets.iter().all(|b| b.span_secs == 3600 && b.port == "solo" && b.worker == user), "{buckets:?}");
+    assert_eq!(buckets.iter().map(|b| b.accepted).sum::<u64>(), 1);
+    let mut reasons = std::collections::BTreeMap::new();
+    for (reason, n) in buckets.iter().flat_map(|b| &b.rejected) {
+        *reasons.entry(reason.as_str()).or_insert(0) += n;
+    }
+    assert_eq!(reasons.into_iter().collect::<Vec<_>>(), [("low_difficulty", 1), ("stale", 1)]);
 
     // The flush at shutdown (SIGTERM) writes what the buffer holds.
     let db = stack.dir.path().join("state.db");

@@ -13,6 +13,8 @@ pub const MINERS: &str = "/api/v1/stratum/miners";
 pub const BLOCKS: &str = "/api/v1/stratum/blocks";
 /// `GET ?coin=&worker=&since=`: hashrate history.
 pub const HASHRATE: &str = "/api/v1/stratum/hashrate";
+/// `GET ?coin=&worker=&since=&limit=`: the share history as [`ShareBucket`]s, oldest first.
+pub const SHARES: &str = "/api/v1/stratum/shares";
 /// `GET`: [`Event`]s as server-sent events.
 pub const EVENTS: &str = "/api/v1/stratum/events";
 /// `GET`: [`Pools`]: per coin with a solo pool set (`coins.<id>.upstream`), where its miners
@@ -188,6 +190,26 @@ pub struct Worker {
     pub payout_address: String,
     pub paid_to: Option<PaidTo>,
     pub hashrate: Hashrates,
+}
+
+/// One worker's shares over an hour or a day, on one kind of port: what `GET` [`SHARES`]
+/// answers a list of. Hours for the last year, days before (the retention policy: the
+/// server keeps each share 90 days, hourly totals a year, daily totals two years).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShareBucket {
+    /// Unix time the hour or UTC day starts.
+    pub start: i64,
+    /// 3600 or 86400.
+    pub span_secs: i64,
+    pub worker: String,
+    /// `solo`, or `pool` (the PPLNS port).
+    pub port: String,
+    pub accepted: u64,
+    /// The sum of the accepted shares' difficulty: their work.
+    pub accepted_difficulty: f64,
+    /// Refused shares by reason (`stale`, `duplicate`, `low_difficulty`, `other`, ...).
+    pub rejected: std::collections::BTreeMap<String, u64>,
 }
 
 /// Whose address a worker's blocks pay.
