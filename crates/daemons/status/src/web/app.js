@@ -118,6 +118,8 @@ function showAuth() {
   $("nav").hidden = true;
   $("logout").hidden = true;
   $("auth").hidden = false;
+  $("auth-form").hidden = false;
+  $("mfa-step").hidden = true;
   $("auth-title").textContent = setup ? "Welcome to your MineBox" : "Sign in";
   $("auth-help").textContent = setup
     ? "Choose the first admin's name and password for this box (at least 8 characters). There is no default password."
@@ -140,13 +142,111 @@ async function submitAuth(ev) {
   }
   try {
     const s = await api("POST", setup ? "/api/v1/auth/setup" : "/api/v1/auth/login", { user, password });
-    state.session = { signed_in: true, user: s.user, role: s.role, csrf_token: s.csrf_token, setup_required: false };
     $("auth-password").value = "";
     $("auth-confirm").value = "";
+    if (s.mfa_required) { showCodeStep(s.mfa_ticket); return; }
+    // The session as the box sees it: an admin may have to set up two-factor sign-in first.
+    state.session = await api("GET", "/api/v1/auth/session");
     start();
   } catch (e) {
     $("auth-error").textContent = e.message;
   }
+}
+
+// ---- two-factor sign-in (issue 17) ----------------------------------------------------------
+// The password was right: the box gave a ticket, not a session, and waits for a code.
+function showCodeStep(ticket) {
+  state.mfaTicket = ticket;
+  $("auth-form").hidden = true;
+  $("mfa-step").hidden = false;
+  $("mfa-step-error").textContent = "";
+  $("mfa-step-code").value = "";
+  $("mfa-step-code").focus();
+}
+
+async function submitCode(ev) {
+  ev.preventDefault();
+  try {
+    await api("POST", "/api/v1/auth/login/mfa", { mfa_ticket: state.mfaTicket, code: $("mfa-step-code").value.trim() });
+    state.mfaTicket = null;
+    state.session = await api("GET", "/api/v1/auth/session");
+    start();
+  } catch (e) {
+    $("mfa-step-error").textContent = e.message;
+  }
+}
+
+function showCodes(codes) {
+  $("mfa-codes-list").replaceChildren(...codes.map((c) => h("li", {}, c)));
+  $("mfa-codes").hidden = false;
+}
+
+async function renderMfa() {
+  const st = await api("GET", "/api/v1/auth/mfa");
+  $("mfa-state").textContent = st.active
+    ? `On: you sign in with your password and a code. ${st.recovery_codes_left} recovery codes left.`
+    : st.must_enrol
+      ? "This box requires two-factor sign-in for every admin: set yours up to use the page."
+      : st.enrolling ? "Waiting for the first code from your app (or start again for a new key)." : "Off: your password alone signs you in.";
+  $("mfa-state").className = st.must_enrol ? "error" : "";
+  $("mfa-start").hidden = st.active;
+  $("mfa-start").textContent = st.enrolling ? "Start again" : "Set up two-factor sign-in";
+  $("mfa-manage").hidden = !st.active;
+  if (st.active) $("mfa-enrol").hidden = true;
+  $("mfa-require").checked = !!st.required_for_admins;
+  $("mfa-require").disabled = state.session.role !== "admin";
+}
+
+async function mfaAction(fn) {
+  $("mfa-result").textContent = "";
+  try { await fn(); } catch (e) { $("mfa-result").textContent = e.message; }
+  await renderMfa().catch((e) => toast(e.message));
+}
+
+function bindMfa() {
+  $("mfa-step").addEventListener("submit", submitCode);
+  $("mfa-step-back").addEventListener("click", () => { state.mfaTicket = null; showAuth(); });
+  $("mfa-start").addEventListener("click", () => mfaAction(async () => {
+    const e = await api("POST", "/api/v1/auth/mfa/enrol");
+    // The QR code is an SVG the box draws (same origin, no data: URL, nothing built from data here).
+    $("mfa-qr").src = `${e.qr}?${Date.now()}`;
+    $("mfa-secret").textContent = e.secret;
+    $("mfa-codes").hidden = true;
+    $("mfa-enrol").hidden = false;
+    $("mfa-confirm-code").focus();
+  }));
+  $("mfa-confirm-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    mfaAction(async () => {
+      const r = await api("POST", "/api/v1/auth/mfa/confirm", { code: $("mfa-confirm-code").value.trim() });
+      $("mfa-confirm-code").value = "";
+      showCodes(r.recovery_codes);
+      if (state.session.mfa_must_enrol) {
+        // Set up: the rest of the page opens (the codes stay on screen).
+        state.session.mfa_must_enrol = false;
+        document.body.classList.remove("must-enrol");
+        $("nav").hidden = false;
+        connectEvents();
+      }
+      toast("Two-factor sign-in is on.");
+    });
+  });
+  $("mfa-regenerate").addEventListener("click", () => mfaAction(async () => {
+    const r = await api("POST", "/api/v1/auth/mfa/recovery-codes", { code: $("mfa-manage-code").value.trim() });
+    $("mfa-manage-code").value = "";
+    showCodes(r.recovery_codes);
+  }));
+  $("mfa-disable").addEventListener("click", () => mfaAction(async () => {
+    await api("POST", "/api/v1/auth/mfa/disable", { password: $("mfa-manage-password").value, code: $("mfa-manage-code").value.trim() });
+    $("mfa-manage-code").value = ""; $("mfa-manage-password").value = "";
+    $("mfa-codes").hidden = true;
+    toast("Two-factor sign-in is off.");
+  }));
+  $("mfa-require").addEventListener("change", () => mfaAction(async () => {
+    const on = $("mfa-require").checked;
+    await api("PUT", "/api/v1/mfa/policy", { require_for_admins: on });
+    toast(on ? "Every admin now signs in with a second factor." : "Admins may sign in with their password alone.");
+  }));
 }
 
 // ---- pages ----------------------------------------------------------------------------------
@@ -550,6 +650,7 @@ async function renderSettings() {
   if (!admin) for (const el of $("settings-coins").querySelectorAll("input, select, button")) el.disabled = true;
   await renderCloud();
   await renderAccess();
+  await renderMfa();
 }
 
 // The coin's solo pool (coins.<id>.upstream): none by default, since a pool sees the payout
@@ -639,107 +740,6 @@ async function renderAccess() {
     h("td", {}, when(e.at)), h("td", {}, e.who), h("td", {}, e.action), h("td", { class: "small" }, e.detail))));
 }
 
-// ---- MineBox Cloud ----------------------------------------------------------------------------
-// The link state comes from the box's API (which asks the cloud); while a code waits, the card
-// asks again every few seconds until the box is linked or the code runs out.
-async function renderCloud() {
-  clearTimeout(renderCloud.timer);
-  clearInterval(renderCloud.clock);
-  const c = await api("GET", "/api/v1/cloud");
-  const admin = state.session.role === "admin";
-  $("cloud-message").textContent = c.message;
-  $("cloud-message").className = c.state === "unreachable" ? "error" : c.state === "linked" ? "ok" : "";
-  const pairing = c.state === "pending" && !!c.code;
-  $("cloud-pairing").hidden = !pairing;
-  if (pairing) {
-    $("cloud-code").textContent = c.code;
-    $("cloud-url").textContent = c.url;
-    $("cloud-url").href = c.url;
-    const until = Date.now() + (c.expires_in || 0) * 1000;
-    const tick = () => {
-      const left = Math.max(0, Math.round((until - Date.now()) / 1000));
-      $("cloud-left").textContent = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
-    };
-    tick();
-    renderCloud.clock = setInterval(tick, 1000);
-  }
-  $("cloud-link").hidden = !["unlinked", "pending", "unreachable"].includes(c.state);
-  $("cloud-link").textContent = c.state === "pending" ? "New code" : "Link to MineBox Cloud";
-  $("cloud-unlink").hidden = c.state !== "linked";
-  $("cloud-telemetry").checked = !!c.telemetry;
-  $("cloud-telemetry").disabled = !admin;
-  $("cloud-problem").hidden = !c.telemetry_problem;
-  $("cloud-problem").textContent = c.telemetry_problem || "";
-  $("cloud-what").textContent = c.what_is_sent;
-  if (c.state === "pending" && state.page === "settings") renderCloud.timer = setTimeout(() => renderCloud().catch((e) => toast(e.message)), 3000);
-}
-
-async function cloudAction(path) {
-  try { await api("POST", path); } catch (e) { toast(e.message); }
-  await renderCloud().catch((e) => toast(e.message));
-}
-
-async function setTelemetry() {
-  const on = $("cloud-telemetry").checked;
-  try {
-    await api("PUT", "/api/v1/config", { cloud: { telemetry: on } });
-    toast(on ? "Telemetry on: the box sends what is listed below while it is linked." : "Telemetry off: the box sends nothing.");
-  } catch (e) { toast(e.message); }
-  await renderCloud().catch((e) => toast(e.message));
-}
-
-// ---- navigation and live updates --------------------------------------------------------------
-const renderers = { overview: async () => renderOverview(await api("GET", "/api/v1/overview")), miners: renderMiners, blocks: renderBlocks, pool: renderPool, nodes: renderNodes, updates: renderUpdates, system: renderSystem, settings: renderSettings };
-
-async function show(page) {
-  if (!renderers[page]) page = "overview";
-  state.page = page;
-  for (const p of document.querySelectorAll(".page")) p.hidden = p.id !== `page-${page}`;
-  for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.getAttribute("href") === `#${page}`);
-  try { await renderers[page](); } catch (e) { if (e.message !== "sign in first") toast(e.message); }
-}
-
-function connectEvents() {
-  if (state.events) state.events.close();
-  const es = new EventSource("/api/v1/events");
-  state.events = es;
-  es.onopen = () => { $("live").textContent = "live"; $("live").classList.add("on"); };
-  es.onerror = () => { $("live").textContent = "reconnecting"; $("live").classList.remove("on"); };
-  es.onmessage = (m) => {
-    let ev;
-    try { ev = JSON.parse(m.data); } catch (_) { return; }
-    if (ev.kind === "overview") {
-      if (state.page === "overview") renderOverview(ev);
-      else state.overview = ev;
-    } else if (ev.kind === "block_found") {
-      toast(`Block found! ${ev.coin.toUpperCase()} height ${ev.height} by ${ev.worker}`);
-      if (state.page === "blocks") renderBlocks();
-    } else if (ev.kind && state.page === "blocks" && ev.kind.startsWith("block_")) {
-      renderBlocks();
-    } else if (ev.source === "supervisor" && state.page === "nodes") {
-      renderNodes();
-    }
-  };
-}
-
-function start() {
-  $("auth").hidden = true;
-  $("nav").hidden = false;
-  $("logout").hidden = false;
-  document.body.classList.toggle("viewer", state.session.role === "viewer");
-  document.body.classList.toggle("not-admin", state.session.role !== "admin");
-  connectEvents();
-  show(location.hash.slice(1) || "overview");
-}
-
-async function boot() {
-  $("auth-form").addEventListener("submit", submitAuth);
-  $("settings-form").addEventListener("submit", saveSettings);
-  $("journal-service").addEventListener("change", () => renderJournal().catch((e) => toast(e.message)));
-  $("logout").addEventListener("click", async () => {
-    try { await api("POST", "/api/v1/auth/logout"); } catch (_) { /* signed out anyway */ }
-    if (state.events) state.events.close();
-    state.session = await api("GET", "/api/v1/auth/session");
 // ---- pool mode (issue 17 points 4 and 5) -----------------------------------------------------
 // Per enabled coin: your payout address, your payouts and your line of the window; an admin
 // sees everyone's, and sets the pool's configuration, whose every version is listed.
@@ -840,6 +840,117 @@ function poolConfigForm(c) {
     result);
 }
 
+// ---- MineBox Cloud ----------------------------------------------------------------------------
+// The link state comes from the box's API (which asks the cloud); while a code waits, the card
+// asks again every few seconds until the box is linked or the code runs out.
+async function renderCloud() {
+  clearTimeout(renderCloud.timer);
+  clearInterval(renderCloud.clock);
+  const c = await api("GET", "/api/v1/cloud");
+  const admin = state.session.role === "admin";
+  $("cloud-message").textContent = c.message;
+  $("cloud-message").className = c.state === "unreachable" ? "error" : c.state === "linked" ? "ok" : "";
+  const pairing = c.state === "pending" && !!c.code;
+  $("cloud-pairing").hidden = !pairing;
+  if (pairing) {
+    $("cloud-code").textContent = c.code;
+    $("cloud-url").textContent = c.url;
+    $("cloud-url").href = c.url;
+    const until = Date.now() + (c.expires_in || 0) * 1000;
+    const tick = () => {
+      const left = Math.max(0, Math.round((until - Date.now()) / 1000));
+      $("cloud-left").textContent = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
+    };
+    tick();
+    renderCloud.clock = setInterval(tick, 1000);
+  }
+  $("cloud-link").hidden = !["unlinked", "pending", "unreachable"].includes(c.state);
+  $("cloud-link").textContent = c.state === "pending" ? "New code" : "Link to MineBox Cloud";
+  $("cloud-unlink").hidden = c.state !== "linked";
+  $("cloud-telemetry").checked = !!c.telemetry;
+  $("cloud-telemetry").disabled = !admin;
+  $("cloud-problem").hidden = !c.telemetry_problem;
+  $("cloud-problem").textContent = c.telemetry_problem || "";
+  $("cloud-what").textContent = c.what_is_sent;
+  if (c.state === "pending" && state.page === "settings") renderCloud.timer = setTimeout(() => renderCloud().catch((e) => toast(e.message)), 3000);
+}
+
+async function cloudAction(path) {
+  try { await api("POST", path); } catch (e) { toast(e.message); }
+  await renderCloud().catch((e) => toast(e.message));
+}
+
+async function setTelemetry() {
+  const on = $("cloud-telemetry").checked;
+  try {
+    await api("PUT", "/api/v1/config", { cloud: { telemetry: on } });
+    toast(on ? "Telemetry on: the box sends what is listed below while it is linked." : "Telemetry off: the box sends nothing.");
+  } catch (e) { toast(e.message); }
+  await renderCloud().catch((e) => toast(e.message));
+}
+
+// ---- navigation and live updates --------------------------------------------------------------
+const renderers = { overview: async () => renderOverview(await api("GET", "/api/v1/overview")), miners: renderMiners, blocks: renderBlocks, pool: renderPool, nodes: renderNodes, updates: renderUpdates, system: renderSystem, settings: renderSettings };
+
+async function show(page) {
+  if (!renderers[page]) page = "overview";
+  state.page = page;
+  for (const p of document.querySelectorAll(".page")) p.hidden = p.id !== `page-${page}`;
+  for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.getAttribute("href") === `#${page}`);
+  try { await renderers[page](); } catch (e) { if (e.message !== "sign in first") toast(e.message); }
+}
+
+function connectEvents() {
+  if (state.events) state.events.close();
+  const es = new EventSource("/api/v1/events");
+  state.events = es;
+  es.onopen = () => { $("live").textContent = "live"; $("live").classList.add("on"); };
+  es.onerror = () => { $("live").textContent = "reconnecting"; $("live").classList.remove("on"); };
+  es.onmessage = (m) => {
+    let ev;
+    try { ev = JSON.parse(m.data); } catch (_) { return; }
+    if (ev.kind === "overview") {
+      if (state.page === "overview") renderOverview(ev);
+      else state.overview = ev;
+    } else if (ev.kind === "block_found") {
+      toast(`Block found! ${ev.coin.toUpperCase()} height ${ev.height} by ${ev.worker}`);
+      if (state.page === "blocks") renderBlocks();
+    } else if (ev.kind && state.page === "blocks" && ev.kind.startsWith("block_")) {
+      renderBlocks();
+    } else if (ev.source === "supervisor" && state.page === "nodes") {
+      renderNodes();
+    }
+  };
+}
+
+function start() {
+  $("auth").hidden = true;
+  $("nav").hidden = false;
+  $("logout").hidden = false;
+  document.body.classList.toggle("viewer", state.session.role === "viewer");
+  document.body.classList.toggle("not-admin", state.session.role !== "admin");
+  document.body.classList.toggle("must-enrol", !!state.session.mfa_must_enrol);
+  if (state.session.mfa_must_enrol) {
+    // The box refuses this admin everything else until they set up two-factor sign-in.
+    $("nav").hidden = true;
+    for (const p of document.querySelectorAll(".page")) p.hidden = p.id !== "page-settings";
+    state.page = "settings";
+    renderMfa().catch((e) => toast(e.message));
+    return;
+  }
+  connectEvents();
+  show(location.hash.slice(1) || "overview");
+}
+
+async function boot() {
+  $("auth-form").addEventListener("submit", submitAuth);
+  bindMfa();
+  $("settings-form").addEventListener("submit", saveSettings);
+  $("journal-service").addEventListener("change", () => renderJournal().catch((e) => toast(e.message)));
+  $("logout").addEventListener("click", async () => {
+    try { await api("POST", "/api/v1/auth/logout"); } catch (_) { /* signed out anyway */ }
+    if (state.events) state.events.close();
+    state.session = await api("GET", "/api/v1/auth/session");
     showAuth();
   });
   $("lan-scan").addEventListener("click", scanLan);
