@@ -461,6 +461,28 @@ mod tests {
         assert!(s.get(&idle, IDLE).unwrap().is_none(), "12 h untouched it ends");
     }
 
+    /// The retention task removes sessions nobody presents again (closed browsers), past
+    /// either expiry, and keeps the live ones.
+    #[test]
+    fn the_purge_removes_idle_and_too_old_sessions_nobody_uses_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, db) = sessions(dir.path());
+        let now = ABSOLUTE + 10;
+        let (old, _) = s.create("alice", "a", "", 0).unwrap();
+        let mut at = 0;
+        while at + IDLE / 2 < ABSOLUTE {
+            at += IDLE / 2;
+            assert!(s.get(&old, at).unwrap().is_some(), "used every 6 h, alive at {at}");
+        }
+        s.create("alice", "a", "", now - IDLE).unwrap();
+        let (live, _) = s.create("vic", "b", "", now - 100).unwrap();
+        let count = || db.optional::<i64>("SELECT count(*) FROM sessions", []).unwrap().unwrap();
+        assert_eq!(count(), 3);
+        assert_eq!(s.purge(now).unwrap(), 2, "the week-old one and the one idle for 12 h go");
+        assert_eq!(count(), 1);
+        assert!(s.get(&live, now).unwrap().is_some());
+    }
+
     #[test]
     fn last_seen_is_written_at_most_once_a_minute() {
         let dir = tempfile::tempdir().unwrap();
