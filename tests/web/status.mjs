@@ -8,12 +8,25 @@
 import { chromium } from "playwright-core";
 import http from "node:http";
 import fs from "node:fs";
+import crypto from "node:crypto";
 import assert from "node:assert/strict";
 
 const [base, settingsFile, shots] = process.argv.slice(2);
 fs.mkdirSync(shots, { recursive: true });
 const ADMIN = "correct horse battery";
 const VIEWER = "just looking around";
+
+// RFC 6238 (HMAC-SHA-1, 6 digits) of a base32 secret at a 30 s step: the authenticator app.
+function totp(base32, step) {
+  let bits = "";
+  for (const c of base32.replace(/=+$/, "")) bits += "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567".indexOf(c).toString(2).padStart(5, "0");
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const msg = Buffer.alloc(8);
+  msg.writeBigUInt64BE(BigInt(step));
+  const h = crypto.createHmac("sha1", key).update(msg).digest();
+  const o = h[19] & 0xf;
+  return String((h.readUInt32BE(o) & 0x7fffffff) % 1000000).padStart(6, "0");
+}
 
 // A real HTTP endpoint for the block-found webhook: it records what it receives.
 const hooks = [];
@@ -263,6 +276,20 @@ try {
   assert.ok(!(await vpage.isVisible('[data-testid="audit"]')), "nor the audit log");
   const vs = await (await vpage.request.get(`${base}/api/v1/auth/session`)).json();
   assert.equal(vs.role, "viewer");
+
+  log("two-factor sign-in (issue 17): the viewer enrols with the QR code and a code computed here");
+  await vpage.click('[data-testid="mfa-start"]');
+  await until("the QR code drawn", async () => vpage.evaluate(() => {
+    const img = document.querySelector('[data-testid="mfa-qr"]');
+    return img.complete && img.naturalWidth > 0;
+  }));
+  const mfaSecret = (await vpage.textContent('[data-testid="mfa-secret"]')).trim();
+  let mfaStep = Math.floor(Date.now() / 30000);
+  await vpage.fill('[data-testid="mfa-confirm-code"]', totp(mfaSecret, mfaStep));
+  await vpage.click('[data-testid="mfa-confirm"]');
+  await until("ten recovery codes shown", async () => (await vpage.locator("#mfa-codes-list li").count()) === 10);
+  await until("two-factor on", async () => /^On:/.test(await vpage.textContent('[data-testid="mfa-state"]')));
+  await vpage.screenshot({ path: `${shots}/two-factor.png`, fullPage: true });
   await vpage.goto(`${base}/#miners`);
   await vpage.waitForSelector("#lan");
   assert.ok(!(await vpage.isVisible('[data-testid="lan-scan"]')), "the viewer has no Scan button");
@@ -284,6 +311,12 @@ try {
   await lpage.fill("#auth-user", "viewer");
   await lpage.fill("#auth-password", VIEWER);
   await lpage.click("#auth-submit");
+  // The viewer has two-factor sign-in now: the password alone asks for a code (a later step's:
+  // each step's code is good once).
+  await lpage.waitForSelector('[data-testid="mfa-step"]:not([hidden])');
+  mfaStep = Math.max(mfaStep + 1, Math.floor(Date.now() / 30000));
+  await lpage.fill('[data-testid="mfa-step-code"]', totp(mfaSecret, mfaStep));
+  await lpage.click('[data-testid="mfa-step"] button[type="submit"]');
   await lpage.waitForSelector("#coin-btc");
   await page.goto(`${base}/#overview`);
   await page.goto(`${base}/#settings`);
