@@ -240,19 +240,6 @@ try {
   await until("the audit entry", async () => /user created\s*viewer \(viewer\)/.test(await page.textContent("#audit-list")));
   await page.screenshot({ path: `${shots}/users.png`, fullPage: true });
 
-  log("a viewer login reads but cannot change");
-  const vctx = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true });
-  const vpage = await vctx.newPage();
-  await vpage.goto(base);
-  await vpage.fill("#auth-user", "viewer");
-  await vpage.fill("#auth-password", VIEWER);
-  await vpage.click("#auth-submit");
-  await vpage.waitForSelector("#coin-btc");
-  await until("phone overview numbers", async () => Number(await vpage.textContent('[data-testid="miners-btc"]')) >= 1);
-  await vpage.screenshot({ path: `${shots}/overview-phone.png`, fullPage: true });
-  await vpage.goto(`${base}/#settings`);
-  await vpage.waitForSelector('fieldset[data-coin="btc"]');
-  assert.ok(await vpage.isDisabled("#settings-save"), "viewer cannot save");
   log("pool (issue 17): the admin registers a payout address and turns pool mode on; the history shows it");
   const owner = /payout_address\s*=\s*"([^"]+)"/.exec(fs.readFileSync(settingsFile, "utf8"))[1];
   await page.goto(`${base}/#pool`);
@@ -269,6 +256,19 @@ try {
   await until("not running yet", async () => /pool mode not running/.test(await page.textContent('[data-testid="pool-state-btc"]')));
   await page.screenshot({ path: `${shots}/pool.png`, fullPage: true });
 
+  log("a viewer login reads but cannot change");
+  const vctx = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true });
+  const vpage = await vctx.newPage();
+  await vpage.goto(base);
+  await vpage.fill("#auth-user", "viewer");
+  await vpage.fill("#auth-password", VIEWER);
+  await vpage.click("#auth-submit");
+  await vpage.waitForSelector("#coin-btc");
+  await until("phone overview numbers", async () => Number(await vpage.textContent('[data-testid="miners-btc"]')) >= 1);
+  await vpage.screenshot({ path: `${shots}/overview-phone.png`, fullPage: true });
+  await vpage.goto(`${base}/#settings`);
+  await vpage.waitForSelector('fieldset[data-coin="btc"]');
+  assert.ok(await vpage.isDisabled("#settings-save"), "viewer cannot save");
   await until("the viewer's cloud card", async () => (await vpage.textContent('[data-testid="cloud-what"]')).length > 0);
   assert.ok(await vpage.isDisabled('[data-testid="cloud-telemetry"]'), "viewer cannot switch telemetry");
   await until("the viewer's own session listed", async () => /this one/.test(await vpage.textContent("#sessions-list")));
