@@ -241,6 +241,17 @@ async fn pool_port_refuses_logins_that_pay_no_registered_user() {
     // dave's reason names the network mismatch.
     let (_, said) = authorize(pool, "dave.rig").await;
     assert!(said["auth"]["error"][1].as_str().unwrap().contains("regtest"), "{said}");
+    // nobody registers an address on the page: their next login mines, without a restart.
+    let path = dir.path().join(minebox_settings::payees::FILE_NAME);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text += &format!("[[coins.btc]]\nid = 6\nuser = \"nobody\"\naddress = \"{}\"\n", users()[0].2);
+    std::fs::write(&path, text).unwrap();
+    let (_, said) = authorize(pool, "nobody.rig").await;
+    assert_eq!(said["auth"]["result"], true, "{said}");
+    // A damaged file: the last good list stays in force.
+    std::fs::write(&path, "[[coins.btc]]\nid = \"not a number\"\n").unwrap();
+    let (_, said) = authorize(pool, "nobody.rig").await;
+    assert_eq!(said["auth"]["result"], true, "{said}");
     server.stop().await;
 }
 

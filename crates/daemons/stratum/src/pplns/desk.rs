@@ -247,8 +247,15 @@ impl PplnsDesk {
             return Err(SplitError::NoShares.into());
         }
         let carry_in = Carry::from_balances(s.carry.iter().filter(|(u, _)| known.contains_key(u)));
-        let split = super::split::split(template.coinbase_value, &weights, &carry_in, &scripts, &self.rules)?;
-        let coinbase = super::coinbase::build(template, &split, jobs.rules(), CoinbaseBudget::left_by(template))?;
+        // At most what the template leaves room for, whatever the settings say: a full
+        // template with Core's defaults leaves 39 outputs (docs/stratum.md, "Pool mode").
+        let budget = CoinbaseBudget::left_by(template);
+        let rules = SplitRules {
+            fee: self.rules.fee.clone(),
+            max_outputs: self.rules.max_outputs.min(budget.max_outputs()).max(1 + usize::from(self.rules.fee.is_some())),
+        };
+        let split = super::split::split(template.coinbase_value, &weights, &carry_in, &scripts, &rules)?;
+        let coinbase = super::coinbase::build(template, &split, jobs.rules(), budget)?;
         let shares: BTreeMap<UserId, u64> = s.window.shares_by_user().into_iter().collect();
         let work: BTreeMap<UserId, Work> = weights.iter().copied().collect();
         let mut users: Vec<UserId> = work.keys().copied().collect();
