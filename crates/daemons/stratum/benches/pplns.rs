@@ -202,9 +202,49 @@ fn main() {
         black_box(share::hash_submission(&job, &[1, 2, 3, 4], &submit, 0, 1_700_000_000).unwrap());
         w.append(UserId((n % 100) as u32), work);
     });
+    // As the pool port runs it: the desk's record_share (difficulty checked, mutex, append).
+    // A network difficulty of 2^19 (bits 0x1a1fffe0): with the default factor 2, a window of
+    // ~1000 shares of difficulty 1000, full after the warm-up, as in the append case above.
+    let desk = desk();
+    let mut parts_desk = (*template()).clone();
+    parts_desk.bits = CompactTarget::from_consensus(0x1a1f_ffe0);
+    parts_desk.target = bitcoin::Target::from_compact(parts_desk.bits);
+    let _ = desk.job_for(&Arc::new(parts_desk), &script("p2wpkh", 1), &minebox_stratum::job::JobBook::new(rules()));
+    for n in 0..2000u32 {
+        desk.record_share(UserId(n % 100), 1000.0);
+    }
+    let with_desk = rate(secs, |n| {
+        submit.nonce = n as u32;
+        black_box(share::hash_submission(&job, &[1, 2, 3, 4], &submit, 0, 1_700_000_000).unwrap());
+        desk.record_share(UserId((n % 100) as u32), 1000.0);
+    });
     println!("| path | shares/s |");
     println!("|---|---|");
     println!("| hash_submission | {before:.0} |");
     println!("| hash_submission + window append (100 users, full window) | {after:.0} |");
-    println!("after/before: {:.3}", after / before);
+    println!(
+        "| hash_submission + PplnsDesk::record_share (the pool port's path: check, lock, append) | {with_desk:.0} |"
+    );
+    println!("after/before: {:.3}; pool port/before: {:.3}", after / before, with_desk / before);
+}
+
+/// A pool desk as the service starts one (no payees file: shares are counted all the same).
+fn desk() -> minebox_stratum::pplns::desk::PplnsDesk {
+    let registry = minebox_coin::Registry::embedded();
+    let settings = minebox_settings::Settings::from_user_text(
+        "[coins.btc]\nenabled = true\nnetwork = \"regtest\"\n\
+         payout_address = \"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080\"\n[coins.btc.pool]\nport = 3334\n",
+        &registry,
+    )
+    .unwrap();
+    let pool = settings.coins["btc"].pool.clone().unwrap();
+    let config = minebox_stratum::pplns::desk::PoolModeConfig {
+        coin: "btc".into(),
+        network: "regtest".into(),
+        listen: "127.0.0.1:3334".parse().unwrap(),
+        settings: pool,
+        payees_file: std::env::temp_dir().join("minebox-bench-no-payees.toml"),
+        box_settings: Arc::new(settings),
+    };
+    minebox_stratum::pplns::desk::PplnsDesk::new(&config, None)
 }

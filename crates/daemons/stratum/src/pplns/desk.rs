@@ -252,7 +252,11 @@ impl PplnsDesk {
         let budget = CoinbaseBudget::left_by(template);
         let rules = SplitRules {
             fee: self.rules.fee.clone(),
-            max_outputs: self.rules.max_outputs.min(budget.max_outputs()).max(1 + usize::from(self.rules.fee.is_some())),
+            max_outputs: self
+                .rules
+                .max_outputs
+                .min(budget.max_outputs())
+                .max(1 + usize::from(self.rules.fee.is_some())),
         };
         let split = super::split::split(template.coinbase_value, &weights, &carry_in, &scripts, &rules)?;
         let coinbase = super::coinbase::build(template, &split, jobs.rules(), budget)?;
