@@ -45,6 +45,9 @@ out=$("${ns[@]}" sh -c "
   sed -i 's/^stratum_port = 4444/stratum_port = 4555/' '$settings'
   $start || exit 7
   echo STRATUM4555; nft list set inet minebox stratum_tcp
+  printf '[coins.btc.pool]\\nport = 4556\\n' >>'$settings'
+  $start || exit 9
+  echo POOL4556; nft list set inet minebox stratum_tcp
   $stop || exit 8
   echo STRATUMSTOPPED; nft list set inet minebox stratum_tcp
   echo POLICY; nft list chain inet minebox input
@@ -62,6 +65,8 @@ has STRATUM4444 4444 || fail "stratum_port = 4444: 4444 not opened"
 has STRATUM4444 3333 && fail "stratum_port = 4444: 3333 (the old fixed range) still open"
 has STRATUM4555 4555 || fail "stratum_port changed to 4555: 4555 not opened"
 has STRATUM4555 4444 && fail "stratum_port changed to 4555: 4444 still open"
+has POOL4556 4556 || fail "pool mode's port 4556 ([coins.btc.pool] port) not opened"
+has POOL4556 4555 || fail "pool mode on: the solo port 4555 closed"
 [ -z "$(elements STRATUMSTOPPED)" ] || fail "stratum stop leaves ports open: $(elements STRATUMSTOPPED)"
 for rpc in 8332 8333 28332 18443; do
   for s in BEFORE STRATUM4444 STRATUM4555; do
@@ -71,4 +76,4 @@ done
 policy=$(awk '/^POLICY$/{f=1} f' <<<"$out")
 grep -q "policy drop" <<<"$policy" || fail "input policy is not drop"
 grep -q "172.16.0.0/12.*@stratum_tcp accept" <<<"$policy" || fail "stratum ports not limited to private sources"
-echo "firewall: ok (80 open; stratum ports follow coins.*.stratum_port and close on stop; 22 only while sshd runs; default drop)"
+echo "firewall: ok (80 open; stratum ports follow coins.*.stratum_port and coins.*.pool.port and close on stop; 22 only while sshd runs; default drop)"
