@@ -325,6 +325,8 @@ fuzz_target!(|input: Input| {
         version_mask: 0x1fff_e000,
         // The solo port: the pool port's logins need a payees file (tests/pool_mode.rs).
         pplns: None,
+        // The share history's buffer: bounded, it counts what it drops once full.
+        shares: Default::default(),
     };
     let start = Instant::now();
     let mut now = start;

@@ -14,7 +14,7 @@
 use crate::protocol::ErrorCode;
 use crate::store::{Store, StoreError};
 pub use minebox_api::stratum::ShareBucket;
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -24,8 +24,8 @@ use std::sync::Mutex;
 /// About 8 MiB when full.
 pub const BUFFER_SHARES: usize = 50_000;
 
-/// The tables: worker names once each (a name is ~50 bytes, a share row ~25), every share,
-/// and the hourly and daily totals. The detail table is in time order by its `at` index,
+/// The tables: worker names once each (a name is ~50 bytes, a share row with its index
+/// entry ~47), every share, and the hourly and daily totals. The detail table is in time order by its `at` index,
 /// which the retention pass walks oldest first.
 pub(crate) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS stratum_share_workers (
@@ -36,8 +36,9 @@ CREATE TABLE IF NOT EXISTS stratum_share_workers (
 );
 -- port: 0 solo, 1 pool (PPLNS). outcome: 0 accepted, else the stratum error code it was
 -- refused with (20 other, 21 stale, 22 duplicate, 23 low difficulty, 24 unauthorized,
--- 25 not subscribed). difficulty: the one the share was judged by (its work);
--- share_difficulty: what its hash reached (0 when refused before hashing).
+-- 25 not subscribed). difficulty: the one the share was judged by (its work; for a
+-- refused share the miner's difficulty then); share_difficulty: what an accepted share's
+-- hash reached (0 for a refused one).
 CREATE TABLE IF NOT EXISTS stratum_shares (
     id INTEGER PRIMARY KEY,
     at INTEGER NOT NULL,
@@ -145,9 +146,10 @@ pub struct Share {
     pub worker: String,
     pub port: Port,
     pub outcome: Outcome,
-    /// The difficulty the share was judged by: the work it stands for.
+    /// The difficulty the share was judged by: the work it stands for (for a refused share,
+    /// the miner's difficulty at the time: its job may be unknown).
     pub difficulty: f64,
-    /// What the share's hash reached; 0 when it was refused before being hashed.
+    /// What an accepted share's hash reached; 0 for a refused one.
     pub share_difficulty: f64,
 }
 
@@ -247,10 +249,11 @@ impl Store {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         {
-            let mut name = tx.prepare_cached(
-                "INSERT INTO stratum_share_workers (coin, worker) VALUES (?1, ?2)
-                 ON CONFLICT (coin, worker) DO UPDATE SET coin = coin RETURNING id",
-            )?;
+            // Looked up before inserting: an upsert would rewrite the name's page every flush.
+            let mut known =
+                tx.prepare_cached("SELECT id FROM stratum_share_workers WHERE coin = ?1 AND worker = ?2")?;
+            let mut name =
+                tx.prepare_cached("INSERT INTO stratum_share_workers (coin, worker) VALUES (?1, ?2) RETURNING id")?;
             let mut insert = tx.prepare_cached(
                 "INSERT INTO stratum_shares (at, worker_id, port, outcome, difficulty, share_difficulty)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -260,7 +263,10 @@ impl Store {
                 let id = match ids.get(&(s.coin.as_str(), s.worker.as_str())) {
                     Some(id) => *id,
                     None => {
-                        let id: i64 = name.query_row(params![s.coin, s.worker], |r| r.get(0))?;
+                        let id: i64 = match known.query_row(params![s.coin, s.worker], |r| r.get(0)).optional()? {
+                            Some(id) => id,
+                            None => name.query_row(params![s.coin, s.worker], |r| r.get(0))?,
+                        };
                         ids.insert((s.coin.as_str(), s.worker.as_str()), id);
                         id
                     }
