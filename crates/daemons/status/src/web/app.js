@@ -999,7 +999,10 @@ async function boot() {
     };
     x.send(file);
   });
-  window.addEventListener("hashchange", () => { if (state.session && state.session.signed_in) show(location.hash.slice(1)); });
+  window.addEventListener("hashchange", () => {
+    // An admin who must set up two-factor sign-in stays on its card (the box refuses the rest).
+    if (state.session && state.session.signed_in && !state.session.mfa_must_enrol) show(location.hash.slice(1));
+  });
   state.session = await api("GET", "/api/v1/auth/session");
   if (state.session.signed_in) start(); else showAuth();
 }
