@@ -398,6 +398,70 @@ pub mod codec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::tests::regtest_parts;
+    use crate::job::CoinbaseRules;
+
+    const ALICE: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+    const BOB: &str = "bcrt1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3qzf4jry";
+
+    fn desk(dir: &std::path::Path) -> PplnsDesk {
+        let registry = minebox_coin::Registry::embedded();
+        let settings = Settings::from_user_text(
+            &format!("[coins.btc]\nenabled = true\nnetwork = \"regtest\"\npayout_address = \"{ALICE}\"\n[coins.btc.pool]\nport = 3334\n"),
+            &registry,
+        )
+        .unwrap();
+        let config = PoolModeConfig {
+            coin: "btc".into(),
+            network: "regtest".into(),
+            listen: "127.0.0.1:3334".parse().unwrap(),
+            settings: settings.coins["btc"].pool.clone().unwrap(),
+            payees_file: dir.join("pool-payees.toml"),
+            box_settings: Arc::new(settings),
+        };
+        PplnsDesk::new(&config, None)
+    }
+
+    fn payees(dir: &std::path::Path, users: &[(u32, &str, &str)]) {
+        let text: String = users
+            .iter()
+            .map(|(id, u, a)| format!("[[coins.btc]]\nid = {id}\nuser = \"{u}\"\naddress = \"{a}\"\n"))
+            .collect();
+        std::fs::write(dir.join("pool-payees.toml"), text).unwrap();
+    }
+
+    /// An empty window pays the miner's own user; a user removed from the payees file is
+    /// never paid again, the registered users share the block.
+    #[test]
+    fn pplns_jobs_pay_only_registered_users_and_the_own_address_while_the_window_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        payees(dir.path(), &[(1, "alice", ALICE), (2, "bob", BOB)]);
+        let desk = desk(dir.path());
+        let jobs =
+            JobBook::new(CoinbaseRules { tag: b"/t/".to_vec(), extranonce2_len: 8, min_tx_size: 0, segwit: true });
+        let (alice, bob) = (desk.login("alice.rig").unwrap(), desk.login("bob").unwrap());
+        let t1 = Arc::new(Template::new(1, regtest_parts(200), true));
+        let solo = desk.job_for(&t1, &alice.script, &jobs).unwrap();
+        assert!(solo.pplns.is_none() && solo.payout == alice.script, "an empty window: the miner's own address");
+        desk.record_share(alice.user, 1e-10);
+        desk.record_share(bob.user, 1e-10);
+        let t2 = Arc::new(Template::new(2, regtest_parts(200), true));
+        let pool = desk.job_for(&t2, &alice.script, &jobs).unwrap();
+        let split = &pool.pplns.as_ref().unwrap().split;
+        assert_eq!(split.payouts.len(), 2, "{split:?}");
+        assert!(Arc::ptr_eq(&pool, &desk.job_for(&t2, &bob.script, &jobs).unwrap()), "one pool job per template");
+        // bob is removed on the page: his work stays in the window but is paid to nobody.
+        payees(dir.path(), &[(1, "alice", ALICE)]);
+        assert!(desk.login("bob.rig").unwrap_err().contains("names no user"));
+        let t3 = Arc::new(Template::new(3, regtest_parts(200), true));
+        let pool = desk.job_for(&t3, &alice.script, &jobs).unwrap();
+        let split = &pool.pplns.as_ref().unwrap().split;
+        assert_eq!(split.payouts.len(), 1);
+        assert_eq!(
+            (split.payouts[0].script.clone(), split.payouts[0].amount),
+            (alice.script.clone(), t3.coinbase_value)
+        );
+    }
 
     #[test]
     fn pplns_window_snapshot_codec_round_trips_and_refuses_damage() {
