@@ -3,11 +3,11 @@
 //! server reads (checked with the stratum server's own reader), the pool configuration an
 //! admin versions with who and when, and the Pool panel's view of the stratum server.
 //!
-//! The stratum server does not serve pool mode's routes yet (another change wires them), so
-//! the panel's stratum side runs against `StratumDouble`, a test double of the stratum API:
-//! first as today's server answers those routes (404, which the page must show as "pool mode
-//! not running"), then serving the contract's types (`minebox_api::stratum::PoolStatus`,
-//! `PoolPayout`) to check what each role is shown.
+//! The panel's stratum side runs against `StratumDouble`, a test double of the stratum API
+//! (written while the stratum server did not serve pool mode's routes yet): first as a server
+//! without them answers (404, which the page must show as "pool mode not running"), then
+//! serving the contract's types (`minebox_api::stratum::PoolStatus`, `PoolPayout`) to check
+//! what each role is shown. A test against the real stratum server is still to be written.
 
 use minebox_api::stratum::{PoolPayee, PoolPayout, PoolStatus};
 use minebox_settings::payees::{Payees, PayeesFile};
