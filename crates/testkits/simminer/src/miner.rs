@@ -121,6 +121,19 @@ struct Found {
     version_bits: u32,
 }
 
+/// Tells the hashing thread to stop when dropped: `run` holds one, so the thread also ends
+/// when `run`'s task is dropped unfinished (aborted, or its runtime shut down by a test that
+/// failed before setting `stop`). A runtime waits for its blocking threads when dropped, so
+/// a grinder left hashing turned every failed assertion of a test mining with it into a
+/// hang (stratum's upstream test hung 27 minutes so).
+struct StopGrinder(Arc<Shared>);
+
+impl Drop for StopGrinder {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Hashes on the current work until told to stop; sends shares that meet the target.
 fn grind(shared: Arc<Shared>, found: mpsc::Sender<Found>, hashrate: Option<f64>) {
     let started = Instant::now();
@@ -204,6 +217,7 @@ pub async fn run(config: MinerConfig, report: Arc<Mutex<Report>>, stop: Arc<Atom
         let rate = config.hashrate;
         tokio::task::spawn_blocking(move || grind(shared, found_tx, rate))
     };
+    let _stop_grinder = StopGrinder(shared.clone());
 
     let mut extranonce1 = Vec::new();
     let mut extranonce2_len = 4usize;
