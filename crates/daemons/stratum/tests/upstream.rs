@@ -503,8 +503,14 @@ async fn miners_roll_only_the_version_bits_the_pool_allows_and_the_boxs_again_on
         let at_pool = pool.stats.worker("btc", &format!("{owner}.minebox")).unwrap();
         let refused = at_pool.lock().unwrap().rejected.clone();
         assert!(refused.keys().all(|k| *k == "stale"), "the pool refused: {refused:?}; {s}");
-        assert_eq!(report.lock().unwrap().version_mask, mask, "{:?}", report.lock().unwrap());
-        assert!(report.lock().unwrap().rejected.is_empty(), "{:?}", report.lock().unwrap());
+        // A copy: a guard taken in assert_eq!'s operands lives until its message is formatted,
+        // so locking again there deadlocks the failing test instead of failing it.
+        let r = report.lock().unwrap().clone();
+        assert_eq!(r.version_mask, mask, "{r:?}");
+        // The box refuses a share rolling a bit outside the mask with [20]; a share for a job a
+        // block superseded while it was on its way is refused [21] stale, a race of the shared
+        // node's blocks (found here every few seconds) that grows with the machine's load.
+        assert!(r.rejected.keys().all(|k| k.starts_with("[21] ")), "{r:?}");
         running.push((gate, dir, the_box, report, stop, miner));
     }
     // The node becomes ready: the box's own mask again, on the same connection.
@@ -550,12 +556,21 @@ async fn a_pool_with_a_4_byte_extranonce2_gets_the_miners_that_take_a_new_extran
     })
     .await;
     let s = upstream_state(&the_box).await;
-    assert_eq!((s["extranonce2_size"].as_u64(), s["rejected"].as_u64()), (Some(4), Some(0)), "{s}");
+    assert_eq!(s["extranonce2_size"].as_u64(), Some(4), "{s}");
+    // The pool refused none of the shares for their extranonce (it would refuse every share cut
+    // wrongly, as low difficulty); a share made stale by a block of the shared node while on
+    // its way is a race of every pool, more frequent under load.
+    let at_pool = pool.stats.worker("btc", &format!("{owner}.minebox")).unwrap();
+    let refused = at_pool.lock().unwrap().rejected.clone();
+    assert!(refused.keys().all(|k| *k == "stale"), "the pool refused: {refused:?}; {s}");
     let error = s["last_error"].as_str().unwrap_or_default();
     assert!(error.contains("gives 4 bytes") && error.contains("need 8") && error.contains("wait for the node"), "{s}");
-    assert!(taking.lock().unwrap().extranonce_changes >= 1, "{:?}", taking.lock().unwrap());
+    // Copies: a guard taken in assert_eq!'s operands lives until its message is formatted, so
+    // locking again there deadlocked this test when it failed (it hung 27 minutes once).
+    let (t, p) = (taking.lock().unwrap().clone(), plain.lock().unwrap().clone());
+    assert!(t.extranonce_changes >= 1, "{t:?}");
     // The other one got no pool work and waits, connected, for the node.
-    assert_eq!(plain.lock().unwrap().jobs, 0, "{:?}", plain.lock().unwrap());
+    assert_eq!(p.jobs, 0, "{p:?}");
     assert!(miners.iter().all(|m| !m.is_finished()));
     // The node becomes ready: both mine the box's own work, the subscribed one with its
     // own extranonce again, and a block is found there.
