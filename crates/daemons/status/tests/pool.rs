@@ -7,7 +7,8 @@
 //! (written while the stratum server did not serve pool mode's routes yet): first as a server
 //! without them answers (404, which the page must show as "pool mode not running"), then
 //! serving the contract's types (`minebox_api::stratum::PoolStatus`, `PoolPayout`) to check
-//! what each role is shown. A test against the real stratum server is still to be written.
+//! what each role is shown. The same view against the real stratum server, with blocks mined
+//! on its pool port: tests/e2e/tests/status_pool.rs (a daemon never depends on another).
 
 use minebox_api::stratum::{PoolPayee, PoolPayout, PoolStatus};
 use minebox_settings::payees::{Payees, PayeesFile};
