@@ -6,54 +6,11 @@
 //! checked against the RFC's vectors), not with the crate the box uses.
 
 use hmac::{Hmac, KeyInit, Mac};
-use minebox_status::app::{App, Options};
-use minebox_test_support::free_port;
+mod common;
+
+use common::{error, json_of, start, Page};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::path::Path;
-use std::sync::Arc;
-
-const ADDR: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
-
-struct Page {
-    base: String,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn start(dir: &Path) -> Page {
-    let config = dir.join("minebox.toml");
-    if !config.exists() {
-        let dead = || format!("127.0.0.1:{}", free_port());
-        std::fs::write(
-            &config,
-            format!(
-                "[stratum]\napi = \"{}\"\n[supervisor]\napi = \"{}\"\nbackend = \"process\"\n\
-                 [snapshots]\napi = \"{}\"\n[updates]\napi = \"{}\"\n[status]\napply = []\n\
-                 [coins.btc]\nenabled = true\nnetwork = \"regtest\"\npayout_address = \"{ADDR}\"\n",
-                dead(),
-                dead(),
-                dead(),
-                dead()
-            ),
-        )
-        .unwrap();
-    }
-    let app = App::new(Options {
-        config,
-        defaults: None,
-        registry: minebox_coin::Registry::embedded(),
-        accounts: Some(dir.join("secrets/accounts")),
-        data_dir: Some(dir.to_path_buf()),
-    })
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(minebox_status::serve(Arc::new(app), listener, async move {
-        let _ = rx.await;
-    }));
-    Page { base, _stop: tx }
-}
 
 // ---- the authenticator app ----------------------------------------------------------------------
 
@@ -135,16 +92,6 @@ fn client() -> reqwest::Client {
     reqwest::Client::builder().cookie_store(true).build().unwrap()
 }
 
-async fn json_of(r: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let r = r.send().await.unwrap();
-    let s = r.status();
-    (s, r.json().await.unwrap_or(Value::Null))
-}
-
-fn error(v: &Value) -> &str {
-    v["error"].as_str().unwrap_or("")
-}
-
 /// The password step: a signed-in browser, or the ticket for the code step.
 enum Step {
     In(Browser),
@@ -224,7 +171,7 @@ async fn signed_in_as(p: &Page, c: &reqwest::Client) -> Option<String> {
 #[tokio::test]
 async fn enrol_then_sign_in_with_a_code_each_code_once() {
     let dir = tempfile::tempdir().unwrap();
-    let p = start(dir.path()).await;
+    let p = start(dir.path(), None).await;
     let alice = Browser::setup(&p, "alice", "correct horse").await;
     let (_, st) = alice.get("/api/v1/auth/mfa").await;
     assert_eq!((st["active"].as_bool(), st["enrolling"].as_bool()), (Some(false), Some(false)), "{st}");
@@ -298,7 +245,7 @@ async fn enrol_then_sign_in_with_a_code_each_code_once() {
 #[tokio::test]
 async fn guessing_codes_is_throttled_per_user() {
     let dir = tempfile::tempdir().unwrap();
-    let p = start(dir.path()).await;
+    let p = start(dir.path(), None).await;
     let alice = Browser::setup(&p, "alice", "correct horse").await;
     let (mut phone, _) = alice.enrol().await;
     let Step::Code { c, ticket } = Browser::password(&p, "alice", "correct horse").await else { panic!() };
@@ -319,7 +266,7 @@ async fn guessing_codes_is_throttled_per_user() {
 #[tokio::test]
 async fn admins_can_be_required_to_enrol_and_the_console_resets_it() {
     let dir = tempfile::tempdir().unwrap();
-    let p = start(dir.path()).await;
+    let p = start(dir.path(), None).await;
     let alice = Browser::setup(&p, "alice", "correct horse").await;
     for (name, role) in [("carol", "admin"), ("olga", "operator"), ("vic", "viewer")] {
         let (s, v) = alice.post("/api/v1/users", json!({"name": name, "role": role, "password": "long enough"})).await;
@@ -364,7 +311,7 @@ async fn admins_can_be_required_to_enrol_and_the_console_resets_it() {
     drop(p);
     let marker = dir.path().join("secrets").join(minebox_status::user_db::RESET_MFA_MARKER);
     std::fs::write(&marker, "carol\nnobody\n").unwrap();
-    let p = start(dir.path()).await;
+    let p = start(dir.path(), None).await;
     assert!(!marker.exists(), "the reset runs once");
     let carol = Browser::login(&p, "carol", "long enough").await;
     let (_, st) = carol.get("/api/v1/auth/session").await;

@@ -12,69 +12,22 @@
 
 use minebox_api::stratum::{PoolPayee, PoolPayout, PoolStatus};
 use minebox_settings::payees::{Payees, PayeesFile};
-use minebox_status::app::{App, Options};
+mod common;
+
+use common::{error, json_of, start, Page, ADDR};
 use minebox_test_support::free_port;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-const ADDR: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
 const ADDR2: &str = "bcrt1q6rhpng9evdsfnn833a4f4vej0asu6dk5srld6x";
 const MAINNET: &str = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4";
-
-struct Page {
-    base: String,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-/// The status page on `dir` (settings written on the first start); the stratum API at
-/// `stratum`, every other service where nothing listens.
-async fn start(dir: &Path, stratum: &str) -> Page {
-    let config = dir.join("minebox.toml");
-    if !config.exists() {
-        let dead = || format!("127.0.0.1:{}", free_port());
-        std::fs::write(
-            &config,
-            format!(
-                "# the owner's comment\n[stratum]\napi = \"{stratum}\"\n[supervisor]\napi = \"{}\"\nbackend = \"process\"\n\
-                 [snapshots]\napi = \"{}\"\n[updates]\napi = \"{}\"\n[status]\napply = []\n\
-                 [coins.btc]\nenabled = true\nnetwork = \"regtest\"\npayout_address = \"{ADDR}\"\n",
-                dead(),
-                dead(),
-                dead()
-            ),
-        )
-        .unwrap();
-    }
-    let app = App::new(Options {
-        config,
-        defaults: None,
-        registry: minebox_coin::Registry::embedded(),
-        accounts: Some(dir.join("secrets/accounts")),
-        data_dir: Some(dir.to_path_buf()),
-    })
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(minebox_status::serve(Arc::new(app), listener, async move {
-        let _ = rx.await;
-    }));
-    Page { base, _stop: tx }
-}
 
 struct Browser {
     c: reqwest::Client,
     csrf: String,
     base: String,
-}
-
-async fn json_of(r: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let r = r.send().await.unwrap();
-    let s = r.status();
-    (s, r.json().await.unwrap_or(Value::Null))
 }
 
 impl Browser {
@@ -102,10 +55,6 @@ impl Browser {
     }
 }
 
-fn error(v: &Value) -> &str {
-    v["error"].as_str().unwrap_or("")
-}
-
 /// The payees file as the stratum server reads it, and as written.
 fn payees(dir: &Path) -> (Payees, PayeesFile) {
     let settings =
@@ -124,7 +73,7 @@ fn users_in(file: &PayeesFile) -> Vec<(String, u32)> {
 async fn payout_addresses_reach_the_payees_file_with_ids_that_stay() {
     let dir = tempfile::tempdir().unwrap();
     let dead = format!("127.0.0.1:{}", free_port());
-    let p = start(dir.path(), &dead).await;
+    let p = start(dir.path(), Some(&dead)).await;
     let admin = Browser::sign_in(&p, "setup", "alice").await;
     for (name, role) in [("olga", "operator"), ("vic", "viewer")] {
         let (s, v) = admin
@@ -206,7 +155,7 @@ async fn payout_addresses_reach_the_payees_file_with_ids_that_stay() {
     // A lost file is written again from the table at the next start.
     drop(p);
     std::fs::remove_file(Payees::path_beside(&dir.path().join("minebox.toml"))).unwrap();
-    let _p = start(dir.path(), &dead).await;
+    let _p = start(dir.path(), Some(&dead)).await;
     assert_eq!(users_in(&payees(dir.path()).1).len(), 1);
 }
 
@@ -278,7 +227,7 @@ async fn stratum_double() -> StratumDouble {
 async fn only_an_admin_changes_the_pool_configuration_and_each_change_is_a_version() {
     let dir = tempfile::tempdir().unwrap();
     let stratum = stratum_double().await;
-    let p = start(dir.path(), &stratum.addr).await;
+    let p = start(dir.path(), Some(&stratum.addr)).await;
     let admin = Browser::sign_in(&p, "setup", "alice").await;
     for (name, role) in [("olga", "operator"), ("vic", "viewer")] {
         admin
@@ -364,7 +313,7 @@ async fn only_an_admin_changes_the_pool_configuration_and_each_change_is_a_versi
     let mut text = std::fs::read_to_string(&settings_file).unwrap();
     text.push_str(&format!("\n[coins.btc.pool]\nport = {port}\nmax_outputs = 20\n"));
     std::fs::write(&settings_file, text).unwrap();
-    let p = start(dir.path(), &stratum.addr).await;
+    let p = start(dir.path(), Some(&stratum.addr)).await;
     let admin = Browser::sign_in(&p, "login", "alice").await;
     let (_, v) = admin.get("/api/v1/pool").await;
     let newest = &v["coins"][0]["history"][0];

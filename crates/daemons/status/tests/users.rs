@@ -3,56 +3,11 @@
 //! that survive a restart of the page and can be revoked, the audit log, the migration
 //! of today's two passwords, and the recovery console's reset.
 
-use minebox_status::app::{App, Options};
-use minebox_test_support::free_port;
+mod common;
+
+use common::{error, json_of, start, Page, ADDR};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::path::Path;
-use std::sync::Arc;
-
-const ADDR: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
-
-struct Page {
-    base: String,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-/// The status page on `dir` (its settings written on the first start), every service it
-/// reads pointing where nothing listens.
-async fn start(dir: &Path) -> Page {
-    let config = dir.join("minebox.toml");
-    if !config.exists() {
-        let dead = || format!("127.0.0.1:{}", free_port());
-        std::fs::write(
-            &config,
-            format!(
-                "[stratum]\napi = \"{}\"\n[supervisor]\napi = \"{}\"\nbackend = \"process\"\n\
-                 [snapshots]\napi = \"{}\"\n[updates]\napi = \"{}\"\n[status]\napply = []\n\
-                 [coins.btc]\nenabled = true\nnetwork = \"regtest\"\npayout_address = \"{ADDR}\"\n",
-                dead(),
-                dead(),
-                dead(),
-                dead()
-            ),
-        )
-        .unwrap();
-    }
-    let app = App::new(Options {
-        config,
-        defaults: None,
-        registry: minebox_coin::Registry::embedded(),
-        accounts: Some(dir.join("secrets/accounts")),
-        data_dir: Some(dir.to_path_buf()),
-    })
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(minebox_status::serve(Arc::new(app), listener, async move {
-        let _ = rx.await;
-    }));
-    Page { base, _stop: tx }
-}
 
 /// A signed-in browser: its cookie jar and the session's CSRF token.
 struct Browser {
@@ -63,12 +18,6 @@ struct Browser {
 
 fn client(agent: &str) -> reqwest::Client {
     reqwest::Client::builder().cookie_store(true).user_agent(agent).build().unwrap()
-}
-
-async fn json_of(r: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let r = r.send().await.unwrap();
-    let s = r.status();
-    (s, r.json().await.unwrap_or(Value::Null))
 }
 
 impl Browser {
@@ -109,14 +58,10 @@ impl Browser {
     }
 }
 
-fn error(v: &Value) -> &str {
-    v["error"].as_str().unwrap_or("")
-}
-
 #[tokio::test]
 async fn each_role_is_held_to_what_it_may_do() {
     let dir = tempfile::tempdir().unwrap();
-    let p = start(dir.path()).await;
+    let p = start(dir.path(), None).await;
     let admin = Browser::setup(&p, "alice", "correct horse").await;
     let (s, v) = admin.get("/api/v1/auth/session").await;
     assert_eq!((s, v["user"].as_str(), v["role"].as_str()), (StatusCode::OK, Some("alice"), Some("admin")));
@@ -206,7 +151,7 @@ async fn each_role_is_held_to_what_it_may_do() {
 #[tokio::test]
 async fn a_user_changes_their_own_password() {
     let dir = tempfile::tempdir().unwrap();
-    let p = start(dir.path()).await;
+    let p = start(dir.path(), None).await;
     let admin = Browser::setup(&p, "alice", "correct horse").await;
     admin.post("/api/v1/users", json!({"name": "vic", "role": "viewer", "password": "just looking"})).await;
     let phone = Browser::login(&p, "vic", "just looking", "Phone").await.unwrap();
@@ -235,7 +180,7 @@ async fn a_user_changes_their_own_password() {
 #[tokio::test]
 async fn sessions_survive_a_restart_and_a_revoked_one_is_dead() {
     let dir = tempfile::tempdir().unwrap();
-    let p = start(dir.path()).await;
+    let p = start(dir.path(), None).await;
     let admin = Browser::setup(&p, "alice", "correct horse").await;
     admin.post("/api/v1/users", json!({"name": "vic", "role": "viewer", "password": "just looking"})).await;
     let phone = Browser::login(&p, "vic", "just looking", "Phone browser").await.unwrap();
@@ -243,7 +188,7 @@ async fn sessions_survive_a_restart_and_a_revoked_one_is_dead() {
     drop(p);
 
     // The page restarts on the same data: nobody has to sign in again.
-    let p = start(dir.path()).await;
+    let p = start(dir.path(), None).await;
     let again = |b: &Browser| Browser { c: b.c.clone(), csrf: b.csrf.clone(), base: p.base.clone() };
     let (admin, phone, laptop) = (again(&admin), again(&phone), again(&laptop));
     for b in [&admin, &phone, &laptop] {
@@ -276,7 +221,7 @@ async fn sessions_survive_a_restart_and_a_revoked_one_is_dead() {
     assert_eq!(laptop.get("/api/v1/overview").await.0, 401);
     assert_eq!(laptop.post("/api/v1/auth/logout", json!({})).await.0, 401);
     drop(p);
-    let p = start(dir.path()).await;
+    let p = start(dir.path(), None).await;
     let stolen = Browser { c: laptop.c.clone(), csrf: laptop.csrf.clone(), base: p.base.clone() };
     assert_eq!(stolen.get("/api/v1/overview").await.0, 401);
     // The admin revokes any session.
@@ -290,7 +235,7 @@ async fn sessions_survive_a_restart_and_a_revoked_one_is_dead() {
 #[tokio::test]
 async fn the_audit_log_says_who_changed_what() {
     let dir = tempfile::tempdir().unwrap();
-    let p = start(dir.path()).await;
+    let p = start(dir.path(), None).await;
     let admin = Browser::setup(&p, "alice", "correct horse").await;
     admin.post("/api/v1/users", json!({"name": "olga", "role": "operator", "password": "long enough"})).await;
     let operator = Browser::login(&p, "olga", "long enough", "Chrome").await.unwrap();
@@ -346,7 +291,7 @@ async fn the_old_passwords_sign_in_as_users_admin_and_viewer() {
     let old = format!("admin = \"{}\"\nviewer = \"{}\"\n", old_hash("old admin pw"), old_hash("old viewer pw"));
     std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
     std::fs::write(dir.path().join("secrets/accounts"), old).unwrap();
-    let p = start(dir.path()).await;
+    let p = start(dir.path(), None).await;
     let (_, v) = json_of(client("x").get(format!("{}/api/v1/auth/session", p.base))).await;
     assert_eq!(v["setup_required"], false, "no setup: the box has its admin");
     // Scripts that send only a password sign in as admin, as they did.
@@ -365,12 +310,12 @@ async fn the_old_passwords_sign_in_as_users_admin_and_viewer() {
 #[tokio::test]
 async fn the_recovery_reset_reopens_first_visit_setup() {
     let dir = tempfile::tempdir().unwrap();
-    let p = start(dir.path()).await;
+    let p = start(dir.path(), None).await;
     let admin = Browser::setup(&p, "alice", "correct horse").await;
     drop(p);
     // What the recovery console's "reset status page password" does, then its restart.
     std::fs::write(dir.path().join("secrets").join(minebox_status::user_db::RESET_MARKER), "").unwrap();
-    let p = start(dir.path()).await;
+    let p = start(dir.path(), None).await;
     let (_, v) = json_of(client("x").get(format!("{}/api/v1/auth/session", p.base))).await;
     assert_eq!(v["setup_required"], true);
     let old = Browser { c: admin.c.clone(), csrf: admin.csrf.clone(), base: p.base.clone() };
@@ -385,7 +330,7 @@ async fn the_recovery_reset_reopens_first_visit_setup() {
 #[tokio::test]
 async fn login_brute_force_is_still_throttled_whatever_the_name() {
     let dir = tempfile::tempdir().unwrap();
-    let p = start(dir.path()).await;
+    let p = start(dir.path(), None).await;
     Browser::setup(&p, "alice", "correct horse").await;
     // Wrong names and wrong passwords count alike: five misses lock the address out.
     for user in ["alice", "bob", "alice", "root", "admin"] {
