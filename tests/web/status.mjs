@@ -326,6 +326,25 @@ try {
   await until("the revoked session refused", async () => (await lpage.request.get(`${base}/api/v1/overview`)).status() === 401);
   await lctx.close();
 
+  log("the admin sees the viewer's two-factor on and removes it (a lost phone), after a confirm");
+  await page.goto(`${base}/#overview`);
+  await page.goto(`${base}/#settings`);
+  await until("the viewer's two-factor on", async () => (await page.textContent('[data-testid="mfa-viewer"]')) === "on");
+  assert.equal(await page.textContent('[data-testid="mfa-admin"]'), "off");
+  assert.equal(await page.locator('[data-testid="remove-mfa-admin"]').count(), 0, "no button for a user without it");
+  let asked = "";
+  page.once("dialog", (d) => { asked = d.message(); d.accept(); });
+  await page.click('[data-testid="remove-mfa-viewer"]');
+  await until("the viewer's two-factor off", async () => (await page.textContent('[data-testid="mfa-viewer"]')) === "off");
+  assert.match(asked, /Remove viewer's two-factor sign-in\?/);
+  assert.equal(await page.locator('[data-testid="remove-mfa-viewer"]').count(), 0, "nothing left to remove");
+  await until("the audit entry", async () => /two-factor removed\s*viewer's, by an admin/.test(await page.textContent("#audit-list")));
+  const pctx = await browser.newContext();
+  const alone = await pctx.request.post(`${base}/api/v1/auth/login`, { data: { user: "viewer", password: VIEWER } });
+  assert.equal(alone.status(), 200, "the viewer signs in with the password alone");
+  assert.ok(!(await alone.json()).mfa_required, "no code asked");
+  await pctx.close();
+
   log("only the box's own names are served (DNS rebinding)");
   const rebound = await new Promise((resolve, reject) => {
     const u = new URL(`${base}/api/v1/health`);

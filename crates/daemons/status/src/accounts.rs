@@ -84,6 +84,9 @@ pub struct User {
     pub disabled: bool,
     /// Unix seconds.
     pub created: i64,
+    /// Whether they sign in with a second factor (an authenticator app confirmed; one still
+    /// waiting for its first code is not on): what an admin checks before removing it.
+    pub two_factor: bool,
 }
 
 /// What an admin changes about a user; fields left out stay.
@@ -107,6 +110,10 @@ pub struct Accounts {
 /// [`params`]; its output matches no password anyone can find).
 const DECOY: &str = "$argon2id$v=19$m=19456,t=2,p=1$bm90IGEgdXNlciBzYWx0$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
+/// The columns [`row_user`] reads, in its order.
+const USER_COLUMNS: &str =
+    "name, role, disabled, created, EXISTS (SELECT 1 FROM mfa WHERE mfa.user = users.name AND mfa.active = 1)";
+
 fn row_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     let role: String = r.get(1)?;
     Ok(User {
@@ -114,6 +121,7 @@ fn row_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         role: Role::parse(&role).unwrap_or(Role::Viewer),
         disabled: r.get::<_, i64>(2)? != 0,
         created: r.get(3)?,
+        two_factor: r.get::<_, i64>(4)? != 0,
     })
 }
 
@@ -168,8 +176,8 @@ impl Accounts {
         let found = self
             .db
             .lock()
-            .query_row("SELECT name, role, disabled, created, hash FROM users WHERE name = ?1", [name], |r| {
-                Ok((row_user(r)?, r.get::<_, String>(4)?))
+            .query_row(&format!("SELECT {USER_COLUMNS}, hash FROM users WHERE name = ?1"), [name], |r| {
+                Ok((row_user(r)?, r.get::<_, String>(5)?))
             })
             .optional()
             .map_err(|e| self.db.damaged(e))?;
@@ -187,16 +195,15 @@ impl Accounts {
     pub fn get(&self, name: &str) -> Result<Option<User>, AccountsError> {
         self.db
             .lock()
-            .query_row("SELECT name, role, disabled, created FROM users WHERE name = ?1", [name], row_user)
+            .query_row(&format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"), [name], row_user)
             .optional()
             .map_err(|e| AccountsError::Db(self.db.damaged(e)))
     }
 
     pub fn list(&self) -> Result<Vec<User>, AccountsError> {
         let conn = self.db.lock();
-        let mut st = conn
-            .prepare("SELECT name, role, disabled, created FROM users ORDER BY name")
-            .map_err(|e| self.db.damaged(e))?;
+        let mut st =
+            conn.prepare(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name")).map_err(|e| self.db.damaged(e))?;
         let users = st.query_map([], row_user).map_err(|e| self.db.damaged(e))?;
         users.collect::<Result<Vec<_>, _>>().map_err(|e| AccountsError::Db(self.db.damaged(e)))
     }
@@ -214,7 +221,7 @@ impl Accounts {
         );
         match inserted.map_err(|e| self.db.damaged(e))? {
             0 => Err(AccountsError::Exists(name.to_string())),
-            _ => Ok(User { name: name.to_string(), role, disabled: false, created: now }),
+            _ => Ok(User { name: name.to_string(), role, disabled: false, created: now, two_factor: false }),
         }
     }
 
@@ -228,7 +235,7 @@ impl Accounts {
         let mut conn = self.db.lock();
         let tx = conn.transaction().map_err(|e| self.db.damaged(e))?;
         let user = tx
-            .query_row("SELECT name, role, disabled, created FROM users WHERE name = ?1", [name], row_user)
+            .query_row(&format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"), [name], row_user)
             .optional()
             .map_err(|e| self.db.damaged(e))?
             .ok_or_else(|| AccountsError::NoSuchUser(name.to_string()))?;

@@ -300,11 +300,29 @@ async fn admins_can_be_required_to_enrol_and_the_console_resets_it() {
     carol.enrol().await;
     assert_eq!(carol.get("/api/v1/users").await.0, 200);
 
-    // An admin removes another user's second factor.
+    // An admin removes another user's second factor; the users list shows whose is on.
+    let two_factor = |users: Value| -> Vec<(String, bool)> {
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| (u["name"].as_str().unwrap().into(), u["two_factor"] == true))
+            .collect()
+    };
     let olga = Browser::login(&p, "olga", "long enough").await;
+    let (s, v) = olga.post("/api/v1/auth/mfa/enrol", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let olga_of = |list: &[(String, bool)]| list.iter().find(|(n, _)| n == "olga").unwrap().1;
+    assert!(!olga_of(&two_factor(alice.get("/api/v1/users").await.1)), "waiting for its first code is not on");
     olga.enrol().await;
+    let listed = two_factor(alice.get("/api/v1/users").await.1);
+    let on = |l: &[(String, bool)]| l.iter().filter(|(_, on)| *on).map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(on(&listed), ["alice", "carol", "olga"], "{listed:?}");
     assert_eq!(olga.send(reqwest::Method::DELETE, "/api/v1/users/olga/mfa", json!({})).await.0, 403);
     assert_eq!(alice.send(reqwest::Method::DELETE, "/api/v1/users/olga/mfa", json!({})).await.0, 200);
+    assert_eq!(on(&two_factor(alice.get("/api/v1/users").await.1)), ["alice", "carol"]);
+    let (s, v) = alice.send(reqwest::Method::DELETE, "/api/v1/users/olga/mfa", json!({})).await;
+    assert!(s == 409 && error(&v).contains("olga"), "removing it twice: {s} {v}");
     assert!(matches!(Browser::password(&p, "olga", "long enough").await, Step::In(_)));
 
     // Carol lost her phone: the recovery console's reset, then the service's restart.

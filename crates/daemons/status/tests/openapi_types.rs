@@ -521,7 +521,8 @@ fn the_cloud_answers_and_the_settings_match_the_document() {
 #[test]
 fn the_users_sessions_and_audit_answers_match_the_document() {
     use minebox_status::accounts::{Role, User};
-    let user = User { name: "olga".into(), role: Role::Operator, disabled: false, created: 1_700_000_000 };
+    let user =
+        User { name: "olga".into(), role: Role::Operator, disabled: false, created: 1_700_000_000, two_factor: true };
     assert_eq!(problems("User", &user, &[]), Vec::<String>::new());
     let session = minebox_status::session::SessionInfo {
         id: 3,

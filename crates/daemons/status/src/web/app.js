@@ -727,6 +727,15 @@ async function renderAccess() {
     h("td", {}, h("select", { "aria-label": `role of ${u.name}`, onchange: (ev) => edit(u.name, { role: ev.target.value }) },
       ...["viewer", "operator", "admin"].map((r) => h("option", { value: r, selected: r === u.role }, r)))),
     h("td", {}, u.disabled ? "disabled" : "active"),
+    // Another user's second factor: shown, and removable when they lost their phone and
+    // recovery codes (their own is turned off in Settings, with a code).
+    h("td", {}, h("span", { "data-testid": `mfa-${u.name}` }, u.two_factor ? "on" : "off"),
+      u.two_factor && u.name !== state.session.user ? [" ", h("button", { type: "button", class: "secondary", "data-testid": `remove-mfa-${u.name}`, onclick: async () => {
+        if (!confirm(`Remove ${u.name}'s two-factor sign-in? They sign in with their password alone until they set it up again.`)) return;
+        try { await api("DELETE", `/api/v1/users/${encodeURIComponent(u.name)}/mfa`); $("users-result").textContent = ""; }
+        catch (e) { $("users-result").textContent = e.message; }
+        await renderAccess();
+      } }, "Remove two-factor")] : null),
     h("td", {},
       h("button", { type: "button", class: "secondary", onclick: () => edit(u.name, { disabled: !u.disabled }) }, u.disabled ? "Enable" : "Disable"), " ",
       h("button", { type: "button", class: "secondary", "data-testid": `remove-${u.name}`, onclick: async () => {
