@@ -171,6 +171,8 @@ impl BlockDesk {
                 status: BlockStatus::Submitting,
                 detail: String::new(),
                 confirmations: 0,
+                // The job's, not the settings': the version its coinbase was built under.
+                pool_config_version: found.job.pool_config_version,
             },
             block_hex: hex::encode(assemble(&found)),
         };

@@ -110,6 +110,10 @@ pub struct Job {
     pub coinbase: Coinbase,
     /// A pool-port job's split (crate::pplns::desk): what its block pays each user.
     pub pplns: Option<Arc<crate::pplns::desk::PplnsJob>>,
+    /// `[coins.<id>.pool] config_version` of a pool-port job (split or bootstrap), fixed
+    /// when the job is built: its block records this version, whatever the settings say
+    /// when it is found. None on the solo port.
+    pub pool_config_version: Option<u64>,
     /// mining.notify parameters after the job id and before clean_jobs, serialized once.
     notify_middle: String,
 }
@@ -140,6 +144,7 @@ impl Job {
     /// A pool-port job: the coinbase paying `split`'s outputs (crate::pplns::coinbase).
     pub fn pplns(template: Arc<Template>, coinbase: Coinbase, split: Arc<crate::pplns::desk::PplnsJob>) -> Job {
         let mut job = Self::with_coinbase(template, ScriptBuf::new(), coinbase);
+        job.pool_config_version = Some(split.config_version);
         job.pplns = Some(split);
         job
     }
@@ -168,7 +173,7 @@ impl Job {
             template.bits.to_consensus(),
             template.cur_time,
         );
-        Job { template, payout, coinbase, pplns: None, notify_middle }
+        Job { template, payout, coinbase, pplns: None, pool_config_version: None, notify_middle }
     }
 
     /// The mining.notify line for this job under a connection's own job id.
@@ -213,6 +218,9 @@ pub fn stratum_prev_hash(hash: &BlockHash) -> String {
 /// The jobs of the current template, one per payout address, built on first use.
 pub struct JobBook {
     rules: CoinbaseRules,
+    /// A pool port's book: the pool configuration version its jobs are built under (the
+    /// jobs paying a miner's own user while the PPLNS window is empty).
+    pool_config_version: Option<u64>,
     current: Mutex<(u64, HashMap<ScriptBuf, Arc<Job>>)>,
 }
 
@@ -222,7 +230,12 @@ const MAX_CACHED_PAYOUTS: usize = 256;
 
 impl JobBook {
     pub fn new(rules: CoinbaseRules) -> JobBook {
-        JobBook { rules, current: Mutex::new((u64::MAX, HashMap::new())) }
+        JobBook { rules, pool_config_version: None, current: Mutex::new((u64::MAX, HashMap::new())) }
+    }
+
+    /// The book of a pool port running under `[coins.<id>.pool] config_version`.
+    pub fn for_pool(rules: CoinbaseRules, config_version: u64) -> JobBook {
+        JobBook { pool_config_version: Some(config_version), ..JobBook::new(rules) }
     }
 
     pub fn rules(&self) -> &CoinbaseRules {
@@ -237,7 +250,10 @@ impl JobBook {
         if let Some(job) = current.1.get(payout) {
             return Ok(job.clone());
         }
-        let job = Arc::new(Job::new(template.clone(), payout.clone(), &self.rules)?);
+        let mut job = Job::new(template.clone(), payout.clone(), &self.rules)?;
+        // Upstream work pays the solo pool's coinbase: no block of the box's pool.
+        job.pool_config_version = self.pool_config_version.filter(|_| template.upstream.is_none());
+        let job = Arc::new(job);
         if current.1.len() < MAX_CACHED_PAYOUTS {
             current.1.insert(payout.clone(), job.clone());
         }

@@ -211,7 +211,7 @@ pub async fn start_with_pools(config: ServiceConfig, mut pools: Vec<PoolModeConf
                 ctx: PoolContext {
                     coin: c.coin.clone(),
                     payouts: Box::new(UsersOnly),
-                    jobs: JobBook::new(rules.clone()),
+                    jobs: JobBook::for_pool(rules.clone(), pm.settings.config_version),
                     stats: stats.clone(),
                     vardiff,
                     version_mask: c.version_mask,

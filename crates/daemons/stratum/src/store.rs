@@ -88,7 +88,9 @@ CREATE TABLE IF NOT EXISTS stratum_blocks (
     status TEXT NOT NULL,
     detail TEXT NOT NULL,
     confirmations INTEGER NOT NULL,
-    block_hex TEXT NOT NULL
+    block_hex TEXT NOT NULL,
+    -- The pool configuration version of a pool-port block's job; NULL on the solo port.
+    pool_config_version INTEGER
 );
 CREATE INDEX IF NOT EXISTS stratum_blocks_found ON stratum_blocks (found_at);
 -- One hashrate sample per worker per flush, for the status page's charts.
@@ -123,6 +125,14 @@ impl Store {
                      UPDATE stratum_workers SET last_seen = last_share_at;",
                 )?;
             }
+            // Databases from before a block recorded its pool configuration version: their
+            // blocks say none (a pool block's version is still in its payout rows).
+            let has_pool_version: bool = conn
+                .prepare("SELECT 1 FROM pragma_table_info('stratum_blocks') WHERE name = 'pool_config_version'")?
+                .exists([])?;
+            if !has_pool_version {
+                conn.execute_batch("ALTER TABLE stratum_blocks ADD COLUMN pool_config_version INTEGER;")?;
+            }
             Ok(conn)
         };
         let conn = open(path).map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
@@ -145,8 +155,8 @@ impl Store {
 pub(crate) fn insert_block(conn: &Connection, b: &BlockRecord) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO stratum_blocks (hash, coin, network, height, worker, reward_sats, share_difficulty,
-                network_difficulty, found_at, status, detail, confirmations, block_hex)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                network_difficulty, found_at, status, detail, confirmations, block_hex, pool_config_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
              ON CONFLICT(hash) DO NOTHING",
         params![
             b.block.hash,
@@ -161,7 +171,8 @@ pub(crate) fn insert_block(conn: &Connection, b: &BlockRecord) -> Result<(), Sto
             status_name(b.block.status),
             b.block.detail,
             b.block.confirmations,
-            b.block_hex
+            b.block_hex,
+            b.block.pool_config_version.map(|v| v as i64)
         ],
     )?;
     Ok(())
@@ -192,7 +203,7 @@ impl Store {
         let conn = self.conn.lock().expect("store lock");
         let mut stmt = conn.prepare(
             "SELECT hash, coin, network, height, worker, reward_sats, share_difficulty, network_difficulty,
-                    found_at, status, detail, confirmations, block_hex
+                    found_at, status, detail, confirmations, block_hex, pool_config_version
              FROM stratum_blocks WHERE (?1 IS NULL OR coin = ?1) ORDER BY found_at DESC, height DESC LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![coin, limit as i64], |r| {
@@ -210,6 +221,7 @@ impl Store {
                     status: status_from_name(&r.get::<_, String>(9)?),
                     detail: r.get(10)?,
                     confirmations: r.get(11)?,
+                    pool_config_version: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
                 },
                 block_hex: r.get(12)?,
             })
@@ -381,9 +393,53 @@ mod tests {
                 status: BlockStatus::Submitting,
                 detail: String::new(),
                 confirmations: 0,
+                pool_config_version: None,
             },
             block_hex: "00".into(),
         }
+    }
+
+    /// A state database made before blocks kept their pool configuration version opens:
+    /// its blocks read as having none, new blocks keep theirs.
+    #[test]
+    fn a_blocks_table_without_the_pool_version_is_migrated_and_its_blocks_have_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            // The table as earlier releases created it.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE stratum_blocks (
+                    hash TEXT PRIMARY KEY,
+                    coin TEXT NOT NULL,
+                    network TEXT NOT NULL,
+                    height INTEGER NOT NULL,
+                    worker TEXT NOT NULL,
+                    reward_sats INTEGER NOT NULL,
+                    share_difficulty REAL NOT NULL,
+                    network_difficulty REAL NOT NULL,
+                    found_at INTEGER NOT NULL,
+                    status TEXT NOT NULL,
+                    detail TEXT NOT NULL,
+                    confirmations INTEGER NOT NULL,
+                    block_hex TEXT NOT NULL
+                );
+                INSERT INTO stratum_blocks VALUES ('old', 'btc', 'regtest', 100, 'bcrt1q.w', 5000000000, 3.0,
+                    4.6e-10, 1699999999, 'accepted', '', 5, '00');",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let mut pool = block("new");
+        pool.block.pool_config_version = Some(7);
+        s.record_block(&pool).unwrap();
+        let versions: Vec<(String, Option<u64>)> =
+            s.blocks(Some("btc"), 10).unwrap().into_iter().map(|b| (b.hash, b.pool_config_version)).collect();
+        assert_eq!(versions, vec![("new".to_string(), Some(7)), ("old".to_string(), None)]);
+        // Opening again (the column now there) changes nothing.
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.blocks(Some("btc"), 10).unwrap()[0].pool_config_version, Some(7));
     }
 
     #[test]

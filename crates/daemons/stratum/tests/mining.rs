@@ -283,6 +283,7 @@ async fn a_block_recorded_before_a_crash_is_submitted_at_the_next_start() {
                 status: BlockStatus::Submitting,
                 detail: String::new(),
                 confirmations: 0,
+                pool_config_version: None,
             },
             block_hex: hex::encode(minebox_stratum::block::assemble(&found)),
         })

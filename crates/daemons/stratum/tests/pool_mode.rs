@@ -3,6 +3,8 @@
 //! coinbase's outputs equal a split this test computes by itself (plain integer arithmetic
 //! from the shares it had accepted, not the server's engine); the carry of one block reaches
 //! the next; payout rows follow the blocks to "confirmed"; the window survives a restart.
+//! Every pool-port block (also the first, found while the window was empty and paying its
+//! finder alone) records the pool configuration version of its job; a solo-port block none.
 //! Logins naming no payable user are refused at authorize with the reason.
 
 mod common;
@@ -269,6 +271,20 @@ async fn pool_blocks_pay_the_split_of_the_recorded_shares_and_their_payouts_conf
     }
     // Shares the server accepted, per payee id: the test's own record.
     let mut shares: BTreeMap<u32, u64> = BTreeMap::new();
+    // The window is empty: alice's job pays her alone, and her block is still a pool block.
+    let bootstrap = miners[0].share(true).await;
+    let client = node.client();
+    until("Core to take the bootstrap block", || {
+        let client = client.clone();
+        async move { client.get_best_block_hash().await.ok() == Some(bootstrap) }
+    })
+    .await;
+    let outputs = coinbase_outputs(&node, &bootstrap).await;
+    assert_eq!(outputs.iter().map(|o| o.0.as_str()).collect::<Vec<_>>(), vec![script_of(&who[0].2)], "{outputs:?}");
+    *shares.entry(who[0].0).or_insert(0) += 1;
+    for m in &mut miners {
+        m.job_on(bootstrap).await;
+    }
     for (i, n) in [(0usize, 3u64), (1, 2), (2, 1)] {
         for _ in 0..n {
             miners[i].share(false).await;
@@ -330,7 +346,28 @@ async fn pool_blocks_pay_the_split_of_the_recorded_shares_and_their_payouts_conf
     }
     let carol = payouts(&server, "coin=btc&user=carol").await;
     assert_eq!(carol.iter().map(|r| r.shares).collect::<Vec<_>>(), vec![1, 1], "carol's shares counted, newest first");
-    assert_eq!(carol[0].window_shares, 7, "the second block's window: 6 shares and the first block's");
+    assert_eq!(carol[0].window_shares, 8, "the second block's window: 6 shares and the two blocks' before");
+
+    // A solo-port block beside them: no pool configuration version.
+    let mut solo =
+        Miner::connect(server.stratum_addr("btc").unwrap(), &format!("{}.solo", regtest_addresses()[3].0)).await;
+    solo.job_on(found[1].0).await;
+    let solo_hash = solo.share(true).await;
+    let blocks: Vec<minebox_api::stratum::Block> = api(&server, minebox_api::stratum::BLOCKS).await;
+    let version_of = |hash: &bitcoin::BlockHash| {
+        let b = blocks.iter().find(|b| b.hash == hash.to_string()).unwrap_or_else(|| panic!("{hash}: {blocks:?}"));
+        b.pool_config_version
+    };
+    assert_eq!(version_of(&solo_hash), None);
+    assert_eq!(version_of(&bootstrap), Some(CONFIG_VERSION), "the bootstrap block has no payout rows but a version");
+    assert!(rows.iter().all(|r| r.block_hash != bootstrap.to_string()), "{rows:?}");
+    for (hash, _, _) in &found {
+        assert_eq!(version_of(hash), Some(CONFIG_VERSION));
+        assert!(rows
+            .iter()
+            .filter(|r| r.block_hash == hash.to_string())
+            .all(|r| Some(r.config_version) == version_of(hash)));
+    }
 
     // A hundred blocks later the payouts are confirmed (the confirmation follower as it runs).
     node.generate_to_address(100, &regtest_addresses()[1].0).await.unwrap();

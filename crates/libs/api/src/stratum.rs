@@ -240,6 +240,11 @@ pub struct Block {
     /// The node's reason when it refused the block.
     pub detail: String,
     pub confirmations: i64,
+    /// `[coins.<id>.pool] config_version` of the pool-port job the block was found on (a
+    /// split job or, while the PPLNS window was empty, one paying the finder's own user);
+    /// null for a solo-port block and for blocks recorded before the version was kept (a
+    /// reader without the field reads on as before).
+    pub pool_config_version: Option<u64>,
 }
 
 /// Where a found block stands.
