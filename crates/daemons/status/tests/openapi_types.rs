@@ -242,8 +242,10 @@ fn the_worker_and_block_lists_match_the_document() {
         status: stratum::BlockStatus::Accepted,
         detail: String::new(),
         confirmations: 3,
+        pool_config_version: Some(7),
     };
     assert_eq!(problems("Block", &block, &[]), Vec::<String>::new());
+    assert_eq!(problems("Block", stratum::Block { pool_config_version: None, ..block }, &[]), Vec::<String>::new());
 }
 
 #[test]

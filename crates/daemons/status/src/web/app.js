@@ -463,7 +463,10 @@ async function renderBlocks() {
   const blocks = await api("GET", "/api/v1/blocks?limit=200");
   $("blocks").tBodies[0].replaceChildren(...blocks.map((b) => h("tr", {},
     h("td", {}, b.coin), h("td", {}, b.height), h("td", { class: "hash" }, h("code", {}, b.hash)),
-    h("td", {}, coins(b.reward_sats)), h("td", {}, b.worker), h("td", {}, ago(b.found_at)),
+    h("td", {}, coins(b.reward_sats)),
+    // A pool-port block: the pool configuration its job was built under (absent on the solo port).
+    h("td", {}, b.worker, b.pool_config_version != null ? h("div", { class: "muted small" }, `pool config v${b.pool_config_version}`) : null),
+    h("td", {}, ago(b.found_at)),
     h("td", {}, h("span", { class: `badge block-${b.status}` },
       b.status === "accepted" || b.status === "confirmed" ? `${b.status} · ${b.confirmations} conf.` : b.status),
       b.detail ? h("div", { class: "muted small" }, b.detail) : null))));
