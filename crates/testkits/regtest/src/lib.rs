@@ -56,6 +56,16 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free local port")
 }
 
+/// Two different free ports (RPC and ZMQ): both held while picked. Two [`free_port`] calls
+/// in a row can return the same port under load, and bitcoind then answers RPC without its
+/// ZMQ (seen in stratum's tests/pool_power_cut.rs, whose settings refuse the clash).
+fn two_free_ports() -> (u16, u16) {
+    let bind = || TcpListener::bind("127.0.0.1:0").expect("a free local port");
+    let (a, b) = (bind(), bind());
+    let port = |l: &TcpListener| l.local_addr().expect("a bound port").port();
+    (port(&a), port(&b))
+}
+
 /// A real Bitcoin Core regtest node: its own temporary datadir, RPC on a free local port
 /// with `rpcauth` credentials, ZMQ `hashblock` on another, no P2P (an island). The datadir
 /// outlives [`Core::stop`], [`Core::kill`] and [`Core::restart`], so the chain survives them;
@@ -78,11 +88,12 @@ impl Core {
         if !bin.exists() {
             return Err(RegtestError::CoreNotInstalled(bin));
         }
+        let (rpc_port, zmq_port) = two_free_ports();
         let mut node = Core {
             child: None,
             datadir: tempfile::Builder::new().prefix("minebox-core-").tempdir().map_err(RegtestError::CoreSpawn)?,
-            rpc_port: free_port(),
-            zmq_port: free_port(),
+            rpc_port,
+            zmq_port,
             password: format!("{:032x}", rand::random::<u128>()),
         };
         node.spawn().await?;
@@ -524,11 +535,12 @@ impl Core {
         if !bin.exists() {
             return Err(RegtestError::CoreNotInstalled(bin));
         }
+        let (rpc_port, zmq_port) = two_free_ports();
         Ok(Core {
             child: None,
             datadir: tempfile::Builder::new().prefix("minebox-core-").tempdir().map_err(RegtestError::CoreSpawn)?,
-            rpc_port: free_port(),
-            zmq_port: free_port(),
+            rpc_port,
+            zmq_port,
             password: format!("{:032x}", rand::random::<u128>()),
         })
     }
