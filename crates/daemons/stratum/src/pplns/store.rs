@@ -72,21 +72,35 @@ impl Store {
         Ok(())
     }
 
-    /// The window and carry saved for `coin`, if any. A snapshot that cannot be read is
-    /// dropped with a log line (the window then starts empty): never a reason not to start.
+    /// The window and carry saved for `coin`, if any. A snapshot that cannot be read (cut
+    /// short, of an unknown version, or not a blob at all: a hand edit) is dropped with a log
+    /// line, and the window starts empty: never a reason not to start, nor to pay from it.
     pub fn load_pplns(&self, coin: &str) -> Result<Option<Saved>, StoreError> {
+        use rusqlite::types::Value;
         let conn = self.conn.lock().expect("store lock");
-        let blob: Option<Vec<u8>> = conn
+        // Read as any value: SQLite does not enforce the column's type, and a row of another
+        // type must not stop the server (tests/pool_power_cut.rs).
+        let stored: Option<Value> = conn
             .query_row("SELECT snapshot FROM pplns_window WHERE coin = ?1", params![coin], |r| r.get(0))
             .optional()?;
         let mut stmt = conn.prepare("SELECT payee_id, sats FROM pplns_carry WHERE coin = ?1")?;
         let carry: Vec<(UserId, i64)> =
             stmt.query_map(params![coin], |r| Ok((UserId(r.get(0)?), r.get(1)?)))?.collect::<Result<_, _>>()?;
-        let window = match blob.map(|b| super::desk::codec::decode(&b)) {
+        let decoded = match stored {
             None => return Ok((!carry.is_empty()).then(|| Saved { window: empty_window(), carry })),
-            Some(Some(w)) => w,
-            Some(None) => {
-                tracing::error!(coin, "saved PPLNS window unreadable; the window starts empty (balances kept)");
+            Some(Value::Blob(b)) => {
+                super::desk::codec::decode(&b).ok_or_else(|| format!("{} bytes, cut short or damaged", b.len()))
+            }
+            Some(other) => Err(format!("a {:?} value, not a snapshot", other.data_type())),
+        };
+        let window = match decoded {
+            Ok(w) => w,
+            Err(what) => {
+                tracing::error!(
+                    coin,
+                    snapshot = %what,
+                    "saved PPLNS window unreadable; the window starts empty (balances kept): shares from now on fill it"
+                );
                 empty_window()
             }
         };
