@@ -191,7 +191,8 @@ impl UnitState {
 
     fn check(&self, name: String) -> Check {
         let ok = self.active == "active";
-        let mut detail = if self.sub.is_empty() { self.active.clone() } else { format!("{} ({})", self.active, self.sub) };
+        let mut detail =
+            if self.sub.is_empty() { self.active.clone() } else { format!("{} ({})", self.active, self.sub) };
         if self.restarts > 0 {
             detail.push_str(&format!(", restarted {} times since boot", self.restarts));
         }
