@@ -7,6 +7,7 @@
 // Exits non-zero on the first failed expectation, naming it.
 import { chromium } from "playwright-core";
 import http from "node:http";
+import net from "node:net";
 import fs from "node:fs";
 import crypto from "node:crypto";
 import assert from "node:assert/strict";
@@ -37,6 +38,36 @@ const hookServer = http.createServer((req, res) => {
 });
 await new Promise((r) => hookServer.listen(0, "127.0.0.1", r));
 const hookUrl = `http://127.0.0.1:${hookServer.address().port}/hook`;
+
+// A raw Stratum V1 client on the stack's stratum port: subscribes, authorizes as `user` and
+// submits a share for a job the server never sent; the server's refusal (its JSON-RPC error).
+async function refusedShare(user) {
+  const sock = net.connect(3333, "127.0.0.1");
+  sock.setEncoding("utf8");
+  let buf = "";
+  const waiting = new Map();
+  sock.on("data", (d) => {
+    buf += d;
+    for (let i; (i = buf.indexOf("\n")) >= 0;) {
+      const msg = JSON.parse(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+      if (waiting.has(msg.id)) waiting.get(msg.id)(msg);
+    }
+  });
+  await new Promise((r, j) => { sock.once("connect", r); sock.once("error", j); });
+  const call = (id, method, params) => new Promise((r) => {
+    waiting.set(id, r);
+    sock.write(JSON.stringify({ id, method, params }) + "\n");
+  });
+  const sub = await call(1, "mining.subscribe", ["e2e/1.0"]);
+  const auth = await call(2, "mining.authorize", [user, "x"]);
+  assert.equal(auth.result, true, `authorize ${user}: ${JSON.stringify(auth)}`);
+  const en2 = "00".repeat(sub.result[2]);
+  const reply = await call(3, "mining.submit", [user, "no-such-job", en2, "00000000", "00000000"]);
+  sock.destroy();
+  assert.ok(reply.result !== true && reply.error, `a share of a made-up job taken: ${JSON.stringify(reply)}`);
+  return reply.error;
+}
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -112,6 +143,29 @@ try {
   assert.equal(await page.locator('[data-testid="lan-coin"] option').count(), 1, "the one enabled coin");
   assert.ok(!(await page.isVisible('[data-testid="lan-coin"]')), "no coin picker with one coin");
   await page.screenshot({ path: `${shots}/miners.png`, fullPage: true });
+
+  log("share history (issue 17): a share sent to a made-up job is refused, and the Miners page shows it by reason");
+  const payTo = /payout_address\s*=\s*"([^"]+)"/.exec(fs.readFileSync(settingsFile, "utf8"))[1];
+  const refusal = await refusedShare(`${payTo}.e2e`);
+  // The stratum server's codes and the names its share history keeps them under.
+  const reason = { 20: "other", 21: "stale", 22: "duplicate", 23: "low_difficulty" }[refusal[0]];
+  assert.ok(reason, `refusal ${JSON.stringify(refusal)}`);
+  const refusedRow = `[data-testid="shares-refused-btc-${reason}"]`;
+  // The stratum server stores shares every 10 s here; the page reads them when it is shown.
+  await until(`the ${reason} refusal in the share history`, async () => {
+    await page.goto(`${base}/#overview`);
+    await page.goto(`${base}/#miners`);
+    await page.waitForSelector('[data-testid="shares-table-btc"]');
+    return (await page.locator(refusedRow).count()) === 1;
+  }, 60);
+  const cells = await page.locator(`${refusedRow} td`).allTextContents();
+  assert.equal(cells[0], `refused: ${reason.replace("_", " ")}`);
+  assert.ok(Number(cells[1]) >= 1 && Number(cells[2]) >= Number(cells[1]), `48 h and 30 days counts: ${cells}`);
+  const acceptedCells = await page.locator('[data-testid="shares-table-btc"] tbody tr').first().locator("td").allTextContents();
+  assert.ok(Number(acceptedCells[1]) > 0, `the simulated Bitaxes' accepted shares: ${acceptedCells}`);
+  assert.equal(await page.locator('[data-testid="shares-btc"] svg.share-bars').count(), 2, "hourly and daily bars");
+  assert.ok(await page.locator('[data-testid="shares-btc"] rect.share-refused').count() >= 2, "a refused bar in the hours and in the days");
+  await page.screenshot({ path: `${shots}/share-history.png`, fullPage: true });
 
   log("blocks page shows accepted blocks");
   await page.goto(`${base}/#blocks`);
@@ -293,6 +347,7 @@ try {
   await vpage.goto(`${base}/#miners`);
   await vpage.waitForSelector("#lan");
   assert.ok(!(await vpage.isVisible('[data-testid="lan-scan"]')), "the viewer has no Scan button");
+  await vpage.waitForSelector(`[data-testid="shares-table-btc"] ${refusedRow}`);
   const vscan = await vpage.request.post(`${base}/api/v1/miners/scan`, { headers: { "X-CSRF-Token": vs.csrf_token }, data: {} });
   assert.equal(vscan.status(), 403, "nor may the viewer scan through the API");
   const vput = await vpage.request.put(`${base}/api/v1/config`, { headers: { "X-CSRF-Token": vs.csrf_token }, data: {} });

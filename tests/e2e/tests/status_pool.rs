@@ -68,6 +68,8 @@ struct Miner {
     en1: Vec<u8>,
     job: Job,
     next_id: u64,
+    /// The parameters of the last share sent, to send it again.
+    last: String,
 }
 
 impl Miner {
@@ -80,7 +82,7 @@ impl Miner {
         assert_eq!(auth["result"], true, "a registered user's login is taken: {auth}");
         let en1 = hex::decode(sub["result"][1].as_str().unwrap()).unwrap();
         let job = Job::from_notify(&c.notify().await["params"]).unwrap();
-        Miner { login: login.into(), c, en1, job, next_id: 10 }
+        Miner { login: login.into(), c, en1, job, next_id: 10, last: String::new() }
     }
 
     /// The next line; a job replaces the current one (so none is lost while waiting for a reply).
@@ -111,26 +113,49 @@ impl Miner {
         let network =
             bitcoin::Target::from_compact(bitcoin::CompactTarget::from_consensus(self.job.bits)).to_le_bytes();
         assert!(meets(&hash, &network), "a share at {SHARE_DIFFICULTY} is a regtest block");
+        self.last = format!(
+            r#""{}","{}","{}","{:08x}","{nonce:08x}""#,
+            self.login,
+            self.job.id,
+            hex::encode(en2),
+            self.job.ntime
+        );
+        let reply = self.submit().await;
+        assert_eq!(reply["result"], true, "{}'s share refused: {reply}", self.login);
+        bitcoin::BlockHash::from_byte_array(hash)
+    }
+
+    /// Sends the last share again: its block is the tip's parent now, so the server refuses it.
+    async fn again(&mut self) -> Value {
+        let reply = self.submit().await;
+        assert_ne!(reply["result"], true, "a share sent twice taken: {reply}");
+        reply
+    }
+
+    async fn submit(&mut self) -> Value {
         let id = self.next_id;
         self.next_id += 1;
-        self.c
-            .send(&format!(
-                r#"{{"id":{id},"method":"mining.submit","params":["{}","{}","{}","{:08x}","{nonce:08x}"]}}"#,
-                self.login,
-                self.job.id,
-                hex::encode(en2),
-                self.job.ntime
-            ))
-            .await;
-        let reply = loop {
+        self.c.send(&format!(r#"{{"id":{id},"method":"mining.submit","params":[{}]}}"#, self.last)).await;
+        loop {
             let v = self.next().await;
             if v["id"] == id {
                 break v;
             }
-        };
-        assert_eq!(reply["result"], true, "{}'s share refused: {reply}", self.login);
-        bitcoin::BlockHash::from_byte_array(hash)
+        }
     }
+}
+
+/// A share history's accepted and refused (by reason) over all its rows.
+fn sums(rows: &Value) -> (u64, std::collections::BTreeMap<String, u64>) {
+    let mut rejected = std::collections::BTreeMap::new();
+    let mut accepted = 0;
+    for r in rows.as_array().unwrap() {
+        accepted += r["accepted"].as_u64().unwrap();
+        for (reason, n) in r["rejected"].as_object().unwrap() {
+            *rejected.entry(reason.clone()).or_insert(0) += n.as_u64().unwrap();
+        }
+    }
+    (accepted, rejected)
 }
 
 type Row = (String, u64, String, String, u64, i64, u64, u64, u64);
@@ -252,7 +277,8 @@ async fn the_pool_page_shows_each_user_their_own_payouts_from_the_real_stratum_s
             }],
             database: dir.path().join("state.db"),
             api_listen: format!("127.0.0.1:{api_port}").parse().unwrap(),
-            stats_flush: Duration::from_secs(60),
+            // Often, so that the share history below is on disk without waiting a minute.
+            stats_flush: Duration::from_millis(200),
             limits: Default::default(),
             supervisor_events: None,
         },
@@ -348,6 +374,41 @@ async fn the_pool_page_shows_each_user_their_own_payouts_from_the_real_stratum_s
         seen["coins"][0]["window"]["payees"].as_array().unwrap().iter().filter_map(|p| p["user"].as_str()).collect();
     lines.sort();
     assert_eq!(lines, ["alice", "bob"], "{seen}");
+
+    // The share history on the page (every role's): the three blocks as accepted shares in
+    // this hour and today, and alice's block sent again refused with the stratum server's reason,
+    // the same sums as the server's own per-worker answer.
+    let refusal = miners[0].again().await;
+    let url = format!("http://127.0.0.1:{api_port}{}?coin=btc", minebox_api::stratum::SHARES);
+    let direct = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut page = Value::Null;
+    for _ in 0..600 {
+        let (s, v) = json_of(bob.c.get(format!("{base}/api/v1/shares?coin=btc"))).await;
+        assert_eq!(s, 200, "{v}");
+        page = v;
+        if !sums(&page["hours"]).1.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let buckets: Vec<minebox_api::stratum::ShareBucket> = direct.get(url).send().await.unwrap().json().await.unwrap();
+    let mut server_rejected = std::collections::BTreeMap::<String, u64>::new();
+    for b in &buckets {
+        for (reason, n) in &b.rejected {
+            *server_rejected.entry(reason.clone()).or_insert(0) += n;
+        }
+    }
+    // Its job was for the block before the tip: stale, as the server's reply said.
+    assert_eq!(refusal["error"][0], 21, "{refusal}");
+    assert_eq!(server_rejected, [("stale".to_string(), 1)].into(), "{buckets:?}");
+    let (hours, days) = (page["hours"].as_array().unwrap(), page["days"].as_array().unwrap());
+    assert_eq!((hours.len(), days.len(), &page["complete"]), (48, 30, &json!(true)), "{page}");
+    // Summed over the hours and over the days: the test may cross an hour (or midnight).
+    for sum in [sums(&page["hours"]), sums(&page["days"])] {
+        assert_eq!(sum, (3, server_rejected.clone()), "{page}");
+    }
+    let (s, v) = json_of(bob.c.get(format!("{base}/api/v1/shares?coin=B%20TC"))).await;
+    assert_eq!(s, 404, "a bad coin name is refused: {v}");
 
     drop(miners);
     stratum.stop().await;

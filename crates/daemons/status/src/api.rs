@@ -113,6 +113,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/miners/{ip}/point-here", post(miner_point_here))
         .route("/api/v1/blocks", get(blocks))
         .route("/api/v1/hashrate", get(hashrate))
+        .route("/api/v1/shares", get(shares))
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/nodes/{coin}/{action}", post(node_action))
         .route("/api/v1/snapshots", get(snapshots))
@@ -919,6 +920,17 @@ async fn hashrate(State(app): State<Arc<App>>, Query(q): Query<HashrateQuery>) -
     let path = format!("{}?{}", url.path(), url.query().unwrap_or(""));
     let points: Vec<stratum::HashratePoint> = app.up.get_as(Service::Stratum, &path).await?;
     Ok(Json(points).into_response())
+}
+
+#[derive(Deserialize)]
+struct SharesQuery {
+    coin: String,
+}
+
+/// Accepted and refused shares of a coin per hour (48) and day (30), every worker together.
+async fn shares(State(app): State<Arc<App>>, Query(q): Query<SharesQuery>) -> ApiResult {
+    valid_coin(&q.coin)?;
+    Ok(Json(crate::share_history::fetch(&app.up, &q.coin, now()).await?).into_response())
 }
 
 /// A node as the page shows it: the supervisor's [`supervisor::Node`] without what only the

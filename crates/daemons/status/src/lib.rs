@@ -17,6 +17,7 @@
 //! - [`audit`]: who changed what and when; [`user_db`]: the SQLite file users, sessions and
 //!   the audit log live in, its schema and the migration from the old password file.
 //! - [`overview`]: the per-coin overview; [`odds`]: time to a block; [`sync`]: node sync ETA;
+//!   [`share_history`]: accepted and refused shares per hour and day, summed for the page;
 //!   [`mining_source`]: where each coin mines now (own node or solo pool), the pools offered.
 //! - [`upstream`]: the box's services as clients; [`feed`]: live events to open pages.
 //! - [`config`]: the settings the page edits, checked before they are written.
@@ -54,6 +55,7 @@ pub mod payees;
 pub mod pool_config;
 pub mod pool_page;
 pub mod session;
+pub mod share_history;
 pub mod sync;
 pub mod system;
 pub mod telemetry;

@@ -621,3 +621,20 @@ fn the_two_factor_status_matches_the_document() {
     };
     assert_eq!(problems("MfaStatus", &status, &[]), Vec::<String>::new());
 }
+
+#[test]
+fn the_share_history_answer_matches_the_document() {
+    use minebox_api::stratum::ShareBucket;
+    let now = 1_796_159_850;
+    let bucket = ShareBucket {
+        start: now - now % 3600,
+        span_secs: 3600,
+        worker: "alice.rig1".into(),
+        port: "pool".into(),
+        accepted: 3,
+        accepted_difficulty: 3e-9,
+        rejected: [("stale".to_string(), 1)].into(),
+    };
+    let history = minebox_status::share_history::summarize("btc", &[bucket], now, true);
+    assert_eq!(problems("ShareHistory", &history, &[]), Vec::<String>::new());
+}

@@ -380,6 +380,71 @@ async function renderMiners() {
   api("GET", "/api/v1/miners/found").then(showLan).catch((e) => { $("lan-status").textContent = e.message; });
   if (!state.worker && workers.length) state.worker = workers[0];
   if (state.worker) selectWorker(state.worker);
+  renderShareHistory().catch((e) => $("share-history-coins").replaceChildren(h("p", { class: "error" }, e.message)));
+}
+
+// Share history (issue 17, retention): per enabled coin, bars of accepted shares and, on a
+// scale of their own (refusals are few beside them), of refused ones per hour and per day,
+// and a table of the refusals by reason. Inline SVG drawn here: no library, nothing inline
+// for the CSP to refuse (the colours are classes in style.css).
+async function renderShareHistory() {
+  const ov = state.overview || await api("GET", "/api/v1/overview");
+  const all = await Promise.all(ov.coins.map((c) => api("GET", `/api/v1/shares?coin=${encodeURIComponent(c.coin)}`)));
+  const sum = (rows) => rows.reduce((t, r) => {
+    t.accepted += r.accepted;
+    for (const [k, v] of Object.entries(r.rejected)) t.rejected[k] = (t.rejected[k] || 0) + v;
+    return t;
+  }, { accepted: 0, rejected: {} });
+  const refused = (r) => Object.values(r.rejected).reduce((a, b) => a + b, 0);
+  const reasonsText = (r) => Object.entries(r.rejected).map(([k, v]) => `${v} ${k.replace("_", " ")}`).join(", ");
+  $("share-history-coins").replaceChildren(...all.map((hist) => {
+    const hours = sum(hist.hours), days = sum(hist.days);
+    const reasons = [...new Set([...Object.keys(hours.rejected), ...Object.keys(days.rejected)])].sort();
+    const label = (r, daily) => daily ? new Date(r.start * 1000).toLocaleDateString([], { timeZone: "UTC", month: "short", day: "numeric" })
+      : new Date(r.start * 1000).toLocaleString([], { weekday: "short", hour: "2-digit", minute: "2-digit" });
+    return h("div", { "data-testid": `shares-${hist.coin}` },
+      ov.coins.length > 1 ? h("h3", {}, hist.coin) : null,
+      h("div", { class: "chart-top" }, "Last 48 hours, hourly"), shareBars(hist.hours, (r) => label(r, false), refused, reasonsText),
+      h("div", { class: "chart-top" }, "Last 30 days, daily (UTC)"), shareBars(hist.days, (r) => label(r, true), refused, reasonsText),
+      h("div", { class: "scroll" }, h("table", { class: "share-table", "data-testid": `shares-table-${hist.coin}` },
+        h("thead", {}, h("tr", {}, h("th", {}, "Shares"), h("th", {}, "48 hours"), h("th", {}, "30 days"))),
+        h("tbody", {},
+          h("tr", {}, h("td", {}, "accepted"), h("td", {}, hours.accepted), h("td", {}, days.accepted)),
+          ...reasons.map((k) => h("tr", { class: "refused", "data-testid": `shares-refused-${hist.coin}-${k}` },
+            h("td", {}, `refused: ${k.replace("_", " ")}`), h("td", {}, hours.rejected[k] || 0), h("td", {}, days.rejected[k] || 0))),
+          reasons.length ? null : h("tr", {}, h("td", { colspan: 3, class: "muted" }, "No share was refused."))))),
+      hist.complete ? null : h("p", { class: "muted small" }, "More workers than the page reads: the newest hours are missing."));
+  }));
+}
+
+// Two rows of bars, one per hour or day: accepted on top, refused below, each to its own scale.
+function shareBars(rows, label, refused, reasonsText) {
+  const ns = "http://www.w3.org/2000/svg";
+  const W = 600, TOP = 70, GAP = 4, LOW = 26;
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${TOP + GAP + LOW}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.setAttribute("class", "share-bars");
+  const maxA = Math.max(1, ...rows.map((r) => r.accepted));
+  const maxR = Math.max(1, ...rows.map(refused));
+  const w = W / rows.length;
+  rows.forEach((r, i) => {
+    const n = refused(r);
+    const bar = (cls, y, height) => {
+      const rect = document.createElementNS(ns, "rect");
+      for (const [k, v] of Object.entries({ x: (i * w + w * 0.1).toFixed(1), y: y.toFixed(1), width: (w * 0.8).toFixed(1), height: height.toFixed(1), class: cls })) rect.setAttribute(k, v);
+      const title = document.createElementNS(ns, "title");
+      title.textContent = `${label(r)}: ${r.accepted} accepted${n ? `; refused ${reasonsText(r)}` : ""}`;
+      rect.append(title);
+      svg.append(rect);
+    };
+    // A full-height hit area first, so an empty hour still tells its numbers on hover.
+    bar("share-slot", 0, TOP + GAP + LOW);
+    if (r.accepted) bar("share-accepted", TOP - (r.accepted / maxA) * TOP, (r.accepted / maxA) * TOP);
+    if (n) bar("share-refused", TOP + GAP, (n / maxR) * LOW);
+  });
+  return h("div", { class: "chart-box", role: "img", "aria-label": `shares: at most ${maxA} accepted and ${rows.some((r) => refused(r)) ? maxR : 0} refused in one bar` },
+    svg, h("div", { class: "chart-bottom" }, `${label(rows[0])} – ${label(rows[rows.length - 1])}; accepted up to ${maxA}, refused up to ${rows.some((r) => refused(r)) ? maxR : 0}`));
 }
 // Miners on the LAN: what the last scan (started by the admin) found, and "Mine on this box".
 const poolText = (p) => p ? `${p.url}:${p.port}` : "–";
