@@ -105,20 +105,13 @@ async fn install_via_service(url: &str, key: &SecretKey, network: &str, node: &C
     }
 }
 
-/// The stratum server's binary (the one the box runs), built if need be, against `node`;
-/// returns it (killed on drop) and its stratum address once it listens.
+/// The stratum server's binary (the one the box runs, built by the workspace build), against
+/// `node`; returns it (killed on drop) and its stratum address once it listens.
 async fn stratum_server(node: &Core, dir: &Path) -> (tokio::process::Child, std::net::SocketAddr) {
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().to_path_buf();
-    let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--locked", "-p", "minebox-stratum", "--bin", "minebox-stratum"])
-        .env("CARGO_TARGET_DIR", &target)
-        .status()
-        .expect("cargo builds the stratum server");
-    assert!(status.success());
     let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let (stratum, api) = (free(), free());
     let log = std::fs::File::create(dir.join("stratum.log")).unwrap();
-    let mut child = tokio::process::Command::new(target.join("debug/minebox-stratum"))
+    let mut child = tokio::process::Command::new(minebox_test_support::workspace_bin("minebox-stratum"))
         .env("MINEBOX_NODE_PASSWORD", node.rpc_password())
         .env_remove("JOURNAL_STREAM")
         .args(["--coin=btc", "--network=regtest"])
