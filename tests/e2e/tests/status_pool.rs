@@ -289,6 +289,7 @@ async fn the_pool_page_shows_each_user_their_own_payouts_from_the_real_stratum_s
             settings: pool,
             payees_file,
             box_settings: Arc::new(settings),
+            save_every: minebox_stratum::service::PPLNS_SNAPSHOT_EVERY,
         }],
     )
     .await

@@ -245,6 +245,7 @@ fn desk() -> minebox_stratum::pplns::desk::PplnsDesk {
         settings: pool,
         payees_file: std::env::temp_dir().join("minebox-bench-no-payees.toml"),
         box_settings: Arc::new(settings),
+        save_every: minebox_stratum::service::PPLNS_SNAPSHOT_EVERY,
     };
     minebox_stratum::pplns::desk::PplnsDesk::new(&config, None)
 }

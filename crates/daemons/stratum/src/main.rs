@@ -102,6 +102,10 @@ struct Cli {
     /// Seconds between statistics writes (SD cards wear with every write).
     #[arg(long, default_value_t = 60)]
     stats_flush_secs: u64,
+    /// Seconds between saves of a changed PPLNS window (pool mode): a power cut loses at most
+    /// this much of the window's shares, and each save is a write to the card.
+    #[arg(long, default_value_t = minebox_stratum::service::PPLNS_SNAPSHOT_EVERY.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pplns_save_secs: u64,
     #[arg(long, default_value_t = Limits::default().connections_per_ip)]
     connections_per_ip: usize,
     #[arg(long, default_value_t = Limits::default().max_connections)]
@@ -258,6 +262,7 @@ fn from_settings(
                 settings: p.clone(),
                 payees_file: minebox_settings::payees::Payees::path_beside(path),
                 box_settings: shared.clone(),
+                save_every: Duration::from_secs(cli.pplns_save_secs),
             });
         }
         // The supervisor writes these credentials for a node it runs (the user, for an

@@ -228,7 +228,7 @@ pub async fn start_with_pools(config: ServiceConfig, mut pools: Vec<PoolModeConf
                 own_node_shares: Default::default(),
             });
             tasks.spawn(crate::server::run(listener, pool.clone(), shutdown.clone()));
-            tasks.spawn(save_pplns(desk.clone(), store.clone(), PPLNS_SNAPSHOT_EVERY, shutdown.clone()));
+            tasks.spawn(save_pplns(desk.clone(), store.clone(), pm.save_every, shutdown.clone()));
             tracing::info!(coin = %c.coin, listen = %local, fee_bps = pm.settings.fee.as_ref().map_or(0, |f| f.bps), "pool port (PPLNS) listening");
             pool_addrs.push((c.coin.clone(), local));
             pool_views.push(api::PoolModeView { pool, desk: desk.clone(), listen: local.to_string() });
@@ -326,7 +326,8 @@ pub async fn start_with_pools(config: ServiceConfig, mut pools: Vec<PoolModeConf
     Ok(Running { api: api_addr, stratum: addrs, pool_ports: pool_addrs, events, store, stats, shutdown, tasks })
 }
 
-/// How often a changed PPLNS window is saved: a power cut loses at most this much of it.
+/// How often a changed PPLNS window is saved on the box (`--pplns-save-secs`): a power cut
+/// loses at most this much of it.
 pub const PPLNS_SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
 
 /// Saves the desk's window and carry when they changed, every `every` and at shutdown.

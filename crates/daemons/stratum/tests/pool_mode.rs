@@ -74,6 +74,7 @@ async fn start(node: &minebox_regtest::Core, dir: &Path) -> Running {
         },
         payees_file: dir.join(minebox_settings::payees::FILE_NAME),
         box_settings: Arc::new(settings),
+        save_every: service::PPLNS_SNAPSHOT_EVERY,
     };
     service::start_with_pools(
         ServiceConfig {

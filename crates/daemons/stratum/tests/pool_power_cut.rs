@@ -18,10 +18,12 @@
 //!
 //! The settings' lowest share difficulty (1e-9) is above regtest's network difficulty
 //! (4.7e-10): every accepted pool share is a block (as in tests/e2e/tests/status_pool.rs).
-//! So the moment tested is the one right after a pool block, whose transaction saves the
-//! window (no wait for the 60 s periodic save), and a share is lost only when its block was
-//! not a pool block: the first share on an empty window, whose job pays the finder's own
-//! user (a solo block: recorded, but no pool transaction saves the window with it).
+//! So the moment tested first is the one right after a pool block, whose transaction saves
+//! the window (no wait for the 60 s periodic save), and a share is lost only when its block
+//! was not a pool block: the first share on an empty window, whose job pays the finder's own
+//! user (a solo block: recorded, but no pool transaction saves the window with it). That
+//! share is also the one the periodic save alone writes, which the second test checks with
+//! `--pplns-save-secs=1`.
 
 mod common;
 
@@ -42,6 +44,9 @@ use std::time::{Duration, Instant};
 
 /// Every pool share is asked for this (min = start = max): the settings' lowest.
 const SHARE_DIFFICULTY: f64 = 1e-9;
+/// `--pplns-save-secs` as on the box: a window reaches the disk with a pool block's
+/// transaction long before the periodic save.
+const BOX_SAVE_SECS: u64 = 60;
 /// One output: the user owed less is carried, so a carry exists to lose or keep.
 const MAX_OUTPUTS: usize = 1;
 const ALICE: u32 = 1;
@@ -72,9 +77,10 @@ struct Server {
     api: SocketAddr,
 }
 
-/// Writes the settings file (new ports each time) and starts the binary on `dir`'s database;
+/// Writes the settings file (new ports each time) and starts the binary on `dir`'s database,
+/// saving a changed PPLNS window every `save_secs`;
 /// returns once its pool port and API answer. The log is appended to `stratum.log`.
-async fn start(core: &Core, dir: &Path) -> Server {
+async fn start(core: &Core, dir: &Path, save_secs: u64) -> Server {
     let (stratum_port, pool_port, api_port) = (free_port(), free_port(), free_port());
     let cookie = dir.join("btc.cookie");
     std::fs::write(&cookie, format!("{}:{}", core.rpc_user(), core.rpc_password())).unwrap();
@@ -119,6 +125,7 @@ max_difficulty = {SHARE_DIFFICULTY:e}
         .arg("--config")
         .arg(&path)
         .args(["--bind", "127.0.0.1", "--block-poll-ms", "200"])
+        .arg(format!("--pplns-save-secs={save_secs}"))
         .env("RUST_LOG", "info")
         .env_remove("JOURNAL_STREAM")
         .stdin(Stdio::null())
@@ -458,7 +465,7 @@ async fn a_sigkill_keeps_every_pool_block_its_payouts_and_carry_and_the_window_a
     // 1. A new pool: alice's first share finds a block on an empty window, so its job pays
     // alice (no pool block, no pool transaction). Killed right after: her share is in the
     // window in memory only (unless the 60 s save came first): the documented loss.
-    let server = start(&core, dir).await;
+    let server = start(&core, dir, BOX_SAVE_SECS).await;
     let mut ledger = Ledger::default();
     let mut miners = vec![Miner::connect(server.pool, ALICE).await];
     let first = mine(&core, &mut miners, ALICE, &mut ledger).await;
@@ -477,7 +484,7 @@ async fn a_sigkill_keeps_every_pool_block_its_payouts_and_carry_and_the_window_a
 
     // 2. Restarted: the window is what was saved. Pool blocks follow; the last is killed
     // right after its `true` (its transaction saved the window, the payouts and the carry).
-    let server = start(&core, dir).await;
+    let server = start(&core, dir, BOX_SAVE_SECS).await;
     let carry = saved_carry(dir);
     assert_eq!(pool_view(&server.status().await), saved_view(&saved_window(dir), &carry), "restored as saved");
     let mut ledger = Ledger { window: saved, owed: carry };
@@ -523,7 +530,7 @@ async fn a_sigkill_keeps_every_pool_block_its_payouts_and_carry_and_the_window_a
 
     // 3. Restarted: nothing recorded changed, the window and carry are as saved, and the
     // next pool block pays the split of exactly those (mine() checks it), which Core takes.
-    let server = start(&core, dir).await;
+    let server = start(&core, dir, BOX_SAVE_SECS).await;
     assert_eq!(recorded(dir), before, "blocks and payout rows after the restart");
     assert_eq!(pool_view(&server.status().await), saved_view(&saved, &ledger.owed), "restored as saved");
     let mut miners = vec![Miner::connect(server.pool, ALICE).await, Miner::connect(server.pool, BOB).await];
@@ -556,7 +563,7 @@ async fn a_sigkill_keeps_every_pool_block_its_payouts_and_carry_and_the_window_a
     for (what, value, found) in damages {
         db(dir).execute("UPDATE pplns_window SET snapshot = ?1 WHERE coin = 'btc'", [value]).unwrap();
         let from = log_len(dir);
-        let server = start(&core, dir).await;
+        let server = start(&core, dir, BOX_SAVE_SECS).await;
         let log = log_since(dir, from);
         let line = log.lines().find(|l| l.contains("saved PPLNS window unreadable"));
         assert!(line.is_some_and(|l| l.contains(found)), "{what}: the log says so, and what it found:\n{log}");
@@ -573,4 +580,59 @@ async fn a_sigkill_keeps_every_pool_block_its_payouts_and_carry_and_the_window_a
         integrity_ok(dir);
         assert_eq!(saved_carry(dir), committed, "{what}: the carry still as committed");
     }
+}
+
+/// The periodic save (`--pplns-save-secs`, 1 s here), which the test above never waits for.
+/// The first share on an empty window finds a block whose job pays its finder alone: no pool
+/// transaction saves the window with it, so only the periodic save can put that share on
+/// disk. Once it has, a SIGKILL loses nothing, and the next block pays the restored window.
+#[tokio::test]
+async fn a_sigkill_after_a_periodic_save_keeps_the_share_no_pool_block_saved() {
+    let core = common::core().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_payees(dir);
+
+    let server = start(&core, dir, 1).await;
+    let mut ledger = Ledger::default();
+    let mut miners = vec![Miner::connect(server.pool, ALICE).await];
+    let first = mine(&core, &mut miners, ALICE, &mut ledger).await;
+    assert!(first.pool.is_none(), "an empty window: the job paid alice alone");
+    let started = Instant::now();
+    while counts(&saved_window(dir)) != ledger.window {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not saved in 30 s at one save a second: saved {:?}, accepted {:?}",
+            counts(&saved_window(dir)),
+            ledger.window
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(miners);
+    server.kill9().await;
+    integrity_ok(dir);
+    let saved = saved_window(dir);
+    println!(
+        "power cut after a periodic save: {} window share(s) lost of {:?}",
+        lost(&ledger, &counts(&saved)),
+        ledger.window
+    );
+    assert_eq!(counts(&saved), BTreeMap::from([(ALICE, 1)]), "the periodic save wrote alice's share");
+    assert!(saved_carry(dir).is_empty(), "no pool block yet, so no carry");
+
+    // Restarted: the window is as saved, and bob's block is a pool job paying that window:
+    // alice's one share, the whole reward (mine() checks the coinbase against the split).
+    let server = start(&core, dir, 1).await;
+    assert_eq!(pool_view(&server.status().await), saved_view(&saved, &BTreeMap::new()), "restored as saved");
+    let mut miners = vec![Miner::connect(server.pool, ALICE).await, Miner::connect(server.pool, BOB).await];
+    let next = mine(&core, &mut miners, BOB, &mut ledger).await;
+    let PoolSplit { window, paid, .. } = next.pool.as_ref().expect("the restored window makes a pool job");
+    assert_eq!(window, &BTreeMap::from([(ALICE, 1)]), "the split counts the restored share");
+    assert_eq!(paid.iter().map(|p| p.0).collect::<Vec<_>>(), vec![ALICE], "{paid:?}");
+    let rows = server.payouts().await;
+    let row = rows.iter().find(|r| r.block_hash == next.hash.to_string()).expect("the pool block's payout row");
+    assert_eq!((row.user.as_str(), row.shares, row.window_shares), ("alice", 1, 1), "{rows:?}");
+    drop(miners);
+    server.kill9().await;
+    integrity_ok(dir);
 }

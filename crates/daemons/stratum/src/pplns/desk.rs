@@ -33,6 +33,9 @@ pub struct PoolModeConfig {
     pub payees_file: PathBuf,
     /// The box's settings: payee addresses are checked against the coin's network.
     pub box_settings: Arc<Settings>,
+    /// How often a changed window is saved ([`crate::service::PPLNS_SNAPSHOT_EVERY`] on the
+    /// box): a power cut loses at most this much of it, and each save is a write to the card.
+    pub save_every: std::time::Duration,
 }
 
 /// Work units in one difficulty-1 share (see [`window`]): for the API's figures.
@@ -418,6 +421,7 @@ mod tests {
             settings: settings.coins["btc"].pool.clone().unwrap(),
             payees_file: dir.join("pool-payees.toml"),
             box_settings: Arc::new(settings),
+            save_every: crate::service::PPLNS_SNAPSHOT_EVERY,
         };
         PplnsDesk::new(&config, None)
     }
